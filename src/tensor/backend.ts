@@ -1,0 +1,33 @@
+import type { Data, Shape } from './tensor.js';
+import { jsBackend } from './kernels-js.js';
+
+export type BinaryKind = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min';
+export type UnaryKind = 'neg' | 'exp' | 'log' | 'sqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'softplus';
+
+/**
+ * The kernels every op stands on. A faster backend (WebAssembly, native) implements
+ * this interface and is installed with `setBackend`; layers and ops do not change.
+ * A backend may handle only float32 and hand float64 to `jsBackend` (gradient checks).
+ */
+export interface Backend {
+  readonly name: string;
+  /**
+   * c (m×n) = op(a)·op(b), plus the old c when `accumulate`.
+   * op(a) is m×k: a is stored m×k, or k×m when `transA`.
+   * op(b) is k×n: b is stored k×n, or n×k when `transB`.
+   */
+  matmul(a: Data, b: Data, c: Data, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void;
+  /** out = a ∘ b with numpy broadcasting; shapes are already padded to out's rank. */
+  binary(kind: BinaryKind, a: Data, aShape: Shape, b: Data, bShape: Shape, out: Data, outShape: Shape): void;
+  unary(kind: UnaryKind, x: Data, out: Data): void;
+  /** Sums x into out; outShape has x's rank with 1 on every reduced axis. */
+  reduceSum(x: Data, xShape: Shape, out: Data, outShape: Shape): void;
+}
+
+let current: Backend = jsBackend;
+
+export function backend(): Backend { return current; }
+
+export function setBackend(b: Backend): void { current = b; }
+
+export { jsBackend };

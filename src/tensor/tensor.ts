@@ -1,0 +1,130 @@
+/**
+ * A contiguous, row-major tensor: a shape and a flat typed array.
+ * float32 is the default; float64 is there for gradient checks.
+ *
+ * The autograd fields (`requiresGrad`, `grad`, `producer`) live here so that the
+ * tape can find them, but this file knows nothing of the tape.
+ */
+export type DType = 'float32' | 'float64';
+export type Data = Float32Array | Float64Array;
+export type Shape = readonly number[];
+
+export function sizeOf(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function checkShape(shape: Shape, where: string): void {
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) {
+      throw new RangeError(`${where}: shape [${shape.join(', ')}] must hold non-negative integers`);
+    }
+  }
+}
+
+export function allocate(dtype: DType, n: number): Data {
+  return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
+}
+
+export function dtypeOf(data: Data): DType {
+  return data instanceof Float64Array ? 'float64' : 'float32';
+}
+
+export const fmtShape = (shape: Shape): string => `[${shape.join(', ')}]`;
+
+export function sameShape(a: Shape, b: Shape): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export class Tensor {
+  readonly shape: Shape;
+  readonly data: Data;
+  /** Leaves with requiresGrad get `.grad` filled (accumulated) by backward. */
+  requiresGrad: boolean;
+  grad: Tensor | null = null;
+  /** Name of the op that produced this tensor on a tape; null for leaves. */
+  producer: string | null = null;
+  /** Optional name (parameters carry theirs, e.g. `0.weight`). */
+  name: string | undefined;
+
+  constructor(data: Data, shape: Shape, requiresGrad = false) {
+    checkShape(shape, 'Tensor');
+    if (data.length !== sizeOf(shape)) {
+      throw new RangeError(`Tensor: data length ${data.length} does not match shape ${fmtShape(shape)} (${sizeOf(shape)} elements)`);
+    }
+    this.data = data;
+    this.shape = Object.freeze([...shape]);
+    this.requiresGrad = requiresGrad;
+  }
+
+  get size(): number { return this.data.length; }
+  get rank(): number { return this.shape.length; }
+  get dtype(): DType { return dtypeOf(this.data); }
+
+  static zeros(shape: Shape, dtype: DType = 'float32'): Tensor {
+    checkShape(shape, 'Tensor.zeros');
+    return new Tensor(allocate(dtype, sizeOf(shape)), shape);
+  }
+
+  static full(shape: Shape, value: number, dtype: DType = 'float32'): Tensor {
+    const t = Tensor.zeros(shape, dtype);
+    t.data.fill(value);
+    return t;
+  }
+
+  static ones(shape: Shape, dtype: DType = 'float32'): Tensor {
+    return Tensor.full(shape, 1, dtype);
+  }
+
+  static scalar(value: number, dtype: DType = 'float32'): Tensor {
+    return Tensor.full([], value, dtype);
+  }
+
+  /** Builds a tensor from numbers; the shape defaults to a vector. */
+  static from(values: ArrayLike<number>, shape: Shape = [values.length], dtype: DType = 'float32'): Tensor {
+    const data = allocate(dtype, values.length);
+    data.set(values as ArrayLike<number>);
+    return new Tensor(data, shape);
+  }
+
+  /** A parameter: a leaf that collects gradients. */
+  static param(data: Data, shape: Shape, name?: string): Tensor {
+    const t = new Tensor(data, shape, true);
+    t.name = name;
+    return t;
+  }
+
+  item(): number {
+    if (this.size !== 1) throw new RangeError(`item(): tensor of shape ${fmtShape(this.shape)} has ${this.size} elements, expected 1`);
+    return this.data[0]!;
+  }
+
+  toArray(): number[] { return Array.from(this.data); }
+
+  /** A copy with no autograd history. */
+  clone(): Tensor {
+    return new Tensor(this.data.slice(), this.shape);
+  }
+
+  /** Same data, a new shape (no copy, no autograd history). */
+  view(shape: Shape): Tensor {
+    return new Tensor(this.data, shape);
+  }
+
+  to(dtype: DType): Tensor {
+    if (dtype === this.dtype) return this;
+    const d = allocate(dtype, this.size);
+    d.set(this.data);
+    return new Tensor(d, this.shape, this.requiresGrad);
+  }
+
+  /** Clears the accumulated gradient. */
+  zeroGrad(): void { this.grad = null; }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, ${fmtShape(this.shape)})`;
+  }
+}
