@@ -54,16 +54,24 @@ export class Tape {
    * (so a scalar loss gets 1). Leaves that require grad receive (accumulate) `.grad`.
    */
   backward(root: Tensor, seed?: Tensor): void {
-    const g0 = seed ?? Tensor.ones(root.shape, root.dtype);
-    if (!sameShape(g0.shape, root.shape)) {
-      throw new ShapeError(`backward: seed shape ${fmtShape(g0.shape)} != root shape ${fmtShape(root.shape)}`);
-    }
+    this.backwardFrom([[root, seed]]);
+  }
+
+  /** Backpropagates from several roots at once (e.g. an output gradient plus auxiliary losses). */
+  backwardFrom(roots: [Tensor, Tensor | undefined][]): void {
     const grads = new Map<Tensor, Tensor>();
-    grads.set(root, g0);
+    for (const [root, seed] of roots) {
+      const g0 = seed ?? Tensor.ones(root.shape, root.dtype);
+      if (!sameShape(g0.shape, root.shape)) {
+        throw new ShapeError(`backward: seed shape ${fmtShape(g0.shape)} != root shape ${fmtShape(root.shape)}`);
+      }
+      const prev = grads.get(root);
+      grads.set(root, prev === undefined ? g0 : binaryRaw('add', prev, g0));
+    }
     const prevEnabled = state.enabled;
     state.enabled = false; // backward formulas are not themselves recorded
     try {
-      if (root.producer === null) accumulateLeaf(root, g0);
+      for (const [root] of roots) if (root.producer === null && grads.has(root)) { accumulateLeaf(root, grads.get(root)!); grads.delete(root); }
       for (let i = this.entries.length - 1; i >= 0; i--) {
         const { op, ctx } = this.entries[i]!;
         const gy = grads.get(ctx.out);

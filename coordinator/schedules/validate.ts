@@ -1,0 +1,382 @@
+/**
+ * Checks a schedule before anything runs: structure (every stage runs the forward and the
+ * backward of every micro-batch exactly once, backward after forward, backwards in ascending
+ * micro-batch order) and, by simulation, that it cannot deadlock.
+ */
+import { formatAction } from '../../src/wire/action.js';
+import type { Action, Schedule } from '../../src/wire/action.js';
+
+/** Stable codes of {@link ScheduleError}; tests and callers match on these, not on the text. */
+export type ScheduleErrorCode =
+  | 'SCHEDULE_BAD_ARGUMENT'
+  | 'SCHEDULE_TOO_FEW_MICROBATCHES'
+  | 'SCHEDULE_UNKNOWN_NAME'
+  | 'SCHEDULE_STAGE_COUNT'
+  | 'SCHEDULE_WRONG_STAGE'
+  | 'SCHEDULE_BAD_ACTION'
+  | 'SCHEDULE_REPEATED_ACTION'
+  | 'SCHEDULE_MISSING_ACTION'
+  | 'SCHEDULE_BACKWARD_BEFORE_FORWARD'
+  | 'SCHEDULE_BACKWARD_ORDER'
+  | 'SCHEDULE_DEADLOCK';
+
+/** A schedule that must not run: what is wrong, where (stage, step), and how to fix it. */
+export class ScheduleError extends Error {
+  override readonly name = 'ScheduleError';
+  constructor(
+    readonly code: ScheduleErrorCode,
+    message: string,
+    /** How to fix it, also appended to the message. */
+    readonly hint: string,
+    /** The faulty stage and step (position in that stage's list), when there is one. */
+    readonly where: { stage: number; step?: number } | null = null,
+  ) {
+    super(`${message}\nHow to fix: ${hint}`);
+  }
+}
+
+/** Throws unless `stages` and `microBatches` are positive integers (`who` names the caller). */
+export function checkCounts(who: string, stages: number, microBatches: number): void {
+  for (const [name, value] of [
+    ['stages', stages],
+    ['microBatches', microBatches],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new ScheduleError(
+        'SCHEDULE_BAD_ARGUMENT',
+        `${who}: ${name} must be a positive integer, got ${String(value)}`,
+        `pass ${name} >= 1`,
+      );
+    }
+  }
+}
+
+/** Marks a cell (`step` given) or a whole row (`step` omitted) of the grid with `<-- ERROR HERE`. */
+export type GridMark = { stage: number; step?: number };
+
+/**
+ * The schedule as a grid: one row per stage, its actions in columns, marked cells in brackets
+ * and marked rows ending in `<-- ERROR HERE`. Rows up to `expectedStages` that have no list
+ * are printed as `(no list)`.
+ * @example
+ *          step  0    1    2    3
+ *   stage 0:    0F0  0F1  0B0  0B1
+ *   stage 1:    1F0  1F1 [1B1] 1B0   <-- ERROR HERE
+ */
+export function formatScheduleGrid(
+  schedule: Schedule,
+  marks: readonly GridMark[] = [],
+  expectedStages = schedule.length,
+): string {
+  const rows = Math.max(schedule.length, expectedStages);
+  const steps = Math.max(0, ...schedule.map((list) => list.length));
+  const text = (a: Action): string =>
+    a !== null && typeof a === 'object' ? formatAction(a) : String(a);
+  const width = Math.max(3, String(steps - 1).length, ...schedule.flat().map((a) => text(a).length)) + 2;
+  const label = (s: number): string => `stage ${s}:`.padEnd(`stage ${rows - 1}:`.length);
+  const header =
+    'step'.padStart(label(0).length) +
+    ' ' +
+    Array.from({ length: steps }, (_, i) => ` ${i}`.padEnd(width)).join('');
+  const lines = [header.trimEnd()];
+  for (let s = 0; s < rows; s++) {
+    const list = schedule[s];
+    const rowMarked = marks.some((m) => m.stage === s);
+    let line = label(s) + ' ';
+    if (list === undefined) {
+      line += '(no list)';
+    } else {
+      line += list
+        .map((a, i) => {
+          const cellMarked = marks.some((m) => m.stage === s && m.step === i);
+          return (cellMarked ? `[${text(a)}]` : ` ${text(a)} `).padEnd(width);
+        })
+        .join('');
+      if (list.length === 0) line += '(empty)';
+    }
+    lines.push(rowMarked ? `${line.trimEnd()}   <-- ERROR HERE` : line.trimEnd());
+  }
+  return lines.join('\n');
+}
+
+/** How many ticks each kind of action takes in {@link simulateSchedule} (positive integers). */
+export type SimulationOptions = { forwardTicks?: number; backwardTicks?: number };
+
+/** A stage that cannot start its next action because `waitingFor` has not finished. */
+export type BlockedStage = { stage: number; step: number; action: Action; waitingFor: Action };
+
+export type SimulationResult = {
+  /** False when the schedule deadlocked. */
+  ok: boolean;
+  /** Ticks run (the makespan when `ok`; the ticks before the stall otherwise). */
+  ticks: number;
+  /** `timeline[tick][stage]`: the action that stage was running during that tick, or null when idle. */
+  timeline: (Action | null)[][];
+  /** Idle stage-ticks over all stage-ticks; for GPipe and 1F1B with equal F and B times, (K-1)/(M+K-1). */
+  idleFraction: number;
+  /** Where it stalled: the tick and every stage still waiting, with what it waits for. */
+  deadlock: { tick: number; blocked: BlockedStage[] } | null;
+};
+
+const key = (stage: number, kind: 'F' | 'B', microBatch: number): string => `${stage}${kind}${microBatch}`;
+
+/**
+ * Runs the schedule in lock-step ticks. Each stage runs its list in order; an action starts only
+ * when what it needs finished in an earlier tick:
+ * - forward m on stage s needs forward m on stage s-1;
+ * - backward m on stage s needs its own forward m (the tape) and, except on the last stage,
+ *   backward m on stage s+1.
+ * A tick in which no stage is running or can start, with work left, is a deadlock (reported, not thrown).
+ * @example simulateSchedule(gpipe(2, 4)).idleFraction // 0.2 = (2-1)/(4+2-1)
+ */
+export function simulateSchedule(schedule: Schedule, options: SimulationOptions = {}): SimulationResult {
+  const forwardTicks = options.forwardTicks ?? 1;
+  const backwardTicks = options.backwardTicks ?? 1;
+  for (const [name, v] of [
+    ['forwardTicks', forwardTicks],
+    ['backwardTicks', backwardTicks],
+  ] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new ScheduleError(
+        'SCHEDULE_BAD_ARGUMENT',
+        `simulateSchedule: options.${name} must be a positive integer, got ${String(v)}`,
+        `pass ${name} >= 1 (ticks per action)`,
+      );
+    }
+  }
+  const stages = schedule.length;
+  const next = new Array<number>(stages).fill(0);
+  const busyUntil = new Array<number>(stages).fill(-1);
+  const running = new Array<Action | null>(stages).fill(null);
+  const finishedAt = new Map<string, number>(); // last tick the action occupied
+  const timeline: (Action | null)[][] = [];
+
+  const unmet = (s: number, a: Action, tick: number): Action | null => {
+    const needs: Action[] = [];
+    if (a.kind === 'F') {
+      if (s > 0) needs.push({ stage: s - 1, kind: 'F', microBatch: a.microBatch });
+    } else {
+      needs.push({ stage: s, kind: 'F', microBatch: a.microBatch });
+      if (s < stages - 1) needs.push({ stage: s + 1, kind: 'B', microBatch: a.microBatch });
+    }
+    for (const n of needs) {
+      const done = finishedAt.get(key(n.stage, n.kind, n.microBatch));
+      if (done === undefined || done >= tick) return n;
+    }
+    return null;
+  };
+
+  for (let tick = 0; ; tick++) {
+    const left = schedule.some((list, s) => next[s]! < list.length || busyUntil[s]! >= tick);
+    if (!left) break;
+    const row: (Action | null)[] = [];
+    let progressed = false;
+    for (let s = 0; s < stages; s++) {
+      const list = schedule[s]!;
+      if (busyUntil[s]! >= tick) {
+        row.push(running[s]!);
+        progressed = true;
+        continue;
+      }
+      const a = list[next[s]!];
+      if (a === undefined || unmet(s, a, tick) !== null) {
+        row.push(null);
+        continue;
+      }
+      const end = tick + (a.kind === 'F' ? forwardTicks : backwardTicks) - 1;
+      busyUntil[s] = end;
+      running[s] = a;
+      finishedAt.set(key(s, a.kind, a.microBatch), end);
+      next[s]!++;
+      row.push(a);
+      progressed = true;
+    }
+    if (!progressed) {
+      // Nothing runs and nothing can start: no dependency can ever finish again.
+      const blocked: BlockedStage[] = [];
+      for (let s = 0; s < stages; s++) {
+        const a = schedule[s]![next[s]!];
+        if (a !== undefined) blocked.push({ stage: s, step: next[s]!, action: a, waitingFor: unmet(s, a, tick)! });
+      }
+      return { ok: false, ticks: timeline.length, timeline, idleFraction: idle(timeline, stages), deadlock: { tick, blocked } };
+    }
+    timeline.push(row);
+  }
+  return { ok: true, ticks: timeline.length, timeline, idleFraction: idle(timeline, stages), deadlock: null };
+}
+
+function idle(timeline: (Action | null)[][], stages: number): number {
+  if (timeline.length === 0 || stages === 0) return 0;
+  let idleCells = 0;
+  for (const row of timeline) for (const cell of row) if (cell === null) idleCells++;
+  return idleCells / (timeline.length * stages);
+}
+
+/**
+ * The timeline as text: one row per stage, one column per tick, `.` for idle.
+ * @example formatTimeline(simulateSchedule(gpipe(2, 2)).timeline)
+ */
+export function formatTimeline(timeline: (Action | null)[][]): string {
+  const stages = Math.max(0, ...timeline.map((r) => r.length));
+  const width = Math.max(3, ...timeline.flat().map((a) => (a ? formatAction(a).length : 1))) + 1;
+  const lines: string[] = [];
+  for (let s = 0; s < stages; s++) {
+    lines.push(
+      `stage ${s}: ` + timeline.map((r) => (r[s] ? formatAction(r[s]!) : '.').padEnd(width)).join('').trimEnd(),
+    );
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Throws a {@link ScheduleError} (with the grid, the fault marked `<-- ERROR HERE`) unless
+ * `schedule` has one list per stage in which that stage runs the forward and the backward of
+ * every micro-batch 0..microBatches-1 exactly once, each backward after its forward, backwards
+ * in ascending micro-batch order (gradients accumulate in one fixed order), and the lists
+ * cannot deadlock. Returns the simulation (unit-time F and B) for reports.
+ * @example validateSchedule(getSchedule('1f1b')(4, 8), 4, 8).idleFraction // 3/11
+ */
+export function validateSchedule(schedule: Schedule, stages: number, microBatches: number): SimulationResult {
+  checkCounts('validateSchedule', stages, microBatches);
+  const fail = (
+    code: ScheduleErrorCode,
+    sentence: string,
+    hint: string,
+    marks: GridMark[],
+    extra = '',
+  ): never => {
+    const grid = formatScheduleGrid(schedule, marks, stages);
+    const first = marks[0] ?? null;
+    throw new ScheduleError(
+      code,
+      `invalid schedule for ${stages} stage(s) and ${microBatches} micro-batch(es): ${sentence}\n\n${grid}${extra}`,
+      hint,
+      first,
+    );
+  };
+
+  if (!Array.isArray(schedule) || schedule.length !== stages || schedule.some((l) => !Array.isArray(l))) {
+    const got = Array.isArray(schedule) ? schedule.length : 0;
+    if (!Array.isArray(schedule) || schedule.some((l) => !Array.isArray(l))) {
+      throw new ScheduleError(
+        'SCHEDULE_STAGE_COUNT',
+        `invalid schedule: expected an array of ${stages} action lists (one per stage)`,
+        'return Action[][] indexed by stage',
+      );
+    }
+    const marks = got > stages
+      ? Array.from({ length: got - stages }, (_, i) => ({ stage: stages + i }))
+      : Array.from({ length: stages - got }, (_, i) => ({ stage: got + i }));
+    fail(
+      'SCHEDULE_STAGE_COUNT',
+      `expected ${stages} stage lists (one per stage), got ${got}.`,
+      `return exactly one action list per stage (index = stage), ${stages} in all`,
+      marks,
+    );
+  }
+
+  // 1. each action well formed, on its own stage's list, at most once.
+  for (let s = 0; s < stages; s++) {
+    const seen = new Map<string, number>();
+    schedule[s]!.forEach((a, i) => {
+      const ok =
+        a !== null &&
+        typeof a === 'object' &&
+        (a.kind === 'F' || a.kind === 'B') &&
+        Number.isSafeInteger(a.stage) &&
+        Number.isSafeInteger(a.microBatch);
+      if (!ok || a.microBatch < 0 || a.microBatch >= microBatches) {
+        fail(
+          'SCHEDULE_BAD_ACTION',
+          `stage ${s}, step ${i}: ${ok ? formatAction(a) : JSON.stringify(a)} is not a forward or backward of a micro-batch in 0..${microBatches - 1}.`,
+          `use actions { stage, kind: 'F' | 'B', microBatch } with 0 <= microBatch < ${microBatches}`,
+          [{ stage: s, step: i }],
+        );
+      }
+      if (a.stage !== s) {
+        fail(
+          'SCHEDULE_WRONG_STAGE',
+          `${formatAction(a)} (an action of stage ${a.stage}) is on stage ${s}'s list at step ${i}.`,
+          `put each action in the list of the stage it names: schedule[${a.stage}] for ${formatAction(a)}`,
+          [{ stage: s, step: i }],
+        );
+      }
+      const k = key(s, a.kind, a.microBatch);
+      const before = seen.get(k);
+      if (before !== undefined) {
+        fail(
+          'SCHEDULE_REPEATED_ACTION',
+          `stage ${s} runs ${k} twice, at step ${before} and again at step ${i}; each stage runs the forward and the backward of every micro-batch exactly once.`,
+          `remove the second ${k} from stage ${s}'s list`,
+          [{ stage: s, step: i }],
+        );
+      }
+      seen.set(k, i);
+    });
+  }
+
+  // 2. nothing missing (with no repeats and all in range, this means exactly once).
+  for (let s = 0; s < stages; s++) {
+    const present = new Set(schedule[s]!.map((a) => key(s, a.kind, a.microBatch)));
+    const missing: string[] = [];
+    for (let m = 0; m < microBatches; m++) {
+      for (const kind of ['F', 'B'] as const) if (!present.has(key(s, kind, m))) missing.push(key(s, kind, m));
+    }
+    if (missing.length > 0) {
+      fail(
+        'SCHEDULE_MISSING_ACTION',
+        `stage ${s} never runs ${missing.join(', ')}; each stage runs the forward and the backward of every micro-batch 0..${microBatches - 1} exactly once.`,
+        `add ${missing.join(', ')} to stage ${s}'s list`,
+        [{ stage: s }],
+      );
+    }
+  }
+
+  // 3. each backward after its own forward; 4. backwards in ascending micro-batch order.
+  for (let s = 0; s < stages; s++) {
+    const list = schedule[s]!;
+    const forwardStep = new Map<number, number>();
+    list.forEach((a, i) => {
+      if (a.kind === 'F') forwardStep.set(a.microBatch, i);
+    });
+    let lastBackward: { m: number; step: number } | null = null;
+    list.forEach((a, i) => {
+      if (a.kind !== 'B') return;
+      const f = forwardStep.get(a.microBatch)!;
+      if (f > i) {
+        fail(
+          'SCHEDULE_BACKWARD_BEFORE_FORWARD',
+          `stage ${s} runs ${formatAction(a)} at step ${i}, before its forward ${key(s, 'F', a.microBatch)} at step ${f}; a backward needs the tape its forward leaves.`,
+          `move ${formatAction(a)} after ${key(s, 'F', a.microBatch)} in stage ${s}'s list`,
+          [{ stage: s, step: i }, { stage: s, step: f }],
+        );
+      }
+      if (lastBackward !== null && a.microBatch < lastBackward.m) {
+        fail(
+          'SCHEDULE_BACKWARD_ORDER',
+          `stage ${s} runs ${formatAction(a)} at step ${i} after ${key(s, 'B', lastBackward.m)} at step ${lastBackward.step}; backwards must run in ascending micro-batch order so gradients accumulate in one fixed order.`,
+          `order stage ${s}'s backwards by micro-batch: ${key(s, 'B', a.microBatch)} before ${key(s, 'B', lastBackward.m)}`,
+          [{ stage: s, step: i }],
+        );
+      }
+      lastBackward = { m: a.microBatch, step: i };
+    });
+  }
+
+  // 5. deadlock.
+  const sim = simulateSchedule(schedule);
+  if (!sim.ok) {
+    const { tick, blocked } = sim.deadlock!;
+    const waits = blocked
+      .map((b) => `stage ${b.stage} waits at step ${b.step} to run ${formatAction(b.action)}, which needs ${formatAction(b.waitingFor)}`)
+      .join('; ');
+    fail(
+      'SCHEDULE_DEADLOCK',
+      `deadlock at tick ${tick}: no stage can make progress. ${waits}.`,
+      'reorder the lists so every action a stage waits for comes earlier in the other stage’s list (e.g. use the gpipe or 1f1b schedule)',
+      blocked.map((b) => ({ stage: b.stage, step: b.step })),
+      sim.timeline.length > 0 ? `\n\ntimeline until the stall (. = idle):\n${formatTimeline(sim.timeline)}` : '',
+    );
+  }
+  return sim;
+}

@@ -1,0 +1,40 @@
+import type { Tensor } from '../tensor/tensor.js';
+import { leakyRelu, logSoftmax, relu, sigmoid, softmax, softplus, tanh } from '../autograd/index.js';
+import { Layer, registerLayer, type LayerContext } from './layer.js';
+import { finiteNumber, type LayerSpec } from './spec.js';
+
+const activations: Record<string, (x: Tensor, spec: LayerSpec) => Tensor> = {
+  relu: (x) => relu(x),
+  leakyRelu: (x, s) => leakyRelu(x, s.slope as number),
+  sigmoid: (x) => sigmoid(x),
+  tanh: (x) => tanh(x),
+  softplus: (x) => softplus(x),
+  softmax: (x) => softmax(x, -1),
+  logSoftmax: (x) => logSoftmax(x, -1),
+};
+
+/** An activation as a layer of its own (no parameters). */
+export class Activation extends Layer {
+  constructor(readonly type: string, private readonly spec: LayerSpec) {
+    super();
+  }
+
+  forward(x: Tensor, _ctx: LayerContext): Tensor {
+    return activations[this.type]!(x, this.spec);
+  }
+
+  outputShape(inputShape: readonly number[]): number[] {
+    return [...inputShape];
+  }
+
+  toSpec(): LayerSpec {
+    return { ...this.spec };
+  }
+}
+
+for (const type of Object.keys(activations)) {
+  registerLayer(type, (spec, { where }) => {
+    const s: LayerSpec = type === 'leakyRelu' ? { type, slope: finiteNumber(spec, 'slope', where, 0.01) } : { type };
+    return new Activation(type, s);
+  });
+}

@@ -1,0 +1,100 @@
+/**
+ * A model: an input shape, a list of layer specs and a loss. `Sequential` builds all of
+ * it or a contiguous range of it (a pipeline stage); parameter names carry the layer's
+ * index in the whole model (`2.weight`), so they are the same however the model is cut.
+ */
+import { Tensor, fmtShape } from '../tensor/tensor.js';
+import { Rng } from '../tensor/rng.js';
+import { buildLayer, type ForwardContext, type Layer } from './layer.js';
+import { SpecError, type LayerSpec } from './spec.js';
+import { losses } from './losses.js';
+
+export interface ModelSpec {
+  inputShape: number[];
+  layers: LayerSpec[];
+  /** A key of `losses` (default softmaxCrossEntropy). */
+  loss?: string;
+}
+
+/** Checks the shape of a model spec (fields, types), naming what is wrong. */
+export function validateModelSpec(spec: unknown, where = 'model spec'): ModelSpec {
+  const s = spec as ModelSpec;
+  if (s === null || typeof s !== 'object') throw new SpecError(`${where}: must be an object with inputShape and layers`);
+  if (!Array.isArray(s.inputShape) || s.inputShape.length === 0 || !s.inputShape.every((d) => Number.isSafeInteger(d) && d > 0)) {
+    throw new SpecError(`${where}: 'inputShape' must be a non-empty array of positive integers, got ${JSON.stringify(s.inputShape)}`);
+  }
+  if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array`);
+  if (s.loss !== undefined && !(s.loss in losses)) {
+    throw new SpecError(`${where}: unknown loss '${s.loss}'; known losses: ${Object.keys(losses).join(', ')}`);
+  }
+  return s;
+}
+
+/** The stream a layer's initialization draws from: the same on every host and in every stage. */
+export function initRng(seed: number, layerIndex: number): Rng {
+  return Rng.derive(seed, 0x1a7e5, layerIndex);
+}
+
+export class Sequential {
+  /** Per-sample shape entering each layer, and leaving the last one. */
+  readonly shapes: number[][];
+
+  private constructor(readonly layers: Layer[], readonly offset: number, inputShape: number[]) {
+    this.shapes = [inputShape];
+    for (const [i, l] of layers.entries()) {
+      try {
+        this.shapes.push(l.outputShape(this.shapes[i]!));
+      } catch (e) {
+        throw new SpecError(`layer ${offset + i} (${l.type}): ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Builds layers [start, end) of the model, initialized from the seed.
+   * @example const model = Sequential.fromSpec(mlpSpec(), 42);
+   */
+  static fromSpec(spec: ModelSpec, seed: number, start = 0, end = spec.layers.length): Sequential {
+    validateModelSpec(spec);
+    if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= spec.layers.length)) {
+      throw new SpecError(`layer range [${start}, ${end}) is not within the model's ${spec.layers.length} layers`);
+    }
+    // Shapes are inferred over the whole model so a stage knows its input shape.
+    const all = spec.layers.map((l, i) => buildLayer(l, { rng: initRng(seed, i), where: `layer ${i} (${String(l?.type)})` }));
+    const full = new Sequential(all, 0, spec.inputShape);
+    return new Sequential(all.slice(start, end), start, full.shapes[start]!);
+  }
+
+  get inputShape(): number[] { return this.shapes[0]!; }
+  get outputShape(): number[] { return this.shapes[this.shapes.length - 1]!; }
+
+  forward(x: Tensor, ctx: ForwardContext): Tensor {
+    let h = x;
+    for (const [i, layer] of this.layers.entries()) h = layer.forward(h, { ...ctx, index: this.offset + i });
+    return h;
+  }
+
+  /** Named parameters in a fixed order: by layer, then the layer's own order. */
+  parameters(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [i, layer] of this.layers.entries()) {
+      for (const [name, t] of layer.params) out.push([`${this.offset + i}.${name}`, t]);
+    }
+    return out;
+  }
+
+  layerSpecs(): LayerSpec[] { return this.layers.map((l) => l.toSpec()); }
+
+  parameterCount(): number {
+    return this.parameters().reduce((n, [, t]) => n + t.size, 0);
+  }
+
+  describe(): string {
+    return this.layers.map((l, i) => `${this.offset + i}: ${l.type} → ${fmtShape(this.shapes[i + 1]!)}`).join('\n');
+  }
+}
+
+/** Parameter counts per layer, for balancing stages without building them. */
+export function layerParameterCounts(spec: ModelSpec): number[] {
+  return Sequential.fromSpec(spec, 0).layers.map((l) => l.params.reduce((n, [, t]) => n + t.size, 0));
+}

@@ -1,0 +1,107 @@
+/**
+ * Optimizers work on named parameters and their gradients, with a serializable state,
+ * so the same optimizer can drive parameters that live in this process, on a worker
+ * thread or on another host.
+ *
+ * Element-wise optimizers (SGD, momentum, Adam, ...) update each parameter from its own
+ * gradient and state alone, so they may run where the parameters live: the coordinator
+ * sends (spec, lr, step count) and every host runs the very same `update` arithmetic,
+ * which keeps placements bit-identical. Each one writes only its update; the loop,
+ * the state bookkeeping and the validation are shared here (as tinygrad's optim does).
+ */
+import type { Data } from '../tensor/tensor.js';
+
+export interface OptimizerSpec {
+  type: string;
+  lr: number;
+  [hyperparameter: string]: number | string | boolean;
+}
+
+export interface OptimizerState {
+  type: string;
+  /** Steps taken (1-based inside update). */
+  t: number;
+  /** Per parameter name, per slot name, the slot's values. */
+  slots: Record<string, Record<string, number[] | Float32Array>>;
+}
+
+export class OptimizerError extends Error {
+  readonly code = 'BAD_OPTIMIZER';
+  constructor(message: string) {
+    super(message);
+    this.name = 'OptimizerError';
+  }
+}
+
+/** A parameter as an optimizer sees it: its values (updated in place) and its gradient. */
+export interface ParamRef { name: string; value: Data; grad: Data | null }
+
+export abstract class ElementwiseOptimizer {
+  /** Names of the per-parameter state buffers (e.g. ['m', 'v'] for Adam). */
+  abstract readonly slotNames: readonly string[];
+  private slots = new Map<string, Record<string, Data>>();
+  t = 0;
+
+  constructor(readonly spec: OptimizerSpec) {
+    if (!(Number.isFinite(spec.lr) && spec.lr > 0)) throw new OptimizerError(`optimizer.lr must be a positive number, got ${spec.lr}`);
+  }
+
+  /** Updates p in place from g (and s, this parameter's slots) at step t (1-based). */
+  protected abstract update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number): void;
+
+  /**
+   * One step over params: gradients are multiplied by gradScale first (the one place
+   * where summed micro-batch gradients are scaled). A parameter without a gradient is skipped.
+   */
+  step(params: Iterable<ParamRef>, opts: { lr?: number; gradScale?: number } = {}): void {
+    const lr = opts.lr ?? this.spec.lr;
+    const scale = opts.gradScale ?? 1;
+    this.t++;
+    for (const { name, value, grad } of params) {
+      if (grad === null) continue;
+      if (grad.length !== value.length) throw new OptimizerError(`optimizer: gradient of ${name} has ${grad.length} elements, the parameter ${value.length}`);
+      let g = grad;
+      if (scale !== 1) {
+        g = grad.slice();
+        for (let i = 0; i < g.length; i++) g[i] = g[i]! * scale;
+      }
+      this.update(value, g, this.slotsFor(name, value), lr, this.t);
+    }
+  }
+
+  private slotsFor(name: string, value: Data): Record<string, Data> {
+    let s = this.slots.get(name);
+    if (!s) {
+      s = {};
+      for (const k of this.slotNames) s[k] = new (value.constructor as { new(n: number): Data })(value.length);
+      this.slots.set(name, s);
+    }
+    return s;
+  }
+
+  getState(): OptimizerState {
+    const slots: OptimizerState['slots'] = {};
+    for (const [name, s] of this.slots) {
+      slots[name] = {};
+      for (const [k, v] of Object.entries(s)) slots[name]![k] = Float32Array.from(v);
+    }
+    return { type: this.spec.type, t: this.t, slots };
+  }
+
+  setState(state: OptimizerState): void {
+    if (state.type !== this.spec.type) throw new OptimizerError(`optimizer state is for '${state.type}', not '${this.spec.type}'`);
+    this.t = state.t;
+    this.slots.clear();
+    for (const [name, s] of Object.entries(state.slots)) {
+      const copy: Record<string, Data> = {};
+      for (const [k, v] of Object.entries(s)) copy[k] = Float32Array.from(v);
+      this.slots.set(name, copy);
+    }
+  }
+}
+
+export function hyper(spec: OptimizerSpec, name: string, fallback: number, check: (v: number) => boolean, what: string): number {
+  const v = spec[name] ?? fallback;
+  if (typeof v !== 'number' || !check(v)) throw new OptimizerError(`${spec.type}.${name} must be ${what}, got ${JSON.stringify(spec[name])}`);
+  return v;
+}
