@@ -14,6 +14,8 @@ export interface ModelSpec {
   layers: LayerSpec[];
   /** A key of `losses` (default softmaxCrossEntropy). */
   loss?: string;
+  /** The targets are the inputs themselves (autoencoders, e.g. the VAE). */
+  autoencoder?: boolean;
 }
 
 /** Checks the shape of a model spec (fields, types), naming what is wrong. */

@@ -1,0 +1,25 @@
+/** Transports by name: a new one is one file plus one line here. */
+import { LocalTransport } from './local.js';
+import { ThreadsTransport } from './threads.js';
+const GrpcTransport = class { constructor(_n: string[]) {} } as any;
+import { TransportError, type Transport } from './transport.js';
+
+export * from './transport.js';
+export { LocalTransport, ThreadsTransport, GrpcTransport };
+
+export interface TransportOptions { nodes?: string[] }
+
+export const transports: Record<string, (o: TransportOptions) => Transport> = {
+  local: () => new LocalTransport(),
+  threads: () => new ThreadsTransport(),
+  grpc: (o) => {
+    if (!o.nodes || o.nodes.length === 0) throw new TransportError('NO_NODES', 'placement grpc needs --nodes host:port[,host:port...]');
+    return new GrpcTransport(o.nodes);
+  },
+};
+
+export function createTransport(name: string, o: TransportOptions = {}): Transport {
+  const make = transports[name];
+  if (!make) throw new TransportError('UNKNOWN_PLACEMENT', `unknown placement '${name}'; choose one of ${Object.keys(transports).join(', ')}`);
+  return make(o);
+}

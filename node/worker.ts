@@ -1,0 +1,39 @@
+/**
+ * The worker-thread entry for piscina: one stage actor per worker (its pool has exactly
+ * one thread, so the state stays here). Requests arrive as msgpackr bytes and are
+ * answered as bytes; neighbours are reached over MessagePorts.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { decodeMessage, encodeMessage, type Reply, type Request } from '../src/wire/index.js';
+import { selectBackend } from '../src/tensor/select.js';
+import { StageActor } from './stage.js';
+import { PortLink } from './port-link.js';
+
+export type WorkerTask =
+  | { kind: 'init'; stage: number; prev?: MessagePort; next?: MessagePort; backend?: string }
+  | { kind: 'request'; bytes: Uint8Array };
+
+let actor: StageActor | null = null;
+
+export default async function handle(task: WorkerTask): Promise<Uint8Array | string> {
+  if (task.kind === 'init') {
+    selectBackend(task.backend);
+    actor = new StageActor(task.stage);
+    if (task.prev) actor.prev = new PortLink(task.prev, actor);
+    if (task.next) actor.next = new PortLink(task.next, actor);
+    return `stage ${task.stage} ready`;
+  }
+  const a = actor;
+  let reply: Reply;
+  if (!a) {
+    reply = { type: 'error', code: 'NOT_INITIALIZED', message: 'worker: stage actor not initialized' };
+  } else {
+    try {
+      reply = await a.handle(decodeMessage(task.bytes, { actor: a.name }) as Request);
+    } catch (e) {
+      // A bad message is answered with an error, and the actor keeps serving.
+      reply = { type: 'error', code: (e as { code?: string }).code ?? 'BAD_MESSAGE', message: (e as Error).message };
+    }
+  }
+  return encodeMessage(reply);
+}

@@ -1,0 +1,159 @@
+/**
+ * Numeric CSV files: one sample per line, comma-separated numbers, one column of
+ * integer class labels. Errors name the file, the line and the column.
+ */
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { Rng } from '../tensor/rng.js';
+import { type Dataset, subset } from './dataset.js';
+import { DataError, describe } from './errors.js';
+
+export interface CsvOptions {
+  /** The label column: a 0-based index or a header name. Default: the last column. */
+  labelColumn?: number | string;
+  /** Whether the first line is a header; 'auto' (default) treats it as one if any cell is not a number. */
+  header?: 'auto' | boolean;
+  /** Fraction of the rows held out for `test`, in [0, 1). Default 0.2. */
+  testFraction?: number;
+  /** Seed of the train/test shuffle. Default 0. */
+  seed?: number;
+}
+
+export interface CsvSplit {
+  train: Dataset;
+  test: Dataset;
+  /** Header names of the input columns (`col<i>` when there is no header), in input order. */
+  featureNames: string[];
+}
+
+/** Keys the CSV split's stream apart from other uses of the same seed. */
+export const CSV_SPLIT_STREAM = 0x637376; // 'csv'
+
+// Plain decimals only: Number() would also take '', ' ', '0x1f', 'Infinity'.
+const NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+function parseCell(text: string): number {
+  return NUMBER.test(text) ? Number(text) : NaN;
+}
+
+function unquote(cell: string): string {
+  const t = cell.trim();
+  return t.length >= 2 && t.startsWith('"') && t.endsWith('"') ? t.slice(1, -1).replace(/""/g, '"') : t;
+}
+
+/**
+ * Loads a numeric CSV file and splits it (seeded shuffle) into train and test.
+ * @example const { train, test } = loadCsv('iris.csv', { labelColumn: 'species', testFraction: 0.25, seed: 7 });
+ */
+export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
+  const { labelColumn, header = 'auto', testFraction = 0.2, seed = 0 } = options;
+  if (header !== 'auto' && header !== true && header !== false) {
+    throw new DataError('BAD_OPTION', `loadCsv: options.header must be 'auto', true or false, got ${describe(header)}`);
+  }
+  if (typeof testFraction !== 'number' || !(testFraction >= 0 && testFraction < 1)) {
+    throw new DataError('BAD_OPTION', `loadCsv: options.testFraction must be a number in [0, 1), got ${describe(testFraction)}`);
+  }
+  if (typeof seed !== 'number' || !Number.isFinite(seed)) {
+    throw new DataError('BAD_OPTION', `loadCsv: options.seed must be a finite number, got ${describe(seed)}`);
+  }
+  if (labelColumn !== undefined && typeof labelColumn !== 'string' &&
+      (typeof labelColumn !== 'number' || !Number.isSafeInteger(labelColumn) || labelColumn < 0)) {
+    throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn must be a non-negative integer or a header name, got ${describe(labelColumn)}`);
+  }
+
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') throw new DataError('FILE_NOT_FOUND', `CSV file not found: ${path}`, 'check the path (relative paths are from the working directory)');
+    throw new DataError('FILE_UNREADABLE', `cannot read CSV file ${path}: ${err.message}`);
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+
+  // Physical line numbers are kept for messages; blank lines are skipped.
+  const lines = text.split(/\r?\n/);
+  const rows: { line: number; cells: string[] }[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (l.trim() === '') continue;
+    rows.push({ line: i + 1, cells: l.split(',').map((c) => c.trim()) });
+  }
+  if (rows.length === 0) throw new DataError('EMPTY_FILE', `CSV file ${path} is empty (no non-blank lines)`);
+
+  const first = rows[0]!;
+  const hasHeader = header === 'auto' ? first.cells.some((c) => Number.isNaN(parseCell(c))) : header;
+  const columns = first.cells.length;
+  const names = hasHeader ? first.cells.map(unquote) : first.cells.map((_, i) => `col${i}`);
+  const body = hasHeader ? rows.slice(1) : rows;
+  if (body.length === 0) throw new DataError('EMPTY_FILE', `CSV file ${path} has a header (line ${first.line}) but no data rows`);
+  if (columns < 2) {
+    throw new DataError('BAD_HEADER', `${path}:${first.line}: found ${columns} column, need at least 2 (inputs and a label)`);
+  }
+
+  let labelIdx: number;
+  if (labelColumn === undefined) {
+    labelIdx = columns - 1;
+  } else if (typeof labelColumn === 'number') {
+    if (labelColumn >= columns) {
+      throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn ${labelColumn} is out of range: ${path} has ${columns} columns (0..${columns - 1})`);
+    }
+    labelIdx = labelColumn;
+  } else {
+    if (!hasHeader) {
+      throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn ${JSON.stringify(labelColumn)} is a name, but ${path} has no header`,
+        'give the column index instead, or set header: true');
+    }
+    labelIdx = names.indexOf(labelColumn);
+    if (labelIdx < 0) {
+      throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn ${JSON.stringify(labelColumn)} is not a column of ${path}; columns are ${names.map((s) => JSON.stringify(s)).join(', ')}`);
+    }
+  }
+
+  const features = columns - 1;
+  const n = body.length;
+  const inputs = new Float32Array(n * features);
+  const labels = new Int32Array(n);
+  let maxLabel = 0;
+  const colName = (c: number): string => (hasHeader ? ` (${JSON.stringify(names[c])})` : '');
+  for (let r = 0; r < n; r++) {
+    const { line, cells } = body[r]!;
+    if (cells.length !== columns) {
+      throw new DataError('RAGGED_ROW', `${path}:${line}: expected ${columns} columns, found ${cells.length}`,
+        hasHeader ? `the header on line ${first.line} has ${columns}` : `line ${first.line} has ${columns}`);
+    }
+    let k = r * features;
+    for (let c = 0; c < columns; c++) {
+      const cell = cells[c]!;
+      const v = parseCell(cell);
+      if (c === labelIdx) {
+        if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
+          throw new DataError('BAD_LABEL', `${path}:${line}:${c + 1}: label${colName(c)} must be a non-negative integer, got ${JSON.stringify(cell)}`,
+            'map class names to 0, 1, 2, … before loading');
+        }
+        labels[r] = v;
+        if (v > maxLabel) maxLabel = v;
+      } else {
+        if (!Number.isFinite(v)) {
+          throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: column${colName(c)} is not a number: ${JSON.stringify(cell)}`);
+        }
+        inputs[k++] = v;
+      }
+    }
+  }
+
+  const file = basename(path);
+  const all: Dataset = { name: file, inputShape: [features], numClasses: maxLabel + 1, size: n, inputs, labels };
+  const order = new Int32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  Rng.derive(seed, CSV_SPLIT_STREAM).shuffle(order);
+  const nTest = Math.round(n * testFraction);
+  if (n - nTest <= 0) {
+    throw new DataError('BAD_OPTION', `loadCsv: options.testFraction ${testFraction} leaves no training rows out of ${n} in ${path}`);
+  }
+  return {
+    train: subset(all, order.subarray(0, n - nTest), `${file}/train`),
+    test: subset(all, order.subarray(n - nTest), `${file}/test`),
+    featureNames: names.filter((_, c) => c !== labelIdx),
+  };
+}

@@ -1,0 +1,141 @@
+/**
+ * Bytes ⇄ messages. Tensors travel as dtype, shape and raw little-endian bytes inside
+ * msgpackr; decoding validates everything that came from outside before anyone uses it:
+ * the message type and header fields, each tensor's dtype (allow-list), its shape (safe
+ * non-negative integers whose product matches the byte length), a size cap, and finite
+ * values for activations and gradients.
+ */
+import { Packr } from 'msgpackr';
+import { Tensor, sizeOf } from '../tensor/tensor.js';
+import { peerTypes, requestTypes, type Message } from './messages.js';
+
+/** The largest message a transport accepts (also the gRPC receive cap). */
+export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+/** The largest tensor, in elements. */
+export const MAX_TENSOR_ELEMENTS = 32 * 1024 * 1024;
+
+export class WireError extends Error {
+  readonly code = 'BAD_MESSAGE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'WireError';
+  }
+}
+
+const TENSOR_TAG = '$tensor';
+const dtypes = { float32: 4, float64: 8, int32: 4 } as const;
+type WireDType = keyof typeof dtypes;
+
+interface WireTensor { [TENSOR_TAG]: WireDType; shape: number[]; bytes: Uint8Array }
+
+// NOTE: msgpackr decodes permissively (records, Dates, RegExps...): plain maps and
+// arrays only, and every value is checked below.
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number', mapsAsObjects: true });
+
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function toWire(v: unknown): unknown {
+  if (v instanceof Tensor) return tensorToWire(v.dtype, v.shape, v.data);
+  if (v instanceof Int32Array) return tensorToWire('int32', [v.length], v);
+  if (Array.isArray(v)) return v.map(toWire);
+  if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = toWire(x);
+    return out;
+  }
+  return v;
+}
+
+function tensorToWire(dtype: WireDType, shape: readonly number[], data: ArrayBufferView): WireTensor {
+  if (!littleEndian) throw new WireError('big-endian hosts are not supported: tensors travel little-endian');
+  return { [TENSOR_TAG]: dtype, shape: [...shape], bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** Encodes a message into a fresh buffer of its own (msgpackr reuses its internal one). */
+export function encodeMessage(msg: Message): Uint8Array {
+  return new Uint8Array(packr.pack(toWire(msg)));
+}
+
+/** Context for errors: which actor decoded which message. */
+export interface DecodeContext { actor: string; requireFinite?: boolean }
+
+function fromWire(v: unknown, path: string, ctx: DecodeContext, depth: number): unknown {
+  if (depth > 16) throw new WireError(`${ctx.actor}: message nests deeper than 16 levels at ${path}`);
+  if (Array.isArray(v)) return v.map((x, i) => fromWire(x, `${path}[${i}]`, ctx, depth + 1));
+  if (v instanceof Uint8Array) return v;
+  if (v !== null && typeof v === 'object') {
+    if (Object.getPrototypeOf(v) !== Object.prototype) throw new WireError(`${ctx.actor}: unexpected ${(v as object).constructor?.name ?? 'object'} at ${path}`);
+    if (TENSOR_TAG in v) return decodeTensor(v as WireTensor, path, ctx);
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = fromWire(x, path ? `${path}.${k}` : k, ctx, depth + 1);
+    return out;
+  }
+  return v;
+}
+
+function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor | Int32Array {
+  const where = `${ctx.actor}: field '${path}'`;
+  const dtype = w[TENSOR_TAG];
+  if (!(typeof dtype === 'string' && dtype in dtypes)) throw new WireError(`${where}: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(dtypes).join(', ')}`);
+  const { shape, bytes } = w;
+  if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new WireError(`${where}: shape ${JSON.stringify(shape)} must be at most 8 non-negative safe integers`);
+  }
+  if (!(bytes instanceof Uint8Array)) throw new WireError(`${where}: tensor bytes are missing`);
+  const n = sizeOf(shape);
+  if (n > MAX_TENSOR_ELEMENTS) throw new WireError(`${where}: ${n} elements exceed the cap of ${MAX_TENSOR_ELEMENTS}`);
+  const width = dtypes[dtype];
+  if (bytes.byteLength !== n * width) {
+    throw new WireError(`${where}: shape [${shape.join(', ')}] needs ${n * width} bytes of ${dtype}, got ${bytes.byteLength}`);
+  }
+  // A view when aligned (no copy); otherwise one copy into an aligned buffer.
+  const aligned = bytes.byteOffset % width === 0 ? bytes : new Uint8Array(bytes); // (Buffer.slice would be a view)
+  const buf = aligned.buffer;
+  const off = aligned.byteOffset;
+  if (dtype === 'int32') return new Int32Array(buf, off, n);
+  const data = dtype === 'float64' ? new Float64Array(buf, off, n) : new Float32Array(buf, off, n);
+  if (ctx.requireFinite) {
+    for (let i = 0; i < n; i++) {
+      if (!Number.isFinite(data[i]!)) throw new WireError(`${where}: value ${data[i]} at index ${i} is not finite`);
+    }
+  }
+  return new Tensor(data, shape);
+}
+
+const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'activations', 'inputGradient', 'tensors', 'state', 'error']);
+
+/**
+ * Decodes and validates a message. Throws a WireError naming the actor and the field;
+ * callers answer it with an error reply and keep serving.
+ */
+export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
+  if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: a message must be bytes`);
+  if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new WireError(`${ctx.actor}: message of ${bytes.byteLength} bytes exceeds the cap of ${MAX_MESSAGE_BYTES}`);
+  let raw: unknown;
+  try {
+    raw = packr.unpack(bytes);
+  } catch (e) {
+    throw new WireError(`${ctx.actor}: malformed message (${(e as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new WireError(`${ctx.actor}: a message must be a map, got ${typeof raw}`);
+  const type = (raw as { type?: unknown }).type;
+  if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${JSON.stringify(type)}`);
+  const finite = type === 'activation' || type === 'gradient' || type === 'forward' || type === 'backward' || type === 'runStep';
+  const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0) as Message;
+  validateHeader(msg, ctx.actor);
+  return msg;
+}
+
+/** Checks the header fields every request and peer message carries. */
+export function validateHeader(msg: Message, actor: string): void {
+  if (!(requestTypes as readonly string[]).includes(msg.type) && !(peerTypes as readonly string[]).includes(msg.type)) return;
+  const m = msg as unknown as Record<string, unknown>;
+  const where = `${actor}: ${msg.type} message`;
+  if (typeof m.run !== 'string' || m.run.length > 200) throw new WireError(`${where}: field 'run' must be a string`);
+  for (const f of ['stage', 'step'] as const) {
+    if (!Number.isSafeInteger(m[f]) || (m[f] as number) < 0) throw new WireError(`${where}: field '${f}' must be a non-negative integer, got ${JSON.stringify(m[f])}`);
+  }
+  if (!Number.isSafeInteger(m.microBatch) || (m.microBatch as number) < -1) {
+    throw new WireError(`${where}: field 'microBatch' must be an integer >= -1, got ${JSON.stringify(m.microBatch)}`);
+  }
+}

@@ -1,0 +1,3 @@
+export * from './action.js';
+export * from './messages.js';
+export * from './codec.js';

@@ -1,0 +1,104 @@
+/**
+ * The one message union every transport carries (in-process, worker threads, gRPC).
+ * Every message names its run, stage and step (and micro-batch where it has one), so a
+ * duplicate (a retried gRPC call, say) is recognized and applied once.
+ */
+import type { Tensor } from '../tensor/tensor.js';
+
+/** Where a message belongs. microBatch is -1 when the message is for the whole step. */
+export interface Header { run: string; stage: number; step: number; microBatch: number }
+
+export type Targets = Int32Array | Tensor;
+export type NamedTensors = Record<string, Tensor>;
+
+export interface StageConfig {
+  /** The whole model's spec (JSON); the stage builds layers [start, end). */
+  model: { inputShape: number[]; layers: { type: string; [k: string]: unknown }[]; loss?: string; autoencoder?: boolean };
+  start: number;
+  end: number;
+  seed: number;
+  stages: number;
+  /** Most micro-batches whose tapes (and inbound messages) a stage holds at once. */
+  capacity: number;
+  /** The kernel backend every stage must use, so that all placements compute bit-identically. */
+  backend?: string;
+}
+
+export interface OptimizerStepArgs {
+  optimizer: { type: string; lr: number; [k: string]: number | string | boolean };
+  lr: number;
+  /** Multiplies the summed gradients before the update (1/batch size: the one scaling). */
+  gradScale: number;
+}
+
+/** A neighbour's address, for transports where stages talk to each other by address. */
+export interface PeerAddress { address: string; stage: number }
+
+export type Request =
+  | (Header & { type: 'configure'; config: StageConfig; params?: NamedTensors })
+  | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress })
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[] })
+  | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
+  | (Header & { type: 'backward'; dy?: Tensor })
+  | (Header & { type: 'gradients' })
+  | (Header & { type: 'getParams' })
+  | (Header & { type: 'setParams'; params: NamedTensors })
+  | (Header & { type: 'optimizerStep' } & OptimizerStepArgs)
+  | (Header & { type: 'getState' })
+  | (Header & { type: 'setState'; state: StageState })
+  | (Header & { type: 'evaluate'; x: Tensor })
+  | (Header & { type: 'shutdown' });
+
+/** Stage to stage: an activation going forward or a gradient going back. */
+export type PeerMessage =
+  | (Header & { type: 'activation'; x: Tensor })
+  | (Header & { type: 'gradient'; dx: Tensor });
+
+export interface StageState {
+  params: NamedTensors;
+  buffers: NamedTensors;
+  optimizer: { type: string; t: number; slots: Record<string, Record<string, Tensor>> } | null;
+  lastStep: number;
+}
+
+export interface StepReport {
+  /** Summed loss of each micro-batch (last stage only). */
+  losses: number[];
+  /** Milliseconds this stage spent computing (not waiting) in the step. */
+  busyMs: number;
+  /** Wall time of the step as this stage saw it. */
+  wallMs: number;
+}
+
+export type Reply =
+  | { type: 'ok' }
+  | { type: 'configured'; parameterCount: number; inputShape: number[]; outputShape: number[] }
+  | { type: 'stepDone'; report: StepReport }
+  | { type: 'activations'; y: Tensor; loss?: number }
+  | { type: 'inputGradient'; dx: Tensor | null }
+  | { type: 'tensors'; tensors: NamedTensors }
+  | { type: 'state'; state: StageState }
+  | { type: 'error'; code: string; message: string };
+
+export type Message = Request | PeerMessage | Reply;
+
+export const requestTypes = [
+  'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'getParams', 'setParams',
+  'optimizerStep', 'getState', 'setState', 'evaluate', 'shutdown',
+] as const;
+export const peerTypes = ['activation', 'gradient'] as const;
+
+/** An error that crossed a transport: it keeps the remote code and names the actor. */
+export class RemoteError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'RemoteError';
+  }
+}
+
+/** Unwraps a reply of the expected type, rethrowing a remote error. */
+export function expectReply<T extends Reply['type']>(reply: Reply, type: T, where: string): Extract<Reply, { type: T }> {
+  if (reply.type === 'error') throw new RemoteError(reply.code, reply.message);
+  if (reply.type !== type) throw new RemoteError('BAD_REPLY', `${where}: expected a '${type}' reply, got '${reply.type}'`);
+  return reply as Extract<Reply, { type: T }>;
+}
