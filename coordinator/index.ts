@@ -1,0 +1,17 @@
+/**
+ * chainrule's public API: `import { Coordinator } from 'chainrule'`.
+ * The library underneath (tensors, autograd, layers, optimizers, data) is re-exported
+ * under namespaces so that one import reaches everything.
+ */
+export { Coordinator, OptionError, type CoordinatorOptions, type EpochReport, type TrainSummary } from './coordinator.js';
+export { main as cli } from './cli.js';
+export * from './transports/index.js';
+export * from './schedules/index.js';
+export { balancedPartition, explicitPartition, PartitionError } from './partition.js';
+export { StageActor } from '../node/stage.js';
+export * as tensor from '../src/tensor/index.js';
+export * as autograd from '../src/autograd/index.js';
+export * as nn from '../src/nn/index.js';
+export * as optim from '../src/optim/index.js';
+export * as data from '../src/data/index.js';
+export * as wire from '../src/wire/index.js';

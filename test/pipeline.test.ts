@@ -1,0 +1,115 @@
+/**
+ * The whole pipeline, every placement and schedule, against single-process training:
+ * for the same seed and micro-batch count the weights must be bit-identical.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import { loadMnist, subset, type Dataset } from '../src/data/index.js';
+import type { ModelSpec } from '../src/nn/index.js';
+import { startNode } from '../node/server.js';
+
+const spec: ModelSpec = {
+  inputShape: [784],
+  layers: [
+    { type: 'dense', inputs: 784, units: 48, init: 'he' }, { type: 'relu' },
+    { type: 'dense', inputs: 48, units: 32, init: 'he' }, { type: 'tanh' },
+    { type: 'dense', inputs: 32, units: 10, init: 'xavier' },
+  ],
+  loss: 'softmaxCrossEntropy',
+};
+
+let data: { train: Dataset; test: Dataset };
+const nodes: { address: string; close(): Promise<void> }[] = [];
+
+beforeAll(async () => {
+  const m = loadMnist();
+  // 520 samples with batch 32: 16 steps and a partial batch of 8 that must be dropped.
+  data = { train: subset(m.train, Array.from({ length: 520 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 300 }, (_, i) => i)) };
+  for (let i = 0; i < 2; i++) nodes.push(await startNode({ host: '127.0.0.1', port: 0 }));
+});
+
+afterAll(async () => {
+  await Promise.all(nodes.map((n) => n.close()));
+});
+
+async function train(o: CoordinatorOptions) {
+  const c = new Coordinator({ model: spec, dataset: data, epochs: 2, batchSize: 32, lr: 0.1, seed: 7, ...o });
+  try {
+    const summary = await c.train();
+    return { summary, params: await c.parameters() };
+  } finally {
+    await c.close();
+  }
+}
+
+describe('every placement, schedule and stage count matches single-process training', () => {
+  const reference = new Map<number, Awaited<ReturnType<typeof train>>>();
+
+  for (const M of [1, 4]) {
+    it(`single process, M=${M}: learns, drops the partial batch, and is reproducible`, async () => {
+      const r = await train({ microBatches: M });
+      reference.set(M, r);
+      expect(r.summary.droppedPerEpoch).toBe(8);
+      expect(r.summary.droppedSamples).toBe(16);
+      expect(r.summary.testAccuracy!).toBeGreaterThan(0.6);
+      const again = await train({ microBatches: M });
+      expect(again.summary.weightsSha256).toBe(r.summary.weightsSha256);
+    });
+  }
+
+  it('a different seed gives different weights', async () => {
+    const other = await train({ microBatches: 1, seed: 8 });
+    expect(other.summary.weightsSha256).not.toBe(reference.get(1)!.summary.weightsSha256);
+  });
+
+  it('another micro-batch count agrees to 1e-5 relative', () => {
+    const a = reference.get(1)!.params;
+    const b = reference.get(4)!.params;
+    for (const name of Object.keys(a)) {
+      const x = a[name]!.data;
+      const y = b[name]!.data;
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
+      expect(Math.sqrt(num / den), name).toBeLessThan(1e-5);
+    }
+  });
+
+  const cases: [string, number, string][] = [
+    ['local', 2, 'gpipe'], ['local', 3, '1f1b'],
+    ['threads', 2, 'gpipe'], ['threads', 2, '1f1b'], ['threads', 3, '1f1b'],
+    ['grpc', 2, 'gpipe'], ['grpc', 2, '1f1b'], ['grpc', 3, '1f1b'],
+  ];
+  for (const [placement, stages, schedule] of cases) {
+    it(`${placement}, ${stages} stages, ${schedule}, M=4 gives the single-process weights`, async () => {
+      const r = await train({ placement, stages, schedule, microBatches: 4, nodes: nodes.map((n) => n.address) });
+      expect(r.summary.stages).toBe(stages);
+      expect(r.summary.placement).toBe(placement);
+      expect(r.summary.theoreticalBubbleFraction).toBeCloseTo((stages - 1) / (4 + stages - 1), 12);
+      expect(r.summary.bubbleFraction).toBeGreaterThanOrEqual(0);
+      expect(r.summary.weightsSha256).toBe(reference.get(4)!.summary.weightsSha256);
+    });
+  }
+
+  it('threads with one stage and M=1 gives the single-process weights', async () => {
+    const r = await train({ placement: 'threads', microBatches: 1 });
+    expect(r.summary.weightsSha256).toBe(reference.get(1)!.summary.weightsSha256);
+  });
+});
+
+describe('coordinator options are validated where they enter', () => {
+  it('names the bad option', () => {
+    expect(() => new Coordinator({ model: spec, dataset: data, batchSize: 30, microBatches: 4 })).toThrow(/batch size 30 is not divisible by 4 micro-batches/);
+    expect(() => new Coordinator({ model: spec, dataset: data, stages: 9 })).toThrow(/cannot cut a model of 5 layers into 9 stages/);
+    expect(() => new Coordinator({ model: spec, dataset: data, stages: 3, microBatches: 2, batchSize: 32, schedule: '1f1b' })).toThrow(/micro-batch/);
+    expect(() => new Coordinator({ model: spec, dataset: data, schedule: 'zigzag' })).toThrow(/gpipe, 1f1b/);
+    expect(() => new Coordinator({ model: spec, dataset: data, placement: 'carrier-pigeon' })).not.toThrow();
+    expect(() => new Coordinator({ model: spec, dataset: data, epochs: 0 })).toThrow(/epochs must be a positive integer, got 0/);
+    expect(() => new Coordinator({ model: spec, dataset: data, optimizer: 'sgd', lr: -1 })).toThrow(/lr must be a positive number/);
+  });
+
+  it('an unknown placement fails when opened, naming the choices', async () => {
+    const c = new Coordinator({ model: spec, dataset: data, placement: 'carrier-pigeon' });
+    await expect(c.open()).rejects.toThrow(/unknown placement 'carrier-pigeon'; choose one of local, threads, grpc/);
+  });
+});
