@@ -4,3 +4,10 @@ export { type MnistSplit, loadMnist, mnistDigitsDir, parseDigitFile, MNIST_PIXEL
 export { type CsvOptions, type CsvSplit, loadCsv, CSV_SPLIT_STREAM } from './csv.js';
 export { type BatcherOptions, type IndexedBatch, Batcher, evalBatches, BATCHER_STREAM } from './batcher.js';
 export { type MicroBatch, splitMicroBatches, mergeMicroBatches } from './microbatch.js';
+export { checkFinite } from './check.js';
+export {
+  type TransformKind, type TransformSpec, type NoTransformSpec, type MinMaxSpec, type StandardizeSpec, type FitOptions,
+  fitTransform, applyTransform, transformInputs, parseTransformSpec, validateTransformSpec, TRANSFORM_KINDS, DEFAULT_SCALE_FLOOR,
+} from './transforms.js';
+export { type AugmentOptions, augmentBatch, augmentStream, augmentEpoch, imageGeometry, validateAugmentOptions, AUGMENT_STREAM } from './augment.js';
+export { type IdxData, type IdxFile, type IdxSplit, type IdxDirOptions, readIdx, parseIdx, loadIdxDir, idxCandidates } from './idx.js';

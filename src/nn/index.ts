@@ -10,3 +10,5 @@ export * from './sequential.js';
 export * from './models.js';
 export { Dense } from './dense.js';
 export { Activation } from './activations.js';
+export * from './models-seq.js';
+export * from './models-cnn.js';

@@ -46,8 +46,12 @@ export abstract class ElementwiseOptimizer {
     if (!(Number.isFinite(spec.lr) && spec.lr > 0)) throw new OptimizerError(`optimizer.lr must be a positive number, got ${spec.lr}`);
   }
 
-  /** Updates p in place from g (and s, this parameter's slots) at step t (1-based). */
-  protected abstract update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number): void;
+  /**
+   * Updates p in place from g (and s, this parameter's slots) at step t (1-based).
+   * `fresh` is true when this parameter's slots were just created (zero-filled): PyTorch
+   * initializes some buffers from the first gradient instead (the momentum buffer).
+   */
+  protected abstract update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number, fresh: boolean): void;
 
   /**
    * One step over params: gradients are multiplied by gradScale first (the one place
@@ -65,7 +69,8 @@ export abstract class ElementwiseOptimizer {
         g = grad.slice();
         for (let i = 0; i < g.length; i++) g[i] = g[i]! * scale;
       }
-      this.update(value, g, this.slotsFor(name, value), lr, this.t);
+      const fresh = !this.slots.has(name);
+      this.update(value, g, this.slotsFor(name, value), lr, this.t, fresh);
     }
   }
 
@@ -100,8 +105,31 @@ export abstract class ElementwiseOptimizer {
   }
 }
 
+/**
+ * A numeric hyperparameter with its default, checked where it enters:
+ * `hyper(spec, 'beta1', 0.9, (v) => v >= 0 && v < 1, 'in [0, 1)')` throws
+ * `adam.beta1 must be in [0, 1), got 1.5`.
+ */
 export function hyper(spec: OptimizerSpec, name: string, fallback: number, check: (v: number) => boolean, what: string): number {
   const v = spec[name] ?? fallback;
   if (typeof v !== 'number' || !check(v)) throw new OptimizerError(`${spec.type}.${name} must be ${what}, got ${JSON.stringify(spec[name])}`);
   return v;
+}
+
+/** A boolean hyperparameter (`nesterov`, `centered`, `amsgrad`) with its default. */
+export function flag(spec: OptimizerSpec, name: string, fallback: boolean): boolean {
+  const v = spec[name] ?? fallback;
+  if (typeof v !== 'boolean') throw new OptimizerError(`${spec.type}.${name} must be true or false, got ${JSON.stringify(spec[name])}`);
+  return v;
+}
+
+/**
+ * Rejects hyperparameters the optimizer does not know, so a typo (`betas1`) fails
+ * instead of silently training with the default.
+ */
+export function knownKeys(spec: OptimizerSpec, names: readonly string[]): void {
+  const known = new Set(['type', 'lr', ...names]);
+  for (const k of Object.keys(spec)) {
+    if (!known.has(k)) throw new OptimizerError(`${spec.type} has no hyperparameter '${k}'; known: ${[...known].filter((n) => n !== 'type').join(', ')}`);
+  }
 }

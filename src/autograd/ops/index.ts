@@ -5,3 +5,5 @@ export * from './reduce.js';
 export * from './shape.js';
 export * from './matmul.js';
 export * from './loss.js';
+export * from './sequence.js';
+export * from './conv.js';
