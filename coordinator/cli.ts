@@ -3,17 +3,27 @@
  * Bad input (an unknown flag, a bad value, a missing file) prints what and where, exit code 2.
  */
 import { parseArgs } from 'node:util';
-import { Coordinator, type CoordinatorOptions, type EpochReport } from './coordinator.js';
+import { Coordinator, defaultLr, type CoordinatorOptions, type EpochReport } from './coordinator.js';
 
 export const trainUsage = `Usage: chainrule train [options]
-  --model NAME|PATH        mlp (default) or a JSON model spec file
-  --dataset NAME           mnist (default, the built-in digits) or csv:PATH
+  --model NAME|PATH        mlp (default), cnn, lstm, vae, or a JSON model spec file
+  --dataset NAME           mnist (default, the built-in digits), csv:PATH or idx:DIR
   --label-column N|NAME    the CSV label column (default: the last)
   --epochs N               (default 10)
   --batch-size N           (default 64)
   --lr X                   learning rate (default 0.05)
   --seed N                 (default 42)
-  --optimizer NAME         sgd (default)
+  --optimizer NAME         momentum (default) | sgd | nesterov | adam | adamw | rmsprop
+                           | cg | lbfgs | newton (full-batch methods)
+  --momentum X --dampening X --weight-decay X --beta1 X --beta2 X --eps X --alpha X
+  --centered --amsgrad     optimizer hyperparameters (PyTorch's names and meanings)
+  --lr-schedule NAME       constant | step | exponential | cosine
+  --gamma X --step-epochs N --min-lr X --warmup-steps N   its parameters
+  --clip-norm X            clip the global gradient norm
+  --full-batch-size N      samples per full-batch iteration (default: all)
+  --iterations-per-epoch N full-batch iterations per reported epoch (default 10)
+  --transform KIND         none | minmax | standardize (fitted on the training split)
+  --augment-shift N --augment-rotate DEG --noise STD   seeded augmentation per epoch
   --placement KIND         local (default) | threads | grpc
   --nodes H:P,H:P          gRPC nodes for --placement grpc
   --stages K               pipeline stages (default 1), balanced by parameter count
@@ -61,6 +71,12 @@ export function parseTrainArgs(argv: string[]): { options: CoordinatorOptions; j
         optimizer: { type: 'string' }, placement: { type: 'string' }, nodes: { type: 'string' },
         stages: { type: 'string' }, partition: { type: 'string' }, 'micro-batches': { type: 'string' },
         schedule: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        momentum: { type: 'string' }, dampening: { type: 'string' }, 'weight-decay': { type: 'string' }, beta1: { type: 'string' },
+        beta2: { type: 'string' }, eps: { type: 'string' }, alpha: { type: 'string' }, centered: { type: 'boolean' }, amsgrad: { type: 'boolean' },
+        'lr-schedule': { type: 'string' }, gamma: { type: 'string' }, 'step-epochs': { type: 'string' }, 'min-lr': { type: 'string' },
+        'warmup-steps': { type: 'string' }, 'clip-norm': { type: 'string' }, 'full-batch-size': { type: 'string' },
+        'iterations-per-epoch': { type: 'string' }, transform: { type: 'string' }, 'augment-shift': { type: 'string' },
+        'augment-rotate': { type: 'string' }, noise: { type: 'string' },
       },
     }));
   } catch (e) {
@@ -84,6 +100,43 @@ export function parseTrainArgs(argv: string[]): { options: CoordinatorOptions; j
     schedule: values.schedule,
     backend: values.backend,
   };
+  // Optimizer hyperparameters go into its spec; the optimizer validates them (and rejects ones it does not take).
+  const hyper: Record<string, number | boolean | undefined> = {
+    momentum: num(values.momentum, '--momentum'), dampening: num(values.dampening, '--dampening'),
+    weightDecay: num(values['weight-decay'], '--weight-decay'), beta1: num(values.beta1, '--beta1'), beta2: num(values.beta2, '--beta2'),
+    eps: num(values.eps, '--eps'), alpha: num(values.alpha, '--alpha'), centered: values.centered, amsgrad: values.amsgrad,
+  };
+  const given = Object.entries(hyper).filter(([, v]) => v !== undefined) as [string, number | boolean][];
+  if (given.length > 0) {
+    const type = values.optimizer ?? 'momentum';
+    const spec: Record<string, number | string | boolean> = { type, ...Object.fromEntries(given) };
+    if (options.lr !== undefined) spec.lr = options.lr;
+    options.optimizer = spec as CoordinatorOptions['optimizer'];
+  }
+  const sched = values['lr-schedule'];
+  if (sched !== undefined) {
+    const lr = options.lr ?? defaultLr(values.optimizer);
+    const gamma = num(values.gamma, '--gamma');
+    const base: Record<string, unknown> =
+      sched === 'constant' ? { type: 'constant', lr }
+        : sched === 'step' ? { type: 'step', lr, everyEpochs: int(values['step-epochs'], '--step-epochs') ?? 1, gamma: gamma ?? 0.5 }
+          : sched === 'exponential' ? { type: 'exponential', lr, gamma: gamma ?? 0.9 }
+            : sched === 'cosine' ? { type: 'cosine', lr, minLr: num(values['min-lr'], '--min-lr') ?? 0, totalSteps: -1 }
+              : (() => { throw new UsageError(`--lr-schedule must be one of constant, step, exponential, cosine, got '${sched}'`); })();
+    const warmup = int(values['warmup-steps'], '--warmup-steps');
+    options.lrSchedule = (warmup ? { type: 'warmup', warmupSteps: warmup, schedule: base } : base) as CoordinatorOptions['lrSchedule'];
+  }
+  options.clipNorm = num(values['clip-norm'], '--clip-norm');
+  options.fullBatchSize = int(values['full-batch-size'], '--full-batch-size');
+  options.iterationsPerEpoch = int(values['iterations-per-epoch'], '--iterations-per-epoch');
+  if (values.transform !== undefined) {
+    if (!['none', 'minmax', 'standardize'].includes(values.transform)) throw new UsageError(`--transform must be one of none, minmax, standardize, got '${values.transform}'`);
+    options.transform = values.transform as CoordinatorOptions['transform'];
+  }
+  const augment = { shift: num(values['augment-shift'], '--augment-shift'), rotate: num(values['augment-rotate'], '--augment-rotate'), noise: num(values.noise, '--noise') };
+  if (Object.values(augment).some((v) => v !== undefined)) {
+    options.augment = Object.fromEntries(Object.entries(augment).filter(([, v]) => v !== undefined));
+  }
   for (const k of Object.keys(options) as (keyof CoordinatorOptions)[]) if (options[k] === undefined) delete options[k];
   if (options.partition && options.stages === undefined) options.stages = options.partition.length;
   return { options, json: values.json ?? false, help: values.help ?? false };

@@ -15,11 +15,17 @@ import { readFileSync } from 'node:fs';
 import { Tensor } from '../src/tensor/tensor.js';
 import { backend } from '../src/tensor/backend.js';
 import { selectBackend } from '../src/tensor/select.js';
-import { Batcher, evalBatches, splitMicroBatches, type Dataset } from '../src/data/index.js';
+import {
+  Batcher, evalBatches, splitMicroBatches, fitTransform, applyTransform, augmentBatch, augmentStream,
+  type AugmentOptions, type Dataset, type TransformKind, type TransformSpec,
+} from '../src/data/index.js';
 import { builtinModel, layerParameterCounts, validateModelSpec, getLoss, SpecError, type ModelSpec } from '../src/nn/index.js';
 import { noGrad } from '../src/autograd/index.js';
 import { formatAction, expectReply, type NamedTensors, type Request, type Schedule, type StepReport, type Targets } from '../src/wire/index.js';
-import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
+import {
+  createOptimizer, createLrSchedule, clipScale, minimizeCG, minimizeLBFGS, minimizeNewton, minimizeNewtonCG,
+  type LrSchedule, type LrScheduleSpec, type MinimizeOptions, type MinimizeResult, type Objective, type OptimizerSpec,
+} from '../src/optim/index.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
 import { resolveDataset, type DataSplit } from './datasets.js';
@@ -48,9 +54,30 @@ export interface CoordinatorOptions {
   /** Kernel backend ('js' | 'wasm'); default: the fastest available. */
   backend?: string;
   evalBatchSize?: number;
+  /** A learning-rate schedule for element-wise optimizers (its own lr overrides `lr`). */
+  lrSchedule?: LrScheduleSpec;
+  /** Clip gradients to this global norm (over every stage) before each step. */
+  clipNorm?: number;
+  /** Full-batch methods (cg, lbfgs, newton): samples per iteration (default: the whole training set). */
+  fullBatchSize?: number;
+  /** Full-batch methods: iterations per reported epoch (default 10). */
+  iterationsPerEpoch?: number;
+  /** Input transform fitted on the training split only, applied to both splits. */
+  transform?: TransformKind;
+  /** Seeded per-epoch augmentation of training batches. */
+  augment?: AugmentOptions;
   /** Called after every epoch. */
   onEpoch?: (r: EpochReport) => void;
 }
+
+/** Methods that need the whole gradient vector and run from the coordinator. */
+const fullBatchMethods: Record<string, (obj: Objective, x0: Float64Array, o: MinimizeOptions & Record<string, unknown>) => Promise<MinimizeResult>> = {
+  cg: (obj, x0, o) => minimizeCG(obj, x0, { variant: 'PR+', ...o }),
+  lbfgs: (obj, x0, o) => minimizeLBFGS(obj, x0, o),
+  // Exact Newton for small models; Hessian-free Newton–CG beyond. Parameters are float32,
+  // so the Hessian-vector differences need a coarser step than float64 would.
+  newton: (obj, x0, o) => (obj.size <= 2000 ? minimizeNewton(obj, x0, { epsilon: 1e-3, ...o }) : minimizeNewtonCG(obj, x0, { epsilon: 1e-3, cgMaxIter: 20, ...o })),
+};
 
 export interface EpochReport {
   epoch: number;
@@ -84,6 +111,10 @@ export interface TrainSummary {
   batchSize: number;
   lr: number;
   parameters: number;
+  /** Full-batch methods: gradient and loss evaluations. */
+  gradEvals?: number;
+  lossEvals?: number;
+  transform?: TransformSpec;
 }
 
 export class OptionError extends Error {
@@ -121,8 +152,28 @@ function loadModelSpec(model: string | ModelSpec, data: DataSplit): ModelSpec {
 
 let runCounter = 0;
 
+/** A cosine schedule with totalSteps -1 (the CLI's) runs over the whole training run. */
+function withTotalSteps(spec: LrScheduleSpec, total: number): LrScheduleSpec {
+  if (spec.type === 'cosine' && spec.totalSteps === -1) return { ...spec, totalSteps: total };
+  if (spec.type === 'warmup') return { ...spec, schedule: withTotalSteps(spec.schedule, total) };
+  return spec;
+}
+
+/** Learning rates that train the built-in digits well, per optimizer. */
+const defaultLrs: Record<string, number> = { sgd: 0.05, momentum: 0.02, nesterov: 0.02, adam: 1e-3, adamw: 1e-3, rmsprop: 1e-3 };
+
+export function defaultLr(optimizer: CoordinatorOptions['optimizer']): number {
+  const type = optimizer === undefined ? 'momentum' : typeof optimizer === 'string' ? optimizer : optimizer.type;
+  return defaultLrs[type] ?? 0.05;
+}
+
 export class Coordinator {
-  readonly options: Required<Omit<CoordinatorOptions, 'onEpoch' | 'partition' | 'nodes' | 'labelColumn' | 'backend'>> & CoordinatorOptions;
+  readonly options: Required<Pick<CoordinatorOptions, 'model' | 'dataset' | 'epochs' | 'batchSize' | 'lr' | 'seed' | 'optimizer' | 'placement' | 'stages' | 'microBatches' | 'schedule' | 'evalBatchSize'>> & CoordinatorOptions;
+  readonly transformSpec: TransformSpec | undefined;
+  /** Set for full-batch methods: the name of the method. */
+  readonly fullBatch: string | null;
+  private readonly lrAt: LrSchedule | null;
+  private layout: { stage: number; name: string; shape: readonly number[]; size: number }[] = [];
   readonly data: DataSplit;
   readonly spec: ModelSpec;
   readonly optimizerSpec: OptimizerSpec;
@@ -137,7 +188,7 @@ export class Coordinator {
 
   constructor(opts: CoordinatorOptions = {}) {
     const o = {
-      model: 'mlp', dataset: 'mnist', epochs: 10, batchSize: 64, lr: 0.05, seed: 42, optimizer: 'sgd',
+      model: 'mlp', dataset: 'mnist', epochs: 10, batchSize: 64, lr: defaultLr(opts.optimizer), seed: 42, optimizer: 'momentum',
       placement: 'local', stages: 1, microBatches: 1, schedule: 'gpipe', evalBatchSize: 500, ...opts,
     };
     positiveInt(o.epochs, 'epochs');
@@ -152,11 +203,22 @@ export class Coordinator {
     }
     this.options = o;
     if (opts.backend !== undefined || backend().name === 'js') selectBackend(opts.backend);
-    this.data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, seed: o.seed }) : o.dataset;
+    let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, seed: o.seed }) : o.dataset;
+    if (o.transform && o.transform !== 'none') {
+      // Statistics from the training split only; the test split reuses them.
+      this.transformSpec = fitTransform(o.transform, data.train);
+      data = { train: applyTransform(this.transformSpec, data.train), test: applyTransform(this.transformSpec, data.test) };
+    }
+    this.data = data;
     if (o.batchSize > this.data.train.size) throw new OptionError(`batch size ${o.batchSize} is larger than the training set (${this.data.train.size} samples)`);
     this.spec = loadModelSpec(o.model, this.data);
     this.optimizerSpec = typeof o.optimizer === 'string' ? { type: o.optimizer, lr: o.lr } : { ...o.optimizer, lr: o.optimizer.lr ?? o.lr };
-    createOptimizer(this.optimizerSpec); // validates the name and hyperparameters now
+    this.fullBatch = this.optimizerSpec.type in fullBatchMethods ? this.optimizerSpec.type : null;
+    if (!this.fullBatch) createOptimizer(this.optimizerSpec); // validates the name and hyperparameters now
+    this.lrAt = o.lrSchedule ? createLrSchedule(withTotalSteps(o.lrSchedule, o.epochs * Math.floor(this.data.train.size / o.batchSize))) : null;
+    if (o.clipNorm !== undefined && !(typeof o.clipNorm === 'number' && o.clipNorm > 0)) throw new OptionError(`clipNorm must be a positive number, got ${JSON.stringify(o.clipNorm)}`);
+    if (o.fullBatchSize !== undefined) positiveInt(o.fullBatchSize, 'fullBatchSize');
+    positiveInt(o.iterationsPerEpoch ?? 10, 'iterationsPerEpoch');
     const counts = layerParameterCounts(this.spec);
     this.bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
     const stages = this.bounds.length - 1;
@@ -167,6 +229,7 @@ export class Coordinator {
   }
 
   get stages(): number { return this.bounds.length - 1; }
+  get stepsPerEpoch(): number { return Math.floor(this.data.train.size / this.options.batchSize); }
   get placementName(): string { return typeof this.options.placement === 'string' ? this.options.placement : this.options.placement.kind; }
 
   /** Starts the stage actors and configures them (idempotent). */
@@ -178,10 +241,23 @@ export class Coordinator {
     await Promise.all(this.handles.map(async (h, s) => {
       const reply = await h.request(this.req(s, {
         type: 'configure',
-        config: { model: this.spec, start: this.bounds[s]!, end: this.bounds[s + 1]!, seed: o.seed, stages: this.stages, capacity: o.microBatches, backend: backend().name },
+        config: { model: this.spec, start: this.bounds[s]!, end: this.bounds[s + 1]!, seed: o.seed, stages: this.stages, capacity: this.fullBatchPlan()?.microBatches ?? o.microBatches, backend: backend().name },
       }));
       expectReply(reply, 'configured', h.name);
     }));
+    this.layout = [];
+    for (const [s, h] of this.handles.entries()) {
+      const tensors = expectReply(await h.request(this.req(s, { type: 'getParams' })), 'tensors', h.name).tensors;
+      for (const [name, t] of Object.entries(tensors)) this.layout.push({ stage: s, name, shape: t.shape, size: t.size });
+    }
+  }
+
+  /** Full-batch methods: the batch is cut into micro-batches of `batchSize` samples. */
+  private fullBatchPlan(): { samples: number; microBatches: number } | null {
+    if (!this.fullBatch) return null;
+    const n = Math.min(this.options.fullBatchSize ?? this.data.train.size, this.data.train.size);
+    const microBatches = Math.max(1, Math.floor(n / this.options.batchSize));
+    return { samples: microBatches * this.options.batchSize, microBatches };
   }
 
   private req<T extends Request['type']>(stage: number, body: { type: T } & Omit<Extract<Request, { type: T }>, 'run' | 'stage' | 'step' | 'microBatch' | 'type'>, microBatch = -1): Request {
@@ -208,8 +284,15 @@ export class Coordinator {
       return expectReply(reply, 'stepDone', h.name).report;
     }));
     this.account(replies);
+    let gradScale = 1 / x.shape[0]!;
+    if (this.options.clipNorm !== undefined) {
+      // The global norm needs every stage's share; each stage then scales its own gradients.
+      const shares = await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, { type: 'gradSquares' })), 'value', h.name).value));
+      gradScale *= clipScale(shares.reduce((a, b) => a + b, 0) * gradScale * gradScale, this.options.clipNorm);
+    }
+    const lr = this.lrAt ? this.lrAt(this.stepCount, this.stepsPerEpoch) : this.optimizerSpec.lr;
     await Promise.all(this.handles.map(async (h, s) => {
-      const reply = await h.request(this.req(s, { type: 'optimizerStep', optimizer: this.optimizerSpec, lr: this.optimizerSpec.lr, gradScale: 1 / x.shape[0]! }));
+      const reply = await h.request(this.req(s, { type: 'optimizerStep', optimizer: this.optimizerSpec, lr, gradScale }));
       expectReply(reply, 'ok', h.name);
     }));
     this.stepCount++;
@@ -273,6 +356,7 @@ export class Coordinator {
   /** Trains for the configured epochs and returns the summary (the `--json` object). */
   async train(): Promise<TrainSummary> {
     await this.open();
+    if (this.fullBatch) return this.trainFullBatch(this.fullBatch);
     const o = this.options;
     const batcher = new Batcher(this.data.train, { batchSize: o.batchSize, seed: o.seed });
     let last: EpochReport | null = null;
@@ -282,8 +366,11 @@ export class Coordinator {
       const t0 = performance.now();
       let lossSum = 0;
       let samples = 0;
+      let b = 0;
       for (const { x, y } of batcher.epoch(e)) {
-        lossSum += await this.step(x, y);
+        const input = o.augment ? new Tensor(augmentBatch(x.data as Float32Array, this.data.train.inputShape, o.augment, augmentStream(o.seed, e, b)), x.shape) : x;
+        b++;
+        lossSum += await this.step(input, y);
         samples += y.length;
       }
       const seconds = (performance.now() - t0) / 1000;
@@ -296,16 +383,21 @@ export class Coordinator {
       };
       o.onEpoch?.(last);
     }
+    return this.summarize(last!, trainedSamples / trainSeconds, batcher.droppedPerEpoch);
+  }
+
+  private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
+    const o = this.options;
     const K = this.stages;
     const M = o.microBatches;
     return {
       epochs: o.epochs,
-      trainLoss: last!.trainLoss,
-      testLoss: last!.testLoss,
-      testAccuracy: last!.testAccuracy,
-      samplesPerSecond: trainedSamples / trainSeconds,
-      droppedSamples: batcher.droppedPerEpoch * o.epochs,
-      droppedPerEpoch: batcher.droppedPerEpoch,
+      trainLoss: last.trainLoss,
+      testLoss: last.testLoss,
+      testAccuracy: last.testAccuracy,
+      samplesPerSecond,
+      droppedSamples: droppedPerEpoch * o.epochs,
+      droppedPerEpoch,
       weightsSha256: await this.weightsSha256(),
       placement: this.placementName,
       stages: K,
@@ -320,8 +412,100 @@ export class Coordinator {
       batchSize: o.batchSize,
       lr: this.optimizerSpec.lr,
       parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0),
+      transform: this.transformSpec,
+      ...extra,
     };
   }
+
+  /** Every parameter as one float64 vector, in the layout's fixed order. */
+  private async flatParameters(): Promise<Float64Array> {
+    const named = await this.parameters();
+    const x = new Float64Array(this.layout.reduce((n, l) => n + l.size, 0));
+    let off = 0;
+    for (const l of this.layout) { x.set(named[l.name]!.data, off); off += l.size; }
+    return x;
+  }
+
+  /** Writes a flat vector back into every stage's parameters. */
+  private async setFlatParameters(x: Float64Array): Promise<void> {
+    const perStage: NamedTensors[] = this.handles.map(() => ({}));
+    let off = 0;
+    for (const l of this.layout) {
+      perStage[l.stage]![l.name] = new Tensor(Float32Array.from(x.subarray(off, off + l.size)), l.shape);
+      off += l.size;
+    }
+    await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, { type: 'setParams', params: perStage[s]! })), 'ok', h.name)));
+  }
+
+  /**
+   * Conjugate gradient, L-BFGS or Newton over the (full) training batch. Each loss and
+   * gradient evaluation is one pipelined step over all micro-batches, wherever the
+   * stages run; the minimizer sees one flat vector.
+   */
+  private async trainFullBatch(method: string): Promise<TrainSummary> {
+    const o = this.options;
+    const plan = this.fullBatchPlan()!;
+    const order = new Batcher(this.data.train, { batchSize: plan.samples, seed: o.seed }).epoch(0).next().value!;
+    const parts = splitMicroBatches(order.x, order.y, plan.microBatches);
+    const schedule = getSchedule(o.schedule)(this.stages, plan.microBatches);
+    validateSchedule(schedule, this.stages, plan.microBatches);
+    const K = this.stages;
+    let evalSeconds = 0;
+    const objective: Objective = {
+      size: this.layout.reduce((n, l) => n + l.size, 0),
+      evaluate: async (x) => {
+        const t0 = performance.now();
+        await this.setFlatParameters(x);
+        const reports = await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, {
+          type: 'runStep',
+          actions: schedule[s]!.map(formatAction),
+          inputs: s === 0 ? parts.map((p) => p.x) : undefined,
+          targets: s === K - 1 ? parts.map((p) => this.targetsOf(p.x, p.y)) : undefined,
+        })), 'stepDone', h.name).report));
+        this.account(reports);
+        const grads: NamedTensors = {};
+        for (const [s, h] of this.handles.entries()) Object.assign(grads, expectReply(await h.request(this.req(s, { type: 'gradients' })), 'tensors', h.name).tensors);
+        this.stepCount++;
+        const grad = new Float64Array(objective.size);
+        let off = 0;
+        for (const l of this.layout) {
+          const g = grads[l.name]!.data;
+          for (let i = 0; i < l.size; i++) grad[off + i] = g[i]! / plan.samples;
+          off += l.size;
+        }
+        let loss = 0;
+        for (let m = 0; m < plan.microBatches; m++) for (const r of reports) loss += r.losses[m] ?? 0;
+        evalSeconds += (performance.now() - t0) / 1000;
+        return { loss: loss / plan.samples, grad };
+      },
+    };
+    const per = o.iterationsPerEpoch ?? 10;
+    let last: EpochReport | null = null;
+    let epochStart = performance.now();
+    const report = async (iteration: number, loss: number, x: Float64Array) => {
+      await this.setFlatParameters(x);
+      const ev = await this.evaluate();
+      const seconds = (performance.now() - epochStart) / 1000;
+      last = { epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: (plan.samples * this.evaluations) / Math.max(evalSeconds, 1e-9), droppedSamples: this.data.train.size - plan.samples, seconds };
+      o.onEpoch?.(last);
+      epochStart = performance.now();
+    };
+    const result = await fullBatchMethods[method]!(objective, await this.flatParameters(), {
+      maxIter: o.epochs * per,
+      tol: 1e-7,
+      onIteration: async (info) => {
+        if (info.iteration % per === 0) await report(info.iteration, info.loss, info.x);
+      },
+    });
+    await this.setFlatParameters(result.x);
+    // The last partial epoch (or a run that converged early) still gets its report.
+    if (last === null || result.iterations % per !== 0) await report(Math.max(1, result.iterations), result.loss, result.x);
+    return this.summarize(last!, (plan.samples * result.gradEvals) / Math.max(evalSeconds, 1e-9), this.data.train.size - plan.samples, {
+      epochs: last!.epoch, gradEvals: result.gradEvals, lossEvals: result.lossEvals, microBatches: plan.microBatches, theoreticalBubbleFraction: (K - 1) / (plan.microBatches + K - 1),
+    });
+  }
+
+  private get evaluations(): number { return this.stepCount; }
 
   async close(): Promise<void> {
     const t = this.transport;

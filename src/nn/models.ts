@@ -1,6 +1,8 @@
 /** Built-in models, by name, for the command line. */
 import { SpecError } from './spec.js';
 import type { ModelSpec } from './sequential.js';
+import { cnnSpec } from './models-cnn.js';
+import { lstmSpec, vaeSpec } from './models-seq.js';
 
 export function mlpSpec(hidden: number[] = [256, 128], inputs = 784, classes = 10): ModelSpec {
   const layers: ModelSpec['layers'] = [];
@@ -15,6 +17,9 @@ export function mlpSpec(hidden: number[] = [256, 128], inputs = 784, classes = 1
 
 export const builtinModels: Record<string, (inputShape: number[], classes: number) => ModelSpec> = {
   mlp: (inputShape, classes) => mlpSpec([256, 128], inputShape.reduce((a, b) => a * b, 1), classes),
+  cnn: (_inputShape, classes) => cnnSpec(classes),
+  lstm: (inputShape, classes) => lstmSpec(28, inputShape.reduce((a, b) => a * b, 1) / 28, 128, classes),
+  vae: (inputShape) => vaeSpec(inputShape.reduce((a, b) => a * b, 1), 400, 16),
 };
 
 export function builtinModel(name: string, inputShape: number[], classes: number): ModelSpec {

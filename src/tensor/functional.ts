@@ -64,10 +64,23 @@ export function zipRaw(xs: Tensor[], f: (...v: number[]) => number): Tensor {
   const first = xs[0]!;
   for (const x of xs) if (!sameShape(x.shape, first.shape)) throw new ShapeError(`zip: shapes ${fmtShape(first.shape)} and ${fmtShape(x.shape)} differ`);
   const out = allocate(first.dtype, first.size);
-  const vals = new Array<number>(xs.length);
-  for (let i = 0; i < out.length; i++) {
-    for (let j = 0; j < xs.length; j++) vals[j] = xs[j]!.data[i]!;
-    out[i] = f(...vals);
+  const n = out.length;
+  // Fixed arities without spreading: this sits in hot backward passes.
+  if (xs.length === 2) {
+    const a = xs[0]!.data;
+    const b = xs[1]!.data;
+    for (let i = 0; i < n; i++) out[i] = f(a[i]!, b[i]!);
+  } else if (xs.length === 3) {
+    const a = xs[0]!.data;
+    const b = xs[1]!.data;
+    const c = xs[2]!.data;
+    for (let i = 0; i < n; i++) out[i] = f(a[i]!, b[i]!, c[i]!);
+  } else {
+    const vals = new Array<number>(xs.length);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < xs.length; j++) vals[j] = xs[j]!.data[i]!;
+      out[i] = f(...vals);
+    }
   }
   return new Tensor(out, first.shape);
 }

@@ -102,7 +102,7 @@ function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor |
   return new Tensor(data, shape);
 }
 
-const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'activations', 'inputGradient', 'tensors', 'state', 'error']);
+const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'activations', 'inputGradient', 'tensors', 'value', 'state', 'error']);
 
 /**
  * Decodes and validates a message. Throws a WireError naming the actor and the field;

@@ -41,6 +41,7 @@ export type Request =
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
+  | (Header & { type: 'gradSquares' })
   | (Header & { type: 'getParams' })
   | (Header & { type: 'setParams'; params: NamedTensors })
   | (Header & { type: 'optimizerStep' } & OptimizerStepArgs)
@@ -77,13 +78,14 @@ export type Reply =
   | { type: 'activations'; y: Tensor; loss?: number }
   | { type: 'inputGradient'; dx: Tensor | null }
   | { type: 'tensors'; tensors: NamedTensors }
+  | { type: 'value'; value: number }
   | { type: 'state'; state: StageState }
   | { type: 'error'; code: string; message: string };
 
 export type Message = Request | PeerMessage | Reply;
 
 export const requestTypes = [
-  'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'getParams', 'setParams',
+  'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
   'optimizerStep', 'getState', 'setState', 'evaluate', 'shutdown',
 ] as const;
 export const peerTypes = ['activation', 'gradient'] as const;

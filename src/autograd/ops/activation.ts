@@ -7,7 +7,13 @@ import { defineOp, unaryShapes, type CheckCase } from '../registry.js';
 const reluOp = defineOp<undefined, null>({
   name: 'relu',
   forward: ([x]) => ({ out: unaryRaw('relu', x!), saved: null }),
-  backward: (gy, { out }) => [zipRaw([gy, out], (g, y) => (y > 0 ? g : 0))],
+  backward: (gy, { out }) => {
+    const gx = allocate(out.dtype, out.size);
+    const g = gy.data;
+    const y = out.data;
+    for (let i = 0; i < gx.length; i++) gx[i] = y[i]! > 0 ? g[i]! : 0;
+    return [new Tensor(gx, out.shape)];
+  },
 }, unaryShapes('awayFromZero'));
 
 /** NOTE: at 0 the slope is `slope` (x > 0 ? 1 : slope), as PyTorch. */
@@ -20,13 +26,25 @@ const leakyReluOp = defineOp<{ slope: number }, null>({
 const sigmoidOp = defineOp<undefined, null>({
   name: 'sigmoid',
   forward: ([x]) => ({ out: unaryRaw('sigmoid', x!), saved: null }),
-  backward: (gy, { out }) => [zipRaw([gy, out], (g, s) => g * s * (1 - s))],
+  backward: (gy, { out }) => {
+    const gx = allocate(out.dtype, out.size);
+    const g = gy.data;
+    const y = out.data;
+    for (let i = 0; i < gx.length; i++) gx[i] = g[i]! * y[i]! * (1 - y[i]!);
+    return [new Tensor(gx, out.shape)];
+  },
 }, unaryShapes());
 
 const tanhOp = defineOp<undefined, null>({
   name: 'tanh',
   forward: ([x]) => ({ out: unaryRaw('tanh', x!), saved: null }),
-  backward: (gy, { out }) => [zipRaw([gy, out], (g, t) => g * (1 - t * t))],
+  backward: (gy, { out }) => {
+    const gx = allocate(out.dtype, out.size);
+    const g = gy.data;
+    const y = out.data;
+    for (let i = 0; i < gx.length; i++) gx[i] = g[i]! * (1 - y[i]! * y[i]!);
+    return [new Tensor(gx, out.shape)];
+  },
 }, unaryShapes());
 
 const softplusOp = defineOp<undefined, null>({
