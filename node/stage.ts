@@ -101,6 +101,12 @@ export class StageActor {
       }
       case 'backward': return { type: 'inputGradient', dx: this.backward(req.step, req.microBatch, req.dy) };
       case 'gradients': return { type: 'tensors', tensors: this.gradients() };
+      case 'gradSquares': {
+        // This stage's share of the global gradient norm (for clipping).
+        let sq = 0;
+        for (const [, p] of this.ready().model.parameters()) if (p.grad) for (const v of p.grad.data) sq += v * v;
+        return { type: 'value', value: sq };
+      }
       case 'getParams': return { type: 'tensors', tensors: this.namedParams() };
       case 'setParams': this.setParams(req.params); return { type: 'ok' };
       case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };

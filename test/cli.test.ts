@@ -1,0 +1,90 @@
+/** The command line as a user runs it: a real process, real files, exit codes. */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Rng } from '../src/tensor/rng.js';
+
+const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
+const dir = mkdtempSync(join(tmpdir(), 'chainrule-cli-'));
+
+function chainrule(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+// Three separable classes in four features.
+const rng = new Rng(3);
+const rows = ['a,b,c,d,label'];
+for (let i = 0; i < 240; i++) {
+  const y = i % 3;
+  rows.push([0, 1, 2, 3].map((j) => (rng.normal() * 0.3 + (j === y ? 2 : 0)).toFixed(4)).join(',') + `,${y}`);
+}
+const csv = join(dir, 'toy.csv');
+writeFileSync(csv, rows.join('\n') + '\n');
+const model = join(dir, 'model.json');
+writeFileSync(model, JSON.stringify({
+  inputShape: [4],
+  layers: [{ type: 'dense', inputs: 4, units: 16 }, { type: 'relu' }, { type: 'dense', inputs: 16, units: 3, init: 'xavier' }],
+  loss: 'softmaxCrossEntropy',
+}));
+
+describe('chainrule train', () => {
+  it('trains a JSON model spec on a CSV file and ends with one JSON summary line', () => {
+    const r = chainrule('train', '--model', model, '--dataset', `csv:${csv}`, '--epochs', '3', '--batch-size', '25', '--lr', '0.1', '--seed', '5', '--json');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('epoch ')).length).toBe(3);
+    const s = JSON.parse(lines[lines.length - 1]!);
+    for (const k of ['epochs', 'trainLoss', 'testAccuracy', 'samplesPerSecond', 'droppedSamples', 'weightsSha256']) expect(s).toHaveProperty(k);
+    expect(s.epochs).toBe(3);
+    // 192 training rows (80%) in batches of 25: 7 batches, 17 samples dropped per epoch.
+    expect(s.droppedPerEpoch).toBe(17);
+    expect(s.droppedSamples).toBe(51);
+    expect(s.testAccuracy).toBeGreaterThan(0.8);
+    expect(s.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('an unknown flag exits 2 naming the flag', () => {
+    const r = chainrule('train', '--epoch', '3');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--epoch/);
+  });
+
+  it('a bad value exits 2 naming the flag', () => {
+    const r = chainrule('train', '--epochs', 'two');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--epochs must be an integer, got 'two'/);
+  });
+
+  it('a missing file exits 2 naming the file', () => {
+    const r = chainrule('train', '--model', join(dir, 'nope.json'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/nope\.json/);
+    const r2 = chainrule('train', '--dataset', `csv:${join(dir, 'missing.csv')}`);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/missing\.csv/);
+  });
+
+  it('a ragged CSV row or a non-numeric cell exits 2 naming the line and column', () => {
+    const bad = join(dir, 'ragged.csv');
+    writeFileSync(bad, 'a,b,label\n1,2,0\n3,1\n');
+    const r = chainrule('train', '--dataset', `csv:${bad}`);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/ragged\.csv:3/);
+    const nan = join(dir, 'nan.csv');
+    writeFileSync(nan, 'a,b,label\n1,2,0\n3,x,1\n');
+    const r2 = chainrule('train', '--dataset', `csv:${nan}`);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/nan\.csv:3:2/);
+  });
+
+  it('an unknown command or placement exits 2', () => {
+    expect(chainrule('fly').code).toBe(2);
+    const r = chainrule('train', '--placement', 'carrier-pigeon', '--epochs', '1');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown placement 'carrier-pigeon'/);
+  });
+});
