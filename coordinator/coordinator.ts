@@ -76,7 +76,7 @@ const fullBatchMethods: Record<string, (obj: Objective, x0: Float64Array, o: Min
   lbfgs: (obj, x0, o) => minimizeLBFGS(obj, x0, o),
   // Exact Newton for small models; Hessian-free Newton–CG beyond. Parameters are float32,
   // so the Hessian-vector differences need a coarser step than float64 would.
-  newton: (obj, x0, o) => (obj.size <= 2000 ? minimizeNewton(obj, x0, { epsilon: 1e-3, ...o }) : minimizeNewtonCG(obj, x0, { epsilon: 1e-3, cgMaxIter: 20, ...o })),
+  newton: (obj, x0, o) => (obj.size <= 2000 ? minimizeNewton(obj, x0, { epsilon: 1e-3, ...o }) : minimizeNewtonCG(obj, x0, { epsilon: 1e-3, cgMaxIter: 20, damping: 0.01, ...o })),
 };
 
 export interface EpochReport {

@@ -1,0 +1,117 @@
+/**
+ * `npm run bench [-- --json] [-- --quick]`: chainrule against references measured in the
+ * same run, reported as ratios (the machines are shared and noisy; absolute times are not
+ * comparable across runs).
+ *
+ * 1. sgemm GFLOP/s per backend on the MLP's shapes (forward, Xᵀ·dY, dY·Wᵀ) and 1024³.
+ * 2. Training samples/s of the MLP 784-256-128-10 (batch 64) and the CNN, per backend,
+ *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) on the same model and data.
+ * 3. Placements: one process, 2 stages on threads, 2 gRPC nodes on loopback, on a
+ *    compute-bound model; measured bubble against GPipe's (K−1)/(M+K−1).
+ */
+import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import { Batcher, loadMnist } from '../src/data/index.js';
+import { mlpSpec, cnnSpec } from '../src/nn/index.js';
+import { selectBackend } from '../src/tensor/select.js';
+import { startNode } from '../node/server.js';
+import { benchSgemm } from './sgemm.js';
+import { emitJson, printTable, ratioTo, type Row } from './report.js';
+
+const quick = process.argv.includes('--quick');
+const seconds = quick ? 1.5 : 4;
+const rows: Row[] = [];
+const skipped: Record<string, string> = {};
+const mnist = loadMnist();
+
+/** Samples/s of training steps (after warm-up) through the Coordinator. */
+async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promise<{ samplesPerSecond: number; bubble: number }> {
+  const c = new Coordinator({ dataset: mnist, epochs: 1, ...o });
+  try {
+    await c.open();
+    const batches = [...new Batcher(mnist.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
+    for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
+    const before = (c as unknown as { busyMs: number; stageWallMs: number });
+    const busy0 = before.busyMs;
+    const wall0 = before.stageWallMs;
+    let n = 0;
+    let samples = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < secs * 1000) {
+      const b = batches[n++ % batches.length]!;
+      await c.step(b.x, b.y);
+      samples += b.y.length;
+    }
+    const elapsed = (performance.now() - t0) / 1000;
+    const busy = before.busyMs - busy0;
+    const wall = before.stageWallMs - wall0;
+    return { samplesPerSecond: samples / elapsed, bubble: wall > 0 ? 1 - busy / wall : 0 };
+  } finally {
+    await c.close();
+  }
+}
+
+async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = seconds): Promise<number | null> {
+  try {
+    const { benchTfjs } = await import('./tfjs.js');
+    const r = await benchTfjs({ backend, model, x: mnist.train.inputs, y: mnist.train.labels, inputShape: [784], numClasses: 10, batchSize: 64, seconds: secs });
+    return r.samplesPerSecond;
+  } catch (e) {
+    skipped[`tfjs ${backend} ${model}`] = (e as Error).message.split('\n')[0]!;
+    return null;
+  }
+}
+
+// 1. Kernels.
+const gemm = await benchSgemm();
+const js1024 = gemm.find((g) => g.backend === 'js' && g.shape.includes('1024'));
+for (const g of gemm) {
+  const ref = gemm.find((r) => r.backend === 'js' && r.shape === g.shape);
+  rows.push({ name: `sgemm ${g.backend} ${g.shape}`, value: g.gflops, unit: 'GFLOP/s', ratio: g.backend !== 'js' && ref ? ratioTo(g.gflops, `js ${g.shape}`, ref.gflops) : undefined });
+}
+void js1024;
+printTable(rows, 'sgemm');
+
+// 2. Training throughput against TF.js on the same model and data.
+const train: Row[] = [];
+const tfWasmMlp = await tfjs('wasm', 'mlp');
+const tfCpuMlp = await tfjs('cpu', 'mlp');
+if (tfWasmMlp) train.push({ name: 'tfjs wasm mlp', value: tfWasmMlp, unit: 'samples/s' });
+if (tfCpuMlp) train.push({ name: 'tfjs cpu mlp', value: tfCpuMlp, unit: 'samples/s' });
+for (const backend of ['wasm', 'js']) {
+  selectBackend(backend);
+  const r = await chainruleThroughput({ model: mlpSpec(), optimizer: 'sgd', lr: 0.05, backend });
+  train.push({ name: `chainrule ${backend} mlp`, value: r.samplesPerSecond, unit: 'samples/s', ratio: tfWasmMlp ? ratioTo(r.samplesPerSecond, 'tfjs wasm mlp', tfWasmMlp) : tfCpuMlp ? ratioTo(r.samplesPerSecond, 'tfjs cpu mlp', tfCpuMlp) : undefined });
+}
+selectBackend('wasm');
+const tfWasmCnn = await tfjs('wasm', 'cnn');
+if (tfWasmCnn) train.push({ name: 'tfjs wasm cnn', value: tfWasmCnn, unit: 'samples/s' });
+const cnn = await chainruleThroughput({ model: cnnSpec(), optimizer: 'sgd', lr: 0.05, backend: 'wasm' });
+train.push({ name: 'chainrule wasm cnn', value: cnn.samplesPerSecond, unit: 'samples/s', ratio: tfWasmCnn ? ratioTo(cnn.samplesPerSecond, 'tfjs wasm cnn', tfWasmCnn) : undefined });
+printTable(train, 'Training throughput (batch 64, SGD, built-in digits)');
+rows.push(...train);
+
+// 3. Placements on a compute-bound model: two stages of equal work.
+const wide = mlpSpec([1024, 1024, 1024], 784, 10);
+const M = 8;
+const place: Row[] = [];
+const local = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, optimizer: 'sgd', lr: 0.01 });
+place.push({ name: 'local, 1 stage', value: local.samplesPerSecond, unit: 'samples/s' });
+const threads = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, partition: [3, 4], placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
+place.push({ name: 'threads, 2 stages, 1f1b', value: threads.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(threads.samplesPerSecond, 'local, 1 stage', local.samplesPerSecond) });
+const nodes = [await startNode({ port: 0 }), await startNode({ port: 0 })];
+try {
+  const grpc = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, partition: [3, 4], placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
+  place.push({ name: 'grpc, 2 in-process nodes, 1f1b', value: grpc.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(grpc.samplesPerSecond, 'threads, 2 stages, 1f1b', threads.samplesPerSecond) });
+  place.push({ name: 'grpc bubble (measured)', value: grpc.bubble, unit: 'fraction' });
+} finally {
+  await Promise.all(nodes.map((n) => n.close()));
+}
+const theory = (2 - 1) / (M + 2 - 1);
+place.push({ name: 'threads bubble (measured)', value: threads.bubble, unit: 'fraction', ratio: ratioTo(threads.bubble, 'theoretical (K-1)/(M+K-1)', theory) });
+place.push({ name: 'theoretical bubble (K=2, M=8)', value: theory, unit: 'fraction' });
+printTable(place, `Placements (MLP 784-1024-1024-1024-10, batch 128, M=${M}; the gRPC nodes share this process)`);
+rows.push(...place);
+
+for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
+emitJson(rows, { skipped, quick });
+process.exit(0);
