@@ -318,7 +318,9 @@ export class Coordinator {
     for (const { x, y } of evalBatches(ds, this.options.evalBatchSize)) {
       let h = x;
       for (const [s, handle] of this.handles.entries()) {
-        h = expectReply(await handle.request(this.req(s, { type: 'evaluate', x: h })), 'activations', handle.name).y;
+        const r = expectReply(await handle.request(this.req(s, { type: 'evaluate', x: h })), 'activations', handle.name);
+        h = r.y;
+        total += r.loss ?? 0; // auxiliary terms, e.g. a VAE's KL: the test loss is then the negative ELBO
       }
       total += noGrad(() => lossFn.compute(h, this.targetsOf(x, y), 'sum')).item();
       if (classify) {

@@ -112,7 +112,11 @@ export class StageActor {
       case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
       case 'getState': return { type: 'state', state: this.getState() };
       case 'setState': this.setState(req.state); return { type: 'ok' };
-      case 'evaluate': return { type: 'activations', y: this.evaluate(req.x) };
+      case 'evaluate': {
+        const aux: Tensor[] = [];
+        const y = this.evaluate(req.x, aux);
+        return { type: 'activations', y, loss: aux.reduce((s, a) => s + a.item(), 0) };
+      }
       case 'shutdown': this.tapes.clear(); return { type: 'ok' };
       default: throw new StageError('UNKNOWN_REQUEST', `${this.name}: unknown request type ${JSON.stringify((req as { type: unknown }).type)}`);
     }
@@ -309,10 +313,11 @@ export class StageActor {
     this.lastOptimizerStep = step;
   }
 
-  evaluate(input: Tensor): Tensor {
+  /** Forward without a tape; auxiliary loss terms (e.g. a KL) are collected into `aux`. */
+  evaluate(input: Tensor, aux: Tensor[] = []): Tensor {
     const { model, config } = this.ready();
     this.checkInput(input, 'the evaluation batch');
-    return noGrad(() => model.forward(new Tensor(input.data, input.shape), { training: false, seed: config.seed, step: 0, microBatch: 0 }));
+    return noGrad(() => model.forward(new Tensor(input.data, input.shape), { training: false, seed: config.seed, step: 0, microBatch: 0, auxLosses: aux }));
   }
 
   getState(): StageState {

@@ -39,7 +39,7 @@ export function gaussianKl(x: Tensor, d: number): Tensor {
 /**
  * [n, 2·latent] = (μ, log σ²) → z [n, latent]. Training: z = μ + σ·ε with ε drawn from the
  * layer's stream for (seed, layer, step, micro-batch), and `klWeight`·KL pushed onto
- * `ctx.auxLosses` when present. Evaluation: z = μ and no KL term.
+ * `ctx.auxLosses` when present. Evaluation: z = μ, and the KL term is pushed too (for the ELBO).
  *
  * NOTE: ε depends on how the minibatch is split into micro-batches (each micro-batch has
  * its own stream), so runs with different micro-batch counts draw different noise.
@@ -55,7 +55,11 @@ export class GaussianSample extends Layer {
 
   forward(x: Tensor, ctx: LayerContext): Tensor {
     const d = this.latent;
-    if (!ctx.training) return halves(x, d)[0];
+    if (!ctx.training) {
+      // z = μ; the KL term is still reported so that evaluation gives the (negative) ELBO.
+      if (ctx.auxLosses && this.klWeight !== 0) ctx.auxLosses.push(mul(gaussianKl(x, d), this.klWeight));
+      return halves(x, d)[0];
+    }
     const n = x.shape[0] ?? 0;
     const rng = this.rngFor(ctx);
     const eps = Tensor.zeros([n, d], x.dtype);
