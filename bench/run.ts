@@ -53,7 +53,7 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
 async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = seconds): Promise<number | null> {
   try {
     const { benchTfjs } = await import('./tfjs.js');
-    const r = await benchTfjs({ backend, model, x: mnist.train.inputs, y: mnist.train.labels, inputShape: [784], numClasses: 10, batchSize: 64, seconds: secs });
+    const r = await benchTfjs({ backend, model, cnn: { filters1: 16, filters2: 32, hidden: 128 }, x: mnist.train.inputs, y: mnist.train.labels, inputShape: [784], numClasses: 10, batchSize: 64, seconds: secs });
     return r.samplesPerSecond;
   } catch (e) {
     skipped[`tfjs ${backend} ${model}`] = (e as Error).message.split('\n')[0]!;
