@@ -3,7 +3,7 @@
  * Bad input (an unknown flag, a bad value, a missing file) prints what and where, exit code 2.
  */
 import { parseArgs } from 'node:util';
-import { Coordinator, defaultLr, type CoordinatorOptions, type EpochReport } from './coordinator.js';
+import { Coordinator, defaultLr, defaultOptimizer, type CoordinatorOptions, type EpochReport } from './coordinator.js';
 
 export const trainUsage = `Usage: chainrule train [options]
   --model NAME|PATH        mlp (default), cnn, lstm, vae, or a JSON model spec file
@@ -13,7 +13,7 @@ export const trainUsage = `Usage: chainrule train [options]
   --batch-size N           (default 64)
   --lr X                   learning rate (default 0.05)
   --seed N                 (default 42)
-  --optimizer NAME         momentum (default) | sgd | nesterov | adam | adamw | rmsprop
+  --optimizer NAME         momentum (default for mlp; adam for cnn, lstm, vae) | sgd | nesterov | adam | adamw | rmsprop
                            | cg | lbfgs | newton (full-batch methods)
   --momentum X --dampening X --weight-decay X --beta1 X --beta2 X --eps X --alpha X
   --centered --amsgrad     optimizer hyperparameters (PyTorch's names and meanings)
@@ -108,14 +108,14 @@ export function parseTrainArgs(argv: string[]): { options: CoordinatorOptions; j
   };
   const given = Object.entries(hyper).filter(([, v]) => v !== undefined) as [string, number | boolean][];
   if (given.length > 0) {
-    const type = values.optimizer ?? 'momentum';
+    const type = values.optimizer ?? defaultOptimizer(values.model);
     const spec: Record<string, number | string | boolean> = { type, ...Object.fromEntries(given) };
     if (options.lr !== undefined) spec.lr = options.lr;
     options.optimizer = spec as CoordinatorOptions['optimizer'];
   }
   const sched = values['lr-schedule'];
   if (sched !== undefined) {
-    const lr = options.lr ?? defaultLr(values.optimizer);
+    const lr = options.lr ?? defaultLr(values.optimizer ?? defaultOptimizer(values.model));
     const gamma = num(values.gamma, '--gamma');
     const base: Record<string, unknown> =
       sched === 'constant' ? { type: 'constant', lr }

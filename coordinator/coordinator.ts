@@ -159,6 +159,11 @@ function withTotalSteps(spec: LrScheduleSpec, total: number): LrScheduleSpec {
   return spec;
 }
 
+/** Momentum SGD for the MLP (as PyTorch's reference run); Adam for the CNN, LSTM and VAE. */
+export function defaultOptimizer(model: CoordinatorOptions['model']): string {
+  return model === undefined || model === 'mlp' || typeof model !== 'string' ? 'momentum' : 'adam';
+}
+
 /** Learning rates that train the built-in digits well, per optimizer. */
 const defaultLrs: Record<string, number> = { sgd: 0.05, momentum: 0.02, nesterov: 0.02, adam: 1e-3, adamw: 1e-3, rmsprop: 1e-3 };
 
@@ -188,7 +193,7 @@ export class Coordinator {
 
   constructor(opts: CoordinatorOptions = {}) {
     const o = {
-      model: 'mlp', dataset: 'mnist', epochs: 10, batchSize: 64, lr: defaultLr(opts.optimizer), seed: 42, optimizer: 'momentum',
+      model: 'mlp', dataset: 'mnist', epochs: 10, batchSize: 64, lr: defaultLr(opts.optimizer ?? defaultOptimizer(opts.model)), seed: 42, optimizer: defaultOptimizer(opts.model),
       placement: 'local', stages: 1, microBatches: 1, schedule: 'gpipe', evalBatchSize: 500, ...opts,
     };
     positiveInt(o.epochs, 'epochs');
