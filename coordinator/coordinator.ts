@@ -159,9 +159,9 @@ function withTotalSteps(spec: LrScheduleSpec, total: number): LrScheduleSpec {
   return spec;
 }
 
-/** Momentum SGD for the MLP (as PyTorch's reference run); Adam for the CNN, LSTM and VAE. */
+/** Momentum SGD for the MLP and user models (as PyTorch's reference run); Adam for the built-in CNN, LSTM and VAE. */
 export function defaultOptimizer(model: CoordinatorOptions['model']): string {
-  return model === undefined || model === 'mlp' || typeof model !== 'string' ? 'momentum' : 'adam';
+  return model === 'cnn' || model === 'lstm' || model === 'vae' ? 'adam' : 'momentum';
 }
 
 /** Learning rates that train the built-in digits well, per optimizer. */
