@@ -1,7 +1,7 @@
 /** Transports by name: a new one is one file plus one line here. */
 import { LocalTransport } from './local.js';
 import { ThreadsTransport } from './threads.js';
-const GrpcTransport = class { constructor(_n: string[]) {} } as any;
+import { GrpcTransport } from './grpc.js';
 import { TransportError, type Transport } from './transport.js';
 
 export * from './transport.js';

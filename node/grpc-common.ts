@@ -1,0 +1,110 @@
+/**
+ * gRPC plumbing shared by nodes (which call their neighbours) and the coordinator's gRPC
+ * transport: the service loaded from proto/chainrule.proto with @grpc/proto-loader, typed by
+ * the types proto-loader-gen-types generated from it, the channel options, and a unary call
+ * with a deadline whose failures name the node.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from '../proto/generated/chainrule.js';
+import type { StageServiceClient } from '../proto/generated/chainrule/StageService.js';
+import type { Envelope, Envelope__Output } from '../proto/generated/chainrule/Envelope.js';
+import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage, type Message } from '../src/wire/index.js';
+
+export type { StageServiceClient, Envelope, Envelope__Output };
+
+/** The package root (holding proto/), found from this file whether it runs from source or dist/. */
+function protoPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const p = join(dir, 'proto', 'chainrule.proto');
+    if (existsSync(p) && existsSync(join(dir, 'package.json'))) return p;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('chainrule: cannot find proto/chainrule.proto above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+let loaded: ProtoGrpcType | null = null;
+
+export function stageService(): ProtoGrpcType['chainrule'] {
+  if (!loaded) {
+    const def = protoLoader.loadSync(protoPath(), { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true });
+    loaded = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
+  }
+  return loaded.chainrule;
+}
+
+// A tensor message needs up to the codec's cap plus the envelope around it; never -1.
+const CAP = MAX_MESSAGE_BYTES + 1024 * 1024;
+
+export const clientOptions: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': CAP,
+  'grpc.max_send_message_length': CAP,
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  // Reconnect backoff otherwise grows to 120 s.
+  'grpc.max_reconnect_backoff_ms': 2_000,
+  'grpc.initial_reconnect_backoff_ms': 200,
+};
+
+export const serverOptions: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': CAP,
+  'grpc.max_send_message_length': CAP,
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  // Accept the clients' keepalive pings instead of answering them with GOAWAY.
+  'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+};
+
+export function makeClient(address: string): StageServiceClient {
+  const Service = stageService().StageService;
+  return new Service(address, grpc.credentials.createInsecure(), clientOptions);
+}
+
+export function envelopeOf(msg: Message & { run?: string; stage?: number; step?: number; microBatch?: number }): Envelope {
+  return { type: msg.type, run: msg.run ?? '', stage: msg.stage ?? 0, step: msg.step ?? 0, microBatch: msg.microBatch ?? -1, body: encodeMessage(msg) };
+}
+
+export class GrpcError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'GrpcError';
+  }
+}
+
+/** A unary call with a deadline; a failure names the node, the method and the message. */
+export function unary(client: StageServiceClient, address: string, method: 'Call' | 'Deliver', msg: Message & { stage?: number }, deadlineMs: number): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + deadlineMs);
+    client[method](envelopeOf(msg), { deadline }, (err: grpc.ServiceError | null, reply?: Envelope__Output) => {
+      if (err) {
+        const what = `gRPC node ${address}${msg.stage !== undefined ? ` (stage ${msg.stage})` : ''}: ${msg.type}`;
+        if (err.code === grpc.status.UNAVAILABLE) reject(new GrpcError('NODE_UNREACHABLE', `${what}: the node is unreachable (${err.details})`));
+        else if (err.code === grpc.status.DEADLINE_EXCEEDED) reject(new GrpcError('DEADLINE_EXCEEDED', `${what}: no answer within ${deadlineMs / 1000} s`));
+        else reject(new GrpcError(`GRPC_${grpc.status[err.code]}`, `${what}: ${grpc.status[err.code]}: ${err.details}`));
+        return;
+      }
+      try {
+        resolve(decodeMessage(reply!.body, { actor: `reply from gRPC node ${address}` }));
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+/** Resolves when the client's channel is connected, or rejects naming the node. */
+export function waitForReady(client: StageServiceClient, address: string, timeoutMs: number, stage?: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    client.waitForReady(new Date(Date.now() + timeoutMs), (err) => {
+      if (err) reject(new GrpcError('NODE_UNREACHABLE', `gRPC node ${address}${stage !== undefined ? ` (stage ${stage})` : ''} is unreachable: no connection within ${timeoutMs / 1000} s (${err.message}); is \`chainrule node\` running there?`));
+      else resolve();
+    });
+  });
+}

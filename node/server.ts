@@ -1,0 +1,122 @@
+/**
+ * A gRPC node: hosts stage actors for remote coordinators (`chainrule node --port P`).
+ * `Call` carries a request for one stage; `Deliver` carries an activation or gradient from a
+ * neighbouring stage, which may live on another node. A message that fails validation is
+ * answered with an error naming the node, the stage and the field; the node keeps serving.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { decodeMessage, encodeMessage, type Message, type PeerAddress, type PeerMessage, type Reply, type Request } from '../src/wire/index.js';
+import { StageActor, type PeerLink } from './stage.js';
+import { makeClient, serverOptions, stageService, unary, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
+
+export interface NodeOptions {
+  host?: string;
+  port?: number;
+  /** Deadline of a Deliver to a neighbour (default 120 s). */
+  deliverDeadlineMs?: number;
+}
+
+export interface RunningNode {
+  /** host:port as bound (the port is the real one when 0 was asked for). */
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
+  const host = opts.host ?? '127.0.0.1';
+  const deliverDeadline = opts.deliverDeadlineMs ?? 120_000;
+  const actors = new Map<string, StageActor>();
+  const clients = new Map<string, StageServiceClient>();
+  let address = `${host}:${opts.port ?? 0}`;
+  const key = (run: string, stage: number) => `${run}/${stage}`;
+
+  // One client per neighbouring node, reused.
+  const linkTo = (peer: PeerAddress): PeerLink => {
+    let client = clients.get(peer.address);
+    if (!client) {
+      client = makeClient(peer.address);
+      clients.set(peer.address, client);
+    }
+    const c = client;
+    return {
+      send: async (msg: PeerMessage) => {
+        const reply = (await unary(c, peer.address, 'Deliver', msg, deliverDeadline)) as Reply;
+        if (reply.type === 'error') throw new Error(reply.message);
+      },
+    };
+  };
+
+  const answer = (cb: grpc.sendUnaryData<Envelope>, reply: Reply) => {
+    cb(null, { type: reply.type, body: encodeMessage(reply) });
+  };
+
+  const decode = (env: Envelope__Output): Message => decodeMessage(env.body, { actor: `node ${address} stage ${env.stage}` });
+
+  const handleCall = async (env: Envelope__Output): Promise<Reply> => {
+    const req = decode(env) as Request;
+    const k = key(req.run, req.stage);
+    let actor = actors.get(k);
+    if (!actor) {
+      if (req.type !== 'configure' && req.type !== 'connect') {
+        return { type: 'error', code: 'UNKNOWN_STAGE', message: `node ${address}: no stage ${req.stage} of run ${req.run} here; send 'configure' first` };
+      }
+      actor = new StageActor(req.stage);
+      actors.set(k, actor);
+    }
+    if (req.type === 'connect') {
+      actor.prev = req.prev ? linkTo(req.prev) : null;
+      actor.next = req.next ? linkTo(req.next) : null;
+      return { type: 'ok' };
+    }
+    if (req.type === 'shutdown') {
+      actors.delete(k);
+      return actor.handle(req);
+    }
+    return actor.handle(req);
+  };
+
+  const handleDeliver = async (env: Envelope__Output): Promise<Reply> => {
+    const msg = decode(env);
+    if (msg.type !== 'activation' && msg.type !== 'gradient') {
+      return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address}: Deliver carries activations and gradients, not '${msg.type}'` };
+    }
+    const actor = actors.get(key(msg.run, msg.stage));
+    if (!actor) return { type: 'error', code: 'UNKNOWN_STAGE', message: `node ${address}: no stage ${msg.stage} of run ${msg.run} to deliver a ${msg.type} to` };
+    await actor.deliver(msg);
+    return { type: 'ok' };
+  };
+
+  const wrap = (f: (env: Envelope__Output) => Promise<Reply>): grpc.handleUnaryCall<Envelope__Output, Envelope> => (call, cb) => {
+    f(call.request).then(
+      (reply) => answer(cb, reply),
+      (e: Error & { code?: unknown }) => answer(cb, { type: 'error', code: typeof e.code === 'string' ? e.code : 'BAD_MESSAGE', message: e.message }),
+    );
+  };
+
+  const server = new grpc.Server(serverOptions);
+  server.addService(stageService().StageService.service, { Call: wrap(handleCall), Deliver: wrap(handleDeliver) });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${host}:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
+      if (err) reject(new Error(`chainrule node: cannot listen on ${host}:${opts.port ?? 0}: ${err.message}`));
+      else resolve(p);
+    });
+  });
+  address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  let closed = false;
+  return {
+    address,
+    port,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      for (const c of clients.values()) c.close();
+      // tryShutdown can wait forever on a stuck call: back it with forceShutdown.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, 2_000);
+        server.tryShutdown(() => { clearTimeout(timer); resolve(); });
+      });
+    },
+  };
+}

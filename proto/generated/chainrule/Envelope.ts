@@ -1,0 +1,20 @@
+// Original file: proto/chainrule.proto
+
+
+export interface Envelope {
+  'type'?: (string);
+  'run'?: (string);
+  'stage'?: (number);
+  'step'?: (number);
+  'microBatch'?: (number);
+  'body'?: (Buffer | Uint8Array | string);
+}
+
+export interface Envelope__Output {
+  'type': (string);
+  'run': (string);
+  'stage': (number);
+  'step': (number);
+  'microBatch': (number);
+  'body': (Buffer);
+}
