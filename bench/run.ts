@@ -13,7 +13,8 @@ import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { selectBackend } from '../src/tensor/select.js';
-import { startNode } from '../node/server.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { benchSgemm } from './sgemm.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
 
@@ -61,6 +62,23 @@ async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = second
   }
 }
 
+/** A `chainrule node` in a process of its own, on a free loopback port. */
+async function spawnNode(): Promise<{ address: string; close(): Promise<void> }> {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const bin = fileURLToPath(new URL(`../coordinator/bin.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+  const child: ChildProcess = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const address = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`chainrule node exited with ${code}`)));
+  });
+  return { address, close: async () => { child.kill('SIGTERM'); } };
+}
+
 // 1. Kernels.
 const gemm = await benchSgemm();
 const js1024 = gemm.find((g) => g.backend === 'js' && g.shape.includes('1024'));
@@ -98,10 +116,11 @@ const local = await chainruleThroughput({ model: wide, batchSize: 128, microBatc
 place.push({ name: 'local, 1 stage', value: local.samplesPerSecond, unit: 'samples/s' });
 const threads = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, partition: [3, 4], placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
 place.push({ name: 'threads, 2 stages, 1f1b', value: threads.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(threads.samplesPerSecond, 'local, 1 stage', local.samplesPerSecond) });
-const nodes = [await startNode({ port: 0 }), await startNode({ port: 0 })];
+const nodes = [await spawnNode(), await spawnNode()];
 try {
   const grpc = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, partition: [3, 4], placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
-  place.push({ name: 'grpc, 2 in-process nodes, 1f1b', value: grpc.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(grpc.samplesPerSecond, 'threads, 2 stages, 1f1b', threads.samplesPerSecond) });
+  place.push({ name: 'grpc, 2 node processes, 1f1b', value: grpc.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(grpc.samplesPerSecond, 'threads, 2 stages, 1f1b', threads.samplesPerSecond) });
+  place.push({ name: 'grpc vs local', value: grpc.samplesPerSecond / local.samplesPerSecond, unit: '×' });
   place.push({ name: 'grpc bubble (measured)', value: grpc.bubble, unit: 'fraction' });
 } finally {
   await Promise.all(nodes.map((n) => n.close()));
@@ -109,7 +128,7 @@ try {
 const theory = (2 - 1) / (M + 2 - 1);
 place.push({ name: 'threads bubble (measured)', value: threads.bubble, unit: 'fraction', ratio: ratioTo(threads.bubble, 'theoretical (K-1)/(M+K-1)', theory) });
 place.push({ name: 'theoretical bubble (K=2, M=8)', value: theory, unit: 'fraction' });
-printTable(place, `Placements (MLP 784-1024-1024-1024-10, batch 128, M=${M}; the gRPC nodes share this process)`);
+printTable(place, `Placements (MLP 784-1024-1024-1024-10, batch 128, M=${M}; gRPC nodes on loopback)`);
 rows.push(...place);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
