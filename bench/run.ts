@@ -54,7 +54,7 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
 async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = seconds): Promise<number | null> {
   try {
     const { benchTfjs } = await import('./tfjs.js');
-    const r = await benchTfjs({ backend, model, cnn: { filters1: 16, filters2: 32, hidden: 128 }, x: mnist.train.inputs, y: mnist.train.labels, inputShape: [784], numClasses: 10, batchSize: 64, seconds: secs });
+    const r = await benchTfjs({ backend, model, cnn: { filters1: 16, filters2: 32, hidden: 128 }, x: mnist.train.inputs, y: mnist.train.labels, inputShape: model === 'cnn' ? [28, 28, 1] : [784], numClasses: 10, batchSize: 64, seconds: secs });
     return r.samplesPerSecond;
   } catch (e) {
     skipped[`tfjs ${backend} ${model}`] = (e as Error).message.split('\n')[0]!;
@@ -109,16 +109,16 @@ printTable(train, 'Training throughput (batch 64, SGD, built-in digits)');
 rows.push(...train);
 
 // 3. Placements on a compute-bound model: two stages of equal work.
-const wide = mlpSpec([1024, 1024, 1024], 784, 10);
+const wide = mlpSpec([1024, 1024, 1024, 1024], 784, 10);
 const M = 8;
 const place: Row[] = [];
 const local = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, optimizer: 'sgd', lr: 0.01 });
 place.push({ name: 'local, 1 stage', value: local.samplesPerSecond, unit: 'samples/s' });
-const threads = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, partition: [3, 4], placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
+const threads = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
 place.push({ name: 'threads, 2 stages, 1f1b', value: threads.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(threads.samplesPerSecond, 'local, 1 stage', local.samplesPerSecond) });
 const nodes = [await spawnNode(), await spawnNode()];
 try {
-  const grpc = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, partition: [3, 4], placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
+  const grpc = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
   place.push({ name: 'grpc, 2 node processes, 1f1b', value: grpc.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(grpc.samplesPerSecond, 'threads, 2 stages, 1f1b', threads.samplesPerSecond) });
   place.push({ name: 'grpc vs local', value: grpc.samplesPerSecond / local.samplesPerSecond, unit: '×' });
   place.push({ name: 'grpc bubble (measured)', value: grpc.bubble, unit: 'fraction' });
@@ -128,7 +128,7 @@ try {
 const theory = (2 - 1) / (M + 2 - 1);
 place.push({ name: 'threads bubble (measured)', value: threads.bubble, unit: 'fraction', ratio: ratioTo(threads.bubble, 'theoretical (K-1)/(M+K-1)', theory) });
 place.push({ name: 'theoretical bubble (K=2, M=8)', value: theory, unit: 'fraction' });
-printTable(place, `Placements (MLP 784-1024-1024-1024-10, batch 128, M=${M}; gRPC nodes on loopback)`);
+printTable(place, `Placements (MLP 784-1024×4-10, batch 128, 2 stages balanced by parameters, M=${M}; gRPC nodes on loopback)`);
 rows.push(...place);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);

@@ -279,27 +279,31 @@ export class Coordinator {
     const M = this.options.microBatches;
     const parts = splitMicroBatches(x, y, M);
     const K = this.stages;
+    const lr = this.lrAt ? this.lrAt(this.stepCount, this.stepsPerEpoch) : this.optimizerSpec.lr;
+    let gradScale = 1 / x.shape[0]!;
+    // Without clipping no global quantity is needed first: each stage steps as soon as its
+    // backwards are done, in the same request.
+    const optimize = this.options.clipNorm === undefined ? { optimizer: this.optimizerSpec, lr, gradScale } : undefined;
     const replies = await Promise.all(this.handles.map(async (h, s) => {
       const reply = await h.request(this.req(s, {
         type: 'runStep',
         actions: this.schedulePlan[s]!.map(formatAction),
         inputs: s === 0 ? parts.map((p) => p.x) : undefined,
         targets: s === K - 1 ? parts.map((p) => this.targetsOf(p.x, p.y)) : undefined,
+        optimize,
       }));
       return expectReply(reply, 'stepDone', h.name).report;
     }));
     this.account(replies);
-    let gradScale = 1 / x.shape[0]!;
-    if (this.options.clipNorm !== undefined) {
+    if (!optimize) {
       // The global norm needs every stage's share; each stage then scales its own gradients.
       const shares = await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, { type: 'gradSquares' })), 'value', h.name).value));
-      gradScale *= clipScale(shares.reduce((a, b) => a + b, 0) * gradScale * gradScale, this.options.clipNorm);
+      gradScale *= clipScale(shares.reduce((a, b) => a + b, 0) * gradScale * gradScale, this.options.clipNorm!);
+      await Promise.all(this.handles.map(async (h, s) => {
+        const reply = await h.request(this.req(s, { type: 'optimizerStep', optimizer: this.optimizerSpec, lr, gradScale }));
+        expectReply(reply, 'ok', h.name);
+      }));
     }
-    const lr = this.lrAt ? this.lrAt(this.stepCount, this.stepsPerEpoch) : this.optimizerSpec.lr;
-    await Promise.all(this.handles.map(async (h, s) => {
-      const reply = await h.request(this.req(s, { type: 'optimizerStep', optimizer: this.optimizerSpec, lr, gradScale }));
-      expectReply(reply, 'ok', h.name);
-    }));
     this.stepCount++;
     // Losses of all stages (auxiliary terms included), summed in micro-batch order.
     let loss = 0;

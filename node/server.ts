@@ -62,6 +62,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         return { type: 'error', code: 'UNKNOWN_STAGE', message: `node ${address}: no stage ${req.stage} of run ${req.run} here; send 'configure' first` };
       }
       actor = new StageActor(req.stage);
+      actor.flushAfterSend = true;
       actors.set(k, actor);
     }
     if (req.type === 'connect') {

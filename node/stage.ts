@@ -51,6 +51,8 @@ export class StageActor {
   private optimizer: ElementwiseOptimizer | null = null;
   private lastOptimizerStep = -1;
   private restoredOptimizer: OptimizerState | null = null;
+  /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
+  flushAfterSend = false;
   prev: PeerLink | null = null;
   next: PeerLink | null = null;
 
@@ -93,7 +95,11 @@ export class StageActor {
     switch (req.type) {
       case 'configure': return this.configure(req.run, req.config, req.params);
       case 'connect': return { type: 'ok' }; // addresses are the host's business (see node/server.ts)
-      case 'runStep': return { type: 'stepDone', report: await this.runStep(req.step, req.actions, req.inputs, req.targets) };
+      case 'runStep': {
+        const report = await this.runStep(req.step, req.actions, req.inputs, req.targets);
+        if (req.optimize) this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
+        return { type: 'stepDone', report };
+      }
       case 'forward': {
         this.beginStep(req.step);
         const r = this.forward(req.step, req.microBatch, req.x, req.targets);
@@ -254,6 +260,9 @@ export class StageActor {
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.length >= config.capacity) await pending.shift();
+      // Let the event loop write what was just sent (a socket write waits for it) before
+      // the next action's computation holds the thread.
+      if (pending.length > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
     await Promise.all(pending);
     const report: StepReport = { losses: Array.from({ length: losses.length }, (_, i) => losses[i] ?? 0), busyMs: busy, wallMs: performance.now() - t0 };

@@ -37,7 +37,8 @@ export interface PeerAddress { address: string; stage: number }
 export type Request =
   | (Header & { type: 'configure'; config: StageConfig; params?: NamedTensors })
   | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress })
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[] })
+  /** `optimize`: apply this optimizer step right after the actions (saves a round trip). */
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
