@@ -113,3 +113,31 @@ describe('coordinator options are validated where they enter', () => {
     await expect(c.open()).rejects.toThrow(/unknown placement 'carrier-pigeon'; choose one of local, threads, grpc/);
   });
 });
+
+describe('convolutional, normalization and dropout layers run in every placement', () => {
+  const cnn: ModelSpec = {
+    inputShape: [784],
+    layers: [
+      { type: 'reshape', shape: [1, 28, 28] },
+      { type: 'conv2d', inChannels: 1, outChannels: 4, kernel: 3, padding: 1 }, { type: 'relu' }, { type: 'maxPool2d', kernel: 2 },
+      { type: 'batchNorm', channels: 4 }, { type: 'flatten' }, { type: 'dropout', rate: 0.2 },
+      { type: 'dense', inputs: 4 * 14 * 14, units: 10, init: 'xavier' },
+    ],
+    loss: 'softmaxCrossEntropy',
+  };
+  const small = () => ({ train: subset(data.train, Array.from({ length: 128 }, (_, i) => i)), test: subset(data.test, Array.from({ length: 64 }, (_, i) => i)) });
+
+  it('a CNN split into two stages (threads and gRPC) gives the single-process weights', async () => {
+    const run = async (o: CoordinatorOptions) => {
+      const c = new Coordinator({ model: cnn, dataset: small(), epochs: 1, batchSize: 32, microBatches: 2, optimizer: 'adam', seed: 11, ...o });
+      try {
+        return (await c.train()).weightsSha256;
+      } finally {
+        await c.close();
+      }
+    };
+    const one = await run({});
+    expect(await run({ placement: 'threads', stages: 2, schedule: '1f1b' })).toBe(one);
+    expect(await run({ placement: 'grpc', stages: 2, nodes: nodes.map((n) => n.address) })).toBe(one);
+  });
+});
