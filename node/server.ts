@@ -5,16 +5,38 @@
  * answered with an error naming the node, the stage and the field; the node keeps serving.
  */
 import * as grpc from '@grpc/grpc-js';
-import { decodeMessage, encodeMessage, type Message, type PeerAddress, type PeerMessage, type Reply, type Request } from '../src/wire/index.js';
+import { RemoteError, decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type PeerMessage, type Reply, type Request } from '../src/wire/index.js';
 import { StageActor, type PeerLink } from './stage.js';
-import { makeClient, serverOptions, stageService, unary, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
+import { clientOptions, serverOptions, stageService, unary, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
 
 export interface NodeOptions {
   host?: string;
   port?: number;
   /** Deadline of a Deliver to a neighbour (default 120 s). */
   deliverDeadlineMs?: number;
+  /**
+   * Receive and send cap of this node's server and of its clients to neighbours, in bytes
+   * (default: the codec's MAX_MESSAGE_BYTES plus room for the envelope). A larger message is
+   * refused by gRPC before it is decoded (RESOURCE_EXHAUSTED).
+   */
+  maxMessageBytes?: number;
 }
+
+function checkOptions(opts: NodeOptions): void {
+  const { port, deliverDeadlineMs, maxMessageBytes } = opts;
+  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    throw new RangeError(`options.port must be an integer in 0..65535, got ${JSON.stringify(port)}`);
+  }
+  if (deliverDeadlineMs !== undefined && !(Number.isFinite(deliverDeadlineMs) && deliverDeadlineMs > 0)) {
+    throw new RangeError(`options.deliverDeadlineMs must be a positive number, got ${JSON.stringify(deliverDeadlineMs)}`);
+  }
+  // NOTE: gRPC reads the caps as int32, and -1 means "unlimited": both ruled out here.
+  if (maxMessageBytes !== undefined && !(Number.isInteger(maxMessageBytes) && maxMessageBytes >= 1024 && maxMessageBytes <= 0x7fffffff)) {
+    throw new RangeError(`options.maxMessageBytes must be an integer in 1024..2147483647, got ${JSON.stringify(maxMessageBytes)}`);
+  }
+}
+
+const knownRequests: ReadonlySet<string> = new Set(requestTypes);
 
 export interface RunningNode {
   /** host:port as bound (the port is the real one when 0 was asked for). */
@@ -24,6 +46,11 @@ export interface RunningNode {
 }
 
 export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
+  checkOptions(opts);
+  const caps: grpc.ChannelOptions = opts.maxMessageBytes === undefined ? {} : {
+    'grpc.max_receive_message_length': opts.maxMessageBytes,
+    'grpc.max_send_message_length': opts.maxMessageBytes,
+  };
   const host = opts.host ?? '127.0.0.1';
   const deliverDeadline = opts.deliverDeadlineMs ?? 120_000;
   const actors = new Map<string, StageActor>();
@@ -35,14 +62,15 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const linkTo = (peer: PeerAddress): PeerLink => {
     let client = clients.get(peer.address);
     if (!client) {
-      client = makeClient(peer.address);
+      const Service = stageService().StageService;
+      client = new Service(peer.address, grpc.credentials.createInsecure(), { ...clientOptions, ...caps });
       clients.set(peer.address, client);
     }
     const c = client;
     return {
       send: async (msg: PeerMessage) => {
         const reply = (await unary(c, peer.address, 'Deliver', msg, deliverDeadline)) as Reply;
-        if (reply.type === 'error') throw new Error(reply.message);
+        if (reply.type === 'error') throw new RemoteError(reply.code, reply.message);
       },
     };
   };
@@ -54,7 +82,11 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const decode = (env: Envelope__Output): Message => decodeMessage(env.body, { actor: `node ${address} stage ${env.stage}` });
 
   const handleCall = async (env: Envelope__Output): Promise<Reply> => {
-    const req = decode(env) as Request;
+    const msg = decode(env);
+    if (!knownRequests.has(msg.type)) {
+      return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address} stage ${env.stage}: Call carries requests, not '${msg.type}'` };
+    }
+    const req = msg as Request;
     const k = key(req.run, req.stage);
     let actor = actors.get(k);
     if (!actor) {
@@ -95,7 +127,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     );
   };
 
-  const server = new grpc.Server(serverOptions);
+  const server = new grpc.Server({ ...serverOptions, ...caps });
   server.addService(stageService().StageService.service, { Call: wrap(handleCall), Deliver: wrap(handleDeliver) });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => {

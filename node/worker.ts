@@ -8,14 +8,23 @@ import { decodeMessage, encodeMessage, type Reply, type Request } from '../src/w
 import { selectBackend } from '../src/tensor/select.js';
 import { StageActor } from './stage.js';
 import { PortLink } from './port-link.js';
+import { startNode, type RunningNode } from './server.js';
 
 export type WorkerTask =
   | { kind: 'init'; stage: number; prev?: MessagePort; next?: MessagePort; backend?: string }
-  | { kind: 'request'; bytes: Uint8Array };
+  | { kind: 'request'; bytes: Uint8Array }
+  /** Serve stages over gRPC from this thread (a mixed placement): answers host:port. */
+  | { kind: 'listen'; host?: string; backend?: string };
 
 let actor: StageActor | null = null;
+let node: RunningNode | null = null;
 
 export default async function handle(task: WorkerTask): Promise<Uint8Array | string> {
+  if (task.kind === 'listen') {
+    selectBackend(task.backend);
+    node ??= await startNode({ host: task.host ?? '127.0.0.1', port: 0 });
+    return node.address;
+  }
   if (task.kind === 'init') {
     selectBackend(task.backend);
     actor = new StageActor(task.stage);

@@ -141,3 +141,20 @@ describe('convolutional, normalization and dropout layers run in every placement
     expect(await run({ placement: 'grpc', stages: 2, nodes: nodes.map((n) => n.address) })).toBe(one);
   });
 });
+
+describe('a mixed placement through the programmatic API', () => {
+  it('one stage on a worker thread, one in this process and one on a gRPC node give the single-process weights', async () => {
+    const { MixedTransport } = await import('../coordinator/transports/index.js');
+    const run = async (o: CoordinatorOptions) => {
+      const c = new Coordinator({ model: spec, dataset: data, epochs: 1, batchSize: 32, lr: 0.1, seed: 7, microBatches: 4, ...o });
+      try {
+        return (await c.train()).weightsSha256;
+      } finally {
+        await c.close();
+      }
+    };
+    const one = await run({});
+    const mixed = new MixedTransport(['threads', 'local', `grpc:${nodes[0]!.address}`]);
+    expect(await run({ placement: mixed, stages: 3, schedule: '1f1b' })).toBe(one);
+  });
+});

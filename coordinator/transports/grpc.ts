@@ -24,6 +24,10 @@ export class GrpcTransport implements Transport {
 
   constructor(readonly nodes: string[], private readonly opts: GrpcTransportOptions = {}) {
     if (nodes.length === 0) throw new TransportError('NO_NODES', 'the gRPC placement needs at least one node (host:port)');
+    for (const k of ['deadlineMs', 'connectTimeoutMs'] as const) {
+      const v = opts[k];
+      if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new TransportError('BAD_OPTION', `options.${k} must be a positive number of milliseconds, got ${JSON.stringify(v)}`);
+    }
     for (const n of nodes) {
       const m = ADDRESS.exec(n);
       if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new TransportError('BAD_NODE', `gRPC node '${n}' is not host:port with a port in 1..65535`);
@@ -42,7 +46,6 @@ export class GrpcTransport implements Transport {
   }
 
   async open(stages: number, run: string): Promise<StageHandle[]> {
-    this.opened = { run, stages };
     const connect = this.opts.connectTimeoutMs ?? 5_000;
     const used = [...new Set(Array.from({ length: stages }, (_, i) => this.nodeOf(i)))];
     try {
@@ -51,6 +54,7 @@ export class GrpcTransport implements Transport {
       await this.close();
       throw new TransportError('NODE_UNREACHABLE', (e as Error).message);
     }
+    this.opened = { run, stages };
     const handles = Array.from({ length: stages }, (_, i): StageHandle => {
       const address = this.nodeOf(i);
       return {

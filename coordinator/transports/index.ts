@@ -2,10 +2,11 @@
 import { LocalTransport } from './local.js';
 import { ThreadsTransport } from './threads.js';
 import { GrpcTransport } from './grpc.js';
+import { MixedTransport } from './mixed.js';
 import { TransportError, type Transport } from './transport.js';
 
 export * from './transport.js';
-export { LocalTransport, ThreadsTransport, GrpcTransport };
+export { LocalTransport, ThreadsTransport, GrpcTransport, MixedTransport };
 
 export interface TransportOptions { nodes?: string[] }
 
