@@ -168,6 +168,7 @@ describe('two gRPC nodes, one stage each', () => {
     expect(Object.keys(rb).sort()).toEqual(Object.keys(bytesOf(local.grads)).sort());
     expect(Object.keys(rb).length).toBe(4); // two dense layers: weight and bias each
     expect(rb).toEqual(bytesOf(local.grads));
+    expect(remote.grads.every((named) => Object.values(named).every((t) => t.data.some((v) => v !== 0)))).toBe(true);
   });
 
   it('a duplicate runStep (same step) is applied once: same report, no double gradients', async () => {
