@@ -108,3 +108,65 @@ export function waitForReady(client: StageServiceClient, address: string, timeou
     });
   });
 }
+
+/**
+ * A PeerLink on one long-lived bidirectional stream to a neighbour's node: each message
+ * carries an id and resolves when the neighbour acknowledges it (accepted into its inbox).
+ * A message unacknowledged after the deadline fails naming the node; a broken stream fails
+ * everything pending and is reopened on the next send.
+ */
+export class StreamLink {
+  private stream: grpc.ClientDuplexStream<Envelope, Envelope__Output> | null = null;
+  private pending = new Map<number, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private nextId = 1;
+
+  constructor(private readonly client: StageServiceClient, private readonly address: string, private readonly deadlineMs: number) {}
+
+  send(msg: Message & { stage?: number }): Promise<void> {
+    const s = this.open();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new GrpcError('DEADLINE_EXCEEDED', `gRPC node ${this.address}: ${msg.type} for stage ${msg.stage}: not acknowledged within ${this.deadlineMs / 1000} s`));
+      }, this.deadlineMs);
+      this.pending.set(id, { resolve, reject, timer });
+      s.write({ ...envelopeOf(msg), id });
+    });
+  }
+
+  private open(): grpc.ClientDuplexStream<Envelope, Envelope__Output> {
+    if (this.stream) return this.stream;
+    const s = this.client.DeliverStream();
+    s.on('data', (env: Envelope__Output) => {
+      const p = this.pending.get(env.id);
+      if (!p) return;
+      this.pending.delete(env.id);
+      clearTimeout(p.timer);
+      try {
+        const reply = decodeMessage(env.body, { actor: `acknowledgement from gRPC node ${this.address}` });
+        if (reply.type === 'error') p.reject(new GrpcError(reply.code, reply.message));
+        else p.resolve();
+      } catch (e) {
+        p.reject(e as Error);
+      }
+    });
+    const fail = (why: string) => {
+      if (this.stream === s) this.stream = null;
+      for (const [id, p] of this.pending) {
+        clearTimeout(p.timer);
+        p.reject(new GrpcError('NODE_UNREACHABLE', `gRPC node ${this.address}: delivery stream broke (${why})`));
+        this.pending.delete(id);
+      }
+    };
+    s.on('error', (e: grpc.ServiceError) => fail(`${grpc.status[e.code] ?? 'error'}: ${e.details ?? e.message}`));
+    s.on('end', () => fail('the node ended it'));
+    this.stream = s;
+    return s;
+  }
+
+  close(): void {
+    this.stream?.end();
+    this.stream = null;
+  }
+}

@@ -5,9 +5,9 @@
  * answered with an error naming the node, the stage and the field; the node keeps serving.
  */
 import * as grpc from '@grpc/grpc-js';
-import { RemoteError, decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type PeerMessage, type Reply, type Request } from '../src/wire/index.js';
+import { decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type Reply, type Request } from '../src/wire/index.js';
 import { StageActor, type PeerLink } from './stage.js';
-import { clientOptions, serverOptions, stageService, unary, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
+import { StreamLink, clientOptions, serverOptions, stageService, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
 
 export interface NodeOptions {
   host?: string;
@@ -66,13 +66,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       client = new Service(peer.address, grpc.credentials.createInsecure(), { ...clientOptions, ...caps });
       clients.set(peer.address, client);
     }
-    const c = client;
-    return {
-      send: async (msg: PeerMessage) => {
-        const reply = (await unary(c, peer.address, 'Deliver', msg, deliverDeadline)) as Reply;
-        if (reply.type === 'error') throw new RemoteError(reply.code, reply.message);
-      },
-    };
+    return new StreamLink(client, peer.address, deliverDeadline);
   };
 
   const answer = (cb: grpc.sendUnaryData<Envelope>, reply: Reply) => {
@@ -104,6 +98,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     }
     if (req.type === 'shutdown') {
       actors.delete(k);
+      await actor.prev?.close?.();
+      await actor.next?.close?.();
       return actor.handle(req);
     }
     return actor.handle(req);
@@ -128,7 +124,16 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   };
 
   const server = new grpc.Server({ ...serverOptions, ...caps });
-  server.addService(stageService().StageService.service, { Call: wrap(handleCall), Deliver: wrap(handleDeliver) });
+  // The streamed form of Deliver: every envelope is answered with its id once accepted.
+  const deliverStream: grpc.handleBidiStreamingCall<Envelope__Output, Envelope> = (call) => {
+    call.on('data', (env: Envelope__Output) => {
+      handleDeliver(env).catch((e: Error & { code?: unknown }): Reply => ({ type: 'error', code: typeof e.code === 'string' ? e.code : 'BAD_MESSAGE', message: e.message }))
+        .then((reply) => { if (!call.writableEnded) call.write({ id: env.id, type: reply.type, body: encodeMessage(reply) }); });
+    });
+    call.on('end', () => call.end());
+    call.on('error', () => { /* the peer went away; its link fails its own pending sends */ });
+  };
+  server.addService(stageService().StageService.service, { Call: wrap(handleCall), Deliver: wrap(handleDeliver), DeliverStream: deliverStream });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
       if (err) reject(new Error(`chainrule node: cannot listen on ${host}:${opts.port ?? 0}: ${err.message}`));

@@ -8,6 +8,7 @@ export interface Envelope {
   'step'?: (number);
   'microBatch'?: (number);
   'body'?: (Buffer | Uint8Array | string);
+  'id'?: (number);
 }
 
 export interface Envelope__Output {
@@ -17,4 +18,5 @@ export interface Envelope__Output {
   'step': (number);
   'microBatch': (number);
   'body': (Buffer);
+  'id': (number);
 }

@@ -23,6 +23,11 @@ export interface StageServiceClient extends grpc.Client {
   deliver(argument: _chainrule_Envelope, options: grpc.CallOptions, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
   deliver(argument: _chainrule_Envelope, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
   
+  DeliverStream(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
+  DeliverStream(options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
+  deliverStream(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
+  deliverStream(options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
+  
 }
 
 export interface StageServiceHandlers extends grpc.UntypedServiceImplementation {
@@ -30,9 +35,12 @@ export interface StageServiceHandlers extends grpc.UntypedServiceImplementation 
   
   Deliver: grpc.handleUnaryCall<_chainrule_Envelope__Output, _chainrule_Envelope>;
   
+  DeliverStream: grpc.handleBidiStreamingCall<_chainrule_Envelope__Output, _chainrule_Envelope>;
+  
 }
 
 export interface StageServiceDefinition extends grpc.ServiceDefinition {
   Call: MethodDefinition<_chainrule_Envelope, _chainrule_Envelope, _chainrule_Envelope__Output, _chainrule_Envelope__Output>
   Deliver: MethodDefinition<_chainrule_Envelope, _chainrule_Envelope, _chainrule_Envelope__Output, _chainrule_Envelope__Output>
+  DeliverStream: MethodDefinition<_chainrule_Envelope, _chainrule_Envelope, _chainrule_Envelope__Output, _chainrule_Envelope__Output>
 }
