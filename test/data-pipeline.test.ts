@@ -5,20 +5,11 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../src/tensor/rng.js';
 import {
-  Batcher, DataError, applyTransform, augmentBatch, augmentEpoch, augmentStream, checkFinite, fitTransform,
+  Batcher, applyTransform, augmentBatch, augmentEpoch, augmentStream, checkFinite, fitTransform,
   loadIdxDir, makeDataset, parseTransformSpec, readIdx, sampleSize, transformInputs, type Dataset, type TransformSpec,
 } from '../src/data/index.js';
 
-/** Runs fn, expects a DataError, returns it. */
-function dataError(fn: () => unknown): DataError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DataError);
-    return e as DataError;
-  }
-  throw new Error('expected a DataError, nothing was thrown');
-}
+import { dataError } from './helpers.js';
 
 /** n samples of `features` values drawn as offset[f] + scale[f] * normal, labels i % 3. */
 function gaussianDataset(name: string, n: number, features: number, seed: number, offset = 5, scale = 3): Dataset {

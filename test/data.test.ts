@@ -4,20 +4,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Tensor } from '../src/tensor/tensor.js';
 import {
-  Batcher, DataError, batchOf, evalBatches, loadCsv, loadMnist, makeDataset, mergeMicroBatches,
+  Batcher, batchOf, evalBatches, loadCsv, loadMnist, makeDataset, mergeMicroBatches,
   mnistDigitsDir, parseDigitFile, splitMicroBatches, subset, type Dataset,
 } from '../src/data/index.js';
 
-/** Runs fn, expects a DataError, returns it. */
-function dataError(fn: () => unknown): DataError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DataError);
-    return e as DataError;
-  }
-  throw new Error('expected a DataError, nothing was thrown');
-}
+import { dataError } from './helpers.js';
 
 /** A tiny dataset where sample i's inputs are [i, i + 0.5, -i] and label i % k. */
 function toy(n: number, k = 3): Dataset {
