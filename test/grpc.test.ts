@@ -267,3 +267,20 @@ describe('size caps', () => {
     expect((rep as { message: string }).message).toMatch(new RegExp(`node ${small.address} stage 0.*field 'x'.*${2 * MAX_TENSOR_ELEMENTS} elements exceed the cap of ${MAX_TENSOR_ELEMENTS}`));
   });
 });
+
+describe('the generated types', () => {
+  it('are current with proto/chainrule.proto (npm run proto:types)', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { mkdtempSync, readFileSync, readdirSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const root = join(import.meta.dirname, '..');
+    const out = mkdtempSync(join(tmpdir(), 'proto-'));
+    const bin = join(root, 'node_modules', '.bin', 'proto-loader-gen-types');
+    execFileSync(bin, ['--longs=String', '--enums=String', '--defaults', '--oneofs', '--grpcLib=@grpc/grpc-js', '--importFileExtension=.js', `--outDir=${out}`, 'proto/chainrule.proto'], { cwd: root });
+    const files = (dir: string): string[] => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(dir.length));
+    const want = files(out).sort();
+    expect(files(join(root, 'proto', 'generated')).sort()).toEqual(want);
+    for (const f of want) expect(readFileSync(join(root, 'proto', 'generated', f), 'utf8'), f).toBe(readFileSync(join(out, f), 'utf8'));
+  });
+});
