@@ -81,12 +81,10 @@ async function spawnNode(): Promise<{ address: string; close(): Promise<void> }>
 
 // 1. Kernels.
 const gemm = await benchSgemm();
-const js1024 = gemm.find((g) => g.backend === 'js' && g.shape.includes('1024'));
 for (const g of gemm) {
   const ref = gemm.find((r) => r.backend === 'js' && r.shape === g.shape);
   rows.push({ name: `sgemm ${g.backend} ${g.shape}`, value: g.gflops, unit: 'GFLOP/s', ratio: g.backend !== 'js' && ref ? ratioTo(g.gflops, `js ${g.shape}`, ref.gflops) : undefined });
 }
-void js1024;
 printTable(rows, 'sgemm');
 
 // 2. Training throughput against TF.js on the same model and data.

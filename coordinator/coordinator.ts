@@ -497,7 +497,7 @@ export class Coordinator {
       await this.setFlatParameters(x);
       const ev = await this.evaluate();
       const seconds = (performance.now() - epochStart) / 1000;
-      last = { epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: (plan.samples * this.evaluations) / Math.max(evalSeconds, 1e-9), droppedSamples: this.data.train.size - plan.samples, seconds };
+      last = { epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: (plan.samples * this.stepCount) / Math.max(evalSeconds, 1e-9), droppedSamples: this.data.train.size - plan.samples, seconds };
       o.onEpoch?.(last);
       epochStart = performance.now();
     };
@@ -516,7 +516,6 @@ export class Coordinator {
     });
   }
 
-  private get evaluations(): number { return this.stepCount; }
 
   async close(): Promise<void> {
     const t = this.transport;
