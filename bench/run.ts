@@ -13,7 +13,7 @@ import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { selectBackend } from '../src/tensor/select.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { benchSgemm } from './sgemm.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
@@ -85,6 +85,29 @@ for (const g of gemm) {
   const ref = gemm.find((r) => r.backend === 'js' && r.shape === g.shape);
   rows.push({ name: `sgemm ${g.backend} ${g.shape}`, value: g.gflops, unit: 'GFLOP/s', ratio: g.backend !== 'js' && ref ? ratioTo(g.gflops, `js ${g.shape}`, ref.gflops) : undefined });
 }
+/** OpenBLAS sgemm on one thread through numpy, when python3 has numpy (a reference, not a dependency). */
+function numpySgemm(): number | null {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', OMP_WAIT_POLICY: 'passive' };
+  // The machine's OpenBLAS workarounds slow a current numpy: unset them for this command only.
+  delete env['OPENBLAS_CORETYPE'];
+  delete env['OPENBLAS_L2_SIZE'];
+  const code = 'import numpy as np, time\na=np.random.rand(1024,1024).astype(np.float32); b=np.random.rand(1024,1024).astype(np.float32)\n' +
+    'a@b\nn=0; t=time.perf_counter()\nwhile time.perf_counter()-t<' + Math.min(seconds, 2) + ': a@b; n+=1\nprint(2*1024**3*n/(time.perf_counter()-t)/1e9)';
+  const r = spawnSync('python3', ['-c', code], { env, encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) {
+    skipped['openblas (numpy) sgemm'] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'python3 failed').slice(0, 200);
+    return null;
+  }
+  return Number(r.stdout.trim());
+}
+const blas = numpySgemm();
+if (blas) {
+  const wasm1024 = gemm.find((g) => g.backend === 'wasm' && g.shape === '1024×1024·1024×1024');
+  rows.push({ name: 'sgemm openblas (numpy, 1 thread) 1024³', value: blas, unit: 'GFLOP/s' });
+  if (wasm1024) rows.push({ name: 'wasm vs openblas 1024³', value: wasm1024.gflops / blas, unit: '×' });
+}
+const torch = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' });
+if (torch.status !== 0) skipped['pytorch'] = 'python3 has no torch module (Debian python3-torch is not installed)';
 printTable(rows, 'sgemm');
 
 // 2. Training throughput against TF.js on the same model and data.
@@ -107,16 +130,16 @@ printTable(train, 'Training throughput (batch 64, SGD, built-in digits)');
 rows.push(...train);
 
 // 3. Placements on a compute-bound model: two stages of equal work.
-const wide = mlpSpec([1024, 1024, 1024, 1024], 784, 10);
+const wide = mlpSpec([1024, 1024, 1024, 1024, 1024], 784, 10);
 const M = 8;
 const place: Row[] = [];
-const local = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, optimizer: 'sgd', lr: 0.01 });
+const local = await chainruleThroughput({ model: wide, batchSize: 256, microBatches: M, optimizer: 'sgd', lr: 0.01 });
 place.push({ name: 'local, 1 stage', value: local.samplesPerSecond, unit: 'samples/s' });
-const threads = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
+const threads = await chainruleThroughput({ model: wide, batchSize: 256, microBatches: M, stages: 2, placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
 place.push({ name: 'threads, 2 stages, 1f1b', value: threads.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(threads.samplesPerSecond, 'local, 1 stage', local.samplesPerSecond) });
 const nodes = [await spawnNode(), await spawnNode()];
 try {
-  const grpc = await chainruleThroughput({ model: wide, batchSize: 128, microBatches: M, stages: 2, placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
+  const grpc = await chainruleThroughput({ model: wide, batchSize: 256, microBatches: M, stages: 2, placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
   place.push({ name: 'grpc, 2 node processes, 1f1b', value: grpc.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(grpc.samplesPerSecond, 'threads, 2 stages, 1f1b', threads.samplesPerSecond) });
   place.push({ name: 'grpc vs local', value: grpc.samplesPerSecond / local.samplesPerSecond, unit: '×' });
   place.push({ name: 'grpc bubble (measured)', value: grpc.bubble, unit: 'fraction' });
@@ -126,7 +149,7 @@ try {
 const theory = (2 - 1) / (M + 2 - 1);
 place.push({ name: 'threads bubble (measured)', value: threads.bubble, unit: 'fraction', ratio: ratioTo(threads.bubble, 'theoretical (K-1)/(M+K-1)', theory) });
 place.push({ name: 'theoretical bubble (K=2, M=8)', value: theory, unit: 'fraction' });
-printTable(place, `Placements (MLP 784-1024×4-10, batch 128, 2 stages balanced by parameters, M=${M}; gRPC nodes on loopback)`);
+printTable(place, `Placements (MLP 784-1024×5-10, batch 256, 2 stages balanced by parameters, M=${M}; gRPC nodes on loopback)`);
 rows.push(...place);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
