@@ -15,7 +15,17 @@ export interface OpContext<A = unknown, S = unknown> {
   attrs: A;
   /** needsGrad[i]: whether input i wants a gradient (skip work when not). */
   needsGrad: boolean[];
+  /**
+   * During backward: input i's own `.grad` buffer (zeros if it had none) when input i is a
+   * leaf that wants a gradient, else null. An op may add its gradient into it directly (a
+   * weight gradient straight from the matmul kernel, with no temporary) and return
+   * ACCUMULATED for that input.
+   */
+  leafGrad?: (i: number) => Tensor | null;
 }
+
+/** Returned by a backward for an input whose gradient it already added into `leafGrad(i)`. */
+export const ACCUMULATED: Tensor = new Tensor(new Float32Array(0), [0]);
 
 export interface OpDef<A = unknown, S = unknown> {
   readonly name: string;
@@ -77,11 +87,13 @@ export class Tape {
         const gy = grads.get(ctx.out);
         if (gy === undefined) continue;
         grads.delete(ctx.out); // free as soon as it has been used
+        ctx.leafGrad = leafGradOf(ctx.inputs);
         const gin = op.backward(gy, ctx);
+        ctx.leafGrad = undefined;
         for (let j = 0; j < ctx.inputs.length; j++) {
           const x = ctx.inputs[j]!;
           const gx = gin[j];
-          if (!x.requiresGrad || gx == null) continue;
+          if (!x.requiresGrad || gx == null || gx === ACCUMULATED) continue;
           if (!sameShape(gx.shape, x.shape)) {
             throw new ShapeError(`${op.name} backward: grad shape must match input ${j} shape, ${fmtShape(gx.shape)} != ${fmtShape(x.shape)}`);
           }
@@ -104,6 +116,15 @@ export class Tape {
 }
 
 function copyData(d: Data): Data { return d.slice(); }
+
+function leafGradOf(inputs: Tensor[]): (i: number) => Tensor | null {
+  return (i) => {
+    const x = inputs[i];
+    if (!x || !x.requiresGrad || x.producer !== null) return null;
+    x.grad ??= Tensor.zeros(x.shape, x.dtype);
+    return x.grad;
+  };
+}
 
 function accumulateLeaf(x: Tensor, g: Tensor): void {
   if (x.grad === null) {

@@ -163,6 +163,21 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false):
   return new Tensor(out, [...a.shape.slice(0, -2), m, n]);
 }
 
+/**
+ * into += op(a)·op(b) for matrices, straight from the kernel (no temporary product):
+ * how a weight gradient lands in its parameter's `.grad`.
+ */
+export function matmulAccumulate(a: Tensor, b: Tensor, transA: boolean, transB: boolean, into: Tensor): void {
+  sameDtype('matmul', a, b);
+  sameDtype('matmul', a, into);
+  const [m, k] = transA ? [a.shape[1]!, a.shape[0]!] : [a.shape[0]!, a.shape[1]!];
+  const [k2, n] = transB ? [b.shape[1]!, b.shape[0]!] : [b.shape[0]!, b.shape[1]!];
+  if (a.rank !== 2 || b.rank !== 2 || k !== k2 || !sameShape(into.shape, [m, n])) {
+    throw new ShapeError(`matmul: cannot accumulate ${fmtShape(a.shape)}${transA ? 'ᵀ' : ''} · ${fmtShape(b.shape)}${transB ? 'ᵀ' : ''} into ${fmtShape(into.shape)}`);
+  }
+  (a.dtype === 'float64' ? jsBackend : backend()).matmul(a.data, b.data, into.data, m, n, k, transA, transB, true);
+}
+
 /** Swaps the last two axes (copying). */
 export function transposeRaw(x: Tensor): Tensor {
   if (x.rank < 2) throw new ShapeError(`transpose: needs rank >= 2, got ${fmtShape(x.shape)}`);
