@@ -40,6 +40,7 @@ export abstract class ElementwiseOptimizer {
   /** Names of the per-parameter state buffers (e.g. ['m', 'v'] for Adam). */
   abstract readonly slotNames: readonly string[];
   private slots = new Map<string, Record<string, Data>>();
+  private scaled = new Map<string, Data>();
   t = 0;
 
   constructor(readonly spec: OptimizerSpec) {
@@ -66,8 +67,14 @@ export abstract class ElementwiseOptimizer {
       if (grad.length !== value.length) throw new OptimizerError(`optimizer: gradient of ${name} has ${grad.length} elements, the parameter ${value.length}`);
       let g = grad;
       if (scale !== 1) {
-        g = grad.slice();
-        for (let i = 0; i < g.length; i++) g[i] = g[i]! * scale;
+        // A scratch buffer per parameter, reused every step (no allocation in the loop).
+        let buf = this.scaled.get(name);
+        if (!buf || buf.length !== grad.length || buf.constructor !== grad.constructor) {
+          buf = new (grad.constructor as { new(n: number): Data })(grad.length);
+          this.scaled.set(name, buf);
+        }
+        for (let i = 0; i < grad.length; i++) buf[i] = grad[i]! * scale;
+        g = buf;
       }
       const fresh = !this.slots.has(name);
       this.update(value, g, this.slotsFor(name, value), lr, this.t, fresh);
