@@ -5,6 +5,7 @@
  * answered with an error naming the node, the stage and the field; the node keeps serving.
  */
 import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
 import { decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type Reply, type Request } from '../src/wire/index.js';
 import { StageActor, type PeerLink } from './stage.js';
 import { StreamLink, clientOptions, serverOptions, stageService, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
@@ -133,6 +134,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     call.on('end', () => call.end());
     call.on('error', () => { /* the peer went away; its link fails its own pending sends */ });
   };
+  // The standard gRPC health service, so load balancers and orchestrators can probe a node.
+  new HealthImplementation({ '': 'SERVING', 'chainrule.StageService': 'SERVING' }).addToServer(server);
   server.addService(stageService().StageService.service, { Call: wrap(handleCall), Deliver: wrap(handleDeliver), DeliverStream: deliverStream });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => {

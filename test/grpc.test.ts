@@ -1,5 +1,6 @@
 /** gRPC nodes on real loopback sockets: validation, errors that name the node, a node that is down. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as grpc from '@grpc/grpc-js';
 import { createServer } from 'node:net';
 import { startNode, type RunningNode } from '../node/server.js';
 import { makeClient, unary } from '../node/grpc-common.js';
@@ -282,5 +283,22 @@ describe('the generated types', () => {
     const want = files(out).sort();
     expect(files(join(root, 'proto', 'generated')).sort()).toEqual(want);
     for (const f of want) expect(readFileSync(join(root, 'proto', 'generated', f), 'utf8'), f).toBe(readFileSync(join(out, f), 'utf8'));
+  });
+});
+
+describe('gRPC health', () => {
+  it('a node answers the standard health check with SERVING', async () => {
+    const { service } = await import('grpc-health-check');
+    const Health = grpc.makeGenericClientConstructor(service as unknown as grpc.ServiceDefinition, 'Health');
+    const health = new Health(node.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      check(req: { service: string }, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: { status: string | number }) => void): void;
+    };
+    try {
+      const status = await new Promise<string | number | undefined>((resolve, reject) =>
+        health.check({ service: 'chainrule.StageService' }, { deadline: new Date(Date.now() + 5000) }, (e: grpc.ServiceError | null, r?: { status: string | number }) => (e ? reject(e) : resolve(r?.status))));
+      expect(status === 'SERVING' || status === 1).toBe(true);
+    } finally {
+      health.close();
+    }
   });
 });
