@@ -31,6 +31,8 @@ export const trainUsage = `Usage: chainrule train [options]
   --micro-batches M        micro-batches per minibatch (default 1)
   --schedule NAME          gpipe (default) | 1f1b
   --backend NAME           js | wasm (default: the fastest available)
+  --checkpoint PATH        write a checkpoint after every epoch
+  --resume PATH            continue from a checkpoint (any placement or stage count wrote it)
   --json                   end with one JSON line summarizing the run
 `;
 
@@ -77,6 +79,7 @@ export function parseTrainArgs(argv: string[]): { options: CoordinatorOptions; j
         'warmup-steps': { type: 'string' }, 'clip-norm': { type: 'string' }, 'full-batch-size': { type: 'string' },
         'iterations-per-epoch': { type: 'string' }, transform: { type: 'string' }, 'augment-shift': { type: 'string' },
         'augment-rotate': { type: 'string' }, noise: { type: 'string' },
+        checkpoint: { type: 'string' }, resume: { type: 'string' },
       },
     }));
   } catch (e) {
@@ -126,6 +129,8 @@ export function parseTrainArgs(argv: string[]): { options: CoordinatorOptions; j
     const warmup = int(values['warmup-steps'], '--warmup-steps');
     options.lrSchedule = (warmup ? { type: 'warmup', warmupSteps: warmup, schedule: base } : base) as CoordinatorOptions['lrSchedule'];
   }
+  options.checkpoint = values.checkpoint;
+  options.resume = values.resume;
   options.clipNorm = num(values['clip-norm'], '--clip-norm');
   options.fullBatchSize = int(values['full-batch-size'], '--full-batch-size');
   options.iterationsPerEpoch = int(values['iterations-per-epoch'], '--iterations-per-epoch');

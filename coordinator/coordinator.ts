@@ -11,7 +11,7 @@
  * await c.close();
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Tensor } from '../src/tensor/tensor.js';
 import { backend } from '../src/tensor/backend.js';
 import { selectBackend } from '../src/tensor/select.js';
@@ -21,7 +21,7 @@ import {
 } from '../src/data/index.js';
 import { builtinModel, layerParameterCounts, validateModelSpec, getLoss, SpecError, type ModelSpec } from '../src/nn/index.js';
 import { noGrad } from '../src/autograd/index.js';
-import { formatAction, expectReply, type NamedTensors, type Request, type Schedule, type StepReport, type Targets } from '../src/wire/index.js';
+import { formatAction, expectReply, encodeValue, decodeValue, type NamedTensors, type Request, type Schedule, type StageState, type StepReport, type Targets } from '../src/wire/index.js';
 import {
   createOptimizer, createLrSchedule, clipScale, minimizeCG, minimizeLBFGS, minimizeNewton, minimizeNewtonCG,
   type LrSchedule, type LrScheduleSpec, type MinimizeOptions, type MinimizeResult, type Objective, type OptimizerSpec,
@@ -66,8 +66,24 @@ export interface CoordinatorOptions {
   transform?: TransformKind;
   /** Seeded per-epoch augmentation of training batches. */
   augment?: AugmentOptions;
+  /** Write a checkpoint here after every epoch. */
+  checkpoint?: string;
+  /** Continue from this checkpoint (weights, optimizer state, step and epoch counts). */
+  resume?: string;
   /** Called after every epoch. */
   onEpoch?: (r: EpochReport) => void;
+}
+
+/** Everything a deterministic resume needs (the data order and dropout streams follow from seed, epoch and step). */
+interface Checkpoint {
+  format: 'chainrule-checkpoint';
+  version: 1;
+  model: ModelSpec;
+  seed: number;
+  optimizer: OptimizerSpec;
+  epochsDone: number;
+  stepCount: number;
+  state: StageState;
 }
 
 /** Methods that need the whole gradient vector and run from the coordinator. */
@@ -188,6 +204,7 @@ export class Coordinator {
   private transport: Transport | null = null;
   private handles: StageHandle[] = [];
   private stepCount = 0;
+  private epochsDone = 0;
   private busyMs = 0;
   private stageWallMs = 0;
 
@@ -373,7 +390,8 @@ export class Coordinator {
     let last: EpochReport | null = null;
     let trainedSamples = 0;
     let trainSeconds = 0;
-    for (let e = 0; e < o.epochs; e++) {
+    if (o.resume) await this.loadCheckpoint(o.resume);
+    for (let e = this.epochsDone; e < o.epochs; e++) {
       const t0 = performance.now();
       let lossSum = 0;
       let samples = 0;
@@ -392,9 +410,12 @@ export class Coordinator {
         epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy,
         samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds,
       };
+      this.epochsDone = e + 1;
+      if (o.checkpoint) await this.saveCheckpoint(o.checkpoint);
       o.onEpoch?.(last);
     }
-    return this.summarize(last!, trainedSamples / trainSeconds, batcher.droppedPerEpoch);
+    if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.epochsDone} epochs done and epochs is ${o.epochs}`);
+    return this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch);
   }
 
   private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
@@ -426,6 +447,59 @@ export class Coordinator {
       transform: this.transformSpec,
       ...extra,
     };
+  }
+
+  /**
+   * Writes every stage's state (parameters, buffers, optimizer slots) merged by name, so the
+   * checkpoint does not depend on the placement or the stage count it was written from.
+   */
+  async saveCheckpoint(path: string): Promise<void> {
+    await this.open();
+    const merged: StageState = { params: {}, buffers: {}, optimizer: null, lastStep: -1 };
+    for (const [s, h] of this.handles.entries()) {
+      const st = expectReply(await h.request(this.req(s, { type: 'getState' })), 'state', h.name).state;
+      Object.assign(merged.params, st.params);
+      Object.assign(merged.buffers, st.buffers);
+      merged.lastStep = Math.max(merged.lastStep, st.lastStep);
+      if (st.optimizer) {
+        merged.optimizer ??= { type: st.optimizer.type, t: st.optimizer.t, slots: {} };
+        Object.assign(merged.optimizer.slots, st.optimizer.slots);
+      }
+    }
+    const cp: Checkpoint = { format: 'chainrule-checkpoint', version: 1, model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec, epochsDone: this.epochsDone, stepCount: this.stepCount, state: merged };
+    // Write then rename: a crash mid-write never leaves a torn checkpoint in place.
+    writeFileSync(`${path}.tmp`, encodeValue(cp));
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /** Restores a checkpoint into the stages (whatever placement and stage count wrote it). */
+  async loadCheckpoint(path: string): Promise<void> {
+    await this.open();
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(path);
+    } catch (e) {
+      throw new OptionError(`--resume: cannot read checkpoint ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const cp = decodeValue(bytes, { actor: `checkpoint ${path}` }) as Checkpoint;
+    if (cp?.format !== 'chainrule-checkpoint' || cp.version !== 1) throw new OptionError(`${path} is not a chainrule checkpoint (version 1)`);
+    if (JSON.stringify(cp.model) !== JSON.stringify(this.spec)) throw new OptionError(`${path} was written for another model; use the same --model`);
+    if (cp.seed !== this.options.seed || cp.optimizer.type !== this.optimizerSpec.type) {
+      throw new OptionError(`${path} was written with seed ${cp.seed} and optimizer ${cp.optimizer.type}; resume with the same (now seed ${this.options.seed}, ${this.optimizerSpec.type})`);
+    }
+    await Promise.all(this.handles.map(async (h, s) => {
+      const own = this.layout.filter((l) => l.stage === s).map((l) => l.name);
+      const pick = <T>(m: Record<string, T>) => Object.fromEntries(own.filter((n) => n in m).map((n) => [n, m[n]!]));
+      const state: StageState = {
+        params: pick(cp.state.params),
+        buffers: cp.state.buffers,
+        optimizer: cp.state.optimizer ? { type: cp.state.optimizer.type, t: cp.state.optimizer.t, slots: pick(cp.state.optimizer.slots) } : null,
+        lastStep: cp.state.lastStep,
+      };
+      expectReply(await h.request(this.req(s, { type: 'setState', state })), 'ok', h.name);
+    }));
+    this.epochsDone = cp.epochsDone;
+    this.stepCount = cp.stepCount;
   }
 
   /** Every parameter as one float64 vector, in the layout's fixed order. */

@@ -56,6 +56,11 @@ export function encodeMessage(msg: Message): Uint8Array {
   return new Uint8Array(packr.pack(toWire(msg)));
 }
 
+/** Encodes any plain value holding tensors (a checkpoint, say) the way messages are encoded. */
+export function encodeValue(v: unknown): Uint8Array {
+  return new Uint8Array(packr.pack(toWire(v)));
+}
+
 /** Context for errors: which actor decoded which message. */
 export interface DecodeContext { actor: string; requireFinite?: boolean }
 
@@ -124,6 +129,18 @@ export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0) as Message;
   validateHeader(msg, ctx.actor);
   return msg;
+}
+
+/** Decodes what encodeValue wrote, validating every tensor in it (no header checks). */
+export function decodeValue(bytes: Uint8Array, ctx: DecodeContext): unknown {
+  if (bytes.byteLength > MAX_MESSAGE_BYTES * 4) throw new WireError(`${ctx.actor}: ${bytes.byteLength} bytes exceed the cap of ${MAX_MESSAGE_BYTES * 4}`);
+  let raw: unknown;
+  try {
+    raw = packr.unpack(bytes);
+  } catch (e) {
+    throw new WireError(`${ctx.actor}: malformed data (${(e as Error).message})`);
+  }
+  return fromWire(raw, '', ctx, 0);
 }
 
 /** Checks the header fields every request and peer message carries. */
