@@ -16,12 +16,12 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { backend } from '../src/tensor/backend.js';
 import { selectBackend } from '../src/tensor/select.js';
 import {
-  Batcher, evalBatches, splitMicroBatches, fitTransform, applyTransform, augmentBatch, augmentStream,
+  Batcher, evalBatches, splitMicroBatches, fitTransform, type MicroBatch, applyTransform, augmentBatch, augmentStream,
   type AugmentOptions, type Dataset, type TransformKind, type TransformSpec,
 } from '../src/data/index.js';
 import { builtinModel, layerParameterCounts, validateModelSpec, getLoss, SpecError, type ModelSpec } from '../src/nn/index.js';
 import { noGrad } from '../src/autograd/index.js';
-import { formatAction, expectReply, encodeValue, decodeValue, type NamedTensors, type Request, type Schedule, type StageState, type StepReport, type Targets } from '../src/wire/index.js';
+import { formatAction, expectReply, encodeValue, decodeValue, type NamedTensors, type OptimizerStepArgs, type Request, type Schedule, type StageState, type StepReport, type Targets } from '../src/wire/index.js';
 import {
   createOptimizer, createLrSchedule, clipScale, minimizeCG, minimizeLBFGS, minimizeNewton, minimizeNewtonCG,
   type LrSchedule, type LrScheduleSpec, type MinimizeOptions, type MinimizeResult, type Objective, type OptimizerSpec,
@@ -237,7 +237,7 @@ export class Coordinator {
     this.optimizerSpec = typeof o.optimizer === 'string' ? { type: o.optimizer, lr: o.lr } : { ...o.optimizer, lr: o.optimizer.lr ?? o.lr };
     this.fullBatch = this.optimizerSpec.type in fullBatchMethods ? this.optimizerSpec.type : null;
     if (!this.fullBatch) createOptimizer(this.optimizerSpec); // validates the name and hyperparameters now
-    this.lrAt = o.lrSchedule ? createLrSchedule(withTotalSteps(o.lrSchedule, o.epochs * Math.floor(this.data.train.size / o.batchSize))) : null;
+    this.lrAt = o.lrSchedule ? createLrSchedule(withTotalSteps(o.lrSchedule, o.epochs * this.stepsPerEpoch)) : null;
     if (o.clipNorm !== undefined && !(typeof o.clipNorm === 'number' && o.clipNorm > 0)) throw new OptionError(`clipNorm must be a positive number, got ${JSON.stringify(o.clipNorm)}`);
     if (o.fullBatchSize !== undefined) positiveInt(o.fullBatchSize, 'fullBatchSize');
     positiveInt(o.iterationsPerEpoch ?? 10, 'iterationsPerEpoch');
@@ -293,25 +293,13 @@ export class Coordinator {
   /** One optimizer step on one minibatch; returns the summed loss. */
   async step(x: Tensor, y: Int32Array): Promise<number> {
     await this.open();
-    const M = this.options.microBatches;
-    const parts = splitMicroBatches(x, y, M);
-    const K = this.stages;
+    const parts = splitMicroBatches(x, y, this.options.microBatches);
     const lr = this.lrAt ? this.lrAt(this.stepCount, this.stepsPerEpoch) : this.optimizerSpec.lr;
     let gradScale = 1 / x.shape[0]!;
     // Without clipping no global quantity is needed first: each stage steps as soon as its
     // backwards are done, in the same request.
     const optimize = this.options.clipNorm === undefined ? { optimizer: this.optimizerSpec, lr, gradScale } : undefined;
-    const replies = await Promise.all(this.handles.map(async (h, s) => {
-      const reply = await h.request(this.req(s, {
-        type: 'runStep',
-        actions: this.schedulePlan[s]!.map(formatAction),
-        inputs: s === 0 ? parts.map((p) => p.x) : undefined,
-        targets: s === K - 1 ? parts.map((p) => this.targetsOf(p.x, p.y)) : undefined,
-        optimize,
-      }));
-      return expectReply(reply, 'stepDone', h.name).report;
-    }));
-    this.account(replies);
+    const { loss } = await this.pipelineStep(parts, this.schedulePlan, optimize);
     if (!optimize) {
       // The global norm needs every stage's share; each stage then scales its own gradients.
       const shares = await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, { type: 'gradSquares' })), 'value', h.name).value));
@@ -322,10 +310,27 @@ export class Coordinator {
       }));
     }
     this.stepCount++;
-    // Losses of all stages (auxiliary terms included), summed in micro-batch order.
-    let loss = 0;
-    for (let m = 0; m < M; m++) for (const r of replies) loss += r.losses[m] ?? 0;
     return loss;
+  }
+
+  /**
+   * One pipelined pass of the schedule over the micro-batches, on every stage at once
+   * (optionally with the optimizer step folded in). Returns the summed loss of all stages,
+   * auxiliary terms included, in micro-batch order.
+   */
+  private async pipelineStep(parts: MicroBatch[], schedule: Schedule, optimize?: OptimizerStepArgs): Promise<{ loss: number }> {
+    const K = this.stages;
+    const reports = await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, {
+      type: 'runStep',
+      actions: schedule[s]!.map(formatAction),
+      inputs: s === 0 ? parts.map((p) => p.x) : undefined,
+      targets: s === K - 1 ? parts.map((p) => this.targetsOf(p.x, p.y)) : undefined,
+      optimize,
+    })), 'stepDone', h.name).report));
+    this.account(reports);
+    let loss = 0;
+    for (let m = 0; m < parts.length; m++) for (const r of reports) loss += r.losses[m] ?? 0;
+    return { loss };
   }
 
   private account(reports: StepReport[]): void {
@@ -541,13 +546,7 @@ export class Coordinator {
       evaluate: async (x) => {
         const t0 = performance.now();
         await this.setFlatParameters(x);
-        const reports = await Promise.all(this.handles.map(async (h, s) => expectReply(await h.request(this.req(s, {
-          type: 'runStep',
-          actions: schedule[s]!.map(formatAction),
-          inputs: s === 0 ? parts.map((p) => p.x) : undefined,
-          targets: s === K - 1 ? parts.map((p) => this.targetsOf(p.x, p.y)) : undefined,
-        })), 'stepDone', h.name).report));
-        this.account(reports);
+        const { loss } = await this.pipelineStep(parts, schedule);
         const grads: NamedTensors = {};
         for (const [s, h] of this.handles.entries()) Object.assign(grads, expectReply(await h.request(this.req(s, { type: 'gradients' })), 'tensors', h.name).tensors);
         this.stepCount++;
@@ -558,8 +557,6 @@ export class Coordinator {
           for (let i = 0; i < l.size; i++) grad[off + i] = g[i]! / plan.samples;
           off += l.size;
         }
-        let loss = 0;
-        for (let m = 0; m < plan.microBatches; m++) for (const r of reports) loss += r.losses[m] ?? 0;
         evalSeconds += (performance.now() - t0) / 1000;
         return { loss: loss / plan.samples, grad };
       },

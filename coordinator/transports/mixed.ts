@@ -7,12 +7,12 @@
  * @example
  * new Coordinator({ stages: 3, placement: new MixedTransport(['threads', 'threads', 'grpc:hostB:7001']) })
  */
-import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { startNode, type RunningNode } from '../../node/server.js';
 import type { WorkerTask } from '../../node/worker.js';
 import { backend } from '../../src/tensor/backend.js';
 import { GrpcTransport } from './grpc.js';
+import { workerEntry } from './threads.js';
 import { TransportError, type StageHandle, type Transport } from './transport.js';
 
 /** 'local', 'threads', or 'grpc:host:port'. */
@@ -34,8 +34,7 @@ export class MixedTransport implements Transport {
 
   async open(stages: number, run: string): Promise<StageHandle[]> {
     if (stages !== this.places.length) throw new TransportError('BAD_PLACEMENT', `the mixed placement names ${this.places.length} stages, the model has ${stages}`);
-    const fromSource = import.meta.url.endsWith('.ts');
-    const filename = fileURLToPath(new URL(`../../node/worker.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+    const { filename, execArgv } = workerEntry();
     const addresses = await Promise.all(this.places.map(async (p) => {
       if (p.startsWith('grpc:')) return p.slice(5);
       if (p === 'local') {
@@ -44,7 +43,7 @@ export class MixedTransport implements Transport {
         return n.address;
       }
       // The worker must keep its event loop turning between tasks to serve gRPC: no Atomics.wait.
-      const pool = new Piscina({ filename, execArgv: fromSource ? ['--import', 'tsx'] : [], minThreads: 1, maxThreads: 1, idleTimeout: Infinity, atomics: 'disabled' });
+      const pool = new Piscina({ filename, execArgv, minThreads: 1, maxThreads: 1, idleTimeout: Infinity, atomics: 'disabled' });
       this.pools.push(pool);
       const task: WorkerTask = { kind: 'listen', backend: backend().name };
       return (await pool.run(task)) as string;

@@ -12,7 +12,7 @@ import type { WorkerTask } from '../../node/worker.js';
 import { TransportError, type StageHandle, type Transport } from './transport.js';
 
 /** The worker entry: compiled JavaScript, or TypeScript through tsx when running from source (tests). */
-function workerEntry(): { filename: string; execArgv: string[] } {
+export function workerEntry(): { filename: string; execArgv: string[] } {
   const fromSource = import.meta.url.endsWith('.ts');
   const url = new URL(`../../node/worker.${fromSource ? 'ts' : 'js'}`, import.meta.url);
   return { filename: fileURLToPath(url), execArgv: fromSource ? ['--import', 'tsx'] : [] };
