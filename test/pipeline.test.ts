@@ -86,7 +86,9 @@ describe('every placement, schedule and stage count matches single-process train
       expect(r.summary.stages).toBe(stages);
       expect(r.summary.placement).toBe(placement);
       expect(r.summary.theoreticalBubbleFraction).toBeCloseTo((stages - 1) / (4 + stages - 1), 12);
-      expect(r.summary.bubbleFraction).toBeGreaterThanOrEqual(0);
+      // Downstream stages wait for their first activation: some idle share, never all of it.
+      expect(r.summary.bubbleFraction).toBeGreaterThan(0);
+      expect(r.summary.bubbleFraction).toBeLessThan(1);
       expect(r.summary.weightsSha256).toBe(reference.get(4)!.summary.weightsSha256);
     });
   }
