@@ -30,7 +30,7 @@ export const trainUsage = `Usage: chainrule train [options]
   --partition A,B,...      explicit layers per stage instead
   --micro-batches M        micro-batches per minibatch (default 1)
   --schedule NAME          gpipe (default) | 1f1b
-  --backend NAME           js | wasm (default: the fastest available)
+  --backend NAME           js | wasm | native (default: the fastest available: native when built, else wasm)
   --checkpoint PATH        write a checkpoint after every epoch
   --resume PATH            continue from a checkpoint (any placement or stage count wrote it)
   --json                   end with one JSON line summarizing the run

@@ -51,7 +51,7 @@ export interface CoordinatorOptions {
   partition?: number[];
   microBatches?: number;
   schedule?: string;
-  /** Kernel backend ('js' | 'wasm'); default: the fastest available. */
+  /** Kernel backend ('js' | 'wasm' | 'native'); default: the fastest available. */
   backend?: string;
   evalBatchSize?: number;
   /** A learning-rate schedule for element-wise optimizers (its own lr overrides `lr`). */

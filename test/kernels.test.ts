@@ -6,11 +6,14 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backend, jsBackend, setBackend, type Backend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/rng.js';
-import { selectBackend } from '../src/tensor/select.js';
+import { defaultBackendName, selectBackend } from '../src/tensor/select.js';
+import { createNativeBackend, nativeAvailable, nativeCpu } from '../src/tensor/native/index.js';
 import { createWasmBackend } from '../src/tensor/wasm/index.js';
 import { sourceSha256, wasmBase64, wasmSha256 } from '../src/tensor/wasm/sgemm-binary.js';
 
-const backends: Backend[] = [jsBackend, createWasmBackend()];
+// The native addon is optional (built at install when a compiler is present): test/native.test.ts
+// checks that it was built wherever it can be.
+const backends: Backend[] = [jsBackend, createWasmBackend(), ...(nativeAvailable() ? [createNativeBackend()] : [])];
 
 /** c = op(a)·op(b) (+ c0), in float64, with Σ|op(a)||op(b)| per entry for the tolerance. */
 function naive(a: ArrayLike<number>, b: ArrayLike<number>, c0: ArrayLike<number>, m: number, n: number, k: number,
@@ -149,18 +152,20 @@ describe('selectBackend', () => {
   });
 
   it('names the bad value and the choices', () => {
-    expect(() => selectBackend('cuda')).toThrow(/unknown backend 'cuda'; choose one of 'js', 'wasm'/);
+    expect(() => selectBackend('cuda')).toThrow(/unknown backend 'cuda'; choose one of 'js', 'wasm', 'native'/);
     process.env['CHAINRULE_BACKEND'] = 'numpy';
     expect(() => selectBackend()).toThrow(/CHAINRULE_BACKEND: unknown backend 'numpy'/);
   });
 
-  it('installs the chosen backend; the argument beats the environment; wasm by default', () => {
+  it('installs the chosen backend; the argument beats the environment; the fastest by default', () => {
     process.env['CHAINRULE_BACKEND'] = 'wasm';
     expect(selectBackend('js')).toBe(jsBackend);
     expect(backend()).toBe(jsBackend);
     expect(selectBackend().name).toBe('wasm');
     expect(backend().name).toBe('wasm');
     delete process.env['CHAINRULE_BACKEND'];
-    expect(selectBackend().name).toBe('wasm');
+    expect(selectBackend().name).toBe(defaultBackendName());
+    // native when its addon is built and the CPU has AVX2 + FMA, else wasm (Node 20 has SIMD)
+    expect(defaultBackendName()).toBe(nativeAvailable() && nativeCpu() === 'avx2+fma' ? 'native' : 'wasm');
   });
 });

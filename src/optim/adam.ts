@@ -1,5 +1,5 @@
 import type { Data } from '../tensor/tensor.js';
-import { ElementwiseOptimizer, flag, hyper, knownKeys, type OptimizerSpec } from './optimizer.js';
+import { ElementwiseOptimizer, fusedKernels, flag, hyper, knownKeys, type OptimizerSpec } from './optimizer.js';
 
 /**
  * Adam, PyTorch's torch.optim.Adam formulas (β1, β2, ε, λ weightDecay; t the step, 1-based):
@@ -36,16 +36,22 @@ export class Adam extends ElementwiseOptimizer {
     this.slotNames = this.amsgrad ? ['m', 'v', 'vmax'] : ['m', 'v'];
   }
 
-  protected update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number): void {
+  protected update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number, _fresh: boolean, scale: number): void {
     const { beta1: b1, beta2: b2, eps, weightDecay: wd, decoupled, amsgrad } = this;
     const m = s.m!, v = s.v!, vmax = s.vmax;
     const stepSize = lr / (1 - b1 ** t);
     const sqrtBc2 = Math.sqrt(1 - b2 ** t);
     const shrink = decoupled ? 1 - lr * wd : 1;
     const l2 = decoupled ? 0 : wd;
+    const fused = fusedKernels(p, g, s);
+    if (fused) {
+      return fused.adam(p as Float32Array, g as Float32Array, m as Float32Array, v as Float32Array, (vmax ?? null) as Float32Array | null,
+        scale, stepSize, sqrtBc2, shrink, l2, b1, b2, eps);
+    }
+    const f32 = p instanceof Float32Array; // the scaled gradient is rounded as its buffer would store it
     for (let i = 0; i < p.length; i++) {
       const pi = p[i]! * shrink;
-      const gi = g[i]! + l2 * p[i]!;
+      const gi = (f32 ? Math.fround(g[i]! * scale) : g[i]! * scale) + l2 * p[i]!;
       const mi = b1 * m[i]! + (1 - b1) * gi;
       let vi = b2 * v[i]! + (1 - b2) * gi * gi;
       m[i] = mi;

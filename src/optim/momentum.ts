@@ -1,5 +1,5 @@
 import type { Data } from '../tensor/tensor.js';
-import { ElementwiseOptimizer, flag, hyper, knownKeys, OptimizerError, type OptimizerSpec } from './optimizer.js';
+import { ElementwiseOptimizer, flag, fusedKernels, hyper, knownKeys, OptimizerError, type OptimizerSpec } from './optimizer.js';
 
 /**
  * SGD with momentum, PyTorch's torch.optim.SGD formulas (λ weightDecay, μ momentum,
@@ -31,11 +31,14 @@ export class Momentum extends ElementwiseOptimizer {
     }
   }
 
-  protected update(p: Data, g: Data, s: Record<string, Data>, lr: number, _t: number, fresh: boolean): void {
+  protected update(p: Data, g: Data, s: Record<string, Data>, lr: number, _t: number, fresh: boolean, scale: number): void {
     const { momentum: mu, dampening, weightDecay: wd, nesterov } = this;
     const b = s.b!;
+    const fused = fusedKernels(p, g, s);
+    if (fused) return fused.momentum(p as Float32Array, g as Float32Array, b as Float32Array, scale, lr, mu, dampening, wd, nesterov, fresh);
+    const f32 = p instanceof Float32Array; // the scaled gradient is rounded as its buffer would store it
     for (let i = 0; i < p.length; i++) {
-      const gi = g[i]! + wd * p[i]!;
+      const gi = (f32 ? Math.fround(g[i]! * scale) : g[i]! * scale) + wd * p[i]!;
       // NOTE: PyTorch starts the buffer at the first gradient itself (no dampening), not at zero.
       const bi = fresh ? gi : mu * b[i]! + (1 - dampening) * gi;
       b[i] = bi;

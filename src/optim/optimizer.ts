@@ -9,6 +9,7 @@
  * which keeps placements bit-identical. Each one writes only its update; the loop,
  * the state bookkeeping and the validation are shared here (as tinygrad's optim does).
  */
+import { backend, type OptimizerKernels } from '../tensor/backend.js';
 import type { Data } from '../tensor/tensor.js';
 
 export interface OptimizerSpec {
@@ -40,7 +41,6 @@ export abstract class ElementwiseOptimizer {
   /** Names of the per-parameter state buffers (e.g. ['m', 'v'] for Adam). */
   abstract readonly slotNames: readonly string[];
   private slots = new Map<string, Record<string, Data>>();
-  private scaled = new Map<string, Data>();
   t = 0;
 
   constructor(readonly spec: OptimizerSpec) {
@@ -48,11 +48,12 @@ export abstract class ElementwiseOptimizer {
   }
 
   /**
-   * Updates p in place from g (and s, this parameter's slots) at step t (1-based).
-   * `fresh` is true when this parameter's slots were just created (zero-filled): PyTorch
-   * initializes some buffers from the first gradient instead (the momentum buffer).
+   * Updates p in place from g·scale (and s, this parameter's slots) at step t (1-based).
+   * The scaled gradient g[i]·scale is rounded to g's precision (Math.fround for float32), as
+   * if it had been stored, so that loops and fused kernels agree to the bit. `fresh` is true when this parameter's slots were just created (zero-filled):
+   * PyTorch initializes some buffers from the first gradient instead (the momentum buffer).
    */
-  protected abstract update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number, fresh: boolean): void;
+  protected abstract update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number, fresh: boolean, scale: number): void;
 
   /**
    * One step over params: gradients are multiplied by gradScale first (the one place
@@ -65,19 +66,9 @@ export abstract class ElementwiseOptimizer {
     for (const { name, value, grad } of params) {
       if (grad === null) continue;
       if (grad.length !== value.length) throw new OptimizerError(`optimizer: gradient of ${name} has ${grad.length} elements, the parameter ${value.length}`);
-      let g = grad;
-      if (scale !== 1) {
-        // A scratch buffer per parameter, reused every step (no allocation in the loop).
-        let buf = this.scaled.get(name);
-        if (!buf || buf.length !== grad.length || buf.constructor !== grad.constructor) {
-          buf = new (grad.constructor as { new(n: number): Data })(grad.length);
-          this.scaled.set(name, buf);
-        }
-        for (let i = 0; i < grad.length; i++) buf[i] = grad[i]! * scale;
-        g = buf;
-      }
       const fresh = !this.slots.has(name);
-      this.update(value, g, this.slotsFor(name, value), lr, this.t, fresh);
+      // The scale is applied inside the update (one pass over memory, not two).
+      this.update(value, grad, this.slotsFor(name, value), lr, this.t, fresh, scale);
     }
   }
 
@@ -140,3 +131,15 @@ export function knownKeys(spec: OptimizerSpec, names: readonly string[]): void {
     if (!known.has(k)) throw new OptimizerError(`${spec.type} has no hyperparameter '${k}'; known: ${[...known].filter((n) => n !== 'type').join(', ')}`);
   }
 }
+
+/**
+ * The backend's fused kernels when p, g and every slot are float32 (so that they can run
+ * there), else null and the optimizer runs its own TypeScript loop.
+ */
+export function fusedKernels(p: Data, g: Data, s: Record<string, Data>): OptimizerKernels | null {
+  const k = backend().optimizer;
+  if (!k || !(p instanceof Float32Array) || !(g instanceof Float32Array)) return null;
+  for (const key in s) if (!(s[key] instanceof Float32Array)) return null;
+  return k;
+}
+

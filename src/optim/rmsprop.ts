@@ -36,11 +36,12 @@ export class RMSProp extends ElementwiseOptimizer {
     this.slotNames = names;
   }
 
-  protected update(p: Data, g: Data, s: Record<string, Data>, lr: number): void {
+  protected update(p: Data, g: Data, s: Record<string, Data>, lr: number, _t: number, _fresh: boolean, scale: number): void {
     const { alpha, eps, weightDecay: wd, momentum: mu, centered } = this;
     const v = s.v!, a = s.a, b = s.b;
+    const f32 = p instanceof Float32Array; // the scaled gradient is rounded as its buffer would store it
     for (let i = 0; i < p.length; i++) {
-      const gi = g[i]! + wd * p[i]!;
+      const gi = (f32 ? Math.fround(g[i]! * scale) : g[i]! * scale) + wd * p[i]!;
       const vi = alpha * v[i]! + (1 - alpha) * gi * gi;
       v[i] = vi;
       let d: number;

@@ -22,6 +22,23 @@ export interface Backend {
   unary(kind: UnaryKind, x: Data, out: Data): void;
   /** Sums x into out; outShape has x's rank with 1 on every reduced axis. */
   reduceSum(x: Data, xShape: Shape, out: Data, outShape: Shape): void;
+  /**
+   * Fused float32 optimizer updates, when the backend has them; each optimizer in src/optim
+   * keeps its TypeScript loop as the reference, and these must give the same bits.
+   */
+  readonly optimizer?: OptimizerKernels;
+}
+
+/**
+ * In-place parameter updates over Float32Arrays, PyTorch's formulas as in src/optim. The
+ * gradient is first multiplied by `scale` and rounded to float32 (micro-batch sums → means).
+ */
+export interface OptimizerKernels {
+  sgd(p: Float32Array, g: Float32Array, scale: number, lr: number, weightDecay: number): void;
+  momentum(p: Float32Array, g: Float32Array, b: Float32Array, scale: number, lr: number, momentum: number,
+    dampening: number, weightDecay: number, nesterov: boolean, fresh: boolean): void;
+  adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, vmax: Float32Array | null, scale: number,
+    stepSize: number, sqrtBc2: number, shrink: number, l2: number, beta1: number, beta2: number, eps: number): void;
 }
 
 let current: Backend = jsBackend;

@@ -1,0 +1,241 @@
+/*
+ * N-API bindings of the native kernels. Every array argument is a Float32Array read and
+ * written in place (no copy); lengths are checked here too, so a wrong call throws a
+ * RangeError naming the function instead of touching memory it does not own.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <stdio.h>
+#include "kernels.h"
+
+#define MAX_ARGS 16
+
+typedef struct { napi_env env; napi_value argv[MAX_ARGS]; size_t argc; const char *fn; int failed; } call_t;
+
+static int fail(call_t *c, const char *what) {
+  if (!c->failed) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "native %s: %s", c->fn, what);
+    napi_throw_range_error(c->env, "ERR_CHAINRULE_NATIVE", msg);
+  }
+  c->failed = 1;
+  return 0;
+}
+
+static int start(call_t *c, napi_env env, napi_callback_info info, const char *fn, size_t want) {
+  c->env = env;
+  c->fn = fn;
+  c->failed = 0;
+  c->argc = MAX_ARGS;
+  if (napi_get_cb_info(env, info, &c->argc, c->argv, NULL, NULL) != napi_ok) return fail(c, "cannot read the arguments");
+  if (c->argc < want) return fail(c, "too few arguments");
+  return 1;
+}
+
+/* Argument i as a Float32Array of at least `need` elements (NULL when null is allowed and given). */
+static float *f32(call_t *c, size_t i, size_t need, int nullable) {
+  if (c->failed) return NULL;
+  napi_valuetype t;
+  napi_typeof(c->env, c->argv[i], &t);
+  if (nullable && (t == napi_null || t == napi_undefined)) return NULL;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  bool is_ta = false;
+  napi_is_typedarray(c->env, c->argv[i], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(c->env, c->argv[i], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float32_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "argument %zu must be a Float32Array", i);
+    fail(c, msg);
+    return NULL;
+  }
+  if (length < need) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "argument %zu has %zu elements, needs at least %zu", i, length, need);
+    fail(c, msg);
+    return NULL;
+  }
+  return (float *)data;
+}
+
+static double num(call_t *c, size_t i) {
+  double v = 0;
+  if (c->failed) return 0;
+  if (napi_get_value_double(c->env, c->argv[i], &v) != napi_ok) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "argument %zu must be a number", i);
+    fail(c, msg);
+  }
+  return v;
+}
+
+static long count(call_t *c, size_t i) {
+  double v = num(c, i);
+  if (!c->failed && !(v >= 0 && v <= 9007199254740991.0 && v == (double)(long)v)) {
+    char msg[80];
+    snprintf(msg, sizeof msg, "argument %zu must be a non-negative integer, got %g", i, v);
+    fail(c, msg);
+  }
+  return (long)v;
+}
+
+/* sgemm(a, b, c, m, n, k, transA, transB, accumulate) */
+static napi_value js_sgemm(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sgemm", 9)) return NULL;
+  long m = count(&c, 3), n = count(&c, 4), k = count(&c, 5);
+  int ta = num(&c, 6) != 0, tb = num(&c, 7) != 0, acc = num(&c, 8) != 0;
+  const float *a = f32(&c, 0, (size_t)m * k, 0);
+  const float *b = f32(&c, 1, (size_t)k * n, 0);
+  float *out = f32(&c, 2, (size_t)m * n, 0);
+  if (c.failed) return NULL;
+  cr_sgemm(m, n, k, a, b, out, ta, tb, acc);
+  return NULL;
+}
+
+static size_t operand_len(int mode, long n, long inner) { return mode == CR_FULL ? (size_t)n : mode == CR_SCALAR ? 1 : (size_t)inner; }
+
+/* binary(kind, a, aMode, b, bMode, out, n, inner) */
+static napi_value js_binary(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "binary", 8)) return NULL;
+  int kind = (int)num(&c, 0), am = (int)num(&c, 2), bm = (int)num(&c, 4);
+  long n = count(&c, 6), inner = count(&c, 7);
+  if (c.failed) return NULL;
+  if (kind < CR_ADD || kind > CR_MIN || am < CR_FULL || am > CR_ROW || bm < CR_FULL || bm > CR_ROW) { fail(&c, "unknown kind or mode"); return NULL; }
+  if ((am == CR_ROW || bm == CR_ROW) && (inner <= 0 || n % inner != 0)) { fail(&c, "row broadcast needs inner > 0 dividing n"); return NULL; }
+  const float *a = f32(&c, 1, operand_len(am, n, inner), 0);
+  const float *b = f32(&c, 3, operand_len(bm, n, inner), 0);
+  float *out = f32(&c, 5, (size_t)n, 0);
+  if (c.failed) return NULL;
+  cr_binary(kind, a, am, b, bm, out, n, inner);
+  return NULL;
+}
+
+/* unary(kind, x, out, n) */
+static napi_value js_unary(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "unary", 4)) return NULL;
+  int kind = (int)num(&c, 0);
+  long n = count(&c, 3);
+  const float *x = f32(&c, 1, (size_t)n, 0);
+  float *out = f32(&c, 2, (size_t)n, 0);
+  if (c.failed) return NULL;
+  if (kind < CR_NEG || kind > CR_SQRT) { fail(&c, "unknown kind"); return NULL; }
+  cr_unary(kind, x, out, n);
+  return NULL;
+}
+
+/* sumRows(x, rows, cols, out): out[j] = Σ_i x[i][j]; sumCols: out[i] = Σ_j x[i][j]; sumAll(x, n) → number */
+static napi_value js_sum_rows(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sumRows", 4)) return NULL;
+  long rows = count(&c, 1), cols = count(&c, 2);
+  const float *x = f32(&c, 0, (size_t)rows * cols, 0);
+  float *out = f32(&c, 3, (size_t)cols, 0);
+  if (c.failed) return NULL;
+  cr_sum_rows(x, rows, cols, out);
+  return NULL;
+}
+
+static napi_value js_sum_cols(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sumCols", 4)) return NULL;
+  long rows = count(&c, 1), cols = count(&c, 2);
+  const float *x = f32(&c, 0, (size_t)rows * cols, 0);
+  float *out = f32(&c, 3, (size_t)rows, 0);
+  if (c.failed) return NULL;
+  cr_sum_cols(x, rows, cols, out);
+  return NULL;
+}
+
+static napi_value js_sum_all(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sumAll", 2)) return NULL;
+  long n = count(&c, 1);
+  const float *x = f32(&c, 0, (size_t)n, 0);
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_create_double(env, cr_sum_all(x, n), &r);
+  return r;
+}
+
+/* sgd(p, g, scale, lr, weightDecay) */
+static napi_value js_sgd(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sgd", 5)) return NULL;
+  napi_typedarray_type type;
+  size_t n = 0;
+  void *data;
+  napi_get_typedarray_info(env, c.argv[0], &type, &n, &data, NULL, NULL);
+  float *p = f32(&c, 0, 0, 0);
+  const float *g = f32(&c, 1, n, 0);
+  double scale = num(&c, 2), lr = num(&c, 3), wd = num(&c, 4);
+  if (c.failed) return NULL;
+  cr_sgd(p, g, (long)n, scale, lr, wd);
+  return NULL;
+}
+
+/* momentum(p, g, b, scale, lr, mu, dampening, weightDecay, nesterov, fresh) */
+static napi_value js_momentum(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "momentum", 10)) return NULL;
+  napi_typedarray_type type;
+  size_t n = 0;
+  void *data;
+  napi_get_typedarray_info(env, c.argv[0], &type, &n, &data, NULL, NULL);
+  float *p = f32(&c, 0, 0, 0);
+  const float *g = f32(&c, 1, n, 0);
+  float *b = f32(&c, 2, n, 0);
+  double scale = num(&c, 3), lr = num(&c, 4), mu = num(&c, 5), damp = num(&c, 6), wd = num(&c, 7);
+  int nesterov = num(&c, 8) != 0, fresh = num(&c, 9) != 0;
+  if (c.failed) return NULL;
+  cr_momentum(p, g, b, (long)n, scale, lr, mu, damp, wd, nesterov, fresh);
+  return NULL;
+}
+
+/* adam(p, g, m, v, vmax|null, scale, stepSize, sqrtBc2, shrink, l2, beta1, beta2, eps) */
+static napi_value js_adam(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "adam", 13)) return NULL;
+  napi_typedarray_type type;
+  size_t n = 0;
+  void *data;
+  napi_get_typedarray_info(env, c.argv[0], &type, &n, &data, NULL, NULL);
+  float *p = f32(&c, 0, 0, 0);
+  const float *g = f32(&c, 1, n, 0);
+  float *m = f32(&c, 2, n, 0);
+  float *v = f32(&c, 3, n, 0);
+  float *vmax = f32(&c, 4, n, 1);
+  double scale = num(&c, 5), step = num(&c, 6), sbc2 = num(&c, 7), shrink = num(&c, 8), l2 = num(&c, 9);
+  double b1 = num(&c, 10), b2 = num(&c, 11), eps = num(&c, 12);
+  if (c.failed) return NULL;
+  cr_adam(p, g, m, v, vmax, (long)n, scale, step, sbc2, shrink, l2, b1, b2, eps);
+  return NULL;
+}
+
+static void release(void *arg) {
+  (void)arg;
+  cr_sgemm_release();
+}
+
+NAPI_MODULE_INIT() {
+  napi_value cpu;
+  napi_create_string_utf8(env, cr_has_avx2_fma() ? "avx2+fma" : "generic", NAPI_AUTO_LENGTH, &cpu);
+  napi_property_descriptor props[] = {
+    { "sgemm", NULL, js_sgemm, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "binary", NULL, js_binary, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "unary", NULL, js_unary, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sumAll", NULL, js_sum_all, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sumRows", NULL, js_sum_rows, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sumCols", NULL, js_sum_cols, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sgd", NULL, js_sgd, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "momentum", NULL, js_momentum, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "adam", NULL, js_adam, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "cpu", NULL, NULL, NULL, NULL, cpu, napi_enumerable, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  /* Each worker thread has its own packing buffers: free them when its environment ends. */
+  napi_add_env_cleanup_hook(env, release, NULL);
+  return exports;
+}

@@ -1,0 +1,113 @@
+/*
+ * Element-wise kernels, reductions and optimizer updates. Each one repeats the TypeScript
+ * reference's arithmetic in the same order and precision (double where JavaScript computes
+ * in double, float32 where it stores); with FMA contraction off (binding.gyp) the results
+ * are the reference's bits, which test/native.test.ts checks exactly.
+ */
+#include "kernels.h"
+#include <math.h>
+
+#define CR_INDEX(mode, i, inner) ((mode) == CR_FULL ? (i) : (mode) == CR_SCALAR ? 0 : (i) % (inner))
+
+#define CR_BINARY_LOOP(expr)                                                   \
+  do {                                                                         \
+    if (a_mode == CR_FULL && b_mode == CR_FULL) {                              \
+      for (long i = 0; i < n; i++) { float x = a[i], y = b[i]; out[i] = (expr); } \
+    } else if (a_mode == CR_FULL && b_mode == CR_SCALAR) {                     \
+      const float y = b[0];                                                    \
+      for (long i = 0; i < n; i++) { float x = a[i]; out[i] = (expr); }       \
+    } else if (a_mode == CR_FULL && b_mode == CR_ROW) {                        \
+      for (long o = 0; o < n; o += inner)                                      \
+        for (long j = 0; j < inner; j++) { float x = a[o + j], y = b[j]; out[o + j] = (expr); } \
+    } else {                                                                   \
+      for (long i = 0; i < n; i++) {                                           \
+        float x = a[CR_INDEX(a_mode, i, inner)], y = b[CR_INDEX(b_mode, i, inner)]; \
+        out[i] = (expr);                                                       \
+      }                                                                        \
+    }                                                                          \
+  } while (0)
+
+void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode, float *out, long n, long inner) {
+  switch (kind) {
+    case CR_ADD: CR_BINARY_LOOP(x + y); break;
+    case CR_SUB: CR_BINARY_LOOP(x - y); break;
+    case CR_MUL: CR_BINARY_LOOP(x * y); break;
+    case CR_DIV: CR_BINARY_LOOP(x / y); break;
+    case CR_MAX: CR_BINARY_LOOP(x >= y ? x : y); break;
+    case CR_MIN: CR_BINARY_LOOP(x <= y ? x : y); break;
+  }
+}
+
+void cr_unary(int kind, const float *x, float *out, long n) {
+  switch (kind) {
+    case CR_NEG: for (long i = 0; i < n; i++) out[i] = -x[i]; break;
+    case CR_ABS: for (long i = 0; i < n; i++) out[i] = fabsf(x[i]); break;
+    case CR_RELU: for (long i = 0; i < n; i++) { float v = x[i]; out[i] = v > 0.0f ? v : 0.0f; } break;
+    /* float sqrt is correctly rounded, as is double sqrt rounded to float. */
+    case CR_SQRT: for (long i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
+  }
+}
+
+float cr_sum_all(const float *x, long n) {
+  double s = 0;
+  for (long i = 0; i < n; i++) s += x[i];
+  return (float)s;
+}
+
+void cr_sum_rows(const float *x, long rows, long cols, float *out) {
+  for (long j = 0; j < cols; j++) out[j] = 0.0f;
+  for (long i = 0; i < rows; i++) {
+    const float *row = x + i * cols;
+    for (long j = 0; j < cols; j++) out[j] += row[j];
+  }
+}
+
+void cr_sum_cols(const float *x, long rows, long cols, float *out) {
+  for (long i = 0; i < rows; i++) {
+    const float *row = x + i * cols;
+    double s = 0;
+    for (long j = 0; j < cols; j++) s += row[j];
+    out[i] = (float)s;
+  }
+}
+
+static inline double scaled(const float *g, long i, double scale) { return (float)((double)g[i] * scale); }
+
+void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd) {
+  for (long i = 0; i < n; i++) {
+    double pi = p[i];
+    p[i] = (float)(pi - lr * (scaled(g, i, scale) + wd * pi));
+  }
+}
+
+void cr_momentum(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
+                 double dampening, double wd, int nesterov, int fresh) {
+  const double keep = 1 - dampening;
+  for (long i = 0; i < n; i++) {
+    double pi = p[i];
+    double gi = scaled(g, i, scale) + wd * pi;
+    double bi = fresh ? gi : mu * (double)b[i] + keep * gi;
+    b[i] = (float)bi;
+    p[i] = (float)(pi - lr * (nesterov ? gi + mu * bi : bi));
+  }
+}
+
+void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
+             double step_size, double sqrt_bc2, double shrink, double l2, double b1, double b2, double eps) {
+  const double k1 = 1 - b1, k2 = 1 - b2;
+  for (long i = 0; i < n; i++) {
+    double p0 = p[i];
+    double pi = p0 * shrink;
+    double gi = scaled(g, i, scale) + l2 * p0;
+    double mi = b1 * (double)m[i] + k1 * gi;
+    double vi = b2 * (double)v[i] + k2 * gi * gi;
+    m[i] = (float)mi;
+    v[i] = (float)vi;
+    if (vmax) { /* Math.max: NaN wins */
+      double vm = vmax[i];
+      vi = isnan(vm) || isnan(vi) ? NAN : (vm > vi ? vm : vi);
+      vmax[i] = (float)vi;
+    }
+    p[i] = (float)(pi - step_size * mi / (sqrt(vi) / sqrt_bc2 + eps));
+  }
+}

@@ -1,0 +1,43 @@
+/*
+ * chainrule's native kernels (float32 data). The N-API glue is in addon.c.
+ *
+ * Arithmetic outside sgemm follows the TypeScript reference kernels operation by operation
+ * (in double where JavaScript computes in double, rounded to float32 where it stores), and
+ * the build disables FMA contraction, so those kernels give the same bits as the reference.
+ */
+#ifndef CHAINRULE_KERNELS_H
+#define CHAINRULE_KERNELS_H
+#include <stddef.h>
+
+/* 1 when the CPU has AVX2 and FMA (the register-tiled microkernel runs), else 0. */
+int cr_has_avx2_fma(void);
+
+/* c (m×n) = op(a)·op(b) (+ c when accumulate); op(a) m×k, op(b) k×n; see backend.ts. */
+void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
+              int trans_a, int trans_b, int accumulate);
+
+/* Frees this thread's packing buffers. */
+void cr_sgemm_release(void);
+
+enum cr_binary { CR_ADD, CR_SUB, CR_MUL, CR_DIV, CR_MAX, CR_MIN };
+/* How an operand is indexed by the output's flat index i: full (i), scalar (0), row (i % inner). */
+enum cr_mode { CR_FULL, CR_SCALAR, CR_ROW };
+void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode, float *out, long n, long inner);
+
+enum cr_unary { CR_NEG, CR_ABS, CR_RELU, CR_SQRT };
+void cr_unary(int kind, const float *x, float *out, long n);
+
+/* Sum of all of x (double accumulator, as the reference). */
+float cr_sum_all(const float *x, long n);
+/* out[j] = Σ_i x[i·cols + j] (float accumulation in row order, as the reference). */
+void cr_sum_rows(const float *x, long rows, long cols, float *out);
+/* out[i] = Σ_j x[i·cols + j] (double accumulator, as the reference). */
+void cr_sum_cols(const float *x, long rows, long cols, float *out);
+
+/* Optimizer updates, PyTorch's formulas as in src/optim; g is scaled by `scale` (rounded to float32) first. */
+void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd);
+void cr_momentum(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
+                 double dampening, double wd, int nesterov, int fresh);
+void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
+             double step_size, double sqrt_bc2, double shrink, double l2, double b1, double b2, double eps);
+#endif

@@ -1,0 +1,201 @@
+/**
+ * The optional native backend: built at install wherever a C compiler is present, skipped
+ * without one (and chainrule then runs on WebAssembly); its element-wise kernels, reductions
+ * and optimizer updates give the reference kernels' exact bits; and training reaches the same
+ * accuracy on every backend. (Its sgemm runs the shared suite in kernels.test.ts.)
+ */
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Coordinator } from '../coordinator/index.js';
+import { loadMnist, subset } from '../src/data/index.js';
+import { mlpSpec } from '../src/nn/index.js';
+import { createOptimizer } from '../src/optim/index.js';
+import { backend, jsBackend, setBackend, type Backend, type BinaryKind, type UnaryKind } from '../src/tensor/backend.js';
+import { createNativeBackend, nativeAvailable, nativeUnavailableReason } from '../src/tensor/native/index.js';
+import { Rng } from '../src/tensor/rng.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const native: Backend | null = nativeAvailable() ? createNativeBackend() : null;
+
+/** True when `cmd --version` runs: the tools node-gyp needs to build the addon. */
+const runs = (cmd: string): boolean => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
+const canBuild = runs('cc') && runs('make') && runs('python3') && existsSync(join(dirname(process.execPath), '..', 'include', 'node', 'node_api.h'));
+
+/** Values with the edge cases every kernel must treat as the reference does. */
+function values(rng: Rng, n: number): Float32Array {
+  const special = [0, -0, 1, -1, NaN, Infinity, -Infinity, 1e-40, -3e-39, 3.4e38, 0.5, 2];
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = i < special.length ? special[i]! : (rng.float() * 2 - 1) * 10 ** (rng.int(7) - 3);
+  return x;
+}
+
+/** Element by element with Object.is: the same bits up to NaN payloads, and +0 ≠ −0. */
+function expectSameBits(got: Float32Array, want: Float32Array, what: string): void {
+  expect(got.length, what).toBe(want.length);
+  for (let i = 0; i < want.length; i++) {
+    if (!Object.is(got[i], want[i])) throw new Error(`${what}: element ${i} is ${got[i]}, the reference gives ${want[i]}`);
+  }
+}
+
+describe('the native addon at install', () => {
+  it('is built wherever a C compiler, make and the Node headers are present', () => {
+    if (!canBuild) return; // nothing to build with: the fallback tests below cover this machine
+    expect(nativeAvailable(), `a compiler is present but the addon is missing: ${nativeUnavailableReason()}`).toBe(true);
+  });
+
+  it('without a compiler, the install step says why, succeeds, and leaves no half-built addon', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chainrule-native-'));
+    try {
+      for (const f of ['binding.gyp', 'addon.c', 'sgemm.c', 'elementwise.c', 'kernels.h']) cpSync(join(root, 'native', f), join(dir, f));
+      const script = join(root, 'scripts', 'build-native.mjs');
+      // A compiler that fails, and then a PATH with node alone (no cc, make or python3).
+      const bin = join(dir, 'bin');
+      mkdirSync(bin);
+      symlinkSync(process.execPath, join(bin, 'node'));
+      for (const env of [{ ...process.env, CC: '/bin/false', CXX: '/bin/false' }, { PATH: bin, HOME: process.env['HOME'] ?? '/tmp' }]) {
+        const r = spawnSync(process.execPath, [script, `--dir=${dir}`], { env, encoding: 'utf8', timeout: 120_000 });
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/chainrule: native backend not built \(.+\); the WebAssembly backend will be used/);
+        expect(existsSync(join(dir, 'build', 'Release', 'chainrule_native.node'))).toBe(false);
+      }
+      const strict = spawnSync(process.execPath, [script, `--dir=${dir}`, '--strict'], { env: { ...process.env, CC: '/bin/false' }, encoding: 'utf8', timeout: 120_000 });
+      expect(strict.status).toBe(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('without the addon, the default is wasm and asking for native names the reason', () => {
+    const code = `import('${join(root, 'src/tensor/select.ts')}').then((m) => {
+      console.log(m.defaultBackendName());
+      try { m.selectBackend('native'); } catch (e) { console.log(e.message); }
+    });`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], {
+      cwd: root, encoding: 'utf8', timeout: 60_000, env: { ...process.env, CHAINRULE_NATIVE_ADDON: '/nonexistent/chainrule_native.node' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const [name, message] = r.stdout.trim().split('\n');
+    expect(name).toBe('wasm');
+    expect(message).toMatch(/selectBackend: backend 'native' is unavailable: the native addon was not built \(\/nonexistent\/chainrule_native.node is missing.*; choose 'wasm' or 'js'/);
+  }, 60_000);
+});
+
+describe.skipIf(!native)('native kernels give the reference bits', () => {
+  const be = native!;
+  const rng = new Rng(77);
+  const kinds: BinaryKind[] = ['add', 'sub', 'mul', 'div', 'max', 'min'];
+
+  it('binary: same shapes, scalars, rows (a bias), either side, and shapes it hands to the reference', () => {
+    const cases: Array<[number[], number[], number[]]> = [
+      [[5, 7], [5, 7], [5, 7]], [[5, 7], [1, 1], [5, 7]], [[1, 1], [5, 7], [5, 7]], [[5, 7], [1, 7], [5, 7]],
+      [[1, 7], [5, 7], [5, 7]], [[2, 3, 4], [1, 1, 4], [2, 3, 4]], [[5, 7], [5, 1], [5, 7]], [[2, 3, 4], [2, 1, 4], [2, 3, 4]], [[], [], []],
+    ];
+    for (const kind of kinds) {
+      for (const [as, bs, os] of cases) {
+        const size = (s: number[]) => s.reduce((p, d) => p * d, 1);
+        const a = values(rng, size(as));
+        const b = values(rng, size(bs)).reverse();
+        const got = new Float32Array(size(os));
+        const want = new Float32Array(size(os));
+        be.binary(kind, a, as, b, bs, got, os);
+        jsBackend.binary(kind, a, as, b, bs, want, os);
+        expectSameBits(got, want, `${kind} [${as}] ∘ [${bs}]`);
+      }
+    }
+  });
+
+  it('unary: every kind (neg, abs, relu and sqrt run natively, the rest in the reference)', () => {
+    const kinds: UnaryKind[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'relu', 'sigmoid', 'tanh', 'softplus'];
+    const x = values(rng, 257);
+    for (const kind of kinds) {
+      const got = new Float32Array(x.length);
+      const want = new Float32Array(x.length);
+      be.unary(kind, x, got);
+      jsBackend.unary(kind, x, want);
+      expectSameBits(got, want, kind);
+    }
+  });
+
+  it('reduceSum: all, leading axes (a bias gradient), trailing axes, and a middle axis', () => {
+    const cases: Array<[number[], number[]]> = [
+      [[64, 10], [1, 1]], [[64, 10], [1, 10]], [[64, 10], [64, 1]], [[2, 3, 5], [1, 1, 5]], [[2, 3, 5], [2, 1, 1]],
+      [[2, 3, 5], [2, 3, 1]], [[2, 3, 5], [2, 1, 5]], [[7], [1]], [[], []], [[0, 4], [1, 4]],
+    ];
+    for (const [xs, os] of cases) {
+      const x = new Float32Array(xs.reduce((p, d) => p * d, 1)).map(() => rng.float() * 2 - 1);
+      const got = new Float32Array(os.reduce((p, d) => p * d, 1)).fill(9);
+      const want = new Float32Array(got.length).fill(9);
+      be.reduceSum(x, xs, got, os);
+      jsBackend.reduceSum(x, xs, want, os);
+      expectSameBits(got, want, `sum [${xs}] → [${os}]`);
+    }
+  });
+
+  describe('optimizer updates', () => {
+    const before = backend();
+    afterEach(() => setBackend(before));
+
+    const specs = [
+      { type: 'sgd', lr: 0.1 }, { type: 'sgd', lr: 0.1, weightDecay: 0.01 },
+      { type: 'momentum', lr: 0.05 }, { type: 'momentum', lr: 0.05, dampening: 0.3, weightDecay: 1e-3 },
+      { type: 'nesterov', lr: 0.05, momentum: 0.8 },
+      { type: 'adam', lr: 1e-3 }, { type: 'adam', lr: 1e-2, weightDecay: 0.1, amsgrad: true }, { type: 'adamw', lr: 1e-3 },
+    ];
+    /** Three steps of `spec` under backend `be`, from the same start: parameters and state. */
+    function run(be: Backend, spec: { type: string; lr: number }): Float32Array[] {
+      setBackend(be);
+      const r = new Rng(5);
+      const params = [1000, 37].map((n, i) => ({ name: `p${i}`, value: new Float32Array(n).map(() => r.float() - 0.5), grad: new Float32Array(n) as Float32Array | null }));
+      const opt = createOptimizer(spec);
+      for (let step = 0; step < 3; step++) {
+        for (const p of params) p.grad!.forEach((_, i, g) => { g[i] = (r.float() - 0.5) * 3; });
+        opt.step(params, { gradScale: 1 / 8 });
+      }
+      const state = opt.getState();
+      return [...params.map((p) => p.value), ...Object.values(state.slots).flatMap((s) => Object.values(s).map((v) => Float32Array.from(v)))];
+    }
+
+    for (const spec of specs) {
+      it(`${JSON.stringify(spec)}: parameters and state equal the TypeScript loop's`, () => {
+        const want = run(jsBackend, spec);
+        const got = run(be, spec);
+        expect(got.length).toBe(want.length);
+        got.forEach((g, i) => expectSameBits(g, want[i]!, `${spec.type} array ${i}`));
+      });
+    }
+  });
+
+  it('a call with too short an array throws a RangeError that names the function and the argument', () => {
+    expect(() => be.matmul(new Float32Array(6), new Float32Array(6), new Float32Array(3), 2, 3, 3, false, false, false))
+      .toThrow(/native sgemm: argument 1 has 6 elements, needs at least 9/);
+  });
+});
+
+describe('every backend trains to the same accuracy', () => {
+  const before = backend();
+  afterEach(() => setBackend(before));
+
+  it('a small MLP, 2 epochs, on js, wasm and (when built) native', async () => {
+    const m = loadMnist();
+    const data = { train: subset(m.train, Array.from({ length: 2048 }, (_, i) => i)), test: m.test };
+    const acc: Record<string, number> = {};
+    for (const name of ['js', 'wasm', ...(native ? ['native'] : [])]) {
+      const c = new Coordinator({ model: mlpSpec([64]), dataset: data, epochs: 2, batchSize: 32, backend: name, seed: 3 });
+      try {
+        const s = await c.train();
+        expect(s.backend).toBe(name);
+        acc[name] = s.testAccuracy!;
+      } finally {
+        await c.close();
+      }
+    }
+    for (const [name, a] of Object.entries(acc)) {
+      expect(a, `${name}: ${JSON.stringify(acc)}`).toBeGreaterThan(0.85);
+      expect(Math.abs(a - acc['js']!), `${name} against js: ${JSON.stringify(acc)}`).toBeLessThan(0.01);
+    }
+  }, 120_000);
+});
