@@ -214,14 +214,47 @@ static napi_value js_adam(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* kernel() → the sgemm microkernel in use; kernels() → those this CPU runs, fastest first */
+static napi_value js_kernel(napi_env env, napi_callback_info info) {
+  napi_value r;
+  napi_create_string_utf8(env, cr_sgemm_kernel(), NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+static napi_value js_kernels(napi_env env, napi_callback_info info) {
+  const char *names[8];
+  int n = cr_sgemm_kernel_names(names, 8);
+  napi_value arr;
+  napi_create_array_with_length(env, (size_t)n, &arr);
+  for (int i = 0; i < n; i++) {
+    napi_value s;
+    napi_create_string_utf8(env, names[i], NAPI_AUTO_LENGTH, &s);
+    napi_set_element(env, arr, (uint32_t)i, s);
+  }
+  return arr;
+}
+
+/* useKernel(name): for tests and benchmarks; throws when this CPU cannot run it. */
+static napi_value js_use_kernel(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "useKernel", 1)) return NULL;
+  char name[32];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, c.argv[0], name, sizeof name, &len) != napi_ok) { fail(&c, "argument 0 must be a kernel name"); return NULL; }
+  if (!cr_sgemm_use_kernel(name)) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "kernel '%s' is unknown or this CPU cannot run it", name);
+    fail(&c, msg);
+  }
+  return NULL;
+}
+
 static void release(void *arg) {
   (void)arg;
   cr_sgemm_release();
 }
 
 NAPI_MODULE_INIT() {
-  napi_value cpu;
-  napi_create_string_utf8(env, cr_has_avx2_fma() ? "avx2+fma" : "generic", NAPI_AUTO_LENGTH, &cpu);
   napi_property_descriptor props[] = {
     { "sgemm", NULL, js_sgemm, NULL, NULL, NULL, napi_enumerable, NULL },
     { "binary", NULL, js_binary, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -232,7 +265,9 @@ NAPI_MODULE_INIT() {
     { "sgd", NULL, js_sgd, NULL, NULL, NULL, napi_enumerable, NULL },
     { "momentum", NULL, js_momentum, NULL, NULL, NULL, napi_enumerable, NULL },
     { "adam", NULL, js_adam, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "cpu", NULL, NULL, NULL, NULL, cpu, napi_enumerable, NULL },
+    { "kernel", NULL, js_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "kernels", NULL, js_kernels, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "useKernel", NULL, js_use_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   /* Each worker thread has its own packing buffers: free them when its environment ends. */

@@ -16,6 +16,12 @@ int cr_has_avx2_fma(void);
 void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
               int trans_a, int trans_b, int accumulate);
 
+/* The microkernel in use ("avx512", "avx2+fma" or "generic"), the ones this CPU runs (fastest
+ * first), and a way to choose one (returns 0 when the CPU cannot run it): for tests and benchmarks. */
+const char *cr_sgemm_kernel(void);
+int cr_sgemm_kernel_names(const char **names, int max);
+int cr_sgemm_use_kernel(const char *name);
+
 /* Frees this thread's packing buffers. */
 void cr_sgemm_release(void);
 

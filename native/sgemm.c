@@ -1,9 +1,8 @@
 /*
  * Single-threaded sgemm in the Goto/BLIS layout: op(b) is packed into KC×NR column panels
- * (kept in L2/L3), op(a) into MC×KC row panels of MR rows (kept in L2), and a 6×16
- * register-tiled AVX2/FMA microkernel (12 ymm accumulators, 2 loads and 6 broadcasts per
- * 12 FMAs) runs over the panels. Transposes are absorbed by packing. Without AVX2/FMA (at
- * run time), a portable kernel runs over the same packed layout.
+ * (kept in L2/L3), op(a) into MC×KC row panels of MR rows (kept in L2), and a register-tiled
+ * microkernel runs over the panels: 12×32 with AVX-512, 6×16 with AVX2/FMA, or a portable
+ * 6×16, whichever is the fastest the CPU has at run time. Transposes are absorbed by packing.
  */
 #include "kernels.h"
 #include <stdlib.h>
@@ -15,31 +14,36 @@
 #define CR_X86 0
 #endif
 
-#define MR 6
-#define NR 16
-#ifndef KC
-#define KC 512
-#endif
-#ifndef MC
-#define MC 144 /* 24 panels of MR rows: 288 KiB of packed a per KC block, within L2 */
-#endif
+/* The largest tile any kernel uses (for the edge buffer). */
+#define MAX_MR 12
+#define MAX_NR 32
 #ifndef NC
 #define NC 3072
 #endif
 
 static _Thread_local float *pack_a, *pack_b;
-static _Thread_local size_t pack_b_floats;
+static _Thread_local size_t pack_a_floats, pack_b_floats;
 
 void cr_sgemm_release(void) {
   free(pack_a);
   free(pack_b);
   pack_a = pack_b = NULL;
-  pack_b_floats = 0;
+  pack_a_floats = pack_b_floats = 0;
 }
 
-static void *aligned(size_t floats) {
+static float *aligned(size_t floats) {
   size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
   return aligned_alloc(64, bytes);
+}
+
+/* Grows a thread's packing buffer to hold `floats`; kept for later calls (no per-call allocation). */
+static float *reserve(float **buf, size_t *have, size_t floats) {
+  if (floats > *have) {
+    free(*buf);
+    *buf = aligned(floats);
+    *have = floats;
+  }
+  return *buf;
 }
 
 int cr_has_avx2_fma(void) {
@@ -51,8 +55,17 @@ int cr_has_avx2_fma(void) {
 #endif
 }
 
+static int has_avx512(void) {
+#if CR_X86 && defined(__GNUC__)
+  __builtin_cpu_init(); /* libgcc also checks that the OS saves the zmm state */
+  return __builtin_cpu_supports("avx512f");
+#else
+  return 0;
+#endif
+}
+
 /* Packs op(a)[i0 .. i0+mc, p0 .. p0+kc] as panels of MR rows: panel r, step p at [r·kc·MR + p·MR]. */
-static void pack_block_a(const float *a, long m, long k, int trans_a, long i0, long mc, long p0, long kc, float *dst) {
+static void pack_block_a(const float *a, long m, long k, int trans_a, long i0, long mc, long p0, long kc, float *dst, const long MR) {
   for (long ir = 0; ir < mc; ir += MR) {
     long rows = mc - ir < MR ? mc - ir : MR;
     float *panel = dst + ir * kc;
@@ -77,7 +90,7 @@ static void pack_block_a(const float *a, long m, long k, int trans_a, long i0, l
 }
 
 /* Packs op(b)[p0 .. p0+kc, j0 .. j0+nc] as panels of NR columns: panel j, step p at [j·kc·NR + p·NR]. */
-static void pack_block_b(const float *b, long n, long k, int trans_b, long p0, long kc, long j0, long nc, float *dst) {
+static void pack_block_b(const float *b, long n, long k, int trans_b, long p0, long kc, long j0, long nc, float *dst, const long NR) {
   for (long jr = 0; jr < nc; jr += NR) {
     long cols = nc - jr < NR ? nc - jr : NR;
     float *panel = dst + jr * kc;
@@ -94,7 +107,7 @@ static void pack_block_b(const float *b, long n, long k, int trans_b, long p0, l
       for (long p = 0; p < kc; p++) {
         const float *src = b + (p0 + p) * n + j0 + jr;
         if (cols == NR) {
-          memcpy(panel + p * NR, src, NR * sizeof(float));
+          memcpy(panel + p * NR, src, (size_t)NR * sizeof(float));
         } else {
           long j = 0;
           for (; j < cols; j++) panel[p * NR + j] = src[j];
@@ -107,27 +120,32 @@ static void pack_block_b(const float *b, long n, long k, int trans_b, long p0, l
 
 typedef void (*ukernel_fn)(long kc, const float *a, const float *b, float *c, long ldc, int add);
 
-/* c[MR×NR] (= or +=) Σ_p a[p]·b[p]: the portable kernel, which compilers vectorize for SSE. */
-static void ukernel_generic(long kc, const float *a, const float *b, float *c, long ldc, int add) {
-  float acc[MR][NR];
+/* A microkernel and the blocking that suits it: op(a) panels of mr rows, op(b) panels of nr
+ * columns, KC so that one kc×nr panel of b stays in L1, MC so that mc×kc of a stays in L2. */
+typedef struct { const char *name; long mr, nr, kc, mc; ukernel_fn fn; } kernel_t;
+
+/* c[6×16] (= or +=) Σ_p a[p]·b[p]: the portable kernel, which compilers vectorize for SSE. */
+static void ukernel_generic(long kc, const float *restrict a, const float *restrict b, float *restrict c, long ldc, int add) {
+  float acc[6][16] __attribute__((aligned(64)));
   memset(acc, 0, sizeof acc);
-  for (long p = 0; p < kc; p++) {
-    for (int r = 0; r < MR; r++) {
-      float x = a[p * MR + r];
-      for (int j = 0; j < NR; j++) acc[r][j] += x * b[p * NR + j];
+  for (long p = 0; p < kc; p++, a += 6, b += 16) {
+    for (int r = 0; r < 6; r++) {
+      const float x = a[r];
+      for (int j = 0; j < 16; j++) acc[r][j] += x * b[j];
     }
   }
-  for (int r = 0; r < MR; r++)
-    for (int j = 0; j < NR; j++) c[r * ldc + j] = add ? c[r * ldc + j] + acc[r][j] : acc[r][j];
+  for (int r = 0; r < 6; r++)
+    for (int j = 0; j < 16; j++) c[r * ldc + j] = add ? c[r * ldc + j] + acc[r][j] : acc[r][j];
 }
 
 #if CR_X86
+/* 6×16 with AVX2/FMA: 12 ymm accumulators; per step 2 loads of b, 6 broadcasts of a, 12 FMAs. */
 __attribute__((target("avx2,fma")))
 static void ukernel_avx2(long kc, const float *a, const float *b, float *c, long ldc, int add) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  /* The six rows of c are ldc apart (often 4 KiB or more): start fetching them now. */
-  for (int r = 0; r < MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+  /* The rows of c are ldc apart (often 4 KiB or more): start fetching them now. */
+  for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
   for (long p = 0; p < kc; p++) {
     const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
     __m256 x;
@@ -137,8 +155,8 @@ static void ukernel_avx2(long kc, const float *a, const float *b, float *c, long
     x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
     x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
     x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-    a += MR;
-    b += NR;
+    a += 6;
+    b += 16;
   }
 #define CR_STORE_ROW(r, lo, hi)                                           \
   do {                                                                    \
@@ -158,18 +176,91 @@ static void ukernel_avx2(long kc, const float *a, const float *b, float *c, long
   CR_STORE_ROW(5, c50, c51);
 #undef CR_STORE_ROW
 }
+
+/* 12×32 with AVX-512: 24 zmm accumulators; per step 2 loads of b, 12 broadcasts, 24 FMAs. */
+#define CR_Z_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+#define CR_Z_FMA(r)                                                        \
+  {                                                                        \
+    const __m512 x = _mm512_set1_ps(a[r]);                                 \
+    c##r##0 = _mm512_fmadd_ps(x, b0, c##r##0);                             \
+    c##r##1 = _mm512_fmadd_ps(x, b1, c##r##1);                             \
+  }
+#define CR_Z_STORE(r)                                                      \
+  {                                                                        \
+    float *row = c + (r) * ldc;                                            \
+    if (add) {                                                             \
+      c##r##0 = _mm512_add_ps(_mm512_loadu_ps(row), c##r##0);              \
+      c##r##1 = _mm512_add_ps(_mm512_loadu_ps(row + 16), c##r##1);         \
+    }                                                                      \
+    _mm512_storeu_ps(row, c##r##0);                                        \
+    _mm512_storeu_ps(row + 16, c##r##1);                                   \
+  }
+__attribute__((target("avx512f")))
+static void ukernel_avx512(long kc, const float *a, const float *b, float *c, long ldc, int add) {
+  CR_Z_DECL(0) CR_Z_DECL(1) CR_Z_DECL(2) CR_Z_DECL(3) CR_Z_DECL(4) CR_Z_DECL(5)
+  CR_Z_DECL(6) CR_Z_DECL(7) CR_Z_DECL(8) CR_Z_DECL(9) CR_Z_DECL(10) CR_Z_DECL(11)
+  for (int r = 0; r < 12; r++) {
+    _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_T0);
+  }
+  for (long p = 0; p < kc; p++) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    CR_Z_FMA(0) CR_Z_FMA(1) CR_Z_FMA(2) CR_Z_FMA(3) CR_Z_FMA(4) CR_Z_FMA(5)
+    CR_Z_FMA(6) CR_Z_FMA(7) CR_Z_FMA(8) CR_Z_FMA(9) CR_Z_FMA(10) CR_Z_FMA(11)
+    a += 12;
+    b += 32;
+  }
+  CR_Z_STORE(0) CR_Z_STORE(1) CR_Z_STORE(2) CR_Z_STORE(3) CR_Z_STORE(4) CR_Z_STORE(5)
+  CR_Z_STORE(6) CR_Z_STORE(7) CR_Z_STORE(8) CR_Z_STORE(9) CR_Z_STORE(10) CR_Z_STORE(11)
+}
+#undef CR_Z_DECL
+#undef CR_Z_FMA
+#undef CR_Z_STORE
 #endif
 
-static ukernel_fn chosen_kernel(void) {
-  static int checked = 0;
-  static ukernel_fn fn = ukernel_generic;
-  if (!checked) {
+static const kernel_t kernels[] = {
 #if CR_X86
-    if (cr_has_avx2_fma()) fn = ukernel_avx2;
+  { "avx512", 12, 32, 256, 144, ukernel_avx512 },
+  { "avx2+fma", 6, 16, 512, 144, ukernel_avx2 },
 #endif
-    checked = 1;
+  { "generic", 6, 16, 256, 144, ukernel_generic },
+};
+#define KERNEL_COUNT ((int)(sizeof kernels / sizeof kernels[0]))
+
+static int supported(const kernel_t *k) {
+  if (strcmp(k->name, "avx512") == 0) return has_avx512();
+  if (strcmp(k->name, "avx2+fma") == 0) return cr_has_avx2_fma();
+  return 1;
+}
+
+/* The fastest kernel this CPU runs, unless cr_sgemm_use_kernel chose another. */
+static const kernel_t *_Atomic current_kernel;
+
+static const kernel_t *kernel_now(void) {
+  const kernel_t *k = current_kernel;
+  if (!k) {
+    for (int i = 0; i < KERNEL_COUNT && !k; i++) if (supported(&kernels[i])) k = &kernels[i];
+    current_kernel = k;
   }
-  return fn;
+  return k;
+}
+
+const char *cr_sgemm_kernel(void) { return kernel_now()->name; }
+
+int cr_sgemm_kernel_names(const char **names, int max) {
+  int n = 0;
+  for (int i = 0; i < KERNEL_COUNT && n < max; i++) if (supported(&kernels[i])) names[n++] = kernels[i].name;
+  return n;
+}
+
+int cr_sgemm_use_kernel(const char *name) {
+  for (int i = 0; i < KERNEL_COUNT; i++) {
+    if (strcmp(kernels[i].name, name) == 0 && supported(&kernels[i])) {
+      current_kernel = &kernels[i];
+      return 1;
+    }
+  }
+  return 0;
 }
 
 void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
@@ -179,35 +270,32 @@ void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
     if (!accumulate) for (long i = 0; i < m * n; i++) c[i] = 0.0f;
     return;
   }
-  ukernel_fn kernel = chosen_kernel();
-  if (!pack_a) pack_a = aligned((size_t)MC * KC);
+  const kernel_t *ker = kernel_now();
+  const long MR = ker->mr, NR = ker->nr, KC = ker->kc, MC = ker->mc;
   long nc_max = n < NC ? (n + NR - 1) / NR * NR : NC;
-  if ((size_t)(KC * nc_max) > pack_b_floats) {
-    free(pack_b);
-    pack_b_floats = (size_t)KC * nc_max;
-    pack_b = aligned(pack_b_floats);
-  }
-  float edge[MR * NR] __attribute__((aligned(64)));
+  float *pa = reserve(&pack_a, &pack_a_floats, (size_t)MC * KC);
+  float *pb = reserve(&pack_b, &pack_b_floats, (size_t)KC * nc_max);
+  float edge[MAX_MR * MAX_NR] __attribute__((aligned(64)));
   for (long j0 = 0; j0 < n; j0 += NC) {
     long nc = n - j0 < NC ? n - j0 : NC;
     for (long p0 = 0; p0 < k; p0 += KC) {
       long kc = k - p0 < KC ? k - p0 : KC;
       int add = accumulate || p0 > 0;
-      pack_block_b(b, n, k, trans_b, p0, kc, j0, nc, pack_b);
+      pack_block_b(b, n, k, trans_b, p0, kc, j0, nc, pb, NR);
       for (long i0 = 0; i0 < m; i0 += MC) {
         long mc = m - i0 < MC ? m - i0 : MC;
-        pack_block_a(a, m, k, trans_a, i0, mc, p0, kc, pack_a);
+        pack_block_a(a, m, k, trans_a, i0, mc, p0, kc, pa, MR);
         for (long jr = 0; jr < nc; jr += NR) {
           long cols = nc - jr < NR ? nc - jr : NR;
-          const float *bp = pack_b + jr * kc;
+          const float *bp = pb + jr * kc;
           for (long ir = 0; ir < mc; ir += MR) {
             long rows = mc - ir < MR ? mc - ir : MR;
-            const float *ap = pack_a + ir * kc;
+            const float *ap = pa + ir * kc;
             float *ct = c + (i0 + ir) * n + j0 + jr;
             if (rows == MR && cols == NR) {
-              kernel(kc, ap, bp, ct, n, add);
+              ker->fn(kc, ap, bp, ct, n, add);
             } else { /* an edge tile: compute the full tile aside, write back the part that exists */
-              kernel(kc, ap, bp, edge, NR, 0);
+              ker->fn(kc, ap, bp, edge, NR, 0);
               for (long r = 0; r < rows; r++)
                 for (long j = 0; j < cols; j++)
                   ct[r * n + j] = add ? ct[r * n + j] + edge[r * NR + j] : edge[r * NR + j];

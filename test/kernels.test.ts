@@ -7,13 +7,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { backend, jsBackend, setBackend, type Backend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/rng.js';
 import { defaultBackendName, selectBackend } from '../src/tensor/select.js';
-import { createNativeBackend, nativeAvailable, nativeCpu } from '../src/tensor/native/index.js';
+import { createNativeBackend, nativeAvailable, nativeKernel, nativeKernels } from '../src/tensor/native/index.js';
 import { createWasmBackend } from '../src/tensor/wasm/index.js';
 import { sourceSha256, wasmBase64, wasmSha256 } from '../src/tensor/wasm/sgemm-binary.js';
 
 // The native addon is optional (built at install when a compiler is present): test/native.test.ts
 // checks that it was built wherever it can be.
-const backends: Backend[] = [jsBackend, createWasmBackend(), ...(nativeAvailable() ? [createNativeBackend()] : [])];
+// Each microkernel this CPU runs (AVX-512, AVX2/FMA, portable C) is tested on its own.
+const backends: Backend[] = [jsBackend, createWasmBackend(), ...nativeKernels().map((k) => ({ ...createNativeBackend(k), name: `native ${k}` }))];
 
 /** c = op(a)·op(b) (+ c0), in float64, with Σ|op(a)||op(b)| per entry for the tolerance. */
 function naive(a: ArrayLike<number>, b: ArrayLike<number>, c0: ArrayLike<number>, m: number, n: number, k: number,
@@ -66,6 +67,7 @@ const flags = [false, true];
 const edgeShapes: Array<[number, number, number]> = [
   [1, 1, 1], [1, 1, 7], [7, 5, 1], [1, 9, 3], [9, 1, 3], [4, 8, 4], [4, 8, 256], [3, 7, 5], [5, 9, 17],
   [13, 17, 259], [33, 65, 129], [129, 10, 513], [6, 2049, 3], [2, 3, 1000],
+  [150, 40, 20], [3, 3100, 5], // past one MC block of rows and one NC block of columns
 ];
 
 describe.each(backends.map((b) => [b.name, b] as const))('%s matmul', (_name, be) => {
@@ -165,7 +167,7 @@ describe('selectBackend', () => {
     expect(backend().name).toBe('wasm');
     delete process.env['CHAINRULE_BACKEND'];
     expect(selectBackend().name).toBe(defaultBackendName());
-    // native when its addon is built and the CPU has AVX2 + FMA, else wasm (Node 20 has SIMD)
-    expect(defaultBackendName()).toBe(nativeAvailable() && nativeCpu() === 'avx2+fma' ? 'native' : 'wasm');
+    // native when its addon is built and the CPU has AVX2 + FMA or AVX-512, else wasm (Node 20 has SIMD)
+    expect(defaultBackendName()).toBe(nativeAvailable() && nativeKernel() !== 'generic' ? 'native' : 'wasm');
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Chooses the kernel backend by name: the argument, else `CHAINRULE_BACKEND`, else the
- * fastest available: `native` where the addon was built and the CPU has AVX2 and FMA, then
+ * fastest available: `native` where the addon was built and the CPU has AVX2 + FMA or AVX-512, then
  * `wasm` where WebAssembly SIMD is available, then `js`.
  *
  * @example
@@ -9,7 +9,7 @@
  */
 import { setBackend, type Backend } from './backend.js';
 import { jsBackend } from './kernels-js.js';
-import { createNativeBackend, nativeAvailable, nativeCpu, nativeUnavailableReason } from './native/index.js';
+import { createNativeBackend, nativeAvailable, nativeKernel, nativeUnavailableReason } from './native/index.js';
 import { createWasmBackend, wasmSimdSupported } from './wasm/index.js';
 
 export const backendNames = ['js', 'wasm', 'native'] as const;
@@ -17,7 +17,7 @@ export type BackendName = (typeof backendNames)[number];
 
 /** The backend `selectBackend()` picks without a name or environment variable. */
 export function defaultBackendName(): BackendName {
-  if (nativeAvailable() && nativeCpu() === 'avx2+fma') return 'native';
+  if (nativeAvailable() && nativeKernel() !== 'generic') return 'native';
   return wasmSimdSupported() ? 'wasm' : nativeAvailable() ? 'native' : 'js';
 }
 

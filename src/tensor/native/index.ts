@@ -1,7 +1,7 @@
 /**
  * The native backend: a Node addon (native/, built by node-gyp at install when a C compiler
- * is present) with a 6×16 AVX2/FMA register-tiled sgemm, chosen at run time by CPU
- * detection, and element-wise kernels, reductions and optimizer updates that give the
+ * is present) with a register-tiled sgemm (12×32 AVX-512, 6×16 AVX2/FMA or portable C,
+ * chosen at run time by CPU detection), and element-wise kernels, reductions and optimizer updates that give the
  * reference kernels' exact bits. Float32Arrays are handed over as they are (no copy);
  * float64 data and the cases the addon does not cover go to `jsBackend`.
  *
@@ -17,7 +17,9 @@ import { jsBackend } from '../kernels-js.js';
 import type { Data, Shape } from '../tensor.js';
 
 interface Addon {
-  readonly cpu: string;
+  kernel(): string;
+  kernels(): string[];
+  useKernel(name: string): void;
   sgemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: number, transB: number, accumulate: number): void;
   binary(kind: number, a: Float32Array, aMode: number, b: Float32Array, bMode: number, out: Float32Array, n: number, inner: number): void;
   unary(kind: number, x: Float32Array, out: Float32Array, n: number): void;
@@ -79,8 +81,11 @@ export function nativeAvailable(): boolean { return load().addon !== null; }
 /** Why `nativeAvailable()` is false ('' when it is true). */
 export function nativeUnavailableReason(): string { return load().why; }
 
-/** The microkernel the addon chose for this CPU: 'avx2+fma' or 'generic'; null without the addon. */
-export function nativeCpu(): string | null { return load().addon?.cpu ?? null; }
+/** The sgemm microkernel the addon chose for this CPU: 'avx512', 'avx2+fma' or 'generic'; null without the addon. */
+export function nativeKernel(): string | null { return load().addon?.kernel() ?? null; }
+
+/** The microkernels this CPU can run, fastest first ([] without the addon). */
+export function nativeKernels(): string[] { return load().addon?.kernels() ?? []; }
 
 const binaryKinds: Record<BinaryKind, number> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5 };
 /** The unary kinds whose native results equal the reference's bits (exp, tanh, ... stay in JS). */
@@ -114,11 +119,27 @@ function matrixReduction(xShape: Shape, outShape: Shape): { kind: 'rows' | 'cols
   return outShape[r - 1] === 1 ? { kind: 'cols', rows: prod(0, r - 1), cols: xShape[r - 1]! } : null;
 }
 
-/** The native backend; throws with the reason when the addon is not there. */
-export function createNativeBackend(): Backend {
+/**
+ * The native backend; throws with the reason when the addon is not there. `kernel` pins the
+ * sgemm microkernel for this backend's calls (tests and benchmarks compare them); by default
+ * the addon's choice, the fastest the CPU runs.
+ */
+export function createNativeBackend(kernel?: string): Backend {
   const { addon, why } = load();
   if (!addon) throw new Error(`backend 'native' is unavailable: ${why}`);
   const nat = addon;
+  if (kernel !== undefined && !nat.kernels().includes(kernel)) {
+    throw new Error(`native kernel '${kernel}' does not run on this CPU; it runs ${nat.kernels().map((k) => `'${k}'`).join(', ')}`);
+  }
+  const sgemm = kernel === undefined ? nat.sgemm : (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, tA: number, tB: number, acc: number): void => {
+    const before = nat.kernel();
+    nat.useKernel(kernel);
+    try {
+      nat.sgemm(a, b, c, m, n, k, tA, tB, acc);
+    } finally {
+      nat.useKernel(before);
+    }
+  };
 
   const optimizer: OptimizerKernels = {
     sgd: (p, g, scale, lr, wd) => nat.sgd(p, g, scale, lr, wd),
@@ -130,7 +151,7 @@ export function createNativeBackend(): Backend {
     name: 'native',
     matmul(a: Data, b: Data, c: Data, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void {
       if (a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
-        nat.sgemm(a, b, c, m, n, k, transA ? 1 : 0, transB ? 1 : 0, accumulate ? 1 : 0);
+        sgemm(a, b, c, m, n, k, transA ? 1 : 0, transB ? 1 : 0, accumulate ? 1 : 0);
       } else {
         jsBackend.matmul(a, b, c, m, n, k, transA, transB, accumulate);
       }
