@@ -102,7 +102,7 @@ static napi_value js_binary(napi_env env, napi_callback_info info) {
   int kind = (int)num(&c, 0), am = (int)num(&c, 2), bm = (int)num(&c, 4);
   long n = count(&c, 6), inner = count(&c, 7);
   if (c.failed) return NULL;
-  if (kind < CR_ADD || kind > CR_MIN || am < CR_FULL || am > CR_ROW || bm < CR_FULL || bm > CR_ROW) { fail(&c, "unknown kind or mode"); return NULL; }
+  if (kind < CR_ADD || kind > CR_RELU_GRAD || am < CR_FULL || am > CR_ROW || bm < CR_FULL || bm > CR_ROW) { fail(&c, "unknown kind or mode"); return NULL; }
   if ((am == CR_ROW || bm == CR_ROW) && (inner <= 0 || n % inner != 0)) { fail(&c, "row broadcast needs inner > 0 dividing n"); return NULL; }
   const float *a = f32(&c, 1, operand_len(am, n, inner), 0);
   const float *b = f32(&c, 3, operand_len(bm, n, inner), 0);

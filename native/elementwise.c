@@ -7,6 +7,14 @@
 #include "kernels.h"
 #include <math.h>
 
+/* AVX2 and AVX-512 copies of the streaming loops, picked at load time by the CPU (GCC's
+ * function multiversioning). The same IEEE operations in wider registers: the bits do not change. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define CR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CR_CLONES
+#endif
+
 #define CR_INDEX(mode, i, inner) ((mode) == CR_FULL ? (i) : (mode) == CR_SCALAR ? 0 : (i) % (inner))
 
 #define CR_BINARY_LOOP(expr)                                                   \
@@ -27,7 +35,7 @@
     }                                                                          \
   } while (0)
 
-void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode, float *out, long n, long inner) {
+CR_CLONES void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode, float *out, long n, long inner) {
   switch (kind) {
     case CR_ADD: CR_BINARY_LOOP(x + y); break;
     case CR_SUB: CR_BINARY_LOOP(x - y); break;
@@ -35,10 +43,11 @@ void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode,
     case CR_DIV: CR_BINARY_LOOP(x / y); break;
     case CR_MAX: CR_BINARY_LOOP(x >= y ? x : y); break;
     case CR_MIN: CR_BINARY_LOOP(x <= y ? x : y); break;
+    case CR_RELU_GRAD: CR_BINARY_LOOP(y > 0.0f ? x : 0.0f); break;
   }
 }
 
-void cr_unary(int kind, const float *x, float *out, long n) {
+CR_CLONES void cr_unary(int kind, const float *x, float *out, long n) {
   switch (kind) {
     case CR_NEG: for (long i = 0; i < n; i++) out[i] = -x[i]; break;
     case CR_ABS: for (long i = 0; i < n; i++) out[i] = fabsf(x[i]); break;
@@ -54,7 +63,7 @@ float cr_sum_all(const float *x, long n) {
   return (float)s;
 }
 
-void cr_sum_rows(const float *x, long rows, long cols, float *out) {
+CR_CLONES void cr_sum_rows(const float *x, long rows, long cols, float *out) {
   for (long j = 0; j < cols; j++) out[j] = 0.0f;
   for (long i = 0; i < rows; i++) {
     const float *row = x + i * cols;
@@ -73,14 +82,14 @@ void cr_sum_cols(const float *x, long rows, long cols, float *out) {
 
 static inline double scaled(const float *g, long i, double scale) { return (float)((double)g[i] * scale); }
 
-void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd) {
+CR_CLONES void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd) {
   for (long i = 0; i < n; i++) {
     double pi = p[i];
     p[i] = (float)(pi - lr * (scaled(g, i, scale) + wd * pi));
   }
 }
 
-void cr_momentum(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
+CR_CLONES void cr_momentum(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
                  double dampening, double wd, int nesterov, int fresh) {
   const double keep = 1 - dampening;
   for (long i = 0; i < n; i++) {
@@ -92,7 +101,7 @@ void cr_momentum(float *p, const float *g, float *b, long n, double scale, doubl
   }
 }
 
-void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
+CR_CLONES void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
              double step_size, double sqrt_bc2, double shrink, double l2, double b1, double b2, double eps) {
   const double k1 = 1 - b1, k2 = 1 - b2;
   for (long i = 0; i < n; i++) {

@@ -25,7 +25,7 @@ int cr_sgemm_use_kernel(const char *name);
 /* Frees this thread's packing buffers. */
 void cr_sgemm_release(void);
 
-enum cr_binary { CR_ADD, CR_SUB, CR_MUL, CR_DIV, CR_MAX, CR_MIN };
+enum cr_binary { CR_ADD, CR_SUB, CR_MUL, CR_DIV, CR_MAX, CR_MIN, CR_RELU_GRAD };
 /* How an operand is indexed by the output's flat index i: full (i), scalar (0), row (i % inner). */
 enum cr_mode { CR_FULL, CR_SCALAR, CR_ROW };
 void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode, float *out, long n, long inner);

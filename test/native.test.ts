@@ -87,7 +87,7 @@ describe('the native addon at install', () => {
 describe.skipIf(!native)('native kernels give the reference bits', () => {
   const be = native!;
   const rng = new Rng(77);
-  const kinds: BinaryKind[] = ['add', 'sub', 'mul', 'div', 'max', 'min'];
+  const kinds: BinaryKind[] = ['add', 'sub', 'mul', 'div', 'max', 'min', 'reluGrad'];
 
   it('binary: same shapes, scalars, rows (a bias), either side, and shapes it hands to the reference', () => {
     const cases: Array<[number[], number[], number[]]> = [

@@ -5,7 +5,7 @@
  * until `zeroGrad()`; running backward twice over the same tape adds the same gradients
  * twice; intermediate gradients live only for the duration of one backward pass.
  */
-import { Tensor, fmtShape, sameShape, type Data } from '../tensor/tensor.js';
+import { Tensor, fmtShape, sameShape } from '../tensor/tensor.js';
 import { binaryRaw, ShapeError } from '../tensor/functional.js';
 
 export interface OpContext<A = unknown, S = unknown> {
@@ -115,21 +115,21 @@ export class Tape {
   clear(): void { this.entries = []; }
 }
 
-function copyData(d: Data): Data { return d.slice(); }
 
 function leafGradOf(inputs: Tensor[]): (i: number) => Tensor | null {
   return (i) => {
     const x = inputs[i];
     if (!x || !x.requiresGrad || x.producer !== null) return null;
-    x.grad ??= Tensor.zeros(x.shape, x.dtype);
+    x.grad ??= x.zeroedGradBuffer();
     return x.grad;
   };
 }
 
 function accumulateLeaf(x: Tensor, g: Tensor): void {
   if (x.grad === null) {
-    // Own the buffer: g may alias another gradient.
-    x.grad = new Tensor(copyData(g.data), x.shape);
+    // Own the buffer (g may alias another gradient): a copy into the one zeroGrad released.
+    x.grad = x.zeroedGradBuffer();
+    x.grad.data.set(g.data);
     return;
   }
   const acc = x.grad.data;

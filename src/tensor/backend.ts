@@ -1,7 +1,8 @@
 import type { Data, Shape } from './tensor.js';
 import { jsBackend } from './kernels-js.js';
 
-export type BinaryKind = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min';
+/** `reluGrad` is relu's backward: a where b > 0, else 0 (a the upstream gradient, b relu's output). */
+export type BinaryKind = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'reluGrad';
 export type UnaryKind = 'neg' | 'exp' | 'log' | 'sqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'softplus';
 
 /**

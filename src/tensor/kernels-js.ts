@@ -26,6 +26,7 @@ const binaryFns: Record<BinaryKind, (x: number, y: number) => number> = {
   div: (x, y) => x / y,
   max: (x, y) => (x >= y ? x : y),
   min: (x, y) => (x <= y ? x : y),
+  reluGrad: (g, y) => (y > 0 ? g : 0),
 };
 
 function softplus(x: number): number {

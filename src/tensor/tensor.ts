@@ -121,8 +121,28 @@ export class Tensor {
     return new Tensor(d, this.shape, this.requiresGrad);
   }
 
-  /** Clears the accumulated gradient. */
-  zeroGrad(): void { this.grad = null; }
+  /**
+   * Clears the accumulated gradient (`grad` becomes null). Its buffer is kept for the next
+   * backward, so training allocates no gradient buffers per step: a gradient read before
+   * zeroGrad must be copied if it is needed after the next backward.
+   */
+  zeroGrad(): void {
+    if (this.grad !== null) this.spareGrad = this.grad;
+    this.grad = null;
+  }
+
+  /** A zero-filled gradient of this tensor's shape, in the buffer zeroGrad released when there is one. */
+  zeroedGradBuffer(): Tensor {
+    const spare = this.spareGrad;
+    this.spareGrad = null;
+    if (spare !== null && spare.size === this.size && spare.dtype === this.dtype) {
+      spare.data.fill(0);
+      return spare;
+    }
+    return Tensor.zeros(this.shape, this.dtype);
+  }
+
+  private spareGrad: Tensor | null = null;
 
   toString(): string {
     return `Tensor(${this.dtype}, ${fmtShape(this.shape)})`;

@@ -1,19 +1,13 @@
 /** Activations, each its own op with its derivative beside it. */
 import { Tensor, allocate, fmtShape } from '../../tensor/tensor.js';
-import { mapRaw, normAxis, unaryRaw, zipRaw, ShapeError } from '../../tensor/functional.js';
+import { binaryRaw, mapRaw, normAxis, unaryRaw, zipRaw, ShapeError } from '../../tensor/functional.js';
 import { defineOp, unaryShapes, type CheckCase } from '../registry.js';
 
 /** NOTE: relu'(0) = 0, the subgradient PyTorch uses. */
 const reluOp = defineOp<undefined, null>({
   name: 'relu',
   forward: ([x]) => ({ out: unaryRaw('relu', x!), saved: null }),
-  backward: (gy, { out }) => {
-    const gx = allocate(out.dtype, out.size);
-    const g = gy.data;
-    const y = out.data;
-    for (let i = 0; i < gx.length; i++) gx[i] = y[i]! > 0 ? g[i]! : 0;
-    return [new Tensor(gx, out.shape)];
-  },
+  backward: (gy, { out }) => [binaryRaw('reluGrad', gy, out)],
 }, unaryShapes('awayFromZero'));
 
 /** NOTE: at 0 the slope is `slope` (x > 0 ? 1 : slope), as PyTorch. */

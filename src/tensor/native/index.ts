@@ -87,7 +87,7 @@ export function nativeKernel(): string | null { return load().addon?.kernel() ??
 /** The microkernels this CPU can run, fastest first ([] without the addon). */
 export function nativeKernels(): string[] { return load().addon?.kernels() ?? []; }
 
-const binaryKinds: Record<BinaryKind, number> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5 };
+const binaryKinds: Record<BinaryKind, number> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5, reluGrad: 6 };
 /** The unary kinds whose native results equal the reference's bits (exp, tanh, ... stay in JS). */
 const unaryKinds: Partial<Record<UnaryKind, number>> = { neg: 0, abs: 1, relu: 2, sqrt: 3 };
 const FULL = 0;
