@@ -3,17 +3,23 @@
  * same run, reported as ratios (the machines are shared and noisy; absolute times are not
  * comparable across runs).
  *
- * 1. sgemm GFLOP/s per backend on the MLP's shapes (forward, Xᵀ·dY, dY·Wᵀ) and 1024³.
+ * 1. sgemm GFLOP/s per backend (native: per microkernel) on the MLP's shapes (forward,
+ *    Xᵀ·dY, dY·Wᵀ) and 1024³, against OpenBLAS on one thread through numpy where installed.
  * 2. Training samples/s of the MLP 784-256-128-10 (batch 64) and the CNN, per backend,
- *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) on the same model and data.
+ *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) and, where Debian's
+ *    python3-torch is installed, PyTorch on one thread, on the same model and data.
  * 3. Placements: one process, 2 stages on threads, 2 gRPC nodes on loopback, on a
  *    compute-bound model; measured bubble against GPipe's (K−1)/(M+K−1).
  */
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
-import { selectBackend } from '../src/tensor/select.js';
+import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
+import { nativeKernel } from '../src/tensor/native/index.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchSgemm } from './sgemm.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
@@ -85,48 +91,94 @@ for (const g of gemm) {
   const ref = gemm.find((r) => r.backend === 'js' && r.shape === g.shape);
   rows.push({ name: `sgemm ${g.backend} ${g.shape}`, value: g.gflops, unit: 'GFLOP/s', ratio: g.backend !== 'js' && ref ? ratioTo(g.gflops, `js ${g.shape}`, ref.gflops) : undefined });
 }
-/** OpenBLAS sgemm on one thread through numpy, when python3 has numpy (a reference, not a dependency). */
-function numpySgemm(): number | null {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', OMP_WAIT_POLICY: 'passive' };
-  // The machine's OpenBLAS workarounds slow a current numpy: unset them for this command only.
+/**
+ * Python interpreters for the references, Debian's first (python3-numpy, python3-torch), then
+ * the one on the PATH; each is used for what it has. One thread everywhere.
+ */
+const pythons = [...new Set(['/usr/bin/python3', 'python3'])];
+function pythonEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_WAIT_POLICY: 'passive' };
+  // Let OpenBLAS pick its kernel for this CPU: workarounds set for other programs slow it.
   delete env['OPENBLAS_CORETYPE'];
   delete env['OPENBLAS_L2_SIZE'];
-  const code = 'import numpy as np, time\na=np.random.rand(1024,1024).astype(np.float32); b=np.random.rand(1024,1024).astype(np.float32)\n' +
-    'a@b\nn=0; t=time.perf_counter()\nwhile time.perf_counter()-t<' + Math.min(seconds, 2) + ': a@b; n+=1\nprint(2*1024**3*n/(time.perf_counter()-t)/1e9)';
-  const r = spawnSync('python3', ['-c', code], { env, encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) {
-    skipped['openblas (numpy) sgemm'] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'python3 failed').slice(0, 200);
-    return null;
-  }
-  return Number(r.stdout.trim());
+  return env;
 }
-const blas = numpySgemm();
-if (blas) {
-  const wasm1024 = gemm.find((g) => g.backend === 'wasm' && g.shape === '1024×1024·1024×1024');
-  rows.push({ name: 'sgemm openblas (numpy, 1 thread) 1024³', value: blas, unit: 'GFLOP/s' });
-  if (wasm1024) rows.push({ name: 'wasm vs openblas 1024³', value: wasm1024.gflops / blas, unit: '×' });
-}
-const torch = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' });
-if (torch.status !== 0) skipped['pytorch'] = 'python3 has no torch module (Debian python3-torch is not installed)';
-printTable(rows, 'sgemm');
+const hasModule = (py: string, mod: string): boolean => spawnSync(py, ['-c', `import ${mod}`], { stdio: 'ignore' }).status === 0;
 
-// 2. Training throughput against TF.js on the same model and data.
+/** OpenBLAS sgemm 1024³ on one thread through each interpreter's numpy (a reference, not a dependency); best of three windows, as ours. */
+function numpySgemm(): Array<{ label: string; gflops: number }> {
+  const out: Array<{ label: string; gflops: number }> = [];
+  const code = 'import numpy as np, time, sys\na=np.random.rand(1024,1024).astype(np.float32); b=np.random.rand(1024,1024).astype(np.float32)\n' +
+    'a@b\nbest=0\nfor w in range(3):\n  n=0; t=time.perf_counter()\n  while time.perf_counter()-t<' + Math.min(seconds, 2) / 3 + ': a@b; n+=1\n  best=max(best, 2*1024**3*n/(time.perf_counter()-t)/1e9)\nprint(best, np.__version__)';
+  for (const py of pythons) {
+    if (!hasModule(py, 'numpy')) { skipped[`openblas (numpy) via ${py}`] = `${py} has no numpy module`; continue; }
+    const r = spawnSync(py, ['-c', code], { env: pythonEnv(), encoding: 'utf8', timeout: 60_000 });
+    if (r.status !== 0) { skipped[`openblas (numpy) via ${py}`] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'failed').slice(0, 200); continue; }
+    const [gflops, version] = r.stdout.trim().split(' ');
+    out.push({ label: `numpy ${version}, ${py}`, gflops: Number(gflops) });
+  }
+  return out;
+}
+
+/** The PyTorch reference (bench/torch_ref.py) on the same digits, one thread: MLP and CNN samples/s. */
+function torchReference(): { version: string; mlp: number; cnn: number; matmulGflops: number } | null {
+  const py = pythons.find((p) => hasModule(p, 'torch'));
+  if (!py) { skipped['pytorch'] = `no python3 with torch (${pythons.join(', ')}): install Debian's python3-torch`; return null; }
+  const script = [new URL('./torch_ref.py', import.meta.url), new URL('../../bench/torch_ref.py', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+  if (!script) { skipped['pytorch'] = 'bench/torch_ref.py not found'; return null; }
+  const dir = mkdtempSync(join(tmpdir(), 'chainrule-bench-'));
+  try {
+    const { inputs, labels } = mnist.train;
+    writeFileSync(join(dir, 'x.f32'), new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength));
+    writeFileSync(join(dir, 'y.i32'), new Uint8Array(Int32Array.from(labels).buffer));
+    const r = spawnSync(py, [script, join(dir, 'x.f32'), join(dir, 'y.i32'), String(labels.length), String(seconds)], { env: pythonEnv(), encoding: 'utf8', timeout: 300_000 });
+    if (r.status !== 0) { skipped['pytorch'] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'failed').slice(0, 200); return null; }
+    const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { torch: string; blas: string; mlp: { samplesPerSecond: number }; cnn: { samplesPerSecond: number }; matmulGflops: number };
+    return { version: `${j.torch} (${py}, BLAS ${j.blas})`, mlp: j.mlp.samplesPerSecond, cnn: j.cnn.samplesPerSecond, matmulGflops: j.matmulGflops };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const blas = numpySgemm();
+const best = blas.reduce<{ label: string; gflops: number } | null>((b, x) => (b && b.gflops >= x.gflops ? b : x), null);
+for (const b of blas) rows.push({ name: `sgemm openblas (${b.label}, 1 thread) 1024³`, value: b.gflops, unit: 'GFLOP/s' });
+if (best) {
+  for (const g of gemm.filter((r) => r.shape === '1024×1024·1024×1024' && r.backend !== 'js')) {
+    rows.push({ name: `${g.backend} vs openblas 1024³`, value: g.gflops / best.gflops, unit: '×', ratio: ratioTo(g.gflops, `openblas (${best.label})`, best.gflops) });
+  }
+}
+printTable(rows, 'sgemm (one thread)');
+
+// 2. Training throughput against TF.js and PyTorch on the same model and data.
+const backends = Object.entries(availableBackends()).filter(([, ok]) => ok === true).map(([name]) => name);
+for (const [name, ok] of Object.entries(availableBackends())) if (ok !== true) skipped[`backend ${name}`] = ok;
+const torch = torchReference();
 const train: Row[] = [];
 const tfWasmMlp = await tfjs('wasm', 'mlp');
 const tfCpuMlp = await tfjs('cpu', 'mlp');
 if (tfWasmMlp) train.push({ name: 'tfjs wasm mlp', value: tfWasmMlp, unit: 'samples/s' });
 if (tfCpuMlp) train.push({ name: 'tfjs cpu mlp', value: tfCpuMlp, unit: 'samples/s' });
-for (const backend of ['wasm', 'js']) {
+if (torch) train.push({ name: 'pytorch mlp (1 thread)', value: torch.mlp, unit: 'samples/s' });
+const mlp: Record<string, number> = {};
+for (const backend of backends) {
   selectBackend(backend);
   const r = await chainruleThroughput({ model: mlpSpec(), optimizer: 'sgd', lr: 0.05, backend });
+  mlp[backend] = r.samplesPerSecond;
   train.push({ name: `chainrule ${backend} mlp`, value: r.samplesPerSecond, unit: 'samples/s', ratio: tfWasmMlp ? ratioTo(r.samplesPerSecond, 'tfjs wasm mlp', tfWasmMlp) : tfCpuMlp ? ratioTo(r.samplesPerSecond, 'tfjs cpu mlp', tfCpuMlp) : undefined });
+  if (torch) train.push({ name: `chainrule ${backend} mlp vs pytorch`, value: r.samplesPerSecond / torch.mlp, unit: '×' });
 }
-selectBackend('wasm');
 const tfWasmCnn = await tfjs('wasm', 'cnn');
 if (tfWasmCnn) train.push({ name: 'tfjs wasm cnn', value: tfWasmCnn, unit: 'samples/s' });
-const cnn = await chainruleThroughput({ model: cnnSpec(), optimizer: 'sgd', lr: 0.05, backend: 'wasm' });
-train.push({ name: 'chainrule wasm cnn', value: cnn.samplesPerSecond, unit: 'samples/s', ratio: tfWasmCnn ? ratioTo(cnn.samplesPerSecond, 'tfjs wasm cnn', tfWasmCnn) : undefined });
-printTable(train, 'Training throughput (batch 64, SGD, built-in digits)');
+if (torch) train.push({ name: 'pytorch cnn (1 thread)', value: torch.cnn, unit: 'samples/s' });
+for (const backend of backends.filter((b) => b !== 'js')) {
+  selectBackend(backend);
+  const cnn = await chainruleThroughput({ model: cnnSpec(), optimizer: 'sgd', lr: 0.05, backend });
+  train.push({ name: `chainrule ${backend} cnn`, value: cnn.samplesPerSecond, unit: 'samples/s', ratio: tfWasmCnn ? ratioTo(cnn.samplesPerSecond, 'tfjs wasm cnn', tfWasmCnn) : undefined });
+  if (torch) train.push({ name: `chainrule ${backend} cnn vs pytorch`, value: cnn.samplesPerSecond / torch.cnn, unit: '×' });
+}
+selectBackend(defaultBackendName());
+printTable(train, `Training throughput (batch 64, SGD, built-in digits; default backend: ${defaultBackendName()})`);
 rows.push(...train);
 
 // 3. Placements on a compute-bound model: two stages of equal work.
@@ -153,5 +205,5 @@ printTable(place, `Placements (MLP 784-1024×5-10, batch 256, 2 stages balanced 
 rows.push(...place);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
-emitJson(rows, { skipped, quick });
+emitJson(rows, { skipped, quick, defaultBackend: defaultBackendName(), nativeKernel: nativeKernel(), pytorch: torch?.version ?? null });
 process.exit(0);

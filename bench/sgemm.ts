@@ -8,6 +8,7 @@
 import { pathToFileURL } from 'node:url';
 import { jsBackend, type Backend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/rng.js';
+import { createNativeBackend, nativeKernels } from '../src/tensor/native/index.js';
 import { createWasmBackend } from '../src/tensor/wasm/index.js';
 
 interface Case { m: number; n: number; k: number; transA: boolean; transB: boolean; label: string; jsToo: boolean }
@@ -40,20 +41,27 @@ function measure(be: Backend, c: Case): number {
   const first = (performance.now() - t0) / 1000;
   // A call longer than the budget (pure JS on 1024³) is measured by its one run.
   if (first > BUDGET_S / 2) return flops / first / 1e9;
-  let calls = 0;
-  t0 = performance.now();
-  let elapsed = 0;
-  do {
-    call();
-    calls++;
-    elapsed = (performance.now() - t0) / 1000;
-  } while (elapsed < BUDGET_S);
-  return (flops * calls) / elapsed / 1e9;
+  // The best of three windows: the machines are shared, and a neighbour's burst only slows.
+  let best = 0;
+  for (let w = 0; w < 3; w++) {
+    let calls = 0;
+    t0 = performance.now();
+    let elapsed = 0;
+    do {
+      call();
+      calls++;
+      elapsed = (performance.now() - t0) / 1000;
+    } while (elapsed < BUDGET_S / 3);
+    best = Math.max(best, (flops * calls) / elapsed / 1e9);
+  }
+  return best;
 }
 
 export async function benchSgemm(): Promise<Array<{ backend: string; shape: string; gflops: number }>> {
   const rows: Array<{ backend: string; shape: string; gflops: number }> = [];
-  const backends = [jsBackend, createWasmBackend()];
+  // The native addon (when built) once per microkernel this CPU runs: 'native' is its default.
+  const natives = nativeKernels().map((k, i) => ({ ...createNativeBackend(k), name: i === 0 ? 'native' : `native ${k}` }));
+  const backends: Backend[] = [jsBackend, createWasmBackend(), ...natives];
   for (const c of cases) {
     for (const be of backends) {
       if (be.name === 'js' && !c.jsToo) continue;
@@ -65,5 +73,5 @@ export async function benchSgemm(): Promise<Array<{ backend: string; shape: stri
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of await benchSgemm()) console.log(`${r.backend.padEnd(5)} ${r.shape.padEnd(40)} ${r.gflops.toFixed(2).padStart(7)} GFLOP/s`);
+  for (const r of await benchSgemm()) console.log(`${r.backend.padEnd(16)} ${r.shape.padEnd(40)} ${r.gflops.toFixed(2).padStart(7)} GFLOP/s`);
 }

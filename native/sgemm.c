@@ -218,9 +218,15 @@ static void ukernel_avx512(long kc, const float *a, const float *b, float *c, lo
 #undef CR_Z_STORE
 #endif
 
+#ifndef CR_AVX512_KC
+#define CR_AVX512_KC 256
+#endif
+#ifndef CR_AVX512_MC
+#define CR_AVX512_MC 144
+#endif
 static const kernel_t kernels[] = {
 #if CR_X86
-  { "avx512", 12, 32, 256, 144, ukernel_avx512 },
+  { "avx512", 12, 32, CR_AVX512_KC, CR_AVX512_MC, ukernel_avx512 },
   { "avx2+fma", 6, 16, 512, 144, ukernel_avx2 },
 #endif
   { "generic", 6, 16, 256, 144, ukernel_generic },
