@@ -231,6 +231,37 @@ describe('gaussianSample (reparameterization)', () => {
     expect(l.forward(x, ctxOf()).shape).toEqual([2, 2]);
   });
 
+  it('KL warm-up: β = klWeight·min(1, step / klWarmupSteps) in training only; evaluation reports the full KL at any step', () => {
+    const x = Tensor.from([0.5, -1, Math.log(2), 0, 0, 0, 0, 0], [2, 4]);
+    const kl = 0.125 + 0.5 * (1 - Math.log(2)) + 0.5;
+    const pushed = (spec: LayerSpec, c: Partial<LayerContext>): number[] => {
+      const aux: Tensor[] = [];
+      noGrad(() => build(spec).forward(x, ctxOf({ auxLosses: aux, ...c })));
+      return aux.map((a) => a.item());
+    };
+    const warm = { type: 'gaussianSample', latent: 2, klWarmupSteps: 100 };
+    const l = build(warm) as unknown as { klWeightAt(step: number): number };
+    expect([0, 25, 50, 99, 100, 101, 10_000].map((s) => l.klWeightAt(s))).toEqual([0, 0.25, 0.5, 0.99, 1, 1, 1]);
+    expect(pushed(warm, { step: 0 })).toEqual([]); // β = 0 at step 0: nothing to add
+    const mid = pushed(warm, { step: 50 });
+    expect(mid).toHaveLength(1);
+    expect(mid[0]).toBeCloseTo(0.5 * kl, 6);
+    expect(pushed(warm, { step: 100 })[0]).toBeCloseTo(kl, 6);
+    expect(pushed(warm, { step: 5000 })[0]).toBeCloseTo(kl, 6);
+    // Scaled by klWeight: β rises to klWeight.
+    expect(pushed({ ...warm, klWeight: 0.5 }, { step: 25 })[0]).toBeCloseTo(0.125 * kl, 6);
+    // Evaluation: the full KL (the negative ELBO), at step 0 as in mid warm-up.
+    for (const step of [0, 50]) {
+      const ev = pushed(warm, { training: false, step });
+      expect(ev).toHaveLength(1);
+      expect(ev[0]).toBeCloseTo(kl, 6);
+    }
+    // β depends on the step only, never on the micro-batch or the layer's index; ε is unchanged by the warm-up.
+    expect(pushed(warm, { step: 50, microBatch: 3, index: 7 })[0]).toBeCloseTo(mid[0]!, 12);
+    const z = (spec: LayerSpec) => noGrad(() => build(spec).forward(x, ctxOf({ step: 30 }))).toArray();
+    expect(z(warm)).toEqual(z({ type: 'gaussianSample', latent: 2 }));
+  });
+
   it('gradients reach μ and log σ² through z (fixed ε) and through the KL term', () => {
     const rng = new Rng(4);
     const eps = randn([3, d], rng);
@@ -254,7 +285,8 @@ describe('specs: round trips and errors', () => {
     { type: 'rnn', inputs: 3, hidden: 4, returnSequences: true, init: 'he' },
     { type: 'lstm', inputs: 3, hidden: 4, returnSequences: false, init: 'xavier', forgetBias: 0.5 },
     { type: 'gru', inputs: 3, hidden: 4, returnSequences: false, init: 'xavier' },
-    { type: 'gaussianSample', latent: 4, klWeight: 0.25 },
+    { type: 'gaussianSample', latent: 4, klWeight: 0.25, klWarmupSteps: 0 },
+    { type: 'gaussianSample', latent: 4, klWeight: 1, klWarmupSteps: 625 },
   ];
   for (const spec of specs) {
     it(`${spec.type}: spec → layer → JSON → layer gives the same spec and weights`, () => {
@@ -268,7 +300,7 @@ describe('specs: round trips and errors', () => {
 
   it('defaults fill in and show in the spec', () => {
     expect(build({ type: 'lstm', inputs: 2, hidden: 3 }).toSpec()).toEqual({ type: 'lstm', inputs: 2, hidden: 3, returnSequences: false, init: 'xavier', forgetBias: 1 });
-    expect(build({ type: 'gaussianSample', latent: 2 }).toSpec()).toEqual({ type: 'gaussianSample', latent: 2, klWeight: 1 });
+    expect(build({ type: 'gaussianSample', latent: 2 }).toSpec()).toEqual({ type: 'gaussianSample', latent: 2, klWeight: 1, klWarmupSteps: 0 });
   });
 
   const bad: [LayerSpec, RegExp][] = [
@@ -281,6 +313,9 @@ describe('specs: round trips and errors', () => {
     [{ type: 'embedding', vocab: 4 }, /layer 1 \(embedding\): 'dim' must be a positive integer/],
     [{ type: 'gaussianSample', latent: -1 }, /layer 1 \(gaussianSample\): 'latent' must be a positive integer, got -1/],
     [{ type: 'gaussianSample', latent: 2, klWeight: -1 }, /layer 1 \(gaussianSample\): 'klWeight' must be a non-negative number, got -1/],
+    [{ type: 'gaussianSample', latent: 2, klWarmupSteps: -5 }, /layer 1 \(gaussianSample\): 'klWarmupSteps' must be a non-negative integer, got -5/],
+    [{ type: 'gaussianSample', latent: 2, klWarmupSteps: 2.5 }, /layer 1 \(gaussianSample\): 'klWarmupSteps' must be a non-negative integer, got 2.5/],
+    [{ type: 'gaussianSample', latent: 2, klWarmupSteps: '100' }, /layer 1 \(gaussianSample\): 'klWarmupSteps' must be a non-negative integer, got "100"/],
   ];
   for (const [spec, message] of bad) {
     it(`rejects ${JSON.stringify(spec)}`, () => {
@@ -317,13 +352,15 @@ describe('built-in sequence models', () => {
     const spec = vaeSpec();
     expect(spec.autoencoder).toBe(true);
     expect(spec.loss).toBe('bce');
+    expect(spec.layers[3]).toEqual({ type: 'gaussianSample', latent: 16, klWeight: 1, klWarmupSteps: 625 });
     const m = Sequential.fromSpec(spec, 42);
     expect(m.outputShape).toEqual([784]);
     const x = Tensor.zeros([2, 784]);
     for (let i = 0; i < x.size; i++) x.data[i] = (i % 7) / 6;
     const aux: Tensor[] = [];
     const tape = new Tape();
-    const out = tape.run(() => m.forward(x, { training: true, seed: 1, step: 0, microBatch: 0, auxLosses: aux }));
+    // Past the KL warm-up (625 steps) the full KL term is in the objective.
+    const out = tape.run(() => m.forward(x, { training: true, seed: 1, step: 625, microBatch: 0, auxLosses: aux }));
     const loss = tape.run(() => getLoss('bce').compute(out, x, 'sum'));
     expect(aux).toHaveLength(1);
     expect(aux[0]!.item()).toBeGreaterThan(0);

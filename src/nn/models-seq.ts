@@ -29,16 +29,19 @@ export function lstmSpec(rows = 28, cols = 28, hidden = 128, classes = 10): Mode
  * The loss is binary cross-entropy from logits against THE INPUTS THEMSELVES (pixels in
  * [0, 1]), which `autoencoder: true` asks the trainer to use as targets; the
  * `gaussianSample` layer adds the KL term to the objective through `ctx.auxLosses`.
+ * Training warms the KL weight up from 0 to 1 over `klWarmupSteps` optimizer steps (625 =
+ * 5 epochs of the built-in 8000 digits at batch 64; Bowman et al., 2016; Sønderby et al.,
+ * 2016); evaluation always reports the full KL, so the test loss is the negative ELBO.
  * @example Sequential.fromSpec(vaeSpec(), 42) // [n, 784] → [n, 784] logits
  */
-export function vaeSpec(inputs = 784, hidden = 400, latent = 16): ModelSpec {
+export function vaeSpec(inputs = 784, hidden = 400, latent = 16, klWarmupSteps = 625): ModelSpec {
   return {
     inputShape: [inputs],
     layers: [
       { type: 'dense', inputs, units: hidden, init: 'he' },
       { type: 'relu' },
       { type: 'dense', inputs: hidden, units: 2 * latent, init: 'xavier' },
-      { type: 'gaussianSample', latent, klWeight: 1 },
+      { type: 'gaussianSample', latent, klWeight: 1, klWarmupSteps },
       { type: 'dense', inputs: latent, units: hidden, init: 'he' },
       { type: 'relu' },
       { type: 'dense', inputs: hidden, units: inputs, init: 'xavier' },

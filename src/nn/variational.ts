@@ -7,7 +7,7 @@ import { Tensor, fmtShape } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
 import { add, exp, mul, slice, sub, sum } from '../autograd/index.js';
 import { Layer, registerLayer, type LayerContext } from './layer.js';
-import { SpecError, finiteNumber, positiveInt, type LayerSpec } from './spec.js';
+import { SpecError, finiteNumber, nonNegativeInt, positiveInt, type LayerSpec } from './spec.js';
 
 function halves(x: Tensor, d: number): [Tensor, Tensor] {
   if (x.rank !== 2 || x.shape[1] !== 2 * d) {
@@ -38,19 +38,31 @@ export function gaussianKl(x: Tensor, d: number): Tensor {
 
 /**
  * [n, 2·latent] = (μ, log σ²) → z [n, latent]. Training: z = μ + σ·ε with ε drawn from the
- * layer's stream for (seed, layer, step, micro-batch), and `klWeight`·KL pushed onto
- * `ctx.auxLosses` when present. Evaluation: z = μ, and the KL term is pushed too (for the ELBO).
+ * layer's stream for (seed, layer, step, micro-batch), and β·KL pushed onto `ctx.auxLosses`
+ * when present, β = `klWeightAt(step)`. Evaluation: z = μ, and `klWeight`·KL is pushed too
+ * (with the default klWeight 1, the test loss is the negative ELBO), whatever the step.
+ *
+ * KL warm-up (`klWarmupSteps` = N > 0; Bowman et al., 2016; Sønderby et al., 2016): in
+ * training only, β rises linearly from 0 at step 0 to `klWeight` at step N and stays there,
+ * so the decoder learns to use z before the KL term pulls the posterior onto the prior.
+ * β depends only on `ctx.step` (not on placement, stage or micro-batch).
  *
  * NOTE: ε depends on how the minibatch is split into micro-batches (each micro-batch has
  * its own stream), so runs with different micro-batch counts draw different noise.
  *
- * @example { "type": "gaussianSample", "latent": 16 }
+ * @example { "type": "gaussianSample", "latent": 16, "klWeight": 1, "klWarmupSteps": 625 }
  */
 export class GaussianSample extends Layer {
   readonly type = 'gaussianSample';
 
-  constructor(readonly latent: number, readonly klWeight: number) {
+  constructor(readonly latent: number, readonly klWeight: number, readonly klWarmupSteps = 0) {
     super();
+  }
+
+  /** The training KL weight β at optimizer step `step`: klWeight·min(1, step / klWarmupSteps). */
+  klWeightAt(step: number): number {
+    if (this.klWarmupSteps === 0 || step >= this.klWarmupSteps) return this.klWeight;
+    return this.klWeight * Math.max(0, step) / this.klWarmupSteps;
   }
 
   forward(x: Tensor, ctx: LayerContext): Tensor {
@@ -65,9 +77,10 @@ export class GaussianSample extends Layer {
     const eps = Tensor.zeros([n, d], x.dtype);
     for (let i = 0; i < eps.size; i++) eps.data[i] = rng.normal();
     const z = reparameterize(x, eps);
-    if (ctx.auxLosses && this.klWeight !== 0) {
+    const beta = this.klWeightAt(ctx.step);
+    if (ctx.auxLosses && beta !== 0) {
       const kl = gaussianKl(x, d);
-      ctx.auxLosses.push(this.klWeight === 1 ? kl : mul(kl, this.klWeight));
+      ctx.auxLosses.push(beta === 1 ? kl : mul(kl, beta));
     }
     return z;
   }
@@ -80,12 +93,13 @@ export class GaussianSample extends Layer {
   }
 
   toSpec(): LayerSpec {
-    return { type: this.type, latent: this.latent, klWeight: this.klWeight };
+    return { type: this.type, latent: this.latent, klWeight: this.klWeight, klWarmupSteps: this.klWarmupSteps };
   }
 }
 
 registerLayer('gaussianSample', (spec, { where }) => {
   const klWeight = finiteNumber(spec, 'klWeight', where, 1);
   if (klWeight < 0) throw new SpecError(`${where}: 'klWeight' must be a non-negative number, got ${JSON.stringify(spec.klWeight)}`);
-  return new GaussianSample(positiveInt(spec, 'latent', where), klWeight);
+  // klWarmupSteps: training steps over which β rises linearly from 0 to klWeight (0: no warm-up).
+  return new GaussianSample(positiveInt(spec, 'latent', where), klWeight, nonNegativeInt(spec, 'klWarmupSteps', where, 0));
 });
