@@ -249,6 +249,74 @@ static napi_value js_use_kernel(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Argument i as a geometry: an Int32Array of 14 (n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw). */
+static int geometry(call_t *c, size_t i, cr_geometry *g) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  bool is_ta = false;
+  napi_is_typedarray(c->env, c->argv[i], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(c->env, c->argv[i], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length != 14) {
+    return fail(c, "the geometry must be an Int32Array of 14");
+  }
+  const int *v = (const int *)data;
+  long *f[14] = { &g->n, &g->c, &g->h, &g->w, &g->kh, &g->kw, &g->oh, &g->ow, &g->sh, &g->sw, &g->ph, &g->pw, &g->dh, &g->dw };
+  for (int j = 0; j < 14; j++) {
+    if (v[j] < 0 || (j < 10 && j != 0 && v[j] == 0)) return fail(c, "the geometry holds a negative or zero size");
+    *f[j] = v[j];
+  }
+  return 1;
+}
+
+/* im2colT(x, b, geometry, colT) and col2imT(colT, b, geometry, x) */
+static napi_value js_im2col(napi_env env, napi_callback_info info) {
+  call_t c;
+  cr_geometry g;
+  if (!start(&c, env, info, "im2colT", 4) || !geometry(&c, 2, &g)) return NULL;
+  long b = count(&c, 1);
+  if (!c.failed && b >= g.n) { fail(&c, "sample index out of range"); return NULL; }
+  const float *x = f32(&c, 0, (size_t)(g.n * g.c * g.h * g.w), 0);
+  float *col = f32(&c, 3, (size_t)(g.oh * g.ow * g.c * g.kh * g.kw), 0);
+  if (c.failed) return NULL;
+  cr_im2col_t(x, b, &g, col);
+  return NULL;
+}
+
+static napi_value js_col2im(napi_env env, napi_callback_info info) {
+  call_t c;
+  cr_geometry g;
+  if (!start(&c, env, info, "col2imT", 4) || !geometry(&c, 2, &g)) return NULL;
+  long b = count(&c, 1);
+  if (!c.failed && b >= g.n) { fail(&c, "sample index out of range"); return NULL; }
+  const float *col = f32(&c, 0, (size_t)(g.oh * g.ow * g.c * g.kh * g.kw), 0);
+  float *x = f32(&c, 3, (size_t)(g.n * g.c * g.h * g.w), 0);
+  if (c.failed) return NULL;
+  cr_col2im_t(col, b, &g, x);
+  return NULL;
+}
+
+/* maxPool(x, geometry, out, argmax) */
+static napi_value js_max_pool(napi_env env, napi_callback_info info) {
+  call_t c;
+  cr_geometry g;
+  if (!start(&c, env, info, "maxPool", 4) || !geometry(&c, 1, &g)) return NULL;
+  if ((g.oh - 1) * g.sh + g.kh > g.h || (g.ow - 1) * g.sw + g.kw > g.w) { fail(&c, "the pooling windows leave the input"); return NULL; }
+  const float *x = f32(&c, 0, (size_t)(g.n * g.c * g.h * g.w), 0);
+  float *out = f32(&c, 2, (size_t)(g.n * g.c * g.oh * g.ow), 0);
+  if (c.failed) return NULL;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  bool is_ta = false;
+  napi_is_typedarray(env, c.argv[3], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, c.argv[3], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length < (size_t)(g.n * g.c * g.oh * g.ow)) {
+    fail(&c, "argument 3 must be an Int32Array as long as the output");
+    return NULL;
+  }
+  cr_max_pool(x, &g, out, (int *)data);
+  return NULL;
+}
+
 static void release(void *arg) {
   (void)arg;
   cr_sgemm_release();
@@ -265,6 +333,9 @@ NAPI_MODULE_INIT() {
     { "sgd", NULL, js_sgd, NULL, NULL, NULL, napi_enumerable, NULL },
     { "momentum", NULL, js_momentum, NULL, NULL, NULL, napi_enumerable, NULL },
     { "adam", NULL, js_adam, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "im2colT", NULL, js_im2col, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "col2imT", NULL, js_col2im, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "maxPool", NULL, js_max_pool, NULL, NULL, NULL, napi_enumerable, NULL },
     { "kernel", NULL, js_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
     { "kernels", NULL, js_kernels, NULL, NULL, NULL, napi_enumerable, NULL },
     { "useKernel", NULL, js_use_kernel, NULL, NULL, NULL, napi_enumerable, NULL },

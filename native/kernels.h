@@ -46,4 +46,12 @@ void cr_momentum(float *p, const float *g, float *b, long n, double scale, doubl
                  double dampening, double wd, int nesterov, int fresh);
 void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
              double step_size, double sqrt_bc2, double shrink, double l2, double b1, double b2, double eps);
+/* Convolution geometry, in this order: n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw. */
+typedef struct { long n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw; } cr_geometry;
+/* Sample b of x [n, c, h, w] unfolded into colT [oh·ow, c·kh·kw]; padding reads as zero. */
+void cr_im2col_t(const float *x, long b, const cr_geometry *g, float *col_t);
+/* The adjoint: adds colT back into sample b of x, in the reference's order. */
+void cr_col2im_t(const float *col_t, long b, const cr_geometry *g, float *x);
+/* Max pooling (padding 0): out [n, c, oh, ow] and the flat index of each maximum (the first at ties). */
+void cr_max_pool(const float *x, const cr_geometry *g, float *out, int *argmax);
 #endif

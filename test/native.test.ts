@@ -11,6 +11,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/index.js';
+import { convReferenceLoops } from '../src/autograd/ops/conv.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { loadMnist, subset } from '../src/data/index.js';
 import { mlpSpec } from '../src/nn/index.js';
 import { createOptimizer } from '../src/optim/index.js';
@@ -166,6 +168,49 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
         expect(got.length).toBe(want.length);
         got.forEach((g, i) => expectSameBits(g, want[i]!, `${spec.type} array ${i}`));
       });
+    }
+  });
+
+  it('im2col, col2im and max pooling: strides, padding, dilation, ties and NaN', () => {
+    const conv = be.conv!;
+    const { im2colT, col2imT, maxPool, geometry, poolGeometry } = convReferenceLoops;
+    const convCases: Array<[number[], number, number, [number, number], [number, number], [number, number]]> = [
+      [[2, 3, 7, 6], 3, 3, [1, 1], [1, 1], [1, 1]], [[1, 2, 9, 9], 3, 2, [2, 1], [0, 2], [1, 2]], [[3, 1, 5, 5], 1, 1, [1, 1], [0, 0], [1, 1]],
+      [[2, 2, 6, 8], 2, 3, [2, 2], [1, 0], [2, 1]],
+    ];
+    for (const [shape, kh, kw, stride, padding, dilation] of convCases) {
+      const x = new Tensor(values(rng, shape.reduce((p, d) => p * d, 1)), shape);
+      const g = geometry('test', x, kh, kw, { stride, padding, dilation });
+      const K = g.c * kh * kw;
+      const P = g.oh * g.ow;
+      for (let b = 0; b < g.n; b++) {
+        const got = new Float32Array(P * K).fill(5);
+        const want = new Float32Array(P * K).fill(5);
+        conv.im2colT(x.data as Float32Array, b, g, got);
+        im2colT(x.data, b, g, want);
+        expectSameBits(got, want, `im2col ${JSON.stringify(g)} sample ${b}`);
+        const dcol = values(rng, P * K);
+        const gx = Float32Array.from(x.data);
+        const wx = Float32Array.from(x.data);
+        conv.col2imT(dcol, b, g, gx);
+        col2imT(dcol, b, g, wx);
+        expectSameBits(gx, wx, `col2im ${JSON.stringify(g)} sample ${b}`);
+      }
+    }
+    for (const [shape, kernel, stride] of [[[2, 3, 6, 6], [2, 2], [2, 2]], [[1, 2, 7, 5], [3, 3], [2, 1]], [[2, 1, 4, 4], [2, 3], [1, 1]]] as const) {
+      const data = values(rng, shape.reduce((p, d) => p * d, 1));
+      for (let i = 20; i < data.length; i += 7) data[i] = data[i - 1]!; // ties
+      const x = new Tensor(data, [...shape]);
+      const g = poolGeometry('test', x, { kernel: [...kernel], stride: [...stride] });
+      const size = g.n * g.c * g.oh * g.ow;
+      const got = new Float32Array(size);
+      const want = new Float32Array(size);
+      const ga = new Int32Array(size);
+      const wa = new Int32Array(size);
+      conv.maxPool(data, g, got, ga);
+      maxPool(data, g, want, wa);
+      expectSameBits(got, want, `max pool ${JSON.stringify(g)}`);
+      expect(Array.from(ga)).toEqual(Array.from(wa));
     }
   });
 

@@ -28,6 +28,24 @@ export interface Backend {
    * keeps its TypeScript loop as the reference, and these must give the same bits.
    */
   readonly optimizer?: OptimizerKernels;
+  /** The data movement around convolution and pooling (float32), when the backend has it; same bits as conv.ts's loops. */
+  readonly conv?: ConvKernels;
+}
+
+/** Convolution or pooling geometry over an NCHW batch (pooling: padding 0, dilation 1). */
+export interface ConvGeometry {
+  n: number; c: number; h: number; w: number;
+  kh: number; kw: number; oh: number; ow: number;
+  sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+}
+
+export interface ConvKernels {
+  /** Sample b of x [n, c, h, w] unfolded into colT [oh·ow, c·kh·kw] (padding reads as zero). */
+  im2colT(x: Float32Array, b: number, g: ConvGeometry, colT: Float32Array): void;
+  /** The adjoint of im2colT: adds colT back into sample b of x. */
+  col2imT(colT: Float32Array, b: number, g: ConvGeometry, x: Float32Array): void;
+  /** Max pooling: out [n, c, oh, ow] and the flat index of each window's first maximum. */
+  maxPool(x: Float32Array, g: ConvGeometry, out: Float32Array, argmax: Int32Array): void;
 }
 
 /**

@@ -11,7 +11,7 @@
  * is ~1.8× faster with the js backend than W · col, and no slower with wasm.
  */
 import { Tensor, allocate, fmtShape, type Data } from '../../tensor/tensor.js';
-import { backend, jsBackend, type Backend } from '../../tensor/backend.js';
+import { backend, jsBackend, type Backend, type ConvGeometry, type ConvKernels } from '../../tensor/backend.js';
 import { ShapeError } from '../../tensor/functional.js';
 import { defineOp } from '../registry.js';
 
@@ -37,11 +37,10 @@ export function convOutSize(size: number, kernel: number, stride: number, paddin
   return Math.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1;
 }
 
-interface Geometry {
-  n: number; c: number; h: number; w: number;
-  kh: number; kw: number; oh: number; ow: number;
-  sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
-}
+type Geometry = ConvGeometry;
+
+/** The backend's conv kernels when the data is float32 (they must give these loops' bits). */
+const convKernels = (t: Tensor): ConvKernels | null => (t.dtype === 'float32' ? backend().conv ?? null : null);
 
 function geometry(op: string, x: Tensor, kh: number, kw: number, a: Conv2dAttrs): Geometry {
   if (x.rank !== 4) throw new ShapeError(`${op}: expected input [batch, channels, height, width], got ${fmtShape(x.shape)}`);
@@ -134,13 +133,15 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     const K = g.c * kh * kw;
     const P = g.oh * g.ow;
     const k = be(x!);
+    const fast = convKernels(x!);
     // One contiguous [P, K] block per sample, kept for the weight gradient.
     const col = allocate(x!.dtype, g.n * P * K);
     const yT = allocate(x!.dtype, P * o);
     const out = allocate(x!.dtype, g.n * o * P);
     for (let b = 0; b < g.n; b++) {
       const cb = col.subarray(b * P * K, (b + 1) * P * K);
-      im2colT(x!.data, b, g, cb);
+      if (fast) fast.im2colT(x!.data as Float32Array, b, g, cb as Float32Array);
+      else im2colT(x!.data, b, g, cb);
       // Y_bᵀ [P, o] = colT_b · Wᵀ: the patches (often zero after ReLU) lead.
       k.matmul(cb, w!.data, yT, P, o, K, false, true, false);
       transposeInto(yT, P, o, out, b * o * P);
@@ -161,6 +162,7 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     const K = g.c * g.kh * g.kw;
     const P = g.oh * g.ow;
     const k = be(gy);
+    const fast = convKernels(gy);
     const gyd = gy.data;
     let gx: Tensor | null = null;
     if (needsGrad[0]) {
@@ -169,7 +171,8 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
       const dx = allocate(gy.dtype, x!.size);
       for (let b = 0; b < g.n; b++) {
         k.matmul(gyd.subarray(b * o * P, (b + 1) * o * P), w!.data, dcolT, P, K, o, true, false, false);
-        col2imT(dcolT, b, g, dx);
+        if (fast) fast.col2imT(dcolT as Float32Array, b, g, dx as Float32Array);
+        else col2imT(dcolT, b, g, dx);
       }
       gx = new Tensor(dx, x!.shape);
     }
@@ -209,6 +212,33 @@ function poolGeometry(op: string, x: Tensor, a: Pool2dAttrs): Geometry {
   return geometry(op, x, a.kernel[0], a.kernel[1], { stride: a.stride, padding: [0, 0], dilation: [1, 1] });
 }
 
+/** Max pooling of x into out, with the flat index of each window's maximum in argmax. */
+function maxPoolLoop(d: Data, g: Geometry, out: Data, argmax: Int32Array): void {
+  const { n, c, h, w, kh, kw, oh, ow, sh, sw } = g;
+  let k = 0;
+  for (let plane = 0; plane < n * c; plane++) {
+    const base = plane * h * w;
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++, k++) {
+        let best = base + oy * sh * w + ox * sw;
+        let m = d[best]!;
+        for (let i = 0; i < kh; i++) {
+          const row = base + (oy * sh + i) * w + ox * sw;
+          for (let j = 0; j < kw; j++) {
+            const v = d[row + j]!;
+            if (v > m) { m = v; best = row + j; } // strict: a tie keeps the first
+          }
+        }
+        out[k] = m;
+        argmax[k] = best;
+      }
+    }
+  }
+}
+
+/** The TypeScript loops a backend's ConvKernels must match bit for bit (the native tests compare). */
+export const convReferenceLoops = { im2colT, col2imT, maxPool: maxPoolLoop, geometry, poolGeometry };
+
 /**
  * NOTE: at ties the FIRST maximum of the window in row-major order receives the whole
  * gradient (as PyTorch's max_pool2d); the others get none.
@@ -217,29 +247,12 @@ const maxPool2dOp = defineOp<Pool2dAttrs, { argmax: Int32Array }>({
   name: 'maxPool2d',
   forward: ([x], attrs) => {
     const g = poolGeometry('maxPool2d', x!, attrs);
-    const { n, c, h, w, kh, kw, oh, ow, sh, sw } = g;
+    const { n, c, oh, ow } = g;
     const out = allocate(x!.dtype, n * c * oh * ow);
     const argmax = new Int32Array(out.length);
-    const d = x!.data;
-    let k = 0;
-    for (let plane = 0; plane < n * c; plane++) {
-      const base = plane * h * w;
-      for (let oy = 0; oy < oh; oy++) {
-        for (let ox = 0; ox < ow; ox++, k++) {
-          let best = base + oy * sh * w + ox * sw;
-          let m = d[best]!;
-          for (let i = 0; i < kh; i++) {
-            const row = base + (oy * sh + i) * w + ox * sw;
-            for (let j = 0; j < kw; j++) {
-              const v = d[row + j]!;
-              if (v > m) { m = v; best = row + j; } // strict: a tie keeps the first
-            }
-          }
-          out[k] = m;
-          argmax[k] = best;
-        }
-      }
-    }
+    const fast = convKernels(x!);
+    if (fast) fast.maxPool(x!.data as Float32Array, g, out as Float32Array, argmax);
+    else maxPoolLoop(x!.data, g, out, argmax);
     return { out: new Tensor(out, [n, c, oh, ow]), saved: { argmax } };
   },
   backward: (gy, { inputs: [x], saved: { argmax } }) => {

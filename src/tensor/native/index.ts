@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend, BinaryKind, OptimizerKernels, UnaryKind } from '../backend.js';
+import type { Backend, BinaryKind, ConvGeometry, ConvKernels, OptimizerKernels, UnaryKind } from '../backend.js';
 import { jsBackend } from '../kernels-js.js';
 import type { Data, Shape } from '../tensor.js';
 
@@ -30,6 +30,9 @@ interface Addon {
   momentum(p: Float32Array, g: Float32Array, b: Float32Array, scale: number, lr: number, mu: number, dampening: number, wd: number, nesterov: number, fresh: number): void;
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, vmax: Float32Array | null, scale: number,
     stepSize: number, sqrtBc2: number, shrink: number, l2: number, b1: number, b2: number, eps: number): void;
+  im2colT(x: Float32Array, b: number, geometry: Int32Array, colT: Float32Array): void;
+  col2imT(colT: Float32Array, b: number, geometry: Int32Array, x: Float32Array): void;
+  maxPool(x: Float32Array, geometry: Int32Array, out: Float32Array, argmax: Int32Array): void;
 }
 
 /** Where the build puts the addon, relative to the package root. */
@@ -147,6 +150,19 @@ export function createNativeBackend(kernel?: string): Backend {
     adam: (p, g, m, v, vmax, scale, stepSize, sqrtBc2, shrink, l2, b1, b2, eps) => nat.adam(p, g, m, v, vmax, scale, stepSize, sqrtBc2, shrink, l2, b1, b2, eps),
   };
 
+  // One geometry buffer, refilled per call (the addon reads it before returning).
+  const geo = new Int32Array(14);
+  const pack = (g: ConvGeometry): Int32Array => {
+    geo[0] = g.n; geo[1] = g.c; geo[2] = g.h; geo[3] = g.w; geo[4] = g.kh; geo[5] = g.kw; geo[6] = g.oh;
+    geo[7] = g.ow; geo[8] = g.sh; geo[9] = g.sw; geo[10] = g.ph; geo[11] = g.pw; geo[12] = g.dh; geo[13] = g.dw;
+    return geo;
+  };
+  const conv: ConvKernels = {
+    im2colT: (x, b, g, colT) => nat.im2colT(x, b, pack(g), colT),
+    col2imT: (colT, b, g, x) => nat.col2imT(colT, b, pack(g), x),
+    maxPool: (x, g, out, argmax) => nat.maxPool(x, pack(g), out, argmax),
+  };
+
   return {
     name: 'native',
     matmul(a: Data, b: Data, c: Data, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void {
@@ -184,5 +200,6 @@ export function createNativeBackend(kernel?: string): Backend {
       jsBackend.reduceSum(x, xShape, out, outShape);
     },
     optimizer,
+    conv,
   };
 }
