@@ -317,6 +317,29 @@ static napi_value js_max_pool(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* channelBias(out, bias, n, c, plane) and channelBiasGrad(g, n, c, plane, db) */
+static napi_value js_channel_bias(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "channelBias", 5)) return NULL;
+  long n = count(&c, 2), ch = count(&c, 3), plane = count(&c, 4);
+  float *out = f32(&c, 0, (size_t)(n * ch * plane), 0);
+  const float *bias = f32(&c, 1, (size_t)ch, 0);
+  if (c.failed) return NULL;
+  cr_channel_bias(out, bias, n, ch, plane);
+  return NULL;
+}
+
+static napi_value js_channel_bias_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "channelBiasGrad", 5)) return NULL;
+  long n = count(&c, 1), ch = count(&c, 2), plane = count(&c, 3);
+  const float *g = f32(&c, 0, (size_t)(n * ch * plane), 0);
+  float *db = f32(&c, 4, (size_t)ch, 0);
+  if (c.failed) return NULL;
+  cr_channel_bias_grad(g, n, ch, plane, db);
+  return NULL;
+}
+
 static void release(void *arg) {
   (void)arg;
   cr_sgemm_release();
@@ -336,6 +359,8 @@ NAPI_MODULE_INIT() {
     { "im2colT", NULL, js_im2col, NULL, NULL, NULL, napi_enumerable, NULL },
     { "col2imT", NULL, js_col2im, NULL, NULL, NULL, napi_enumerable, NULL },
     { "maxPool", NULL, js_max_pool, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "channelBias", NULL, js_channel_bias, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "channelBiasGrad", NULL, js_channel_bias_grad, NULL, NULL, NULL, napi_enumerable, NULL },
     { "kernel", NULL, js_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
     { "kernels", NULL, js_kernels, NULL, NULL, NULL, napi_enumerable, NULL },
     { "useKernel", NULL, js_use_kernel, NULL, NULL, NULL, napi_enumerable, NULL },

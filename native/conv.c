@@ -75,3 +75,22 @@ void cr_max_pool(const float *x, const cr_geometry *g, float *out, int *argmax) 
     }
   }
 }
+
+void cr_channel_bias(float *out, const float *bias, long n, long c, long plane) {
+  for (long b = 0; b < n; b++)
+    for (long oc = 0; oc < c; oc++) {
+      const float v = bias[oc];
+      float *o = out + (b * c + oc) * plane;
+      for (long i = 0; i < plane; i++) o[i] += v;
+    }
+}
+
+void cr_channel_bias_grad(const float *g, long n, long c, long plane, float *db) {
+  for (long b = 0; b < n; b++)
+    for (long oc = 0; oc < c; oc++) {
+      const float *x = g + (b * c + oc) * plane;
+      double s = 0;
+      for (long i = 0; i < plane; i++) s += x[i];
+      db[oc] = (float)((double)db[oc] + s);
+    }
+}

@@ -52,6 +52,10 @@ typedef struct { long n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw; } cr_g
 void cr_im2col_t(const float *x, long b, const cr_geometry *g, float *col_t);
 /* The adjoint: adds colT back into sample b of x, in the reference's order. */
 void cr_col2im_t(const float *col_t, long b, const cr_geometry *g, float *x);
+/* out[b][c][p] += bias[c] over [n, c, plane] (float adds), and its gradient:
+ * db[c] += Σ_p g[b][c][p] summed in double per (b, c), samples in order, as the reference. */
+void cr_channel_bias(float *out, const float *bias, long n, long c, long plane);
+void cr_channel_bias_grad(const float *g, long n, long c, long plane, float *db);
 /* Max pooling (padding 0): out [n, c, oh, ow] and the flat index of each maximum (the first at ties). */
 void cr_max_pool(const float *x, const cr_geometry *g, float *out, int *argmax);
 #endif

@@ -198,7 +198,7 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
       }
     }
     for (const [shape, kernel, stride] of [[[2, 3, 6, 6], [2, 2], [2, 2]], [[1, 2, 7, 5], [3, 3], [2, 1]], [[2, 1, 4, 4], [2, 3], [1, 1]]] as const) {
-      const data = values(rng, shape.reduce((p, d) => p * d, 1));
+      const data = values(rng, (shape as readonly number[]).reduce((p, d) => p * d, 1));
       for (let i = 20; i < data.length; i += 7) data[i] = data[i - 1]!; // ties
       const x = new Tensor(data, [...shape]);
       const g = poolGeometry('test', x, { kernel: [...kernel], stride: [...stride] });
@@ -212,6 +212,24 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
       expectSameBits(got, want, `max pool ${JSON.stringify(g)}`);
       expect(Array.from(ga)).toEqual(Array.from(wa));
     }
+    // The per-channel bias and its gradient, against conv2d's own loops on the js backend.
+    const [n, ch, plane] = [3, 5, 37];
+    const gy = values(rng, n * ch * plane);
+    const bias = values(rng, ch);
+    const got = Float32Array.from(gy);
+    conv.channelBias(got, bias, n, ch, plane);
+    const want = Float32Array.from(gy);
+    for (let b = 0; b < n; b++) for (let c = 0; c < ch; c++) for (let i = 0; i < plane; i++) want[(b * ch + c) * plane + i] = want[(b * ch + c) * plane + i]! + bias[c]!;
+    expectSameBits(got, want, 'channel bias');
+    const db = new Float32Array(ch).fill(0.25);
+    const wdb = new Float32Array(ch).fill(0.25);
+    conv.channelBiasGrad(gy, n, ch, plane, db);
+    for (let b = 0; b < n; b++) for (let c = 0; c < ch; c++) {
+      let s = 0;
+      for (let i = 0; i < plane; i++) s += gy[(b * ch + c) * plane + i]!;
+      wdb[c] = wdb[c]! + s;
+    }
+    expectSameBits(db, wdb, 'channel bias gradient');
   });
 
   it('a call with too short an array throws a RangeError that names the function and the argument', () => {

@@ -136,12 +136,21 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     const fast = convKernels(x!);
     // One contiguous [P, K] block per sample, kept for the weight gradient.
     const col = allocate(x!.dtype, g.n * P * K);
-    const yT = allocate(x!.dtype, P * o);
     const out = allocate(x!.dtype, g.n * o * P);
+    if (fast) {
+      // Backends with conv kernels: Y_b [o, P] = W · colT_bᵀ straight into the output (no transpose).
+      for (let b = 0; b < g.n; b++) {
+        const cb = col.subarray(b * P * K, (b + 1) * P * K) as Float32Array;
+        fast.im2colT(x!.data as Float32Array, b, g, cb);
+        k.matmul(w!.data, cb, out.subarray(b * o * P, (b + 1) * o * P), o, P, K, false, true, false);
+      }
+      if (bias) fast.channelBias(out as Float32Array, bias.data as Float32Array, g.n, o, P);
+      return { out: new Tensor(out, [g.n, o, g.oh, g.ow]), saved: { col, g } };
+    }
+    const yT = allocate(x!.dtype, P * o);
     for (let b = 0; b < g.n; b++) {
       const cb = col.subarray(b * P * K, (b + 1) * P * K);
-      if (fast) fast.im2colT(x!.data as Float32Array, b, g, cb as Float32Array);
-      else im2colT(x!.data, b, g, cb);
+      im2colT(x!.data, b, g, cb);
       // Y_bᵀ [P, o] = colT_b · Wᵀ: the patches (often zero after ReLU) lead.
       k.matmul(cb, w!.data, yT, P, o, K, false, true, false);
       transposeInto(yT, P, o, out, b * o * P);
@@ -188,7 +197,8 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     let gb: Tensor | null = null;
     if (bias && needsGrad[2]) {
       const db = allocate(gy.dtype, o);
-      for (let b = 0; b < g.n; b++) {
+      if (fast) fast.channelBiasGrad(gyd as Float32Array, g.n, o, P, db as Float32Array);
+      else for (let b = 0; b < g.n; b++) {
         for (let oc = 0; oc < o; oc++) {
           let s = 0;
           for (let i = (b * o + oc) * P, e = i + P; i < e; i++) s += gyd[i]!;
