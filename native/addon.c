@@ -340,6 +340,26 @@ static napi_value js_channel_bias_grad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* maxPoolGrad(g, argmax, gx): gx[argmax[k]] += g[k]; every index is checked against gx. */
+static napi_value js_max_pool_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "maxPoolGrad", 3)) return NULL;
+  napi_typedarray_type type;
+  size_t n = 0, m = 0;
+  void *idx = NULL, *gxd = NULL;
+  bool is_ta = false;
+  napi_is_typedarray(env, c.argv[1], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, c.argv[1], &type, &n, &idx, NULL, NULL) != napi_ok || type != napi_int32_array) { fail(&c, "argument 1 must be an Int32Array"); return NULL; }
+  const float *g = f32(&c, 0, n, 0);
+  float *gx = f32(&c, 2, 0, 0);
+  if (c.failed) return NULL;
+  napi_get_typedarray_info(env, c.argv[2], &type, &m, &gxd, NULL, NULL);
+  const int *a = (const int *)idx;
+  for (size_t k = 0; k < n; k++) if (a[k] < 0 || (size_t)a[k] >= m) { fail(&c, "an argmax index is outside the gradient"); return NULL; }
+  cr_max_pool_grad(g, a, (long)n, gx);
+  return NULL;
+}
+
 static void release(void *arg) {
   (void)arg;
   cr_sgemm_release();
@@ -359,6 +379,7 @@ NAPI_MODULE_INIT() {
     { "im2colT", NULL, js_im2col, NULL, NULL, NULL, napi_enumerable, NULL },
     { "col2imT", NULL, js_col2im, NULL, NULL, NULL, napi_enumerable, NULL },
     { "maxPool", NULL, js_max_pool, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "maxPoolGrad", NULL, js_max_pool_grad, NULL, NULL, NULL, napi_enumerable, NULL },
     { "channelBias", NULL, js_channel_bias, NULL, NULL, NULL, napi_enumerable, NULL },
     { "channelBiasGrad", NULL, js_channel_bias_grad, NULL, NULL, NULL, napi_enumerable, NULL },
     { "kernel", NULL, js_kernel, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -5,25 +5,24 @@
  */
 #include "kernels.h"
 
+/* Written one output row (pixel) at a time, so the stores are contiguous; a pure copy, so the
+ * order does not change the bits. */
 void cr_im2col_t(const float *x, long b, const cr_geometry *g, float *col_t) {
-  const long K = g->c * g->kh * g->kw;
-  long r = 0;
-  for (long ci = 0; ci < g->c; ci++) {
-    const float *plane = x + (b * g->c + ci) * g->h * g->w;
-    for (long ki = 0; ki < g->kh; ki++) {
-      for (long kj = 0; kj < g->kw; kj++, r++) {
-        const long dx = kj * g->dw - g->pw;
-        for (long oy = 0; oy < g->oh; oy++) {
+  float *o = col_t;
+  for (long oy = 0; oy < g->oh; oy++) {
+    for (long ox = 0; ox < g->ow; ox++) {
+      for (long ci = 0; ci < g->c; ci++) {
+        const float *plane = x + (b * g->c + ci) * g->h * g->w;
+        for (long ki = 0; ki < g->kh; ki++) {
           const long iy = oy * g->sh + ki * g->dh - g->ph;
-          float *o = col_t + oy * g->ow * K + r;
           if (iy < 0 || iy >= g->h) {
-            for (long ox = 0; ox < g->ow; ox++, o += K) *o = 0.0f;
+            for (long kj = 0; kj < g->kw; kj++) *o++ = 0.0f;
             continue;
           }
           const float *row = plane + iy * g->w;
-          for (long ox = 0; ox < g->ow; ox++, o += K) {
-            const long ix = ox * g->sw + dx;
-            *o = ix >= 0 && ix < g->w ? row[ix] : 0.0f;
+          for (long kj = 0; kj < g->kw; kj++) {
+            const long ix = ox * g->sw + kj * g->dw - g->pw;
+            *o++ = ix >= 0 && ix < g->w ? row[ix] : 0.0f;
           }
         }
       }
@@ -93,4 +92,8 @@ void cr_channel_bias_grad(const float *g, long n, long c, long plane, float *db)
       for (long i = 0; i < plane; i++) s += x[i];
       db[oc] = (float)((double)db[oc] + s);
     }
+}
+
+void cr_max_pool_grad(const float *g, const int *argmax, long n, float *gx) {
+  for (long k = 0; k < n; k++) gx[argmax[k]] += g[k];
 }

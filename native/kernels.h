@@ -56,6 +56,8 @@ void cr_col2im_t(const float *col_t, long b, const cr_geometry *g, float *x);
  * db[c] += Σ_p g[b][c][p] summed in double per (b, c), samples in order, as the reference. */
 void cr_channel_bias(float *out, const float *bias, long n, long c, long plane);
 void cr_channel_bias_grad(const float *g, long n, long c, long plane, float *db);
+/* gx[argmax[k]] += g[k] for k in order (max pooling's backward). */
+void cr_max_pool_grad(const float *g, const int *argmax, long n, float *gx);
 /* Max pooling (padding 0): out [n, c, oh, ow] and the flat index of each maximum (the first at ties). */
 void cr_max_pool(const float *x, const cr_geometry *g, float *out, int *argmax);
 #endif

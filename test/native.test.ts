@@ -173,7 +173,7 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
 
   it('im2col, col2im and max pooling: strides, padding, dilation, ties and NaN', () => {
     const conv = be.conv!;
-    const { im2colT, col2imT, maxPool, geometry, poolGeometry } = convReferenceLoops;
+    const { im2colT, col2imT, maxPool, maxPoolGrad, geometry, poolGeometry } = convReferenceLoops;
     const convCases: Array<[number[], number, number, [number, number], [number, number], [number, number]]> = [
       [[2, 3, 7, 6], 3, 3, [1, 1], [1, 1], [1, 1]], [[1, 2, 9, 9], 3, 2, [2, 1], [0, 2], [1, 2]], [[3, 1, 5, 5], 1, 1, [1, 1], [0, 0], [1, 1]],
       [[2, 2, 6, 8], 2, 3, [2, 2], [1, 0], [2, 1]],
@@ -211,7 +211,14 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
       maxPool(data, g, want, wa);
       expectSameBits(got, want, `max pool ${JSON.stringify(g)}`);
       expect(Array.from(ga)).toEqual(Array.from(wa));
+      const gy = values(rng, size);
+      const gotGx = new Float32Array(data.length).fill(1);
+      const wantGx = new Float32Array(data.length).fill(1);
+      conv.maxPoolGrad(gy, wa, gotGx);
+      maxPoolGrad(gy, wa, wantGx);
+      expectSameBits(gotGx, wantGx, `max pool gradient ${JSON.stringify(g)}`);
     }
+    expect(() => conv.maxPoolGrad(new Float32Array(2), Int32Array.of(0, 5), new Float32Array(4))).toThrow(/native maxPoolGrad: an argmax index is outside the gradient/);
     // The per-channel bias and its gradient, against conv2d's own loops on the js backend.
     const [n, ch, plane] = [3, 5, 37];
     const gy = values(rng, n * ch * plane);

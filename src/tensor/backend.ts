@@ -46,6 +46,8 @@ export interface ConvKernels {
   col2imT(colT: Float32Array, b: number, g: ConvGeometry, x: Float32Array): void;
   /** Max pooling: out [n, c, oh, ow] and the flat index of each window's first maximum. */
   maxPool(x: Float32Array, g: ConvGeometry, out: Float32Array, argmax: Int32Array): void;
+  /** Max pooling's backward: gx[argmax[k]] += g[k], k in order. */
+  maxPoolGrad(g: Float32Array, argmax: Int32Array, gx: Float32Array): void;
   /** out [n, c, plane] += bias[c]. */
   channelBias(out: Float32Array, bias: Float32Array, n: number, c: number, plane: number): void;
   /** db[c] += Σ over samples and the plane of g [n, c, plane] (double per (sample, channel), as conv.ts). */

@@ -246,8 +246,12 @@ function maxPoolLoop(d: Data, g: Geometry, out: Data, argmax: Int32Array): void 
   }
 }
 
+function maxPoolGradLoop(g: Data, argmax: Int32Array, gx: Data): void {
+  for (let k = 0; k < argmax.length; k++) gx[argmax[k]!] = gx[argmax[k]!]! + g[k]!;
+}
+
 /** The TypeScript loops a backend's ConvKernels must match bit for bit (the native tests compare). */
-export const convReferenceLoops = { im2colT, col2imT, maxPool: maxPoolLoop, geometry, poolGeometry };
+export const convReferenceLoops = { im2colT, col2imT, maxPool: maxPoolLoop, maxPoolGrad: maxPoolGradLoop, geometry, poolGeometry };
 
 /**
  * NOTE: at ties the FIRST maximum of the window in row-major order receives the whole
@@ -267,8 +271,9 @@ const maxPool2dOp = defineOp<Pool2dAttrs, { argmax: Int32Array }>({
   },
   backward: (gy, { inputs: [x], saved: { argmax } }) => {
     const gx = allocate(gy.dtype, x!.size);
-    const g = gy.data;
-    for (let k = 0; k < argmax.length; k++) gx[argmax[k]!] = gx[argmax[k]!]! + g[k]!;
+    const fast = convKernels(gy);
+    if (fast) fast.maxPoolGrad(gy.data as Float32Array, argmax, gx as Float32Array);
+    else maxPoolGradLoop(gy.data, argmax, gx);
     return [new Tensor(gx, x!.shape)];
   },
 }, [

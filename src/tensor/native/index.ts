@@ -33,6 +33,7 @@ interface Addon {
   im2colT(x: Float32Array, b: number, geometry: Int32Array, colT: Float32Array): void;
   col2imT(colT: Float32Array, b: number, geometry: Int32Array, x: Float32Array): void;
   maxPool(x: Float32Array, geometry: Int32Array, out: Float32Array, argmax: Int32Array): void;
+  maxPoolGrad(g: Float32Array, argmax: Int32Array, gx: Float32Array): void;
   channelBias(out: Float32Array, bias: Float32Array, n: number, c: number, plane: number): void;
   channelBiasGrad(g: Float32Array, n: number, c: number, plane: number, db: Float32Array): void;
 }
@@ -163,6 +164,7 @@ export function createNativeBackend(kernel?: string): Backend {
     im2colT: (x, b, g, colT) => nat.im2colT(x, b, pack(g), colT),
     col2imT: (colT, b, g, x) => nat.col2imT(colT, b, pack(g), x),
     maxPool: (x, g, out, argmax) => nat.maxPool(x, pack(g), out, argmax),
+    maxPoolGrad: (g, argmax, gx) => nat.maxPoolGrad(g, argmax, gx),
     channelBias: (out, bias, n, c, plane) => nat.channelBias(out, bias, n, c, plane),
     channelBiasGrad: (g, n, c, plane, db) => nat.channelBiasGrad(g, n, c, plane, db),
   };
