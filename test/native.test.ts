@@ -25,7 +25,8 @@ const native: Backend | null = nativeAvailable() ? createNativeBackend() : null;
 
 /** True when `cmd --version` runs: the tools node-gyp needs to build the addon. */
 const runs = (cmd: string): boolean => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
-const canBuild = runs('cc') && runs('make') && runs('python3') && existsSync(join(dirname(process.execPath), '..', 'include', 'node', 'node_api.h'));
+const canBuild = process.env['CHAINRULE_SKIP_NATIVE'] !== '1' && runs(process.env['CC'] || 'cc') && runs('make') && runs('python3') &&
+  existsSync(join(dirname(process.execPath), '..', 'include', 'node', 'node_api.h'));
 
 /** Values with the edge cases every kernel must treat as the reference does. */
 function values(rng: Rng, n: number): Float32Array {
