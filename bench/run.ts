@@ -17,7 +17,7 @@ import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,7 +30,7 @@ const rows: Row[] = [];
 const skipped: Record<string, string> = {};
 const mnist = loadMnist();
 
-/** Samples/s of training steps (after warm-up) through the Coordinator. */
+/** Samples/s of training steps (after warm-up) through the Coordinator, best of three windows. */
 async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promise<{ samplesPerSecond: number; bubble: number }> {
   const c = new Coordinator({ dataset: mnist, epochs: 1, ...o });
   try {
@@ -40,18 +40,22 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
     const before = (c as unknown as { busyMs: number; stageWallMs: number });
     const busy0 = before.busyMs;
     const wall0 = before.stageWallMs;
+    // The best of three windows (the machines are shared: a neighbour's burst only slows).
     let n = 0;
-    let samples = 0;
-    const t0 = performance.now();
-    while (performance.now() - t0 < secs * 1000) {
-      const b = batches[n++ % batches.length]!;
-      await c.step(b.x, b.y);
-      samples += b.y.length;
+    let best = 0;
+    for (let w = 0; w < 3; w++) {
+      let samples = 0;
+      const t0 = performance.now();
+      while (performance.now() - t0 < (secs * 1000) / 3) {
+        const b = batches[n++ % batches.length]!;
+        await c.step(b.x, b.y);
+        samples += b.y.length;
+      }
+      best = Math.max(best, samples / ((performance.now() - t0) / 1000));
     }
-    const elapsed = (performance.now() - t0) / 1000;
     const busy = before.busyMs - busy0;
     const wall = before.stageWallMs - wall0;
-    return { samplesPerSecond: samples / elapsed, bubble: wall > 0 ? 1 - busy / wall : 0 };
+    return { samplesPerSecond: best, bubble: wall > 0 ? 1 - busy / wall : 0 };
   } finally {
     await c.close();
   }
@@ -96,13 +100,30 @@ for (const g of gemm) {
  * the one on the PATH; each is used for what it has. One thread everywhere.
  */
 const pythons = [...new Set(['/usr/bin/python3', 'python3'])];
-function pythonEnv(): NodeJS.ProcessEnv {
+/**
+ * One thread, and OpenBLAS's kernel either detected (core undefined) or forced. An older
+ * OpenBLAS (Debian 12's 0.3.21) does not know newer CPUs and falls back to its SSE3 kernel
+ * (measured here: 25 GFLOP/s instead of 105, and PyTorch's MLP 2.2× slower), so each
+ * interpreter is measured both ways and the references get the faster (see `blasCore`).
+ */
+function pythonEnv(core?: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_WAIT_POLICY: 'passive' };
-  // Let OpenBLAS pick its kernel for this CPU: workarounds set for other programs slow it.
   delete env['OPENBLAS_CORETYPE'];
   delete env['OPENBLAS_L2_SIZE'];
+  if (core !== undefined) env['OPENBLAS_CORETYPE'] = core;
   return env;
 }
+/** The OpenBLAS core that matches this CPU's widest FMA units (Linux; undefined elsewhere). */
+function cpuCore(): string | undefined {
+  try {
+    const flags = new Set((/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').trim().split(/\s+/));
+    return flags.has('avx512f') ? 'SkylakeX' : flags.has('avx2') && flags.has('fma') ? 'Haswell' : undefined;
+  } catch {
+    return undefined;
+  }
+}
+/** Per interpreter, the OpenBLAS core setting under which its numpy ran fastest. */
+const blasCore = new Map<string, string | undefined>();
 const hasModule = (py: string, mod: string): boolean => spawnSync(py, ['-c', `import ${mod}`], { stdio: 'ignore' }).status === 0;
 
 /** OpenBLAS sgemm 1024³ on one thread through each interpreter's numpy (a reference, not a dependency); best of three windows, as ours. */
@@ -112,10 +133,17 @@ function numpySgemm(): Array<{ label: string; gflops: number }> {
     'a@b\nbest=0\nfor w in range(3):\n  n=0; t=time.perf_counter()\n  while time.perf_counter()-t<' + Math.min(seconds, 2) / 3 + ': a@b; n+=1\n  best=max(best, 2*1024**3*n/(time.perf_counter()-t)/1e9)\nprint(best, np.__version__)';
   for (const py of pythons) {
     if (!hasModule(py, 'numpy')) { skipped[`openblas (numpy) via ${py}`] = `${py} has no numpy module`; continue; }
-    const r = spawnSync(py, ['-c', code], { env: pythonEnv(), encoding: 'utf8', timeout: 60_000 });
-    if (r.status !== 0) { skipped[`openblas (numpy) via ${py}`] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'failed').slice(0, 200); continue; }
-    const [gflops, version] = r.stdout.trim().split(' ');
-    out.push({ label: `numpy ${version}, ${py}`, gflops: Number(gflops) });
+    let best: { label: string; gflops: number } | null = null;
+    for (const core of [undefined, cpuCore()].filter((c, i) => i === 0 || c !== undefined)) {
+      const r = spawnSync(py, ['-c', code], { env: pythonEnv(core), encoding: 'utf8', timeout: 60_000 });
+      if (r.status !== 0) { skipped[`openblas (numpy) via ${py}`] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'failed').slice(0, 200); continue; }
+      const [gflops, version] = r.stdout.trim().split(' ');
+      if (!best || Number(gflops) > best.gflops) {
+        best = { label: `numpy ${version}, ${py}, core ${core ?? 'detected'}`, gflops: Number(gflops) };
+        blasCore.set(py, core);
+      }
+    }
+    if (best) out.push(best);
   }
   return out;
 }
@@ -131,10 +159,10 @@ function torchReference(): { version: string; mlp: number; cnn: number; matmulGf
     const { inputs, labels } = mnist.train;
     writeFileSync(join(dir, 'x.f32'), new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength));
     writeFileSync(join(dir, 'y.i32'), new Uint8Array(Int32Array.from(labels).buffer));
-    const r = spawnSync(py, [script, join(dir, 'x.f32'), join(dir, 'y.i32'), String(labels.length), String(seconds)], { env: pythonEnv(), encoding: 'utf8', timeout: 300_000 });
+    const r = spawnSync(py, [script, join(dir, 'x.f32'), join(dir, 'y.i32'), String(labels.length), String(seconds)], { env: pythonEnv(blasCore.get(py)), encoding: 'utf8', timeout: 300_000 });
     if (r.status !== 0) { skipped['pytorch'] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'failed').slice(0, 200); return null; }
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { torch: string; blas: string; mlp: { samplesPerSecond: number }; cnn: { samplesPerSecond: number }; matmulGflops: number };
-    return { version: `${j.torch} (${py}, BLAS ${j.blas})`, mlp: j.mlp.samplesPerSecond, cnn: j.cnn.samplesPerSecond, matmulGflops: j.matmulGflops };
+    return { version: `${j.torch} (${py}, BLAS_INFO ${j.blas}, OpenBLAS core ${blasCore.get(py) ?? 'detected'})`, mlp: j.mlp.samplesPerSecond, cnn: j.cnn.samplesPerSecond, matmulGflops: j.matmulGflops };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -144,8 +172,11 @@ const blas = numpySgemm();
 const best = blas.reduce<{ label: string; gflops: number } | null>((b, x) => (b && b.gflops >= x.gflops ? b : x), null);
 for (const b of blas) rows.push({ name: `sgemm openblas (${b.label}, 1 thread) 1024³`, value: b.gflops, unit: 'GFLOP/s' });
 if (best) {
+  // Ours measured again right after OpenBLAS, the better of the two kept (as OpenBLAS gets its best window).
+  const again = await benchSgemm({ shape: '1024×1024·1024×1024' });
   for (const g of gemm.filter((r) => r.shape === '1024×1024·1024×1024' && r.backend !== 'js')) {
-    rows.push({ name: `${g.backend} vs openblas 1024³`, value: g.gflops / best.gflops, unit: '×', ratio: ratioTo(g.gflops, `openblas (${best.label})`, best.gflops) });
+    const gflops = Math.max(g.gflops, again.find((a) => a.backend === g.backend)?.gflops ?? 0);
+    rows.push({ name: `${g.backend} vs openblas 1024³`, value: gflops / best.gflops, unit: '×', ratio: ratioTo(gflops, `openblas (${best.label})`, best.gflops) });
   }
 }
 printTable(rows, 'sgemm (one thread)');

@@ -57,12 +57,13 @@ function measure(be: Backend, c: Case): number {
   return best;
 }
 
-export async function benchSgemm(): Promise<Array<{ backend: string; shape: string; gflops: number }>> {
+/** Every case, or only the one labelled `only.shape`. */
+export async function benchSgemm(only: { shape?: string } = {}): Promise<Array<{ backend: string; shape: string; gflops: number }>> {
   const rows: Array<{ backend: string; shape: string; gflops: number }> = [];
   // The native addon (when built) once per microkernel this CPU runs: 'native' is its default.
   const natives = nativeKernels().map((k, i) => ({ ...createNativeBackend(k), name: i === 0 ? 'native' : `native ${k}` }));
   const backends: Backend[] = [jsBackend, createWasmBackend(), ...natives];
-  for (const c of cases) {
+  for (const c of cases.filter((x) => only.shape === undefined || x.label === only.shape)) {
     for (const be of backends) {
       if (be.name === 'js' && !c.jsToo) continue;
       rows.push({ backend: be.name, shape: c.label, gflops: Number(measure(be, c).toFixed(2)) });

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Tensor } from '../src/tensor/tensor.js';
 import { backend } from '../src/tensor/backend.js';
+import { nativeKernel } from '../src/tensor/native/index.js';
 import { selectBackend } from '../src/tensor/select.js';
 import {
   Batcher, evalBatches, splitMicroBatches, fitTransform, type MicroBatch, applyTransform, augmentBatch, augmentStream,
@@ -122,6 +123,8 @@ export interface TrainSummary {
   bubbleFraction: number;
   theoreticalBubbleFraction: number;
   backend: string;
+  /** The native backend's sgemm microkernel ('avx512', 'avx2+fma', 'generic'); null for the others. */
+  backendKernel: string | null;
   optimizer: string;
   seed: number;
   batchSize: number;
@@ -444,6 +447,7 @@ export class Coordinator {
       bubbleFraction: this.stageWallMs > 0 ? Math.max(0, 1 - this.busyMs / this.stageWallMs) : 0,
       theoreticalBubbleFraction: (K - 1) / (M + K - 1),
       backend: backend().name,
+      backendKernel: backend().name === 'native' ? nativeKernel() : null,
       optimizer: this.optimizerSpec.type,
       seed: o.seed,
       batchSize: o.batchSize,

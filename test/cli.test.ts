@@ -5,6 +5,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../src/tensor/rng.js';
+import { nativeKernel } from '../src/tensor/native/index.js';
+import { defaultBackendName } from '../src/tensor/select.js';
 
 const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
 const dir = mkdtempSync(join(tmpdir(), 'chainrule-cli-'));
@@ -45,6 +47,16 @@ describe('chainrule train', () => {
     expect(s.droppedSamples).toBe(51);
     expect(s.testAccuracy).toBeGreaterThan(0.8);
     expect(s.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+    // The backend the run chose by default, and the native microkernel when it is native.
+    expect(s.backend).toBe(defaultBackendName());
+    expect(s.backendKernel).toBe(s.backend === 'native' ? nativeKernel() : null);
+  });
+
+  it('--backend js trains on the reference kernels and says so', () => {
+    const r = chainrule('train', '--model', model, '--dataset', `csv:${csv}`, '--epochs', '1', '--batch-size', '25', '--backend', 'js', '--json');
+    expect(r.code).toBe(0);
+    const s = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect([s.backend, s.backendKernel]).toEqual(['js', null]);
   });
 
   it('an unknown flag exits 2 naming the flag', () => {
