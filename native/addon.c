@@ -58,6 +58,14 @@ static float *f32(call_t *c, size_t i, size_t need, int nullable) {
   return (float *)data;
 }
 
+/* The element count of argument i, a Float32Array that f32() has already checked. */
+static size_t f32_length(call_t *c, size_t i) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  if (!c->failed) napi_get_typedarray_info(c->env, c->argv[i], &type, &length, NULL, NULL, NULL);
+  return length;
+}
+
 static double num(call_t *c, size_t i) {
   double v = 0;
   if (c->failed) return 0;
@@ -164,11 +172,8 @@ static napi_value js_sum_all(napi_env env, napi_callback_info info) {
 static napi_value js_sgd(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "sgd", 5)) return NULL;
-  napi_typedarray_type type;
-  size_t n = 0;
-  void *data;
-  napi_get_typedarray_info(env, c.argv[0], &type, &n, &data, NULL, NULL);
   float *p = f32(&c, 0, 0, 0);
+  size_t n = f32_length(&c, 0);
   const float *g = f32(&c, 1, n, 0);
   double scale = num(&c, 2), lr = num(&c, 3), wd = num(&c, 4);
   if (c.failed) return NULL;
@@ -180,11 +185,8 @@ static napi_value js_sgd(napi_env env, napi_callback_info info) {
 static napi_value js_momentum(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "momentum", 10)) return NULL;
-  napi_typedarray_type type;
-  size_t n = 0;
-  void *data;
-  napi_get_typedarray_info(env, c.argv[0], &type, &n, &data, NULL, NULL);
   float *p = f32(&c, 0, 0, 0);
+  size_t n = f32_length(&c, 0);
   const float *g = f32(&c, 1, n, 0);
   float *b = f32(&c, 2, n, 0);
   double scale = num(&c, 3), lr = num(&c, 4), mu = num(&c, 5), damp = num(&c, 6), wd = num(&c, 7);
@@ -198,11 +200,8 @@ static napi_value js_momentum(napi_env env, napi_callback_info info) {
 static napi_value js_adam(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "adam", 13)) return NULL;
-  napi_typedarray_type type;
-  size_t n = 0;
-  void *data;
-  napi_get_typedarray_info(env, c.argv[0], &type, &n, &data, NULL, NULL);
   float *p = f32(&c, 0, 0, 0);
+  size_t n = f32_length(&c, 0);
   const float *g = f32(&c, 1, n, 0);
   float *m = f32(&c, 2, n, 0);
   float *v = f32(&c, 3, n, 0);
