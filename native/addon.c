@@ -129,7 +129,7 @@ static napi_value js_unary(napi_env env, napi_callback_info info) {
   const float *x = f32(&c, 1, (size_t)n, 0);
   float *out = f32(&c, 2, (size_t)n, 0);
   if (c.failed) return NULL;
-  if (kind < CR_NEG || kind > CR_SQRT) { fail(&c, "unknown kind"); return NULL; }
+  if (kind < CR_NEG || kind > CR_SOFTPLUS) { fail(&c, "unknown kind"); return NULL; }
   cr_unary(kind, x, out, n);
   return NULL;
 }

@@ -54,6 +54,27 @@ CR_CLONES void cr_unary(int kind, const float *x, float *out, long n) {
     case CR_RELU: for (long i = 0; i < n; i++) { float v = x[i]; out[i] = v > 0.0f ? v : 0.0f; } break;
     /* float sqrt is correctly rounded, as is double sqrt rounded to float. */
     case CR_SQRT: for (long i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
+    case CR_EXP: for (long i = 0; i < n; i++) out[i] = (float)exp((double)x[i]); break;
+    case CR_LOG: for (long i = 0; i < n; i++) out[i] = (float)log((double)x[i]); break;
+    case CR_SIGMOID:
+      for (long i = 0; i < n; i++) {
+        const double v = x[i];
+        if (v >= 0) {
+          out[i] = (float)(1 / (1 + exp(-v)));
+        } else {
+          const double e = exp(v);
+          out[i] = (float)(e / (1 + e));
+        }
+      }
+      break;
+    case CR_TANH: for (long i = 0; i < n; i++) out[i] = (float)tanh((double)x[i]); break;
+    case CR_SOFTPLUS: /* max(x, 0) + log1p(e^-|x|), with Math.max's NaN */
+      for (long i = 0; i < n; i++) {
+        const double v = x[i];
+        const double m = isnan(v) ? v : (v > 0 ? v : 0.0);
+        out[i] = (float)(m + log1p(exp(-fabs(v))));
+      }
+      break;
   }
 }
 

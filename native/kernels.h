@@ -30,7 +30,10 @@ enum cr_binary { CR_ADD, CR_SUB, CR_MUL, CR_DIV, CR_MAX, CR_MIN, CR_RELU_GRAD };
 enum cr_mode { CR_FULL, CR_SCALAR, CR_ROW };
 void cr_binary(int kind, const float *a, int a_mode, const float *b, int b_mode, float *out, long n, long inner);
 
-enum cr_unary { CR_NEG, CR_ABS, CR_RELU, CR_SQRT };
+/* neg, abs, relu and sqrt give the reference's bits; exp, log, sigmoid, tanh and softplus use the
+ * same double formulas with the C library's exp/log/log1p/tanh, which can differ from V8's in the
+ * last bit of the double (so, rarely, by one float32 ulp). */
+enum cr_unary { CR_NEG, CR_ABS, CR_RELU, CR_SQRT, CR_EXP, CR_LOG, CR_SIGMOID, CR_TANH, CR_SOFTPLUS };
 void cr_unary(int kind, const float *x, float *out, long n);
 
 /* Sum of all of x (double accumulator, as the reference). */

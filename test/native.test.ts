@@ -111,15 +111,30 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
     }
   });
 
-  it('unary: every kind (neg, abs, relu and sqrt run natively, the rest in the reference)', () => {
-    const kinds: UnaryKind[] = ['neg', 'exp', 'log', 'sqrt', 'abs', 'relu', 'sigmoid', 'tanh', 'softplus'];
-    const x = values(rng, 257);
-    for (const kind of kinds) {
+  it('unary: neg, abs, relu and sqrt give the reference bits; exp, log, sigmoid, tanh and softplus are within one float32 ulp', () => {
+    const x = values(rng, 4099);
+    for (const kind of ['neg', 'sqrt', 'abs', 'relu'] as UnaryKind[]) {
       const got = new Float32Array(x.length);
       const want = new Float32Array(x.length);
       be.unary(kind, x, got);
       jsBackend.unary(kind, x, want);
       expectSameBits(got, want, kind);
+    }
+    // The C library's exp/log/tanh and V8's may differ in the double's last bit: rarely one float32 ulp.
+    const bits = (v: number): number => new Int32Array(Float32Array.of(v).buffer)[0]!;
+    for (const kind of ['exp', 'log', 'sigmoid', 'tanh', 'softplus'] as UnaryKind[]) {
+      const got = new Float32Array(x.length);
+      const want = new Float32Array(x.length);
+      be.unary(kind, x, got);
+      jsBackend.unary(kind, x, want);
+      let differ = 0;
+      for (let i = 0; i < x.length; i++) {
+        if (Object.is(got[i], want[i])) continue;
+        differ++;
+        const ulps = Math.abs(bits(got[i]!) - bits(want[i]!));
+        if (!(Number.isFinite(want[i]!) && ulps <= 1)) throw new Error(`${kind}(${x[i]}): ${got[i]}, the reference gives ${want[i]}`);
+      }
+      expect(differ, `${kind}: ${differ} of ${x.length} values one ulp away`).toBeLessThanOrEqual(x.length / 1000);
     }
   });
 

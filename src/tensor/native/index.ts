@@ -94,8 +94,12 @@ export function nativeKernel(): string | null { return load().addon?.kernel() ??
 export function nativeKernels(): string[] { return load().addon?.kernels() ?? []; }
 
 const binaryKinds: Record<BinaryKind, number> = { add: 0, sub: 1, mul: 2, div: 3, max: 4, min: 5, reluGrad: 6 };
-/** The unary kinds whose native results equal the reference's bits (exp, tanh, ... stay in JS). */
-const unaryKinds: Partial<Record<UnaryKind, number>> = { neg: 0, abs: 1, relu: 2, sqrt: 3 };
+/**
+ * Every unary kind runs natively. neg, abs, relu and sqrt give the reference's bits; the
+ * transcendental ones use the same double formulas with the C library's exp/log/tanh, which
+ * may differ from V8's in the last bit of the double, so rarely by one float32 ulp.
+ */
+const unaryKinds: Record<UnaryKind, number> = { neg: 0, abs: 1, relu: 2, sqrt: 3, exp: 4, log: 5, sigmoid: 6, tanh: 7, softplus: 8 };
 const FULL = 0;
 const SCALAR = 1;
 const ROW = 2;
@@ -192,8 +196,7 @@ export function createNativeBackend(kernel?: string): Backend {
       jsBackend.binary(kind, a, aShape, b, bShape, out, outShape);
     },
     unary(kind: UnaryKind, x: Data, out: Data): void {
-      const k = unaryKinds[kind];
-      if (k !== undefined && x instanceof Float32Array && out instanceof Float32Array) nat.unary(k, x, out, x.length);
+      if (x instanceof Float32Array && out instanceof Float32Array) nat.unary(unaryKinds[kind], x, out, x.length);
       else jsBackend.unary(kind, x, out);
     },
     reduceSum(x: Data, xShape: Shape, out: Data, outShape: Shape): void {
