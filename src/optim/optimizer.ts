@@ -50,8 +50,9 @@ export abstract class ElementwiseOptimizer {
   /**
    * Updates p in place from g·scale (and s, this parameter's slots) at step t (1-based).
    * The scaled gradient g[i]·scale is rounded to g's precision (Math.fround for float32), as
-   * if it had been stored, so that loops and fused kernels agree to the bit. `fresh` is true when this parameter's slots were just created (zero-filled):
-   * PyTorch initializes some buffers from the first gradient instead (the momentum buffer).
+   * if it had been stored, so that loops and fused kernels agree to the bit. `fresh` is true
+   * when this parameter's slots were just created (zero-filled): PyTorch initializes some
+   * buffers from the first gradient instead (the momentum buffer).
    */
   protected abstract update(p: Data, g: Data, s: Record<string, Data>, lr: number, t: number, fresh: boolean, scale: number): void;
 
