@@ -19,6 +19,7 @@ import { createOptimizer } from '../src/optim/index.js';
 import { backend, jsBackend, setBackend, type Backend, type BinaryKind, type UnaryKind } from '../src/tensor/backend.js';
 import { createNativeBackend, nativeAvailable, nativeUnavailableReason } from '../src/tensor/native/index.js';
 import { Rng } from '../src/tensor/rng.js';
+import { createWasmBackend } from '../src/tensor/wasm/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const native: Backend | null = nativeAvailable() ? createNativeBackend() : null;
@@ -153,40 +154,6 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
     }
   });
 
-  describe('optimizer updates', () => {
-    const before = backend();
-    afterEach(() => setBackend(before));
-
-    const specs = [
-      { type: 'sgd', lr: 0.1 }, { type: 'sgd', lr: 0.1, weightDecay: 0.01 },
-      { type: 'momentum', lr: 0.05 }, { type: 'momentum', lr: 0.05, dampening: 0.3, weightDecay: 1e-3 },
-      { type: 'nesterov', lr: 0.05, momentum: 0.8 },
-      { type: 'adam', lr: 1e-3 }, { type: 'adam', lr: 1e-2, weightDecay: 0.1, amsgrad: true }, { type: 'adamw', lr: 1e-3 },
-    ];
-    /** Three steps of `spec` under backend `be`, from the same start: parameters and state. */
-    function run(be: Backend, spec: { type: string; lr: number }): Float32Array[] {
-      setBackend(be);
-      const r = new Rng(5);
-      const params = [1000, 37].map((n, i) => ({ name: `p${i}`, value: new Float32Array(n).map(() => r.float() - 0.5), grad: new Float32Array(n) as Float32Array | null }));
-      const opt = createOptimizer(spec);
-      for (let step = 0; step < 3; step++) {
-        for (const p of params) p.grad!.forEach((_, i, g) => { g[i] = (r.float() - 0.5) * 3; });
-        opt.step(params, { gradScale: 1 / 8 });
-      }
-      const state = opt.getState();
-      return [...params.map((p) => p.value), ...Object.values(state.slots).flatMap((s) => Object.values(s).map((v) => Float32Array.from(v)))];
-    }
-
-    for (const spec of specs) {
-      it(`${JSON.stringify(spec)}: parameters and state equal the TypeScript loop's`, () => {
-        const want = run(jsBackend, spec);
-        const got = run(be, spec);
-        expect(got.length).toBe(want.length);
-        got.forEach((g, i) => expectSameBits(g, want[i]!, `${spec.type} array ${i}`));
-      });
-    }
-  });
-
   it('im2col, col2im and max pooling: strides, padding, dilation, ties and NaN', () => {
     const conv = be.conv!;
     const { im2colT, col2imT, maxPool, maxPoolGrad, geometry, poolGeometry } = convReferenceLoops;
@@ -259,6 +226,41 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
     expect(() => be.matmul(new Float32Array(6), new Float32Array(6), new Float32Array(3), 2, 3, 3, false, false, false))
       .toThrow(/native sgemm: argument 1 has 6 elements, needs at least 9/);
   });
+});
+
+// The fused optimizer kernels of every backend that has them (wasm, native) against the TypeScript loops.
+describe.each([createWasmBackend(), ...(native ? [native] : [])].map((b) => [b.name, b] as const))('%s optimizer updates', (_name, be) => {
+  const before = backend();
+  afterEach(() => setBackend(before));
+
+  const specs = [
+    { type: 'sgd', lr: 0.1 }, { type: 'sgd', lr: 0.1, weightDecay: 0.01 },
+    { type: 'momentum', lr: 0.05 }, { type: 'momentum', lr: 0.05, dampening: 0.3, weightDecay: 1e-3 },
+    { type: 'nesterov', lr: 0.05, momentum: 0.8 },
+    { type: 'adam', lr: 1e-3 }, { type: 'adam', lr: 1e-2, weightDecay: 0.1, amsgrad: true }, { type: 'adamw', lr: 1e-3 },
+  ];
+  /** Three steps of `spec` under backend `be`, from the same start: parameters and state. */
+  function run(be: Backend, spec: { type: string; lr: number }): Float32Array[] {
+    setBackend(be);
+    const r = new Rng(5);
+    const params = [1000, 37].map((n, i) => ({ name: `p${i}`, value: new Float32Array(n).map(() => r.float() - 0.5), grad: new Float32Array(n) as Float32Array | null }));
+    const opt = createOptimizer(spec);
+    for (let step = 0; step < 3; step++) {
+      for (const p of params) p.grad!.forEach((_, i, g) => { g[i] = (r.float() - 0.5) * 3; });
+      opt.step(params, { gradScale: 1 / 8 });
+    }
+    const state = opt.getState();
+    return [...params.map((p) => p.value), ...Object.values(state.slots).flatMap((s) => Object.values(s).map((v) => Float32Array.from(v)))];
+  }
+
+  for (const spec of specs) {
+    it(`${JSON.stringify(spec)}: parameters and state equal the TypeScript loop's`, () => {
+      const want = run(jsBackend, spec);
+      const got = run(be, spec);
+      expect(got.length).toBe(want.length);
+      got.forEach((g, i) => expectSameBits(g, want[i]!, `${spec.type} array ${i}`));
+    });
+  }
 });
 
 describe('every backend trains to the same accuracy', () => {

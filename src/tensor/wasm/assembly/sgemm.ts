@@ -262,3 +262,56 @@ export function sgemm(m: i32, n: i32, k: i32, a: usize, b: usize, c: usize,
     }
   }
 }
+
+// ---- Fused optimizer updates (src/optim, PyTorch's formulas). The same f64 arithmetic in
+// the same order as the TypeScript loops, and WebAssembly never fuses a multiply-add, so
+// the results are the loops' bits. `p`, `g` and the slots are float32 arrays at byte
+// addresses the caller copied in; the gradient is scaled and rounded to f32 first.
+
+// @ts-ignore: decorator
+@inline function ld(p: usize, i: i32): f64 { return <f64>load<f32>(p + (<usize>i << 2)); }
+// @ts-ignore: decorator
+@inline function st(p: usize, i: i32, v: f64): void { store<f32>(p + (<usize>i << 2), <f32>v); }
+// @ts-ignore: decorator
+@inline function scaledGrad(g: usize, i: i32, scale: f64): f64 { return <f64><f32>(ld(g, i) * scale); }
+
+export function sgd(p: usize, g: usize, n: i32, scale: f64, lr: f64, wd: f64): void {
+  for (let i = 0; i < n; i++) {
+    const pi = ld(p, i);
+    st(p, i, pi - lr * (scaledGrad(g, i, scale) + wd * pi));
+  }
+}
+
+export function momentum(p: usize, g: usize, b: usize, n: i32, scale: f64, lr: f64, mu: f64,
+  dampening: f64, wd: f64, nesterov: i32, fresh: i32): void {
+  const keep = 1 - dampening;
+  for (let i = 0; i < n; i++) {
+    const pi = ld(p, i);
+    const gi = scaledGrad(g, i, scale) + wd * pi;
+    const bi = fresh ? gi : mu * ld(b, i) + keep * gi;
+    st(b, i, bi);
+    st(p, i, pi - lr * (nesterov ? gi + mu * bi : bi));
+  }
+}
+
+/** vmax = 0: no AMSGrad buffer. */
+export function adam(p: usize, g: usize, m: usize, v: usize, vmax: usize, n: i32, scale: f64,
+  stepSize: f64, sqrtBc2: f64, shrink: f64, l2: f64, b1: f64, b2: f64, eps: f64): void {
+  const k1 = 1 - b1;
+  const k2 = 1 - b2;
+  for (let i = 0; i < n; i++) {
+    const p0 = ld(p, i);
+    const pi = p0 * shrink;
+    const gi = scaledGrad(g, i, scale) + l2 * p0;
+    const mi = b1 * ld(m, i) + k1 * gi;
+    let vi = b2 * ld(v, i) + k2 * gi * gi;
+    st(m, i, mi);
+    st(v, i, vi);
+    if (vmax != 0) {
+      const vm = ld(vmax, i);
+      vi = isNaN(vm) || isNaN(vi) ? NaN : (vm > vi ? vm : vi); // Math.max: NaN wins
+      st(vmax, i, vi);
+    }
+    st(p, i, pi - stepSize * mi / (Math.sqrt(vi) / sqrtBc2 + eps));
+  }
+}
