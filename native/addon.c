@@ -32,20 +32,24 @@ static int start(call_t *c, napi_env env, napi_callback_info info, const char *f
   return 1;
 }
 
-/* Argument i as a Float32Array of at least `need` elements (NULL when null is allowed and given). */
-static float *f32(call_t *c, size_t i, size_t need, int nullable) {
+/*
+ * Argument i as a typed array of type `want` with at least `need` elements, its length in
+ * *len when len is not NULL. NULL without an error when `nullable` and null or undefined was
+ * given. (napi_get_typedarray_info itself refuses a value that is not a typed array.)
+ */
+static void *typed(call_t *c, size_t i, napi_typedarray_type want, const char *what, size_t need, int nullable, size_t *len) {
   if (c->failed) return NULL;
-  napi_valuetype t;
-  napi_typeof(c->env, c->argv[i], &t);
-  if (nullable && (t == napi_null || t == napi_undefined)) return NULL;
+  if (nullable) {
+    napi_valuetype t;
+    napi_typeof(c->env, c->argv[i], &t);
+    if (t == napi_null || t == napi_undefined) return NULL;
+  }
   napi_typedarray_type type;
-  size_t length;
-  void *data;
-  bool is_ta = false;
-  napi_is_typedarray(c->env, c->argv[i], &is_ta);
-  if (!is_ta || napi_get_typedarray_info(c->env, c->argv[i], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float32_array) {
+  size_t length = 0;
+  void *data = NULL;
+  if (napi_get_typedarray_info(c->env, c->argv[i], &type, &length, &data, NULL, NULL) != napi_ok || type != want) {
     char msg[96];
-    snprintf(msg, sizeof msg, "argument %zu must be a Float32Array", i);
+    snprintf(msg, sizeof msg, "argument %zu must be a%s %s", i, what[0] == 'I' ? "n" : "", what);
     fail(c, msg);
     return NULL;
   }
@@ -55,15 +59,16 @@ static float *f32(call_t *c, size_t i, size_t need, int nullable) {
     fail(c, msg);
     return NULL;
   }
-  return (float *)data;
+  if (len) *len = length;
+  return data;
 }
 
-/* The element count of argument i, a Float32Array that f32() has already checked. */
-static size_t f32_length(call_t *c, size_t i) {
-  napi_typedarray_type type;
-  size_t length = 0;
-  if (!c->failed) napi_get_typedarray_info(c->env, c->argv[i], &type, &length, NULL, NULL, NULL);
-  return length;
+static float *f32(call_t *c, size_t i, size_t need, int nullable) {
+  return (float *)typed(c, i, napi_float32_array, "Float32Array", need, nullable, NULL);
+}
+
+static int *i32(call_t *c, size_t i, size_t need, size_t *len) {
+  return (int *)typed(c, i, napi_int32_array, "Int32Array", need, 0, len);
 }
 
 static double num(call_t *c, size_t i) {
@@ -172,8 +177,8 @@ static napi_value js_sum_all(napi_env env, napi_callback_info info) {
 static napi_value js_sgd(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "sgd", 5)) return NULL;
-  float *p = f32(&c, 0, 0, 0);
-  size_t n = f32_length(&c, 0);
+  size_t n = 0;
+  float *p = (float *)typed(&c, 0, napi_float32_array, "Float32Array", 0, 0, &n);
   const float *g = f32(&c, 1, n, 0);
   double scale = num(&c, 2), lr = num(&c, 3), wd = num(&c, 4);
   if (c.failed) return NULL;
@@ -185,8 +190,8 @@ static napi_value js_sgd(napi_env env, napi_callback_info info) {
 static napi_value js_momentum(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "momentum", 10)) return NULL;
-  float *p = f32(&c, 0, 0, 0);
-  size_t n = f32_length(&c, 0);
+  size_t n = 0;
+  float *p = (float *)typed(&c, 0, napi_float32_array, "Float32Array", 0, 0, &n);
   const float *g = f32(&c, 1, n, 0);
   float *b = f32(&c, 2, n, 0);
   double scale = num(&c, 3), lr = num(&c, 4), mu = num(&c, 5), damp = num(&c, 6), wd = num(&c, 7);
@@ -200,8 +205,8 @@ static napi_value js_momentum(napi_env env, napi_callback_info info) {
 static napi_value js_adam(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "adam", 13)) return NULL;
-  float *p = f32(&c, 0, 0, 0);
-  size_t n = f32_length(&c, 0);
+  size_t n = 0;
+  float *p = (float *)typed(&c, 0, napi_float32_array, "Float32Array", 0, 0, &n);
   const float *g = f32(&c, 1, n, 0);
   float *m = f32(&c, 2, n, 0);
   float *v = f32(&c, 3, n, 0);
@@ -250,18 +255,14 @@ static napi_value js_use_kernel(napi_env env, napi_callback_info info) {
 
 /* Argument i as a geometry: an Int32Array of 14 (n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw). */
 static int geometry(call_t *c, size_t i, cr_geometry *g) {
-  napi_typedarray_type type;
   size_t length = 0;
-  void *data = NULL;
-  bool is_ta = false;
-  napi_is_typedarray(c->env, c->argv[i], &is_ta);
-  if (!is_ta || napi_get_typedarray_info(c->env, c->argv[i], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length != 14) {
-    return fail(c, "the geometry must be an Int32Array of 14");
-  }
-  const int *v = (const int *)data;
+  const int *v = i32(c, i, 14, &length);
+  if (!v) return 0;
+  if (length != 14) return fail(c, "the geometry must be an Int32Array of 14");
   long *f[14] = { &g->n, &g->c, &g->h, &g->w, &g->kh, &g->kw, &g->oh, &g->ow, &g->sh, &g->sw, &g->ph, &g->pw, &g->dh, &g->dw };
   for (int j = 0; j < 14; j++) {
-    if (v[j] < 0 || (j < 10 && j != 0 && v[j] == 0)) return fail(c, "the geometry holds a negative or zero size");
+    /* Only the batch (n) and the padding (ph, pw) may be 0. */
+    if (v[j] < 0 || (v[j] == 0 && j != 0 && j != 10 && j != 11)) return fail(c, "the geometry holds a negative or zero size");
     *f[j] = v[j];
   }
   return 1;
@@ -302,17 +303,9 @@ static napi_value js_max_pool(napi_env env, napi_callback_info info) {
   if ((g.oh - 1) * g.sh + g.kh > g.h || (g.ow - 1) * g.sw + g.kw > g.w) { fail(&c, "the pooling windows leave the input"); return NULL; }
   const float *x = f32(&c, 0, (size_t)(g.n * g.c * g.h * g.w), 0);
   float *out = f32(&c, 2, (size_t)(g.n * g.c * g.oh * g.ow), 0);
+  int *argmax = i32(&c, 3, (size_t)(g.n * g.c * g.oh * g.ow), NULL);
   if (c.failed) return NULL;
-  napi_typedarray_type type;
-  size_t length = 0;
-  void *data = NULL;
-  bool is_ta = false;
-  napi_is_typedarray(env, c.argv[3], &is_ta);
-  if (!is_ta || napi_get_typedarray_info(env, c.argv[3], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length < (size_t)(g.n * g.c * g.oh * g.ow)) {
-    fail(&c, "argument 3 must be an Int32Array as long as the output");
-    return NULL;
-  }
-  cr_max_pool(x, &g, out, (int *)data);
+  cr_max_pool(x, &g, out, argmax);
   return NULL;
 }
 
@@ -343,17 +336,11 @@ static napi_value js_channel_bias_grad(napi_env env, napi_callback_info info) {
 static napi_value js_max_pool_grad(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "maxPoolGrad", 3)) return NULL;
-  napi_typedarray_type type;
   size_t n = 0, m = 0;
-  void *idx = NULL, *gxd = NULL;
-  bool is_ta = false;
-  napi_is_typedarray(env, c.argv[1], &is_ta);
-  if (!is_ta || napi_get_typedarray_info(env, c.argv[1], &type, &n, &idx, NULL, NULL) != napi_ok || type != napi_int32_array) { fail(&c, "argument 1 must be an Int32Array"); return NULL; }
+  const int *a = i32(&c, 1, 0, &n);
   const float *g = f32(&c, 0, n, 0);
-  float *gx = f32(&c, 2, 0, 0);
+  float *gx = (float *)typed(&c, 2, napi_float32_array, "Float32Array", 0, 0, &m);
   if (c.failed) return NULL;
-  napi_get_typedarray_info(env, c.argv[2], &type, &m, &gxd, NULL, NULL);
-  const int *a = (const int *)idx;
   for (size_t k = 0; k < n; k++) if (a[k] < 0 || (size_t)a[k] >= m) { fail(&c, "an argmax index is outside the gradient"); return NULL; }
   cr_max_pool_grad(g, a, (long)n, gx);
   return NULL;

@@ -9,9 +9,6 @@
 #define CHAINRULE_KERNELS_H
 #include <stddef.h>
 
-/* 1 when the CPU has AVX2 and FMA (the register-tiled microkernel runs), else 0. */
-int cr_has_avx2_fma(void);
-
 /* c (m×n) = op(a)·op(b) (+ c when accumulate); op(a) m×k, op(b) k×n; see backend.ts. */
 void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
               int trans_a, int trans_b, int accumulate);

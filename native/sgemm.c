@@ -17,9 +17,7 @@
 /* The largest tile any kernel uses (for the edge buffer). */
 #define MAX_MR 12
 #define MAX_NR 32
-#ifndef NC
 #define NC 3072
-#endif
 
 static _Thread_local float *pack_a, *pack_b;
 static _Thread_local size_t pack_a_floats, pack_b_floats;
@@ -46,7 +44,7 @@ static float *reserve(float **buf, size_t *have, size_t floats) {
   return *buf;
 }
 
-int cr_has_avx2_fma(void) {
+static int has_avx2_fma(void) {
 #if CR_X86 && defined(__GNUC__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -120,9 +118,10 @@ static void pack_block_b(const float *b, long n, long k, int trans_b, long p0, l
 
 typedef void (*ukernel_fn)(long kc, const float *a, const float *b, float *c, long ldc, int add);
 
-/* A microkernel and the blocking that suits it: op(a) panels of mr rows, op(b) panels of nr
- * columns, KC so that one kc×nr panel of b stays in L1, MC so that mc×kc of a stays in L2. */
-typedef struct { const char *name; long mr, nr, kc, mc; ukernel_fn fn; } kernel_t;
+/* A microkernel, the CPU test it needs, and the blocking that suits it: op(a) panels of mr rows,
+ * op(b) panels of nr columns, KC so that one kc×nr panel of b stays in L1, MC so that mc×kc of
+ * a stays in L2. */
+typedef struct { const char *name; int (*supported)(void); long mr, nr, kc, mc; ukernel_fn fn; } kernel_t;
 
 /* c[6×16] (= or +=) Σ_p a[p]·b[p]: the portable kernel, which compilers vectorize for SSE. */
 static void ukernel_generic(long kc, const float *restrict a, const float *restrict b, float *restrict c, long ldc, int add) {
@@ -218,26 +217,17 @@ static void ukernel_avx512(long kc, const float *a, const float *b, float *c, lo
 #undef CR_Z_STORE
 #endif
 
-#ifndef CR_AVX512_KC
-#define CR_AVX512_KC 256
-#endif
-#ifndef CR_AVX512_MC
-#define CR_AVX512_MC 144
-#endif
+static int always(void) { return 1; }
+
+/* Fastest first. */
 static const kernel_t kernels[] = {
 #if CR_X86
-  { "avx512", 12, 32, CR_AVX512_KC, CR_AVX512_MC, ukernel_avx512 },
-  { "avx2+fma", 6, 16, 512, 144, ukernel_avx2 },
+  { "avx512", has_avx512, 12, 32, 256, 144, ukernel_avx512 },
+  { "avx2+fma", has_avx2_fma, 6, 16, 512, 144, ukernel_avx2 },
 #endif
-  { "generic", 6, 16, 256, 144, ukernel_generic },
+  { "generic", always, 6, 16, 256, 144, ukernel_generic },
 };
 #define KERNEL_COUNT ((int)(sizeof kernels / sizeof kernels[0]))
-
-static int supported(const kernel_t *k) {
-  if (strcmp(k->name, "avx512") == 0) return has_avx512();
-  if (strcmp(k->name, "avx2+fma") == 0) return cr_has_avx2_fma();
-  return 1;
-}
 
 /* The fastest kernel this CPU runs, unless cr_sgemm_use_kernel chose another. */
 static const kernel_t *_Atomic current_kernel;
@@ -245,7 +235,7 @@ static const kernel_t *_Atomic current_kernel;
 static const kernel_t *kernel_now(void) {
   const kernel_t *k = current_kernel;
   if (!k) {
-    for (int i = 0; i < KERNEL_COUNT && !k; i++) if (supported(&kernels[i])) k = &kernels[i];
+    for (int i = 0; i < KERNEL_COUNT && !k; i++) if (kernels[i].supported()) k = &kernels[i];
     current_kernel = k;
   }
   return k;
@@ -255,13 +245,13 @@ const char *cr_sgemm_kernel(void) { return kernel_now()->name; }
 
 int cr_sgemm_kernel_names(const char **names, int max) {
   int n = 0;
-  for (int i = 0; i < KERNEL_COUNT && n < max; i++) if (supported(&kernels[i])) names[n++] = kernels[i].name;
+  for (int i = 0; i < KERNEL_COUNT && n < max; i++) if (kernels[i].supported()) names[n++] = kernels[i].name;
   return n;
 }
 
 int cr_sgemm_use_kernel(const char *name) {
   for (int i = 0; i < KERNEL_COUNT; i++) {
-    if (strcmp(kernels[i].name, name) == 0 && supported(&kernels[i])) {
+    if (strcmp(kernels[i].name, name) == 0 && kernels[i].supported()) {
       current_kernel = &kernels[i];
       return 1;
     }

@@ -115,7 +115,6 @@ export class Tape {
   clear(): void { this.entries = []; }
 }
 
-
 function leafGradOf(inputs: Tensor[]): (i: number) => Tensor | null {
   return (i) => {
     const x = inputs[i];

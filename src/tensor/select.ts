@@ -21,7 +21,7 @@ export function defaultBackendName(): BackendName {
   return wasmSimdSupported() ? 'wasm' : nativeAvailable() ? 'native' : 'js';
 }
 
-/** Each backend and whether it can run here (with the reason when not), for `--json` and the bench. */
+/** Each backend and whether it can run here (with the reason when not), for the bench. */
 export function availableBackends(): Record<BackendName, true | string> {
   return {
     js: true,

@@ -112,7 +112,8 @@ export function createWasmBackend(): Backend {
   /**
    * Copies arrays into linear memory (after `base`), runs `update` on their addresses, and
    * copies back the first `written` of them (the parameter and its slots; the gradient is
-   * read only). A copy each way still beats V8's loop: ~0.1 ns per float against ~5-15 ns.
+   * read only). The copies still beat V8's loop: with these kernels MLP training steps ran
+   * 1.08-1.34× faster on wasm (an A/B in one process, SGD and Adam).
    */
   function inPlace(arrays: Array<Float32Array | null>, written: number, update: (at: number[]) => void): void {
     let end = base;
