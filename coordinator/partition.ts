@@ -2,8 +2,11 @@
  * Cutting a model into K contiguous stages, balanced by parameter count: the cut that
  * minimizes the largest stage, ties broken toward even layer counts.
  */
-export class PartitionError extends Error {
-  readonly code = 'BAD_PARTITION';
+import { ChainruleError } from '../src/errors.js';
+export class PartitionError extends ChainruleError {
+  constructor(message: string) {
+    super('BAD_PARTITION', message);
+  }
 }
 
 /** Returns the K+1 boundaries [0, b1, ..., L] of the stages. */

@@ -4,6 +4,7 @@
  * the types proto-loader-gen-types generated from it, the channel options, and a unary call
  * with a deadline whose failures name the node.
  */
+import { ChainruleError } from '../src/errors.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,10 +72,9 @@ export function envelopeOf(msg: Message & { run?: string; stage?: number; step?:
   return { type: msg.type, run: msg.run ?? '', stage: msg.stage ?? 0, step: msg.step ?? 0, microBatch: msg.microBatch ?? -1, body: encodeMessage(msg) };
 }
 
-export class GrpcError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'GrpcError';
+export class GrpcError extends ChainruleError {
+  constructor(code: string, message: string) {
+    super(code, message);
   }
 }
 

@@ -4,6 +4,7 @@
  * (in-process, on a worker thread, on a gRPC node) and exchanges activations and
  * gradients directly with its neighbours through PeerLinks.
  */
+import { ChainruleError } from '../src/errors.js';
 import { Tensor, fmtShape, sameShape } from '../src/tensor/tensor.js';
 import { Tape, noGrad } from '../src/autograd/index.js';
 import { Sequential, getLoss, type Loss } from '../src/nn/index.js';
@@ -30,10 +31,9 @@ interface InFlight {
   aux: Tensor[];
 }
 
-export class StageError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'StageError';
+export class StageError extends ChainruleError {
+  constructor(code: string, message: string) {
+    super(code, message);
   }
 }
 

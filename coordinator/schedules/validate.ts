@@ -3,6 +3,7 @@
  * backward of every micro-batch exactly once, backward after forward, backwards in ascending
  * micro-batch order) and, by simulation, that it cannot deadlock.
  */
+import { ChainruleError } from '../../src/errors.js';
 import { formatAction } from '../../src/wire/action.js';
 import type { Action, Schedule } from '../../src/wire/action.js';
 
@@ -21,17 +22,18 @@ export type ScheduleErrorCode =
   | 'SCHEDULE_DEADLOCK';
 
 /** A schedule that must not run: what is wrong, where (stage, step), and how to fix it. */
-export class ScheduleError extends Error {
-  override readonly name = 'ScheduleError';
+export class ScheduleError extends ChainruleError {
+  declare readonly code: ScheduleErrorCode;
+  declare readonly hint: string;
   constructor(
-    readonly code: ScheduleErrorCode,
+    code: ScheduleErrorCode,
     message: string,
     /** How to fix it, also appended to the message. */
-    readonly hint: string,
+    hint: string,
     /** The faulty stage and step (position in that stage's list), when there is one. */
     readonly where: { stage: number; step?: number } | null = null,
   ) {
-    super(`${message}\nHow to fix: ${hint}`);
+    super(code, message, { hint });
   }
 }
 

@@ -3,6 +3,7 @@
  * A Transport opens a handle per stage it hosts and links neighbouring stages so that
  * activations and gradients flow between them directly, never through the coordinator.
  */
+import { ChainruleError } from '../../src/errors.js';
 import type { Reply, Request } from '../../src/wire/index.js';
 
 export interface StageHandle {
@@ -19,9 +20,8 @@ export interface Transport {
   close(): Promise<void>;
 }
 
-export class TransportError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'TransportError';
+export class TransportError extends ChainruleError {
+  constructor(code: string, message: string) {
+    super(code, message);
   }
 }

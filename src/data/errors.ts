@@ -2,6 +2,7 @@
  * The data layer's one error class: a stable `code` to branch on, a message that says
  * what and where (file, line, column), and a hint on how to fix it.
  */
+import { ChainruleError } from '../errors.js';
 export type DataErrorCode =
   | 'FILE_NOT_FOUND'
   | 'FILE_UNREADABLE'
@@ -17,15 +18,11 @@ export type DataErrorCode =
   | 'MNIST_MISSING'
   | 'MNIST_CORRUPT';
 
-export class DataError extends Error {
-  override readonly name = 'DataError';
-  readonly code: DataErrorCode;
-  readonly hint: string | undefined;
+export class DataError extends ChainruleError {
+  declare readonly code: DataErrorCode;
 
   constructor(code: DataErrorCode, message: string, hint?: string) {
-    super(hint === undefined ? message : `${message} (hint: ${hint})`);
-    this.code = code;
-    this.hint = hint;
+    super(code, message, { hint });
   }
 }
 

@@ -1,11 +1,10 @@
 /** Small validators for JSON specs: errors name the layer and the field. */
+import { ChainruleError } from '../errors.js';
 export interface LayerSpec { type: string; [field: string]: unknown }
 
-export class SpecError extends Error {
-  readonly code = 'BAD_SPEC';
-  constructor(message: string) {
-    super(message);
-    this.name = 'SpecError';
+export class SpecError extends ChainruleError {
+  constructor(message: string, hint?: string) {
+    super('BAD_SPEC', message, { hint });
   }
 }
 

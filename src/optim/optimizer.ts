@@ -9,6 +9,7 @@
  * which keeps placements bit-identical. Each one writes only its update; the loop,
  * the state bookkeeping and the validation are shared here (as tinygrad's optim does).
  */
+import { ChainruleError } from '../errors.js';
 import { backend, type OptimizerKernels } from '../tensor/backend.js';
 import type { Data } from '../tensor/tensor.js';
 
@@ -26,11 +27,9 @@ export interface OptimizerState {
   slots: Record<string, Record<string, number[] | Float32Array>>;
 }
 
-export class OptimizerError extends Error {
-  readonly code = 'BAD_OPTIMIZER';
+export class OptimizerError extends ChainruleError {
   constructor(message: string) {
-    super(message);
-    this.name = 'OptimizerError';
+    super('BAD_OPTIMIZER', message);
   }
 }
 

@@ -5,6 +5,7 @@
  * non-negative integers whose product matches the byte length), a size cap, and finite
  * values for activations and gradients.
  */
+import { ChainruleError } from '../errors.js';
 import { Packr } from 'msgpackr';
 import { Tensor, sizeOf } from '../tensor/tensor.js';
 import { peerTypes, requestTypes, type Message } from './messages.js';
@@ -14,11 +15,9 @@ export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 /** The largest tensor, in elements. */
 export const MAX_TENSOR_ELEMENTS = 32 * 1024 * 1024;
 
-export class WireError extends Error {
-  readonly code = 'BAD_MESSAGE';
+export class WireError extends ChainruleError {
   constructor(message: string) {
-    super(message);
-    this.name = 'WireError';
+    super('BAD_MESSAGE', message);
   }
 }
 

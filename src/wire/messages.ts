@@ -3,6 +3,7 @@
  * Every message names its run, stage and step (and micro-batch where it has one), so a
  * duplicate (a retried gRPC call, say) is recognized and applied once.
  */
+import { ChainruleError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /** Where a message belongs. microBatch is -1 when the message is for the whole step. */
@@ -92,10 +93,9 @@ export const requestTypes = [
 export const peerTypes = ['activation', 'gradient'] as const;
 
 /** An error that crossed a transport: it keeps the remote code and names the actor. */
-export class RemoteError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'RemoteError';
+export class RemoteError extends ChainruleError {
+  constructor(code: string, message: string, user = true) {
+    super(code, message, { user });
   }
 }
 

@@ -4,6 +4,7 @@
  * out to every actor). Global dot products and line searches need the whole vector,
  * which is why these methods run here and not where the parameters live.
  */
+import { ChainruleError } from '../../errors.js';
 
 export interface Objective {
   readonly size: number;
@@ -59,10 +60,9 @@ export interface MinimizeOptions {
   onIteration?: OnIteration;
 }
 
-export class MinimizeError extends Error {
-  constructor(readonly code: 'NOT_FINITE' | 'BAD_INPUT', message: string) {
-    super(message);
-    this.name = 'MinimizeError';
+export class MinimizeError extends ChainruleError {
+  constructor(code: 'NOT_FINITE' | 'BAD_INPUT', message: string) {
+    super(code, message);
   }
 }
 
