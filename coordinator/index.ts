@@ -3,7 +3,10 @@
  * The library underneath (tensors, autograd, layers, optimizers, data) is re-exported
  * under namespaces so that one import reaches everything.
  */
-export { Coordinator, OptionError, type CoordinatorOptions, type EpochReport, type TrainSummary } from './coordinator.js';
+export { Coordinator } from './coordinator.js';
+export { OptionError, optionTable, resolveOptions, type CoordinatorOptions, type ResolvedOptions } from './options.js';
+export type { EpochReport, StepInfo, TrainSummary } from './summary.js';
+export { ChainruleError, InternalError, isUserError } from '../src/errors.js';
 export { main as cli } from './cli.js';
 export * from './transports/index.js';
 export * from './schedules/index.js';

@@ -79,7 +79,7 @@ export class GrpcError extends ChainruleError {
 }
 
 /** A unary call with a deadline; a failure names the node, the method and the message. */
-export function unary(client: StageServiceClient, address: string, method: 'Call' | 'Deliver', msg: Message & { stage?: number }, deadlineMs: number): Promise<Message> {
+export function unary(client: StageServiceClient, address: string, method: 'Call', msg: Message & { stage?: number }, deadlineMs: number): Promise<Message> {
   return new Promise((resolve, reject) => {
     const deadline = new Date(Date.now() + deadlineMs);
     client[method](envelopeOf(msg), { deadline }, (err: grpc.ServiceError | null, reply?: Envelope__Output) => {

@@ -1,34 +1,43 @@
 /**
- * A stage's inbox for activations and gradients from its neighbours, keyed by
- * (kind, step, micro-batch). Bounded: a delivery beyond `capacity` waits until the stage
- * takes one (back-pressure). A duplicate delivery is acknowledged and dropped.
+ * A stage's inbox for messages from its neighbours and its replica peers, keyed by
+ * (kind, step, index). Bounded per kind: a delivery beyond its kind's capacity waits until
+ * the stage takes one (back-pressure), and one kind never fills the room another needs (a
+ * fast peer's gradient share cannot block the activation the stage is waiting for).
+ * A duplicate delivery is acknowledged and dropped.
  */
 import type { Tensor } from '../src/tensor/tensor.js';
+import { ChainruleError } from '../src/errors.js';
 
-type Kind = 'activation' | 'gradient';
-const key = (kind: Kind, step: number, mb: number) => `${kind}:${step}:${mb}`;
+export type InboxKind = 'activation' | 'gradient' | 'scatter' | 'gather';
+const key = (kind: InboxKind, step: number, i: number) => `${kind}:${step}:${i}`;
 
 export class Inbox {
   private items = new Map<string, Tensor>();
+  private counts = new Map<InboxKind, number>();
   private seen = new Set<string>();
   private takers = new Map<string, (t: Tensor) => void>();
-  private waitingSpace: (() => void)[] = [];
+  private waitingSpace = new Map<InboxKind, (() => void)[]>();
   private step = -1;
 
-  constructor(private capacity: number, private readonly timeoutMs: number, private readonly actor: string) {}
-
-  setCapacity(c: number): void { this.capacity = c; }
+  /** `capacity(kind)`: how many messages of a kind may wait at once. */
+  constructor(private readonly capacity: (kind: InboxKind) => number, private readonly timeoutMs: number, private readonly actor: string) {}
 
   /** Starts a step: forgets everything of earlier steps. */
   beginStep(step: number): void {
     if (step === this.step) return;
     this.step = step;
-    for (const k of [...this.items.keys()]) if (Number(k.split(':')[1]) < step) this.items.delete(k);
+    for (const [k] of this.items) {
+      if (Number(k.split(':')[1]) < step) {
+        this.items.delete(k);
+        const kind = k.split(':')[0] as InboxKind;
+        this.counts.set(kind, (this.counts.get(kind) ?? 1) - 1);
+      }
+    }
     for (const k of [...this.seen]) if (Number(k.split(':')[1]) < step) this.seen.delete(k);
   }
 
-  async deliver(kind: Kind, step: number, mb: number, t: Tensor): Promise<void> {
-    const k = key(kind, step, mb);
+  async deliver(kind: InboxKind, step: number, i: number, t: Tensor): Promise<void> {
+    const k = key(kind, step, i);
     if (this.seen.has(k) || step < this.step) return; // a duplicate (or stale) message is applied once
     this.seen.add(k);
     const taker = this.takers.get(k);
@@ -37,22 +46,30 @@ export class Inbox {
       taker(t);
       return;
     }
-    while (this.items.size >= this.capacity) await new Promise<void>((r) => this.waitingSpace.push(r));
+    while ((this.counts.get(kind) ?? 0) >= this.capacity(kind)) {
+      await new Promise<void>((r) => {
+        const q = this.waitingSpace.get(kind) ?? [];
+        q.push(r);
+        this.waitingSpace.set(kind, q);
+      });
+    }
     this.items.set(k, t);
+    this.counts.set(kind, (this.counts.get(kind) ?? 0) + 1);
   }
 
-  take(kind: Kind, step: number, mb: number): Promise<Tensor> {
-    const k = key(kind, step, mb);
+  take(kind: InboxKind, step: number, i: number, what = `the ${kind} of micro-batch ${i}`): Promise<Tensor> {
+    const k = key(kind, step, i);
     const t = this.items.get(k);
     if (t !== undefined) {
       this.items.delete(k);
-      this.waitingSpace.shift()?.();
+      this.counts.set(kind, (this.counts.get(kind) ?? 1) - 1);
+      this.waitingSpace.get(kind)?.shift()?.();
       return Promise.resolve(t);
     }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.takers.delete(k);
-        reject(new Error(`${this.actor}: waited ${this.timeoutMs / 1000} s for the ${kind} of micro-batch ${mb} (step ${step}); is the neighbouring stage alive?`));
+        reject(new ChainruleError('PEER_TIMEOUT', `${this.actor}: waited ${this.timeoutMs / 1000} s for ${what} (step ${step}); is the neighbouring actor alive?`, { user: false }));
       }, this.timeoutMs);
       this.takers.set(k, (v) => { clearTimeout(timer); resolve(v); });
     });

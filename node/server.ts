@@ -57,7 +57,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const actors = new Map<string, StageActor>();
   const clients = new Map<string, StageServiceClient>();
   let address = `${host}:${opts.port ?? 0}`;
-  const key = (run: string, stage: number) => `${run}/${stage}`;
+  const key = (run: string, stage: number, replica = 0) => `${run}/${replica}/${stage}`;
 
   // One client per neighbouring node, reused.
   const linkTo = (peer: PeerAddress): PeerLink => {
@@ -82,25 +82,27 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address} stage ${env.stage}: Call carries requests, not '${msg.type}'` };
     }
     const req = msg as Request;
-    const k = key(req.run, req.stage);
+    const k = key(req.run, req.stage, req.replica);
     let actor = actors.get(k);
     if (!actor) {
       if (req.type !== 'configure' && req.type !== 'connect') {
         return { type: 'error', code: 'UNKNOWN_STAGE', message: `node ${address}: no stage ${req.stage} of run ${req.run} here; send 'configure' first` };
       }
-      actor = new StageActor(req.stage);
+      actor = new StageActor(req.stage, req.replica ?? 0);
       actor.flushAfterSend = true;
       actors.set(k, actor);
     }
     if (req.type === 'connect') {
       actor.prev = req.prev ? linkTo(req.prev) : null;
       actor.next = req.next ? linkTo(req.next) : null;
+      actor.peers = (req.peers ?? []).map((p) => (p ? linkTo(p) : null));
       return { type: 'ok' };
     }
     if (req.type === 'shutdown') {
       actors.delete(k);
       await actor.prev?.close?.();
       await actor.next?.close?.();
+      for (const p of actor.peers) await p?.close?.();
       return actor.handle(req);
     }
     return actor.handle(req);
@@ -108,10 +110,10 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
 
   const handleDeliver = async (env: Envelope__Output): Promise<Reply> => {
     const msg = decode(env);
-    if (msg.type !== 'activation' && msg.type !== 'gradient') {
-      return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address}: Deliver carries activations and gradients, not '${msg.type}'` };
+    if (msg.type !== 'activation' && msg.type !== 'gradient' && msg.type !== 'reduce') {
+      return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address}: Deliver carries activations, gradients and gradient shares, not '${msg.type}'` };
     }
-    const actor = actors.get(key(msg.run, msg.stage));
+    const actor = actors.get(key(msg.run, msg.stage, msg.replica));
     if (!actor) return { type: 'error', code: 'UNKNOWN_STAGE', message: `node ${address}: no stage ${msg.stage} of run ${msg.run} to deliver a ${msg.type} to` };
     await actor.deliver(msg);
     return { type: 'ok' };
@@ -136,7 +138,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   };
   // The standard gRPC health service, so load balancers and orchestrators can probe a node.
   new HealthImplementation({ '': 'SERVING', 'chainrule.StageService': 'SERVING' }).addToServer(server);
-  server.addService(stageService().StageService.service, { Call: wrap(handleCall), Deliver: wrap(handleDeliver), DeliverStream: deliverStream });
+  server.addService(stageService().StageService.service, { Call: wrap(handleCall), DeliverStream: deliverStream });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
       if (err) reject(new Error(`chainrule node: cannot listen on ${host}:${opts.port ?? 0}: ${err.message}`));

@@ -15,7 +15,7 @@ import {
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
 import { backend } from '../src/tensor/backend.js';
-import { selectBackend } from '../src/tensor/select.js';
+import { claimBackend } from '../src/tensor/select.js';
 
 /** A one-way line to a neighbouring stage; resolves when the neighbour has accepted the message. */
 export interface PeerLink {
@@ -51,16 +51,22 @@ export class StageActor {
   private optimizer: ElementwiseOptimizer | null = null;
   private lastOptimizerStep = -1;
   private restoredOptimizer: OptimizerState | null = null;
+  private backendClaim: ReturnType<typeof claimBackend> | null = null;
+  /** The whole gradient as one vector while it is reduced across replicas (kept between steps). */
+  private flatGrad: Float32Array | null = null;
   /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
   flushAfterSend = false;
   prev: PeerLink | null = null;
   next: PeerLink | null = null;
+  /** The same stage in every replica, by replica index (null at this actor's own). */
+  peers: (PeerLink | null)[] = [];
 
-  constructor(readonly index: number, private readonly timeoutMs = 120_000) {
-    this.inbox = new Inbox(1, timeoutMs, this.name);
+  constructor(readonly index: number, readonly replica = 0, private readonly timeoutMs = 120_000) {
+    this.inbox = new Inbox(() => 1, timeoutMs, this.name);
   }
 
-  get name(): string { return `stage ${this.index}`; }
+  get name(): string { return this.replica === 0 && (this.config?.replicas ?? 1) === 1 ? `stage ${this.index}` : `stage ${this.index} of replica ${this.replica}`; }
+  get replicas(): number { return this.config?.replicas ?? 1; }
   get isFirst(): boolean { return this.config !== null && this.config.start === 0; }
   get isLast(): boolean { return this.config !== null && this.config.end === this.config.model.layers.length; }
   get inFlight(): number { return this.tapes.size; }
@@ -78,11 +84,20 @@ export class StageActor {
 
   /** A neighbour's activation or gradient. */
   deliver(msg: PeerMessage): Promise<void> {
-    if (msg.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: received a ${msg.type} addressed to stage ${msg.stage}`);
+    if (msg.stage !== this.index || (msg.replica ?? 0) !== this.replica) {
+      throw new StageError('WRONG_STAGE', `${this.name}: received a ${msg.type} addressed to stage ${msg.stage} of replica ${msg.replica ?? 0}`);
+    }
     if (msg.run !== this.run) return Promise.resolve(); // from another run: not ours
-    return msg.type === 'activation'
-      ? this.inbox.deliver('activation', msg.step, msg.microBatch, msg.x)
-      : this.inbox.deliver('gradient', msg.step, msg.microBatch, msg.dx);
+    switch (msg.type) {
+      case 'activation': return this.inbox.deliver('activation', msg.step, msg.microBatch, msg.x);
+      case 'gradient': return this.inbox.deliver('gradient', msg.step, msg.microBatch, msg.dx);
+      case 'reduce': {
+        if (!Number.isSafeInteger(msg.from) || msg.from < 0 || msg.from >= this.replicas || msg.from === this.replica) {
+          throw new StageError('BAD_MESSAGE', `${this.name}: a gradient share from replica ${JSON.stringify(msg.from)}, expected one of the other ${this.replicas - 1}`);
+        }
+        return this.inbox.deliver(msg.phase === 'gather' ? 'gather' : 'scatter', msg.step, msg.from, msg.g);
+      }
+    }
   }
 
   private ready(): { model: Sequential; config: StageConfig } {
@@ -94,7 +109,6 @@ export class StageActor {
     if (req.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: received a request addressed to stage ${req.stage}`);
     switch (req.type) {
       case 'configure': return this.configure(req.run, req.config, req.params);
-      case 'connect': return { type: 'ok' }; // addresses are the host's business (see node/server.ts)
       case 'runStep': {
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets);
         if (req.optimize) this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
@@ -123,7 +137,7 @@ export class StageActor {
         const y = this.evaluate(req.x, aux);
         return { type: 'activations', y, loss: aux.reduce((s, a) => s + a.item(), 0) };
       }
-      case 'shutdown': this.tapes.clear(); return { type: 'ok' };
+      case 'shutdown': this.release(); return { type: 'ok' };
       default: throw new StageError('UNKNOWN_REQUEST', `${this.name}: unknown request type ${JSON.stringify((req as { type: unknown }).type)}`);
     }
   }
@@ -132,7 +146,14 @@ export class StageActor {
     if (!Number.isSafeInteger(config?.capacity) || config.capacity < 1) {
       throw new StageError('BAD_CONFIG', `${this.name}: config.capacity must be a positive integer, got ${JSON.stringify(config?.capacity)}`);
     }
-    if (config.backend && backend().name !== config.backend) selectBackend(config.backend);
+    const replicas = config.replicas ?? 1;
+    if (!Number.isSafeInteger(replicas) || replicas < 1 || this.replica >= replicas) {
+      throw new StageError('BAD_CONFIG', `${this.name}: config.replicas must be a positive integer above this actor's replica index ${this.replica}, got ${JSON.stringify(config.replicas)}`);
+    }
+    // Kernels are per process (per thread): refused, not swapped, if another run here uses others.
+    const claim = claimBackend(config.backend, this.name);
+    this.backendClaim?.release();
+    this.backendClaim = claim;
     const model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
     this.model = model;
     this.config = config;
@@ -144,7 +165,8 @@ export class StageActor {
     this.currentStep = -1;
     this.optimizer = null;
     this.lastOptimizerStep = -1;
-    this.inbox = new Inbox(config.capacity, this.timeoutMs, this.name);
+    this.flatGrad = null;
+    this.inbox = new Inbox((kind) => (kind === 'scatter' || kind === 'gather' ? replicas : config.capacity), this.timeoutMs, this.name);
     if (params) this.setParams(params);
     return { type: 'configured', parameterCount: model.parameterCount(), inputShape: model.inputShape, outputShape: model.outputShape };
   }
@@ -168,7 +190,12 @@ export class StageActor {
   }
 
   /** Forward of one micro-batch, keeping its tape until its backward. */
-  forward(step: number, mb: number, input: Tensor, targets?: Targets): { out: Tensor; loss: number | null; aux: number } {
+  /**
+   * Forward of one micro-batch, keeping its tape until its backward. `stream` numbers the
+   * micro-batch across replicas (replica·M + mb) for dropout and sampling, so that R replicas
+   * of M micro-batches draw what one replica of R·M would.
+   */
+  forward(step: number, mb: number, input: Tensor, targets?: Targets, stream = mb): { out: Tensor; loss: number | null; aux: number } {
     const { model, config } = this.ready();
     if (this.tapes.has(mb)) throw new StageError('DUPLICATE_FORWARD', `${this.name}: micro-batch ${mb} of step ${step} is already in flight`);
     if (this.tapes.size >= config.capacity) {
@@ -179,7 +206,7 @@ export class StageActor {
     const x = new Tensor(input.data, input.shape, !this.isFirst);
     const tape = new Tape();
     const aux: Tensor[] = [];
-    const out = tape.run(() => model.forward(x, { training: true, seed: config.seed, step, microBatch: mb, auxLosses: aux }));
+    const out = tape.run(() => model.forward(x, { training: true, seed: config.seed, step, microBatch: stream, auxLosses: aux }));
     let loss: Tensor | null = null;
     if (this.loss) {
       const t = targets;
@@ -231,6 +258,7 @@ export class StageActor {
     let busy = 0;
     const losses: number[] = [];
     const pending: Promise<void>[] = [];
+    const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     for (const text of actions) {
       const a = parseAction(text);
       if (a.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: action ${text} belongs to stage ${a.stage}`);
@@ -245,18 +273,18 @@ export class StageActor {
           x = await this.inbox.take('activation', step, mb);
         }
         const tb = performance.now();
-        const r = this.forward(step, mb, x, targets?.[mb]);
+        const r = this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb);
         busy += performance.now() - tb;
         losses[mb] = (r.loss ?? 0) + r.aux;
         if (!this.isLast) {
-          pending.push(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, step, microBatch: mb, x: r.out }));
+          pending.push(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }));
         }
       } else {
         const dy = this.isLast ? undefined : await this.inbox.take('gradient', step, mb);
         const tb = performance.now();
         const dx = this.backward(step, mb, dy);
         busy += performance.now() - tb;
-        if (dx) pending.push(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, step, microBatch: mb, dx }));
+        if (dx) pending.push(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.length >= config.capacity) await pending.shift();
@@ -265,10 +293,80 @@ export class StageActor {
       if (pending.length > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
     await Promise.all(pending);
+    if (this.replicas > 1) {
+      const tr = performance.now();
+      await this.allReduce(step);
+      busy += performance.now() - tr;
+    }
     const report: StepReport = { losses: Array.from({ length: losses.length }, (_, i) => losses[i] ?? 0), busyMs: busy, wallMs: performance.now() - t0 };
     this.reports.clear();
     this.reports.set(step, report);
     return report;
+  }
+
+  /**
+   * Sums this stage's gradients with the same stage of every other replica, among the
+   * actors themselves: each owns a contiguous chunk of the flat gradient, sums everyone's
+   * share of it in replica order 0, 1, …, R−1 (one fixed order, so the placement never
+   * changes the bits), and sends the sum back to all (a reduce-scatter, then an all-gather).
+   */
+  private async allReduce(step: number): Promise<void> {
+    const params = this.ready().model.parameters();
+    const R = this.replicas;
+    const r = this.replica;
+    const N = params.reduce((n, [, p]) => n + p.size, 0);
+    const g = (this.flatGrad ??= new Float32Array(N));
+    let off = 0;
+    for (const [, p] of params) {
+      if (p.grad) g.set(p.grad.data as Float32Array, off);
+      else g.fill(0, off, off + p.size);
+      off += p.size;
+    }
+    const cut = (j: number) => Math.floor((j * N) / R);
+    const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
+    const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
+    const sends: Promise<void>[] = [];
+    for (let j = 0; j < R; j++) {
+      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
+    }
+    const mine = chunk(r);
+    const acc = new Float32Array(mine.length);
+    for (let q = 0; q < R; q++) {
+      const part = q === r ? mine : ((await this.inbox.take('scatter', step, q, `replica ${q}'s gradient share`)).data as Float32Array);
+      if (part.length !== acc.length) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s gradient share has ${part.length} values, expected ${acc.length}`);
+      if (q === 0) acc.set(part);
+      else backend().binary('add', acc, [acc.length], part, [acc.length], acc, [acc.length]);
+    }
+    for (let j = 0; j < R; j++) {
+      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
+    }
+    mine.set(acc);
+    for (let q = 0; q < R; q++) {
+      if (q === r) continue;
+      const part = (await this.inbox.take('gather', step, q, `replica ${q}'s summed chunk`)).data;
+      if (part.length !== cut(q + 1) - cut(q)) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s summed chunk has ${part.length} values, expected ${cut(q + 1) - cut(q)}`);
+      g.set(part, cut(q));
+    }
+    await Promise.all(sends);
+    off = 0;
+    for (const [, p] of params) {
+      p.grad ??= p.zeroedGradBuffer();
+      p.grad.data.set(g.subarray(off, off + p.size));
+      off += p.size;
+    }
+  }
+
+  private peer(replica: number): PeerLink {
+    const l = this.peers[replica];
+    if (!l) throw new StageError('NOT_CONNECTED', `${this.name} has no link to stage ${this.index} of replica ${replica}`);
+    return l;
+  }
+
+  /** Frees what this actor holds: its tapes and its claim on the process's backend. */
+  release(): void {
+    this.tapes.clear();
+    this.backendClaim?.release();
+    this.backendClaim = null;
   }
 
   private link(which: 'prev' | 'next'): PeerLink {

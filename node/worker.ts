@@ -11,7 +11,7 @@ import { PortLink } from './port-link.js';
 import { startNode, type RunningNode } from './server.js';
 
 export type WorkerTask =
-  | { kind: 'init'; stage: number; prev?: MessagePort; next?: MessagePort; backend?: string }
+  | { kind: 'init'; stage: number; replica?: number; prev?: MessagePort; next?: MessagePort; peers?: (MessagePort | undefined)[]; backend?: string }
   | { kind: 'request'; bytes: Uint8Array }
   /** Serve stages over gRPC from this thread (a mixed placement): answers host:port. */
   | { kind: 'listen'; host?: string; backend?: string };
@@ -27,9 +27,11 @@ export default async function handle(task: WorkerTask): Promise<Uint8Array | str
   }
   if (task.kind === 'init') {
     selectBackend(task.backend);
-    actor = new StageActor(task.stage);
-    if (task.prev) actor.prev = new PortLink(task.prev, actor);
-    if (task.next) actor.next = new PortLink(task.next, actor);
+    const a = new StageActor(task.stage, task.replica ?? 0);
+    if (task.prev) a.prev = new PortLink(task.prev, a);
+    if (task.next) a.next = new PortLink(task.next, a);
+    a.peers = (task.peers ?? []).map((p) => (p ? new PortLink(p, a) : null));
+    actor = a;
     return `stage ${task.stage} ready`;
   }
   const a = actor;

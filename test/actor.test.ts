@@ -12,7 +12,7 @@ const model = {
   layers: [{ type: 'dense', inputs: 4, units: 8 }, { type: 'relu' }, { type: 'dense', inputs: 8, units: 3 }],
   loss: 'softmaxCrossEntropy',
 };
-const config = { model, start: 0, end: 3, seed: 1, stages: 1, capacity: 2 };
+const config = { model, start: 0, end: 3, seed: 1, capacity: 2 };
 const h = { run: 'r', stage: 0, step: 0, microBatch: -1 };
 const x = () => Tensor.from(Array.from({ length: 8 }, (_, i) => (i % 5) / 5 - 0.3), [2, 4]);
 
@@ -90,7 +90,7 @@ describe('stage actor', () => {
   });
 
   it('the inbox makes a sender wait when it is full (back-pressure) and drops duplicates', async () => {
-    const inbox = new Inbox(1, 5_000, 'stage 1');
+    const inbox = new Inbox(() => 1, 5_000, 'stage 1');
     const t = Tensor.zeros([1]);
     await inbox.deliver('activation', 0, 0, t);
     let second = false;
@@ -109,7 +109,7 @@ describe('worker threads', () => {
   it('a bad message to a worker gets an error reply and the worker keeps serving', async () => {
     const t = new ThreadsTransport();
     try {
-      const [stage] = await t.open(1);
+      const [stage] = await t.open({ replicas: 1, stages: 1 }, "r");
       const r = await stage!.request({ ...h, type: 'forward', microBatch: 0, x: x(), targets: Int32Array.from([0, 1]) });
       expect(r).toMatchObject({ type: 'error', code: 'NOT_CONFIGURED' });
       expectReply(await stage!.request({ ...h, type: 'configure', config }), 'configured', 'test');

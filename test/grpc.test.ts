@@ -47,7 +47,7 @@ describe('a gRPC node', () => {
     const r = await rawCall(new Uint8Array([0xc1, 0x00, 0xff, 0x13]));
     expect(r.type).toBe('error');
     expect((r as { message: string }).message).toMatch(new RegExp(`node ${node.address} stage 0`));
-    const ok = await unary(client, node.address, 'Call', { ...h, type: 'configure', config: { model, start: 0, end: 3, seed: 1, stages: 1, capacity: 2 } }, 5000);
+    const ok = await unary(client, node.address, 'Call', { ...h, type: 'configure', config: { model, start: 0, end: 3, seed: 1, capacity: 2 } }, 5000);
     expect((ok as Reply).type).toBe('configured');
   });
 
@@ -75,7 +75,7 @@ describe('the gRPC transport', () => {
       const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
     });
     const t = new GrpcTransport([node.address, `127.0.0.1:${port}`], { connectTimeoutMs: 1500 });
-    const err = await t.open(2, 'down').catch((e: unknown) => e);
+    const err = await t.open({ replicas: 1, stages: 2 }, 'down').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransportError);
     expect((err as Error).message).toMatch(new RegExp(`gRPC node 127\\.0\\.0\\.1:${port} \\(stage 1\\) is unreachable`));
   });
@@ -86,16 +86,15 @@ describe('the gRPC transport', () => {
   });
 
   it('training through the coordinator needs --nodes', async () => {
-    const c = new Coordinator({ model: 'mlp', placement: 'grpc', epochs: 1 });
-    await expect(c.open()).rejects.toThrow(/placement grpc needs --nodes/);
+    expect(() => new Coordinator({ model: 'mlp', placement: 'grpc', epochs: 1 })).toThrow(/options.placement grpc needs options.nodes/);
   });
 
   it('one node may host several stages of a run', async () => {
     const t = new GrpcTransport([node.address]);
     try {
-      const hs = await t.open(2, 'two');
+      const hs = await t.open({ replicas: 1, stages: 2 }, 'two');
       for (const [i, s] of hs.entries()) {
-        expectReply(await s.request({ run: 'two', stage: i, step: 0, microBatch: -1, type: 'configure', config: { model, start: i === 0 ? 0 : 2, end: i === 0 ? 2 : 3, seed: 1, stages: 2, capacity: 2 } }), 'configured', s.name);
+        expectReply(await s.request({ run: 'two', stage: i, step: 0, microBatch: -1, type: 'configure', config: { model, start: i === 0 ? 0 : 2, end: i === 0 ? 2 : 3, seed: 1, capacity: 2 } }), 'configured', s.name);
       }
       const reports = await Promise.all(hs.map((s, i) => s.request({
         run: 'two', stage: i, step: 0, microBatch: -1, type: 'runStep', actions: i === 0 ? ['0F0', '0B0'] : ['1F0', '1B0'],
@@ -116,10 +115,10 @@ function lcg(seed: number): () => number {
 
 /** One pipelined step of the 2-stage MLP through a transport: the reports and the gradients. */
 async function oneStep(t: Transport, run: string, opts: { duplicate?: boolean } = {}) {
-  const hs: StageHandle[] = await t.open(2, run);
+  const hs: StageHandle[] = await t.open({ replicas: 1, stages: 2 }, run);
   const hdr = (stage: number) => ({ run, stage, step: 0, microBatch: -1 });
   for (const [i, s] of hs.entries()) {
-    expectReply(await s.request({ ...hdr(i), type: 'configure', config: { model, start: i === 0 ? 0 : 2, end: i === 0 ? 2 : 3, seed: 1, stages: 2, capacity: 4 } }), 'configured', s.name);
+    expectReply(await s.request({ ...hdr(i), type: 'configure', config: { model, start: i === 0 ? 0 : 2, end: i === 0 ? 2 : 3, seed: 1, capacity: 4 } }), 'configured', s.name);
   }
   const r = lcg(42);
   const inputs = [0, 1].map(() => Tensor.from(Array.from({ length: 8 }, () => r() * 2 - 1), [2, 4]));
@@ -205,7 +204,7 @@ describe('two gRPC nodes, one stage each', () => {
       const wrongKind = await call(encodeMessage({ run: 'junk', stage: 3, step: 0, microBatch: 0, type: 'activation', x: Tensor.zeros([1, 4]) }));
       expect((wrongKind as { message: string }).message).toMatch(/Call carries requests, not 'activation'/);
       // Still serving: a valid request right after succeeds.
-      const ok = await unary(c, a.address, 'Call', { run: 'junk', stage: 0, step: 0, microBatch: -1, type: 'configure', config: { model, start: 0, end: 3, seed: 1, stages: 1, capacity: 1 } }, 5000);
+      const ok = await unary(c, a.address, 'Call', { run: 'junk', stage: 0, step: 0, microBatch: -1, type: 'configure', config: { model, start: 0, end: 3, seed: 1, capacity: 1 } }, 5000);
       expect((ok as Reply).type).toBe('configured');
     } finally {
       c.close();
@@ -216,7 +215,7 @@ describe('two gRPC nodes, one stage each', () => {
     const c = await startNode({ port: 0 });
     const t = new GrpcTransport([c.address], { connectTimeoutMs: 2000, deadlineMs: 3000 });
     try {
-      const [s] = await t.open(1, 'gone');
+      const [s] = await t.open({ replicas: 1, stages: 1 }, 'gone');
       await c.close();
       const err = await s!.request({ run: 'gone', stage: 0, step: 0, microBatch: -1, type: 'gradients' }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TransportError);

@@ -82,7 +82,7 @@ describe('every placement, schedule and stage count matches single-process train
   ];
   for (const [placement, stages, schedule] of cases) {
     it(`${placement}, ${stages} stages, ${schedule}, M=4 gives the single-process weights`, async () => {
-      const r = await train({ placement, stages, schedule, microBatches: 4, nodes: nodes.map((n) => n.address) });
+      const r = await train({ placement, stages, schedule, microBatches: 4, nodes: placement === 'grpc' ? nodes.map((n) => n.address) : undefined });
       expect(r.summary.stages).toBe(stages);
       expect(r.summary.placement).toBe(placement);
       expect(r.summary.theoreticalBubbleFraction).toBeCloseTo((stages - 1) / (4 + stages - 1), 12);
@@ -101,18 +101,17 @@ describe('every placement, schedule and stage count matches single-process train
 
 describe('coordinator options are validated where they enter', () => {
   it('names the bad option', () => {
-    expect(() => new Coordinator({ model: spec, dataset: data, batchSize: 30, microBatches: 4 })).toThrow(/batch size 30 is not divisible by 4 micro-batches/);
+    expect(() => new Coordinator({ model: spec, dataset: data, batchSize: 30, microBatches: 4 })).toThrow(/options.batchSize 30 is not divisible by 4 micro-batches/);
     expect(() => new Coordinator({ model: spec, dataset: data, stages: 9 })).toThrow(/cannot cut a model of 5 layers into 9 stages/);
     expect(() => new Coordinator({ model: spec, dataset: data, stages: 3, microBatches: 2, batchSize: 32, schedule: '1f1b' })).toThrow(/micro-batch/);
     expect(() => new Coordinator({ model: spec, dataset: data, schedule: 'zigzag' })).toThrow(/gpipe, 1f1b/);
-    expect(() => new Coordinator({ model: spec, dataset: data, placement: 'carrier-pigeon' })).not.toThrow();
+    expect(() => new Coordinator({ model: spec, dataset: data, placement: 'carrier-pigeon' })).toThrow(/options.placement must be one of local, threads, grpc, got 'carrier-pigeon'/);
     expect(() => new Coordinator({ model: spec, dataset: data, epochs: 0 })).toThrow(/epochs must be a positive integer, got 0/);
     expect(() => new Coordinator({ model: spec, dataset: data, optimizer: 'sgd', lr: -1 })).toThrow(/lr must be a positive number/);
   });
 
-  it('an unknown placement fails when opened, naming the choices', async () => {
-    const c = new Coordinator({ model: spec, dataset: data, placement: 'carrier-pigeon' });
-    await expect(c.open()).rejects.toThrow(/unknown placement 'carrier-pigeon'; choose one of local, threads, grpc/);
+  it('an unknown placement is refused before any actor starts, naming the choices', async () => {
+    expect(() => new Coordinator({ model: spec, dataset: data, placement: 'toString' })).toThrow(/options.placement must be one of local, threads, grpc, got 'toString'/);
   });
 });
 

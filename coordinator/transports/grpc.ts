@@ -1,12 +1,13 @@
 /**
- * Stages on gRPC nodes (`chainrule node`): stage i runs on node i mod N. One client per
- * node, reused; every call has a deadline; neighbours are told each other's addresses and
- * exchange activations and gradients node to node.
+ * Actors on gRPC nodes (`chainrule node`): actor a (replica-major: a = r·K + k) runs on node
+ * a mod N. One client per node, reused; every call has a deadline; neighbours and replica
+ * peers are told each other's addresses and exchange activations, gradients and gradient
+ * shares node to node.
  */
 import type { StageServiceClient } from '../../node/grpc-common.js';
 import { makeClient, unary, waitForReady } from '../../node/grpc-common.js';
 import type { Reply, Request } from '../../src/wire/index.js';
-import { TransportError, type StageHandle, type Transport } from './transport.js';
+import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 export interface GrpcTransportOptions {
   /** Deadline of each request (default 10 min: a full-batch step can be long). */
@@ -20,7 +21,7 @@ const ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 export class GrpcTransport implements Transport {
   readonly kind = 'grpc';
   private clients = new Map<string, StageServiceClient>();
-  private opened: { run: string; stages: number } | null = null;
+  private opened: { run: string; layout: ActorLayout } | null = null;
 
   constructor(readonly nodes: string[], private readonly opts: GrpcTransportOptions = {}) {
     if (nodes.length === 0) throw new TransportError('NO_NODES', 'the gRPC placement needs at least one node (host:port)');
@@ -34,7 +35,7 @@ export class GrpcTransport implements Transport {
     }
   }
 
-  private nodeOf(stage: number): string { return this.nodes[stage % this.nodes.length]!; }
+  private nodeOf(actor: number): string { return this.nodes[actor % this.nodes.length]!; }
 
   private client(address: string): StageServiceClient {
     let c = this.clients.get(address);
@@ -45,20 +46,22 @@ export class GrpcTransport implements Transport {
     return c;
   }
 
-  async open(stages: number, run: string): Promise<StageHandle[]> {
+  async open(layout: ActorLayout, run: string): Promise<StageHandle[]> {
+    const { replicas, stages } = layout;
+    const n = replicas * stages;
     const connect = this.opts.connectTimeoutMs ?? 5_000;
-    const used = [...new Set(Array.from({ length: stages }, (_, i) => this.nodeOf(i)))];
+    const used = [...new Set(Array.from({ length: n }, (_, a) => this.nodeOf(a)))];
     try {
-      await Promise.all(used.map((a) => waitForReady(this.client(a), a, connect, Array.from({ length: stages }, (_, i) => i).find((i) => this.nodeOf(i) === a))));
+      await Promise.all(used.map((addr) => waitForReady(this.client(addr), addr, connect, Array.from({ length: n }, (_, a) => a).find((a) => this.nodeOf(a) === addr))));
     } catch (e) {
       await this.close();
       throw new TransportError('NODE_UNREACHABLE', (e as Error).message);
     }
-    this.opened = { run, stages };
-    const handles = Array.from({ length: stages }, (_, i): StageHandle => {
-      const address = this.nodeOf(i);
+    this.opened = { run, layout };
+    const handles = Array.from({ length: n }, (_, a): StageHandle => {
+      const address = this.nodeOf(a);
       return {
-        name: `stage ${i} (grpc ${address})`,
+        name: `${actorName(a % stages, Math.floor(a / stages), replicas)} (grpc ${address})`,
         request: async (req: Request): Promise<Reply> => {
           try {
             return (await unary(this.client(address), address, 'Call', req, this.opts.deadlineMs ?? 600_000)) as Reply;
@@ -68,12 +71,15 @@ export class GrpcTransport implements Transport {
         },
       };
     });
-    // Tell each stage where its neighbours live, so activations go node to node.
-    await Promise.all(handles.map(async (h, i) => {
+    // Tell each actor where its neighbours and peers live, so messages go node to node.
+    const at = (r: number, k: number) => ({ address: this.nodeOf(r * stages + k), stage: k, replica: r });
+    await Promise.all(handles.map(async (h, a) => {
+      const [r, k] = [Math.floor(a / stages), a % stages];
       const reply = await h.request({
-        type: 'connect', run, stage: i, step: 0, microBatch: -1,
-        prev: i > 0 ? { address: this.nodeOf(i - 1), stage: i - 1 } : undefined,
-        next: i + 1 < stages ? { address: this.nodeOf(i + 1), stage: i + 1 } : undefined,
+        type: 'connect', run, stage: k, replica: r, step: 0, microBatch: -1,
+        prev: k > 0 ? at(r, k - 1) : undefined,
+        next: k + 1 < stages ? at(r, k + 1) : undefined,
+        peers: replicas > 1 ? Array.from({ length: replicas }, (_, q) => (q === r ? null : at(q, k))) : undefined,
       });
       if (reply.type === 'error') throw new TransportError(reply.code, reply.message);
     }));
@@ -85,8 +91,9 @@ export class GrpcTransport implements Transport {
     this.opened = null;
     if (o) {
       // Best effort: let the nodes drop this run's actors.
-      await Promise.allSettled(Array.from({ length: o.stages }, (_, i) =>
-        unary(this.client(this.nodeOf(i)), this.nodeOf(i), 'Call', { type: 'shutdown', run: o.run, stage: i, step: 0, microBatch: -1 }, 2_000)));
+      const { replicas, stages } = o.layout;
+      await Promise.allSettled(Array.from({ length: replicas * stages }, (_, a) =>
+        unary(this.client(this.nodeOf(a)), this.nodeOf(a), 'Call', { type: 'shutdown', run: o.run, stage: a % stages, replica: Math.floor(a / stages), step: 0, microBatch: -1 }, 2_000)));
     }
     for (const c of this.clients.values()) c.close();
     this.clients.clear();

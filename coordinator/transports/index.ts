@@ -4,13 +4,14 @@ import { ThreadsTransport } from './threads.js';
 import { GrpcTransport } from './grpc.js';
 import { MixedTransport } from './mixed.js';
 import { TransportError, type Transport } from './transport.js';
+import { lookup } from '../../src/errors.js';
 
 export * from './transport.js';
 export { LocalTransport, ThreadsTransport, GrpcTransport, MixedTransport };
 
 export interface TransportOptions { nodes?: string[] }
 
-export const transports: Record<string, (o: TransportOptions) => Transport> = {
+export const transports: Readonly<Record<string, (o: TransportOptions) => Transport>> = {
   local: () => new LocalTransport(),
   threads: () => new ThreadsTransport(),
   grpc: (o) => {
@@ -20,7 +21,7 @@ export const transports: Record<string, (o: TransportOptions) => Transport> = {
 };
 
 export function createTransport(name: string, o: TransportOptions = {}): Transport {
-  const make = transports[name];
+  const make = lookup(transports, name);
   if (!make) throw new TransportError('UNKNOWN_PLACEMENT', `unknown placement '${name}'; choose one of ${Object.keys(transports).join(', ')}`);
   return make(o);
 }

@@ -13,7 +13,7 @@ import type { WorkerTask } from '../../node/worker.js';
 import { backend } from '../../src/tensor/backend.js';
 import { GrpcTransport } from './grpc.js';
 import { workerEntry } from './threads.js';
-import { TransportError, type StageHandle, type Transport } from './transport.js';
+import { TransportError, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 /** 'local', 'threads', or 'grpc:host:port'. */
 export type StagePlace = string;
@@ -32,10 +32,15 @@ export class MixedTransport implements Transport {
     }
   }
 
-  async open(stages: number, run: string): Promise<StageHandle[]> {
-    if (stages !== this.places.length) throw new TransportError('BAD_PLACEMENT', `the mixed placement names ${this.places.length} stages, the model has ${stages}`);
+  /** `places` names each stage (repeated for every replica) or each actor (replica-major). */
+  async open(layout: ActorLayout, run: string): Promise<StageHandle[]> {
+    const { replicas, stages } = layout;
+    if (this.places.length !== stages && this.places.length !== replicas * stages) {
+      throw new TransportError('BAD_PLACEMENT', `the mixed placement names ${this.places.length} places; the run has ${stages} stages${replicas > 1 ? ` × ${replicas} replicas` : ''}`);
+    }
     const { filename, execArgv } = workerEntry();
-    const addresses = await Promise.all(this.places.map(async (p) => {
+    const perActor = Array.from({ length: replicas * stages }, (_, a) => this.places[a % this.places.length]!);
+    const addresses = await Promise.all(perActor.map(async (p) => {
       if (p.startsWith('grpc:')) return p.slice(5);
       if (p === 'local') {
         const n = await startNode({ port: 0 });
@@ -49,7 +54,7 @@ export class MixedTransport implements Transport {
       return (await pool.run(task)) as string;
     }));
     this.grpc = new GrpcTransport(addresses);
-    return this.grpc.open(stages, run);
+    return this.grpc.open(layout, run);
   }
 
   async close(): Promise<void> {

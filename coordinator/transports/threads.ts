@@ -1,15 +1,15 @@
 /**
- * Each stage on its own worker thread: one piscina pool per stage with exactly one
- * thread (a pool cannot pin a task to a worker, and a stage's state must stay in one),
- * neighbours linked worker to worker by MessagePorts.
+ * Each actor on its own worker thread: one piscina pool per actor with exactly one thread
+ * (a pool cannot pin a task to a worker, and an actor's state must stay in one), neighbours
+ * and replica peers linked worker to worker by MessagePorts.
  */
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { decodeMessage, encodeMessage, type Reply, type Request } from '../../src/wire/index.js';
 import { backend } from '../../src/tensor/backend.js';
 import type { WorkerTask } from '../../node/worker.js';
-import { TransportError, type StageHandle, type Transport } from './transport.js';
+import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 /** The worker entry: compiled JavaScript, or TypeScript through tsx when running from source (tests). */
 export function workerEntry(): { filename: string; execArgv: string[] } {
@@ -23,36 +23,53 @@ export class ThreadsTransport implements Transport {
   private pools: Piscina[] = [];
   private failure: Error | null = null;
 
-  async open(stages: number): Promise<StageHandle[]> {
+  async open({ replicas, stages }: ActorLayout, _run?: string): Promise<StageHandle[]> {
     const { filename, execArgv } = workerEntry();
-    const channels = Array.from({ length: Math.max(0, stages - 1) }, () => new MessageChannel());
-    for (let i = 0; i < stages; i++) {
+    const n = replicas * stages;
+    const ports: { prev?: MessagePort; next?: MessagePort; peers: (MessagePort | undefined)[] }[] = Array.from({ length: n }, () => ({ peers: Array<MessagePort | undefined>(replicas).fill(undefined) }));
+    for (let r = 0; r < replicas; r++) {
+      for (let k = 0; k + 1 < stages; k++) {
+        const c = new MessageChannel();
+        ports[r * stages + k]!.next = c.port1;
+        ports[r * stages + k + 1]!.prev = c.port2;
+      }
+    }
+    for (let k = 0; k < stages; k++) {
+      for (let r = 0; r < replicas; r++) {
+        for (let q = r + 1; q < replicas; q++) {
+          const c = new MessageChannel();
+          ports[r * stages + k]!.peers[q] = c.port1;
+          ports[q * stages + k]!.peers[r] = c.port2;
+        }
+      }
+    }
+    for (let a = 0; a < n; a++) {
       const pool = new Piscina({ filename, execArgv, minThreads: 1, maxThreads: 1, idleTimeout: Infinity, concurrentTasksPerWorker: 4 });
       pool.on('error', (e: Error) => { this.failure = e; });
       this.pools.push(pool);
     }
+    const name = (a: number) => `${actorName(a % stages, Math.floor(a / stages), replicas)} (threads)`;
     // The init task doubles as a warm-up: a worker module that fails to load fails here.
-    await Promise.all(this.pools.map((pool, i) => {
-      const prev = i > 0 ? channels[i - 1]!.port2 : undefined;
-      const next = i + 1 < stages ? channels[i]!.port1 : undefined;
-      const task: WorkerTask = { kind: 'init', stage: i, prev, next, backend: backend().name };
-      return pool.run(task, { transferList: [prev, next].filter((p) => p !== undefined) }).catch((e: Error) => {
-        throw new TransportError('WORKER_FAILED', `stage ${i} (threads): the worker failed to start: ${e.message}`);
+    await Promise.all(this.pools.map((pool, a) => {
+      const { prev, next, peers } = ports[a]!;
+      const task: WorkerTask = { kind: 'init', stage: a % stages, replica: Math.floor(a / stages), prev, next, peers, backend: backend().name };
+      return pool.run(task, { transferList: [prev, next, ...peers].filter((p) => p !== undefined) }).catch((e: Error) => {
+        throw new TransportError('WORKER_FAILED', `${name(a)}: the worker failed to start: ${e.message}`);
       });
     }));
-    return this.pools.map((pool, i) => ({
-      name: `stage ${i} (threads)`,
+    return this.pools.map((pool, a) => ({
+      name: name(a),
       request: async (req: Request): Promise<Reply> => {
-        if (this.failure) throw new TransportError('WORKER_FAILED', `stage ${i} (threads): ${this.failure.message}`);
+        if (this.failure) throw new TransportError('WORKER_FAILED', `${name(a)}: ${this.failure.message}`);
         const bytes = encodeMessage(req);
         const task: WorkerTask = { kind: 'request', bytes };
         let out: Uint8Array;
         try {
           out = await pool.run(task, { transferList: [bytes.buffer as ArrayBuffer] });
         } catch (e) {
-          throw new TransportError('WORKER_FAILED', `stage ${i} (threads): ${req.type} failed in the worker: ${(e as Error).message}`);
+          throw new TransportError('WORKER_FAILED', `${name(a)}: ${req.type} failed in the worker: ${(e as Error).message}`);
         }
-        return decodeMessage(out, { actor: `coordinator (reply from stage ${i})` }) as Reply;
+        return decodeMessage(out, { actor: `coordinator (reply from ${name(a)})` }) as Reply;
       },
     }));
   }

@@ -12,10 +12,21 @@ export interface StageHandle {
   request(req: Request): Promise<Reply>;
 }
 
+/** R replicas of a K-stage pipeline: actor r·K + k is stage k of replica r. */
+export interface ActorLayout { replicas: number; stages: number }
+
+/** `stage 1`, or `stage 1 of replica 0` with data parallelism: how errors name an actor. */
+export function actorName(stage: number, replica: number, replicas: number): string {
+  return replicas > 1 ? `stage ${stage} of replica ${replica}` : `stage ${stage}`;
+}
+
 export interface Transport {
   readonly kind: string;
-  /** Starts the actors for stages [0, stages) of this run, linked in a chain. */
-  open(stages: number, run: string): Promise<StageHandle[]>;
+  /**
+   * Starts the R·K actors of this run (replica-major), each stage linked to its neighbours in
+   * its replica and to the same stage of every other replica.
+   */
+  open(layout: ActorLayout, run: string): Promise<StageHandle[]>;
   /** Stops everything this transport started (idempotent). */
   close(): Promise<void>;
 }

@@ -7,7 +7,8 @@
  * selectBackend();         // native when built, else wasm, on Node 20
  * selectBackend('js');     // the reference kernels
  */
-import { setBackend, type Backend } from './backend.js';
+import { backend, setBackend, type Backend } from './backend.js';
+import { ChainruleError } from '../errors.js';
 import { jsBackend } from './kernels-js.js';
 import { createNativeBackend, nativeAvailable, nativeKernel, nativeUnavailableReason } from './native/index.js';
 import { createWasmBackend, wasmSimdSupported } from './wasm/index.js';
@@ -40,15 +41,51 @@ export function selectBackend(name?: string): Backend {
     b = jsBackend;
   } else if (pick === 'wasm') {
     if (!wasmSimdSupported()) {
-      throw new Error(`${source}: backend 'wasm' needs WebAssembly SIMD, which this runtime lacks; choose 'js'`);
+      throw new ChainruleError('BACKEND_UNAVAILABLE', `${source}: backend 'wasm' needs WebAssembly SIMD, which this runtime lacks; choose 'js'`);
     }
     b = createWasmBackend();
   } else if (pick === 'native') {
-    if (!nativeAvailable()) throw new Error(`${source}: backend 'native' is unavailable: ${nativeUnavailableReason()}; choose 'wasm' or 'js'`);
+    if (!nativeAvailable()) throw new ChainruleError('BACKEND_UNAVAILABLE', `${source}: backend 'native' is unavailable: ${nativeUnavailableReason()}; choose 'wasm' or 'js'`);
     b = createNativeBackend();
   } else {
-    throw new Error(`${source}: unknown backend '${chosen}'; choose one of ${backendNames.map((s) => `'${s}'`).join(', ')}`);
+    throw new ChainruleError('UNKNOWN_BACKEND', `${source}: unknown backend '${chosen}'; choose one of ${backendNames.map((s) => `'${s}'`).join(', ')}`);
   }
   setBackend(b);
   return b;
+}
+
+/** How many holders use the process's backend, by name (in this thread). */
+const claims = new Map<string, number>();
+
+/**
+ * Takes the process's backend for a Coordinator or an actor: `name` (or the default when
+ * none is given and nobody holds one). A second holder asking for another backend while the
+ * first still runs is refused: kernels are process-wide, and a silent swap would change the
+ * first one's results. `release()` gives the claim back.
+ */
+export function claimBackend(name: string | undefined, who: string): { backend: Backend; release(): void } {
+  const held = [...claims.keys()][0];
+  let b: Backend;
+  if (held !== undefined) {
+    const want = name ?? held;
+    if (want !== held) {
+      throw new ChainruleError('BACKEND_CONFLICT', `${who}: backend '${want}' was asked for, but this process already runs on backend '${held}' for another run`,
+        { hint: `use backend '${held}' here too, close the other run first, or run this one in another process (a worker thread or a gRPC node has its own backend)` });
+    }
+    b = backend();
+  } else {
+    b = name === undefined && process.env['CHAINRULE_BACKEND'] === undefined && backend().name !== 'js' ? backend() : selectBackend(name);
+  }
+  claims.set(b.name, (claims.get(b.name) ?? 0) + 1);
+  let released = false;
+  return {
+    backend: b,
+    release: () => {
+      if (released) return;
+      released = true;
+      const n = (claims.get(b.name) ?? 1) - 1;
+      if (n <= 0) claims.delete(b.name);
+      else claims.set(b.name, n);
+    },
+  };
 }

@@ -124,7 +124,7 @@ export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new WireError(`${ctx.actor}: a message must be a map, got ${typeof raw}`);
   const type = (raw as { type?: unknown }).type;
   if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${JSON.stringify(type)}`);
-  const finite = type === 'activation' || type === 'gradient' || type === 'forward' || type === 'backward' || type === 'runStep';
+  const finite = type === 'activation' || type === 'gradient' || type === 'reduce' || type === 'forward' || type === 'backward' || type === 'runStep';
   const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0) as Message;
   validateHeader(msg, ctx.actor);
   return msg;
@@ -150,6 +150,9 @@ export function validateHeader(msg: Message, actor: string): void {
   if (typeof m.run !== 'string' || m.run.length > 200) throw new WireError(`${where}: field 'run' must be a string`);
   for (const f of ['stage', 'step'] as const) {
     if (!Number.isSafeInteger(m[f]) || (m[f] as number) < 0) throw new WireError(`${where}: field '${f}' must be a non-negative integer, got ${JSON.stringify(m[f])}`);
+  }
+  if (m.replica !== undefined && (!Number.isSafeInteger(m.replica) || (m.replica as number) < 0)) {
+    throw new WireError(`${where}: field 'replica' must be a non-negative integer, got ${JSON.stringify(m.replica)}`);
   }
   if (!Number.isSafeInteger(m.microBatch) || (m.microBatch as number) < -1) {
     throw new WireError(`${where}: field 'microBatch' must be an integer >= -1, got ${JSON.stringify(m.microBatch)}`);

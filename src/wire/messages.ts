@@ -6,8 +6,11 @@
 import { ChainruleError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 
-/** Where a message belongs. microBatch is -1 when the message is for the whole step. */
-export interface Header { run: string; stage: number; step: number; microBatch: number }
+/**
+ * Where a message belongs: the actor (stage of a replica) it is addressed to, its step, and
+ * its micro-batch (-1 when the message is for the whole step). `replica` is 0 without data parallelism.
+ */
+export interface Header { run: string; stage: number; replica?: number; step: number; microBatch: number }
 
 export type Targets = Int32Array | Tensor;
 export type NamedTensors = Record<string, Tensor>;
@@ -18,7 +21,8 @@ export interface StageConfig {
   start: number;
   end: number;
   seed: number;
-  stages: number;
+  /** Data-parallel replicas of the pipeline: this stage reduces its gradients with its R−1 peers. */
+  replicas?: number;
   /** Most micro-batches whose tapes (and inbound messages) a stage holds at once. */
   capacity: number;
   /** The kernel backend every stage must use, so that all placements compute bit-identically. */
@@ -33,11 +37,12 @@ export interface OptimizerStepArgs {
 }
 
 /** A neighbour's address, for transports where stages talk to each other by address. */
-export interface PeerAddress { address: string; stage: number }
+export interface PeerAddress { address: string; stage: number; replica?: number }
 
 export type Request =
   | (Header & { type: 'configure'; config: StageConfig; params?: NamedTensors })
-  | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress })
+  /** gRPC nodes only: where this actor's neighbours and replica peers (by replica index; null for itself) live. */
+  | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress; peers?: (PeerAddress | null)[] })
   /** `optimize`: apply this optimizer step right after the actions (saves a round trip). */
   | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
@@ -55,7 +60,12 @@ export type Request =
 /** Stage to stage: an activation going forward or a gradient going back. */
 export type PeerMessage =
   | (Header & { type: 'activation'; x: Tensor })
-  | (Header & { type: 'gradient'; dx: Tensor });
+  | (Header & { type: 'gradient'; dx: Tensor })
+  /**
+   * Replica to replica, same stage: a share of the gradient. `scatter`: replica `from`'s
+   * gradient over the receiver's chunk, to be summed; `gather`: chunk `from`, summed over every replica.
+   */
+  | (Header & { type: 'reduce'; phase: 'scatter' | 'gather'; from: number; g: Tensor });
 
 export interface StageState {
   params: NamedTensors;
@@ -90,7 +100,7 @@ export const requestTypes = [
   'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
   'optimizerStep', 'getState', 'setState', 'evaluate', 'shutdown',
 ] as const;
-export const peerTypes = ['activation', 'gradient'] as const;
+export const peerTypes = ['activation', 'gradient', 'reduce'] as const;
 
 /** An error that crossed a transport: it keeps the remote code and names the actor. */
 export class RemoteError extends ChainruleError {

@@ -14,15 +14,6 @@ export interface StageServiceClient extends grpc.Client {
   call(argument: _chainrule_Envelope, options: grpc.CallOptions, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
   call(argument: _chainrule_Envelope, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
   
-  Deliver(argument: _chainrule_Envelope, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  Deliver(argument: _chainrule_Envelope, metadata: grpc.Metadata, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  Deliver(argument: _chainrule_Envelope, options: grpc.CallOptions, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  Deliver(argument: _chainrule_Envelope, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  deliver(argument: _chainrule_Envelope, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  deliver(argument: _chainrule_Envelope, metadata: grpc.Metadata, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  deliver(argument: _chainrule_Envelope, options: grpc.CallOptions, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  deliver(argument: _chainrule_Envelope, callback: grpc.requestCallback<_chainrule_Envelope__Output>): grpc.ClientUnaryCall;
-  
   DeliverStream(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
   DeliverStream(options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
   deliverStream(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_chainrule_Envelope, _chainrule_Envelope__Output>;
@@ -33,14 +24,11 @@ export interface StageServiceClient extends grpc.Client {
 export interface StageServiceHandlers extends grpc.UntypedServiceImplementation {
   Call: grpc.handleUnaryCall<_chainrule_Envelope__Output, _chainrule_Envelope>;
   
-  Deliver: grpc.handleUnaryCall<_chainrule_Envelope__Output, _chainrule_Envelope>;
-  
   DeliverStream: grpc.handleBidiStreamingCall<_chainrule_Envelope__Output, _chainrule_Envelope>;
   
 }
 
 export interface StageServiceDefinition extends grpc.ServiceDefinition {
   Call: MethodDefinition<_chainrule_Envelope, _chainrule_Envelope, _chainrule_Envelope__Output, _chainrule_Envelope__Output>
-  Deliver: MethodDefinition<_chainrule_Envelope, _chainrule_Envelope, _chainrule_Envelope__Output, _chainrule_Envelope__Output>
   DeliverStream: MethodDefinition<_chainrule_Envelope, _chainrule_Envelope, _chainrule_Envelope__Output, _chainrule_Envelope__Output>
 }

@@ -1,0 +1,51 @@
+/** Evaluation over a whole dataset through the pipeline, without a tape. */
+import { noGrad } from '../src/autograd/index.js';
+import { evalBatches, type Dataset } from '../src/data/index.js';
+import { getLoss, type ModelSpec } from '../src/nn/index.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+import type { Targets } from '../src/wire/index.js';
+import type { StageGroup } from './stage-group.js';
+
+/** What the loss compares the output with: the labels, or the input itself for an autoencoder. */
+export function targetsOf(spec: ModelSpec, x: Tensor, y: Int32Array): Targets {
+  return spec.autoencoder ? x : y;
+}
+
+/** Whether accuracy means anything: a classifier trained with softmax cross-entropy. */
+export function isClassifier(spec: ModelSpec): boolean {
+  return !spec.autoencoder && (spec.loss ?? 'softmaxCrossEntropy') === 'softmaxCrossEntropy';
+}
+
+/** The index of each row's largest value (the first on ties). */
+export function argmaxRows(h: Tensor): Int32Array {
+  const [n, c] = [h.shape[0]!, h.shape[1]!];
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let best = 0;
+    for (let j = 1; j < c; j++) if (h.data[i * c + j]! > h.data[i * c + best]!) best = j;
+    out[i] = best;
+  }
+  return out;
+}
+
+/** Mean loss (auxiliary terms such as a VAE's KL included) and accuracy for classifiers. */
+export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, batchSize: number): Promise<{ loss: number; accuracy: number | null }> {
+  const lossFn = getLoss(spec.loss ?? 'softmaxCrossEntropy');
+  const classify = isClassifier(spec);
+  let total = 0;
+  let correct = 0;
+  for (const { x, y } of evalBatches(ds, batchSize)) {
+    let h = x;
+    for (let k = 0; k < group.stages; k++) {
+      const r = await group.ask(k, { type: 'evaluate', x: h }, 'activations');
+      h = r.y;
+      total += r.loss ?? 0;
+    }
+    total += noGrad(() => lossFn.compute(h, targetsOf(spec, x, y), 'sum')).item();
+    if (classify) {
+      const pred = argmaxRows(h);
+      for (let i = 0; i < y.length; i++) if (pred[i] === y[i]) correct++;
+    }
+  }
+  return { loss: total / ds.size, accuracy: classify ? correct / ds.size : null };
+}

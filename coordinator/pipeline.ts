@@ -1,0 +1,63 @@
+/**
+ * One pipelined step over every actor: each replica takes its contiguous shard of the
+ * minibatch, cut into micro-batches; the stages run the schedule, sum their gradients in
+ * micro-batch order and reduce them across replicas among themselves; then the optimizer
+ * steps, in the same request when nothing global (a clipping norm) is needed first.
+ */
+import { splitMicroBatches, type MicroBatch } from '../src/data/index.js';
+import type { ModelSpec } from '../src/nn/index.js';
+import { clipScale } from '../src/optim/index.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+import { formatAction, type OptimizerStepArgs, type Schedule } from '../src/wire/index.js';
+import { targetsOf } from './evaluate.js';
+import type { StageGroup } from './stage-group.js';
+import type { BubbleMeter } from './summary.js';
+
+/** Shard r of the minibatch as micro-batches: parts[r][m]. */
+export function shardMinibatch(x: Tensor, y: Int32Array, replicas: number, microBatches: number): MicroBatch[][] {
+  const flat = splitMicroBatches(x, y, replicas * microBatches);
+  return Array.from({ length: replicas }, (_, r) => flat.slice(r * microBatches, (r + 1) * microBatches));
+}
+
+/**
+ * Runs the schedule on every actor; returns the summed loss of all stages (auxiliary
+ * terms included) in (replica, micro-batch) order: the order of one replica with R·M micro-batches.
+ */
+export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs): Promise<number> {
+  const K = group.stages;
+  const replies = await group.all((r, k) => ({
+    type: 'runStep',
+    actions: schedule[k]!.map(formatAction),
+    inputs: k === 0 ? parts[r]!.map((p) => p.x) : undefined,
+    targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
+    optimize,
+  }), 'stepDone');
+  const reports = replies.map((r) => r.report);
+  meter.add(reports);
+  let loss = 0;
+  for (let r = 0; r < group.replicas; r++) {
+    for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
+  }
+  return loss;
+}
+
+export interface StepPlan {
+  optimizer: OptimizerStepArgs['optimizer'];
+  lr: number;
+  /** 1/batch size: turns the summed gradients into means. */
+  gradScale: number;
+  clipNorm?: number;
+}
+
+/** One optimizer step on one minibatch (sharded already); returns the summed loss. */
+export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<number> {
+  const { optimizer, lr, clipNorm } = plan;
+  if (clipNorm === undefined) return pipelineStep(group, spec, parts, schedule, meter, { optimizer, lr, gradScale: plan.gradScale });
+  const loss = await pipelineStep(group, spec, parts, schedule, meter);
+  // The global norm needs every stage's share (of the reduced gradients: replica 0's suffice).
+  let squares = 0;
+  for (let k = 0; k < group.stages; k++) squares += (await group.ask(k, { type: 'gradSquares' }, 'value')).value;
+  const gradScale = plan.gradScale * clipScale(squares * plan.gradScale * plan.gradScale, clipNorm);
+  await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale }), 'ok');
+  return loss;
+}
