@@ -31,7 +31,7 @@ export const SPEC_FILE = 'model.json';
 
 /** A saved model that cannot be read or does not fit its spec; the message names the file. */
 export class SavedModelError extends ChainruleError {
-  constructor(code: 'MODEL_NOT_FOUND' | 'BAD_MODEL' | 'BAD_SPEC' | 'MODEL_MISMATCH' | 'BAD_INPUT' | 'NOT_A_CLASSIFIER', message: string, hint?: string) {
+  constructor(code: 'MODEL_NOT_FOUND' | 'BAD_MODEL' | 'BAD_SPEC' | 'MODEL_MISMATCH' | 'BAD_INPUT' | 'NOT_A_CLASSIFIER' | 'WRITE_FAILED', message: string, hint?: string) {
     super(code, message, { hint });
   }
 }
@@ -224,7 +224,7 @@ export function saveModel(dir: string, model: ModelToSave): void {
   try {
     mkdirSync(dir, { recursive: true });
   } catch (e) {
-    throw new SavedModelError('BAD_INPUT', `${where}: cannot create the directory: ${(e as Error).message}`);
+    throw new SavedModelError('WRITE_FAILED', `${where}: cannot create the directory: ${(e as Error).message}`);
   }
   const temps: string[] = [];
   try {
@@ -241,7 +241,7 @@ export function saveModel(dir: string, model: ModelToSave): void {
     for (const t of temps) {
       try { unlinkSync(t); } catch { /* already gone */ }
     }
-    throw new SavedModelError('BAD_INPUT', `${where}: cannot write the model: ${(e as Error).message}`);
+    throw new SavedModelError('WRITE_FAILED', `${where}: cannot write the model: ${(e as Error).message}`);
   }
 }
 
@@ -263,7 +263,8 @@ function parseMetaJson(meta: Record<string, string>, key: string, file: string):
 }
 
 /**
- * Loads a model saved by `saveModel`.
+ * Loads a model saved by `saveModel`. Weights stored as F64 are rounded into the model's
+ * float32 parameters; I32 weights are refused.
  * @example
  * const m = loadModel('out/mnist-mlp');
  * const classes = m.predictClasses(readPredictInput('digits.csv', m.spec.inputShape));

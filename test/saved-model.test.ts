@@ -306,6 +306,8 @@ describe('saveModel and loadModel', () => {
     expect([...y.shape]).toEqual([64, 10]);
     expect(bytesOf(y.data).equals(bytesOf(live.data))).toBe(true);
     expect(Array.from(m.predictClasses(x))).toEqual(argmaxRows(live));
+    // Rows are independent in every kernel: predicting in chunks changes the memory, not the bits.
+    expect(bytesOf(m.predict(x, { batchSize: 7 }).data).equals(bytesOf(live.data))).toBe(true);
   });
 
   it('predict applies the saved input transform first', () => {
@@ -413,6 +415,9 @@ describe('saveModel and loadModel', () => {
     expectError(() => saveModel(dir, { spec, params, metadata: circular }), 'BAD_INPUT', /model\.metadata is not JSON-serializable/);
     expectError(() => saveModel(dir, { spec, params, extra: 1 } as never), 'BAD_INPUT', /unknown field "extra"/);
     expect(existsSync(dir)).toBe(false);
+    const file = join(root, 'a-file');
+    writeFileSync(file, 'x');
+    expectError(() => saveModel(file, { spec, params }), 'WRITE_FAILED', /cannot create the directory/);
   });
 });
 
