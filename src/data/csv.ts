@@ -41,6 +41,75 @@ function unquote(cell: string): string {
   return t.length >= 2 && t.startsWith('"') && t.endsWith('"') ? t.slice(1, -1).replace(/""/g, '"') : t;
 }
 
+/** The non-blank lines of a CSV file split into trimmed cells, with their physical line numbers. */
+function readRows(path: string): { line: number; cells: string[] }[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') throw new DataError('FILE_NOT_FOUND', `CSV file not found: ${path}`, 'check the path (relative paths are from the working directory)');
+    throw new DataError('FILE_UNREADABLE', `cannot read CSV file ${path}: ${err.message}`);
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+
+  // Physical line numbers are kept for messages; blank lines are skipped.
+  const lines = text.split(/\r?\n/);
+  const rows: { line: number; cells: string[] }[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (l.trim() === '') continue;
+    rows.push({ line: i + 1, cells: l.split(',').map((c) => c.trim()) });
+  }
+  if (rows.length === 0) throw new DataError('EMPTY_FILE', `CSV file ${path} is empty (no non-blank lines)`);
+  return rows;
+}
+
+/** The inputs of a label-free CSV file: every column is a feature. */
+export interface CsvInputs {
+  inputs: Float32Array;
+  rows: number;
+  columns: number;
+  /** Header names (`col<i>` when there is no header). */
+  featureNames: string[];
+}
+
+/**
+ * Reads a numeric CSV file with no label column (inputs to predict on): one sample per
+ * line, every column a feature; a header line is allowed ('auto' treats the first line as
+ * one if any cell is not a number).
+ * @example const { inputs, rows, columns } = readCsvInputs('new-flowers.csv');
+ */
+export function readCsvInputs(path: string, options: Pick<CsvOptions, 'header'> = {}): CsvInputs {
+  const { header = 'auto' } = options;
+  if (header !== 'auto' && header !== true && header !== false) {
+    throw new DataError('BAD_OPTION', `readCsvInputs: options.header must be 'auto', true or false, got ${describe(header)}`);
+  }
+  const rows = readRows(path);
+  const first = rows[0]!;
+  const hasHeader = header === 'auto' ? first.cells.some((c) => Number.isNaN(parseCell(c))) : header;
+  const columns = first.cells.length;
+  const names = hasHeader ? first.cells.map(unquote) : first.cells.map((_, i) => `col${i}`);
+  const body = hasHeader ? rows.slice(1) : rows;
+  if (body.length === 0) throw new DataError('EMPTY_FILE', `CSV file ${path} has a header (line ${first.line}) but no data rows`);
+  const inputs = new Float32Array(body.length * columns);
+  for (let r = 0; r < body.length; r++) {
+    const { line, cells } = body[r]!;
+    if (cells.length !== columns) {
+      throw new DataError('RAGGED_ROW', `${path}:${line}: expected ${columns} columns, found ${cells.length}`,
+        hasHeader ? `the header on line ${first.line} has ${columns}` : `line ${first.line} has ${columns}`);
+    }
+    for (let c = 0; c < columns; c++) {
+      const v = parseCell(cells[c]!);
+      if (!Number.isFinite(v)) {
+        throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: column${hasHeader ? ` (${JSON.stringify(names[c])})` : ''} is not a number: ${JSON.stringify(cells[c])}`);
+      }
+      inputs[r * columns + c] = v;
+    }
+  }
+  return { inputs, rows: body.length, columns, featureNames: names };
+}
+
 /**
  * Loads a numeric CSV file and splits it (seeded shuffle) into train and test.
  * @example const { train, test } = loadCsv('iris.csv', { labelColumn: 'species', testFraction: 0.25, seed: 7 });
@@ -61,26 +130,7 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
     throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn must be a non-negative integer or a header name, got ${describe(labelColumn)}`);
   }
 
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw new DataError('FILE_NOT_FOUND', `CSV file not found: ${path}`, 'check the path (relative paths are from the working directory)');
-    throw new DataError('FILE_UNREADABLE', `cannot read CSV file ${path}: ${err.message}`);
-  }
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-
-  // Physical line numbers are kept for messages; blank lines are skipped.
-  const lines = text.split(/\r?\n/);
-  const rows: { line: number; cells: string[] }[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i]!;
-    if (l.trim() === '') continue;
-    rows.push({ line: i + 1, cells: l.split(',').map((c) => c.trim()) });
-  }
-  if (rows.length === 0) throw new DataError('EMPTY_FILE', `CSV file ${path} is empty (no non-blank lines)`);
-
+  const rows = readRows(path);
   const first = rows[0]!;
   const hasHeader = header === 'auto' ? first.cells.some((c) => Number.isNaN(parseCell(c))) : header;
   const columns = first.cells.length;

@@ -163,6 +163,22 @@ function toInputs(img: IdxFile, file: string): { inputs: Float32Array; n: number
   return { inputs, n, features };
 }
 
+/**
+ * The images of one IDX file as flat float inputs, scaled as `loadIdxDir` scales them
+ * (ubyte pixels to [0, 1], other types kept): the first dimension counts the images.
+ * @example const { inputs, n, features } = readIdxImages('t10k-images-idx3-ubyte.gz'); // n 10000, features 784
+ */
+export function readIdxImages(path: string): { inputs: Float32Array; n: number; features: number; dims: number[] } {
+  const img = readIdx(path);
+  const { inputs, n, features } = toInputs(img, path);
+  for (let i = 0; i < inputs.length; i++) {
+    if (!Number.isFinite(inputs[i]!)) {
+      throw new DataError('NOT_A_NUMBER', `${path}: value ${inputs[i]} of image ${Math.floor(i / features)} (element ${i % features}) is not finite`);
+    }
+  }
+  return { inputs, n, features, dims: img.dims };
+}
+
 function toLabels(lab: IdxFile, file: string): Int32Array {
   if (lab.dims.length !== 1) {
     throw new DataError('BAD_SHAPE', `${file}: labels must have 1 dimension, found dims [${lab.dims.join(', ')}]`);

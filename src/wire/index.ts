@@ -1,3 +1,4 @@
 export * from './action.js';
 export * from './messages.js';
 export * from './codec.js';
+export * from './safetensors.js';
