@@ -107,7 +107,7 @@ function ticks(lo: number, hi: number, count = 5): number[] {
 interface Series { name: string; color: string; points: [number, number][]; width?: number; dots?: boolean; opacity?: number }
 
 function lineChart(id: string, title: string, series: Series[], xLabel: string, yFormat: (v: number) => string = (v) => String(v)): string {
-  const W = 520, H = 260, L = 56, R = 12, T = 14, B = 40;
+  const W = 500, H = 250, L = 56, R = 12, T = 14, B = 40;
   const pts = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   if (pts.length === 0) return `<p class="none">${esc(title)}: nothing recorded.</p>`;
   let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
@@ -120,7 +120,9 @@ function lineChart(id: string, title: string, series: Series[], xLabel: string, 
   const sy = (y: number) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const parts: string[] = [`<svg id="${id}" class="chart" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}">`];
   for (const t of ticks(y0, y1)) parts.push(`<line class="grid" x1="${L}" x2="${W - R}" y1="${sy(t).toFixed(1)}" y2="${sy(t).toFixed(1)}"/><text class="tick" x="${L - 6}" y="${(sy(t) + 4).toFixed(1)}" text-anchor="end">${esc(yFormat(t))}</text>`);
-  for (const t of ticks(x0, x1, 6)) parts.push(`<text class="tick" x="${sx(t).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${esc(t)}</text>`);
+  // Steps and epochs are whole numbers: no tick between them.
+  const wholeX = pts.every(([x]) => Number.isInteger(x));
+  for (const t of ticks(x0, x1, 6).filter((v) => !wholeX || Number.isInteger(v))) parts.push(`<text class="tick" x="${sx(t).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${esc(t)}</text>`);
   parts.push(`<line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/><line class="axis" x1="${L}" x2="${L}" y1="${T}" y2="${H - B}"/>`);
   parts.push(`<text class="label" x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">${esc(xLabel)}</text>`);
   for (const s of series) {
