@@ -10,8 +10,10 @@ import { isUserError } from '../src/errors.js';
 
 const usage = `Usage: chainrule <command> [options]
 Commands:
-  train    train a model (chainrule train --help)
-  node     host actors for a remote coordinator (chainrule node --port P [--host H])
+  train     train a model (chainrule train --help)
+  predict   predictions of a saved model (chainrule predict --model DIR --input FILE)
+  evaluate  a saved model's loss and accuracy on a dataset (chainrule evaluate --model DIR --dataset NAME)
+  node      host actors for a remote coordinator (chainrule node --port P [--host H])
 `;
 
 function progressLine(r: EpochReport, epochs: number): string {
@@ -40,12 +42,14 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     if (cmd === 'train') return await trainMain(rest);
+    if (cmd === 'predict') return (await import('./model-cli.js')).predictMain(rest);
+    if (cmd === 'evaluate') return (await import('./model-cli.js')).evaluateMain(rest);
     if (cmd === 'node') {
       const { nodeMain } = await import('../node/cli.js');
       return await nodeMain(rest);
     }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
-    throw new OptionError(`unknown command '${cmd}'; commands: train, node`);
+    throw new OptionError(`unknown command '${cmd}'; commands: train, predict, evaluate, node`);
   } catch (e) {
     if (isUserError(e)) {
       console.error(`chainrule: ${e.message}`);

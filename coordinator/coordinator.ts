@@ -30,6 +30,7 @@ import { shardMinibatch, trainStep } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { BubbleMeter, theoreticalBubble, type EpochReport, type TrainSummary } from './summary.js';
+import { loadModel, saveModel } from './saved-model.js';
 
 export class Coordinator {
   readonly options: ResolvedOptions;
@@ -95,6 +96,30 @@ export class Coordinator {
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
     }));
+    if (o.init) await this.initFrom(o.init);
+  }
+
+  /** Starts from a saved model's weights (and buffers): fine-tuning. */
+  private async initFrom(dir: string): Promise<void> {
+    const saved = loadModel(dir);
+    if (JSON.stringify(saved.spec) !== JSON.stringify(this.spec)) {
+      throw new OptionError(`options.init: the model saved in ${dir} has another spec than this run's model`, 'train the same --model, or save the model you want to start from');
+    }
+    await this.group.setState({ params: saved.parameters(), buffers: saved.buffers(), optimizer: null, lastStep: -1 });
+  }
+
+  /**
+   * Saves the model as it is now (spec, weights as safetensors, buffers, the input
+   * transform) for `loadModel`, `chainrule predict` and `--init`.
+   * @example await coordinator.save('models/mlp'); loadModel('models/mlp').predict(x)
+   */
+  async save(dir: string, metadata: Record<string, unknown> = {}): Promise<void> {
+    await this.open();
+    const state = await this.group.state();
+    saveModel(dir, {
+      spec: this.spec, params: state.params, buffers: state.buffers, transform: this.transformSpec,
+      metadata: { seed: this.options.seed, optimizer: this.optimizerSpec.type, steps: this.group.step, epochs: this.epochsDone, ...metadata },
+    });
   }
 
   /** One optimizer step on one minibatch; returns the summed loss. */
@@ -112,6 +137,14 @@ export class Coordinator {
   async evaluate(ds: Dataset = this.data.test): Promise<{ loss: number; accuracy: number | null }> {
     await this.open();
     return evaluate(this.group, this.spec, ds, this.options.evalBatchSize);
+  }
+
+  /** The model's output for inputs `x` (already transformed like the training data), through every stage, without a tape. */
+  async predict(x: Tensor): Promise<Tensor> {
+    await this.open();
+    let h = x;
+    for (let k = 0; k < this.stages; k++) h = (await this.group.ask(k, { type: 'evaluate', x: h }, 'activations')).y;
+    return h;
   }
 
   /** Every parameter, by name, in the model's fixed order. */
@@ -138,9 +171,11 @@ export class Coordinator {
         method: this.fullBatch, group: this.group, spec: this.spec, train: this.data.train, seed: o.seed, epochs: o.epochs,
         iterationsPerEpoch: o.iterationsPerEpoch, plan, schedule, meter: this.meter, evaluate: () => this.evaluate(), onEpoch: o.onEpoch,
       });
-      return this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, {
+      const summary = await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, {
         epochs: r.last.epoch, gradEvals: r.gradEvals, lossEvals: r.lossEvals, microBatches: plan.microBatches, theoreticalBubbleFraction: theoreticalBubble(this.stages, plan.microBatches),
       });
+      if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
+      return summary;
     }
     const batcher = new Batcher(this.data.train, { batchSize: o.batchSize, seed: o.seed });
     let last: EpochReport | null = null;
@@ -170,7 +205,9 @@ export class Coordinator {
       o.onEpoch?.(last);
     }
     if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.epochsDone} epochs done and epochs is ${o.epochs}`);
-    return this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch);
+    const summary = await this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch);
+    if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
+    return summary;
   }
 
   private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {

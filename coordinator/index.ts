@@ -8,6 +8,7 @@ export { OptionError, optionTable, resolveOptions, type CoordinatorOptions, type
 export type { EpochReport, StepInfo, TrainSummary } from './summary.js';
 export { ChainruleError, InternalError, isUserError } from '../src/errors.js';
 export { main as cli } from './cli.js';
+export { loadModel, saveModel, readPredictInput, SavedModel, SavedModelError, type ModelToSave } from './saved-model.js';
 export * from './transports/index.js';
 export * from './schedules/index.js';
 export { balancedPartition, explicitPartition, PartitionError } from './partition.js';

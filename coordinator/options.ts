@@ -125,6 +125,9 @@ export const optionTable = {
   checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'write a checkpoint after every epoch' }),
   resume: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'continue from a checkpoint (any placement or stage count wrote it)' }),
 
+  save: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'save the trained model (spec and safetensors weights) to DIR for predict, evaluate and --init' }),
+  init: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: "start from a saved model's weights (fine-tuning); the model spec must match" }),
+
   json: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', help: 'end with one JSON line summarizing the run' }),
   help: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', short: 'h', help: 'print this help' }),
 
