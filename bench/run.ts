@@ -37,9 +37,9 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
     await c.open();
     const batches = [...new Batcher(mnist.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
     for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
-    const before = (c as unknown as { busyMs: number; stageWallMs: number });
+    const before = c.meter;
     const busy0 = before.busyMs;
-    const wall0 = before.stageWallMs;
+    const wall0 = before.actorWallMs;
     // The best of three windows (the machines are shared: a neighbour's burst only slows).
     let n = 0;
     let best = 0;
@@ -54,7 +54,7 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
       best = Math.max(best, samples / ((performance.now() - t0) / 1000));
     }
     const busy = before.busyMs - busy0;
-    const wall = before.stageWallMs - wall0;
+    const wall = before.actorWallMs - wall0;
     return { samplesPerSecond: best, bubble: wall > 0 ? 1 - busy / wall : 0 };
   } finally {
     await c.close();

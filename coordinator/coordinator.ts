@@ -48,7 +48,8 @@ export class Coordinator {
   private readonly lrAt: LrSchedule | null;
   private readonly backendClaim: ReturnType<typeof claimBackend>;
   private readonly group: StageGroup;
-  private readonly meter = new BubbleMeter();
+  /** Busy and wall time of every actor so far: the measured bubble. */
+  readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
   private epochsDone = 0;
 
@@ -95,8 +96,14 @@ export class Coordinator {
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
-    }));
+    }), this.stageParameterCounts());
     if (o.init) await this.initFrom(o.init);
+  }
+
+  /** Parameters per stage, from the spec and the partition. */
+  private stageParameterCounts(): number[] {
+    const counts = layerParameterCounts(this.spec);
+    return this.bounds.slice(1).map((end, k) => counts.slice(this.bounds[k], end).reduce((a, b) => a + b, 0));
   }
 
   /** Starts from a saved model's weights (and buffers): fine-tuning. */

@@ -58,8 +58,10 @@ export function theoreticalBubble(stages: number, microBatches: number): number 
 
 /** Busy and wall time of every actor, summed over steps: the measured bubble. */
 export class BubbleMeter {
-  private busyMs = 0;
-  private actorWallMs = 0;
+  /** Milliseconds the actors computed, summed over actors and steps. */
+  busyMs = 0;
+  /** The slowest actor's wall time of each step, times the number of actors, summed over steps. */
+  actorWallMs = 0;
 
   /** One step's reports: each actor's busy time against the slowest actor's wall time. */
   add(reports: readonly { busyMs: number; wallMs: number }[]): void {
