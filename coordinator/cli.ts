@@ -7,8 +7,9 @@ import { Coordinator } from './coordinator.js';
 import { parseCliOptions, trainUsage, OptionError } from './options.js';
 import type { EpochReport } from './summary.js';
 import { isUserError } from '../src/errors.js';
+import { chainruleVersion } from './saved-model.js';
 
-const usage = `Usage: chainrule <command> [options]
+const usage = `Usage: chainrule <command> [options]   (chainrule --version)
 Commands:
   train     train a model (chainrule train --help)
   predict   predictions of a saved model (chainrule predict --model DIR --input FILE)
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
       return await nodeMain(rest);
     }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
+    if (cmd === '--version' || cmd === '-v') { console.log(`chainrule ${chainruleVersion()} (Node ${process.versions.node})`); return 0; }
     throw new OptionError(`unknown command '${cmd}'; commands: train, predict, evaluate, node`);
   } catch (e) {
     if (isUserError(e)) {
