@@ -8,10 +8,12 @@
  * 2. Training samples/s of the MLP 784-256-128-10 (batch 64) and the CNN, per backend,
  *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) and, where Debian's
  *    python3-torch is installed, PyTorch on one thread, on the same model and data.
- * 3. Placements: one process, 2 stages on threads, 2 gRPC nodes on loopback, on a
- *    compute-bound model; measured bubble against GPipe's (K−1)/(M+K−1).
+ * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8),
+ *    R=2 thread replicas, K=2 thread stages (every registered schedule), R=2 and K=2 over 2
+ *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
+ *    threads (OMP_WAIT_POLICY=passive); measured bubble against (K−1)/(M+K−1).
  */
-import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import { Coordinator, schedules, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
@@ -37,9 +39,9 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
     await c.open();
     const batches = [...new Batcher(mnist.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
     for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
-    const before = (c as unknown as { busyMs: number; stageWallMs: number });
+    const before = c.meter;
     const busy0 = before.busyMs;
-    const wall0 = before.stageWallMs;
+    const wall0 = before.actorWallMs;
     // The best of three windows (the machines are shared: a neighbour's burst only slows).
     let n = 0;
     let best = 0;
@@ -54,7 +56,7 @@ async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promi
       best = Math.max(best, samples / ((performance.now() - t0) / 1000));
     }
     const busy = before.busyMs - busy0;
-    const wall = before.stageWallMs - wall0;
+    const wall = before.actorWallMs - wall0;
     return { samplesPerSecond: best, bubble: wall > 0 ? 1 - busy / wall : 0 };
   } finally {
     await c.close();
@@ -212,28 +214,72 @@ selectBackend(defaultBackendName());
 printTable(train, `Training throughput (batch 64, SGD, built-in digits; default backend: ${defaultBackendName()})`);
 rows.push(...train);
 
-// 3. Placements on a compute-bound model: two stages of equal work.
-const wide = mlpSpec([1024, 1024, 1024, 1024, 1024], 784, 10);
-const M = 8;
-const place: Row[] = [];
-const local = await chainruleThroughput({ model: wide, batchSize: 256, microBatches: M, optimizer: 'sgd', lr: 0.01 });
-place.push({ name: 'local, 1 stage', value: local.samplesPerSecond, unit: 'samples/s' });
-const threads = await chainruleThroughput({ model: wide, batchSize: 256, microBatches: M, stages: 2, placement: 'threads', schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
-place.push({ name: 'threads, 2 stages, 1f1b', value: threads.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(threads.samplesPerSecond, 'local, 1 stage', local.samplesPerSecond) });
-const nodes = [await spawnNode(), await spawnNode()];
-try {
-  const grpc = await chainruleThroughput({ model: wide, batchSize: 256, microBatches: M, stages: 2, placement: 'grpc', nodes: nodes.map((n) => n.address), schedule: '1f1b', optimizer: 'sgd', lr: 0.01 });
-  place.push({ name: 'grpc, 2 node processes, 1f1b', value: grpc.samplesPerSecond, unit: 'samples/s', ratio: ratioTo(grpc.samplesPerSecond, 'threads, 2 stages, 1f1b', threads.samplesPerSecond) });
-  place.push({ name: 'grpc vs local', value: grpc.samplesPerSecond / local.samplesPerSecond, unit: '×' });
-  place.push({ name: 'grpc bubble (measured)', value: grpc.bubble, unit: 'fraction' });
-} finally {
-  await Promise.all(nodes.map((n) => n.close()));
+// 3. Scaling: every 2-core placement of three models against one process with one micro-batch
+// (the best single-process run), and PyTorch on 1 and 2 threads on the same models.
+const scalingModels = [
+  { key: 'wide', label: 'MLP 784-1024×5-10, batch 256', spec: mlpSpec([1024, 1024, 1024, 1024, 1024], 784, 10), batchSize: 256, lr: 0.01, M: 8 },
+  { key: 'mlp', label: 'MLP 784-256-128-10, batch 64', spec: mlpSpec(), batchSize: 64, lr: 0.05, M: 4 },
+  { key: 'cnn', label: 'CNN, batch 64', spec: cnnSpec(), batchSize: 64, lr: 0.05, M: 4 },
+] as const;
+/** PyTorch (bench/torch_ref.py) on one model and `threads` threads; null (with the reason in `skipped`) without torch. */
+function torchScaling(model: string, batch: number, threads: number): number | null {
+  const py = pythons.find((p) => hasModule(p, 'torch'));
+  const script = [new URL('./torch_ref.py', import.meta.url), new URL('../../bench/torch_ref.py', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+  if (!py || !script) { skipped[`pytorch ${model} ${threads} threads`] = py ? 'bench/torch_ref.py not found' : 'no python3 with torch: install Debian\'s python3-torch'; return null; }
+  const dir = mkdtempSync(join(tmpdir(), 'chainrule-bench-'));
+  try {
+    const { inputs, labels } = mnist.train;
+    writeFileSync(join(dir, 'x.f32'), new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength));
+    writeFileSync(join(dir, 'y.i32'), new Uint8Array(Int32Array.from(labels).buffer));
+    const env = { ...pythonEnv(blasCore.get(py)), OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+    const r = spawnSync(py, [script, join(dir, 'x.f32'), join(dir, 'y.i32'), String(labels.length), String(seconds), String(threads), model, String(batch)], { env, encoding: 'utf8', timeout: 300_000 });
+    if (r.status !== 0) { skipped[`pytorch ${model} ${threads} threads`] = (r.error?.message ?? r.stderr.trim().split('\n').pop() ?? 'failed').slice(0, 200); return null; }
+    return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { samplesPerSecond: number }).samplesPerSecond;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
-const theory = (2 - 1) / (M + 2 - 1);
-place.push({ name: 'threads bubble (measured)', value: threads.bubble, unit: 'fraction', ratio: ratioTo(threads.bubble, 'theoretical (K-1)/(M+K-1)', theory) });
-place.push({ name: 'theoretical bubble (K=2, M=8)', value: theory, unit: 'fraction' });
-printTable(place, `Placements (MLP 784-1024×5-10, batch 256, 2 stages balanced by parameters, M=${M}; gRPC nodes on loopback)`);
-rows.push(...place);
+const scalingNodes = [await spawnNode(), await spawnNode()];
+const scaling: Row[] = [];
+const twoStageSchedules = Object.keys(schedules);
+try {
+  for (const m of scalingModels) {
+    const base: CoordinatorOptions = { model: m.spec, batchSize: m.batchSize, optimizer: 'sgd', lr: m.lr };
+    const nodes = scalingNodes.map((n) => n.address);
+    const one = (await chainruleThroughput(base)).samplesPerSecond;
+    const name = (what: string) => `${m.key}: ${what}`;
+    const ref = name('one process, M=1');
+    scaling.push({ name: ref, value: one, unit: 'samples/s' });
+    const add = (what: string, v: number, to = ref, refValue = one) => scaling.push({ name: name(what), value: v, unit: 'samples/s', ratio: ratioTo(v, to, refValue) });
+    add(`one process, M=${m.M}`, (await chainruleThroughput({ ...base, microBatches: m.M })).samplesPerSecond);
+    const r2 = (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2 })).samplesPerSecond;
+    add('threads, R=2 replicas', r2);
+    let threadsK2 = 0;
+    for (const schedule of twoStageSchedules) {
+      const r = await chainruleThroughput({ ...base, placement: 'threads', stages: 2, microBatches: m.M, schedule });
+      add(`threads, K=2 stages, ${schedule}, M=${m.M}`, r.samplesPerSecond);
+      if (schedule === '1f1b') threadsK2 = r.samplesPerSecond;
+      scaling.push({ name: name(`bubble, threads K=2 ${schedule} M=${m.M} (measured)`), value: r.bubble, unit: 'fraction', ratio: ratioTo(r.bubble, `theoretical (K-1)/(M+K-1) = ${(1 / (m.M + 1)).toFixed(3)}`, 1 / (m.M + 1)) });
+    }
+    const g2 = (await chainruleThroughput({ ...base, placement: 'grpc', nodes, replicas: 2 })).samplesPerSecond;
+    add('grpc (2 nodes, loopback), R=2 replicas', g2);
+    scaling.push({ name: name('grpc R=2 vs threads R=2'), value: g2 / r2, unit: '×' });
+    const gk = (await chainruleThroughput({ ...base, placement: 'grpc', nodes, stages: 2, microBatches: m.M, schedule: '1f1b' })).samplesPerSecond;
+    add(`grpc (2 nodes, loopback), K=2 stages, 1f1b, M=${m.M}`, gk);
+    if (threadsK2 > 0) scaling.push({ name: name('grpc K=2 vs threads K=2 (1f1b)'), value: gk / threadsK2, unit: '×' });
+    for (const threads of [1, 2]) {
+      const t = torchScaling(m.key, m.batchSize, threads);
+      if (t !== null) add(`pytorch, ${threads} thread${threads > 1 ? 's' : ''}`, t);
+    }
+    const best2 = Math.max(r2, threadsK2, g2, gk);
+    const torch2 = scaling.find((r) => r.name === name('pytorch, 2 threads'));
+    if (torch2) scaling.push({ name: name('best 2-core chainrule vs pytorch 2 threads'), value: best2 / torch2.value, unit: '×' });
+  }
+} finally {
+  await Promise.all(scalingNodes.map((n) => n.close()));
+}
+printTable(scaling, 'Scaling on this machine (2 cores): samples/s and ratios to one process with one micro-batch');
+rows.push(...scaling);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
 emitJson(rows, { skipped, quick, defaultBackend: defaultBackendName(), nativeKernel: nativeKernel(), pytorch: torch?.version ?? null });

@@ -8,12 +8,15 @@ import { parseCliOptions, trainUsage, OptionError } from './options.js';
 import type { EpochReport } from './summary.js';
 import { EpochProgress } from './progress.js';
 import { isUserError } from '../src/errors.js';
+import { chainruleVersion } from './saved-model.js';
 
-const usage = `Usage: chainrule <command> [options]
+const usage = `Usage: chainrule <command> [options]   (chainrule --version)
 Commands:
-  train    train a model (chainrule train --help)
-  report   write DIR/report.html from a run trained with --log-dir DIR (chainrule report DIR)
-  node     host actors for a remote coordinator (chainrule node --port P [--host H])
+  train     train a model (chainrule train --help)
+  report    write DIR/report.html from a run trained with --log-dir DIR (chainrule report DIR)
+  predict   predictions of a saved model (chainrule predict --model DIR --input FILE)
+  evaluate  a saved model's loss and accuracy on a dataset (chainrule evaluate --model DIR --dataset NAME)
+  node      host actors for a remote coordinator (chainrule node --port P [--host H])
 `;
 
 /** Where the CLI writes: results (stdout), progress and notes (stderr), and whether stderr is a terminal. */
@@ -81,12 +84,15 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (cmd === 'train') return await trainMain(rest);
     if (cmd === 'report') return await reportMain(rest);
+    if (cmd === 'predict') return (await import('./model-cli.js')).predictMain(rest);
+    if (cmd === 'evaluate') return (await import('./model-cli.js')).evaluateMain(rest);
     if (cmd === 'node') {
       const { nodeMain } = await import('../node/cli.js');
       return await nodeMain(rest);
     }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
-    throw new OptionError(`unknown command '${cmd}'; commands: train, report, node`);
+    if (cmd === '--version' || cmd === '-v') { console.log(`chainrule ${chainruleVersion()} (Node ${process.versions.node})`); return 0; }
+    throw new OptionError(`unknown command '${cmd}'; commands: train, report, predict, evaluate, node`);
   } catch (e) {
     if (isUserError(e)) {
       console.error(`chainrule: ${e.message}`);

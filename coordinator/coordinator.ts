@@ -30,7 +30,7 @@ import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { BubbleMeter, theoreticalBubble, type EpochReport, type StepInfo, type TrainSummary } from './summary.js';
-import { chainruleVersion } from './saved-model.js';
+import { chainruleVersion, loadModel, saveModel } from './saved-model.js';
 import { RunLog, jsonOptions } from './run-log.js';
 import { StepTracer } from './trace.js';
 
@@ -50,7 +50,8 @@ export class Coordinator {
   private readonly lrAt: LrSchedule | null;
   private readonly backendClaim: ReturnType<typeof claimBackend>;
   private readonly group: StageGroup;
-  private readonly meter = new BubbleMeter();
+  /** Busy and wall time of every actor so far: the measured bubble. */
+  readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
   private epochsDone = 0;
 
@@ -97,7 +98,37 @@ export class Coordinator {
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
-    }));
+    }), this.stageParameterCounts());
+    if (o.init) await this.initFrom(o.init);
+  }
+
+  /** Parameters per stage, from the spec and the partition. */
+  private stageParameterCounts(): number[] {
+    const counts = layerParameterCounts(this.spec);
+    return this.bounds.slice(1).map((end, k) => counts.slice(this.bounds[k], end).reduce((a, b) => a + b, 0));
+  }
+
+  /** Starts from a saved model's weights (and buffers): fine-tuning. */
+  private async initFrom(dir: string): Promise<void> {
+    const saved = loadModel(dir);
+    if (JSON.stringify(saved.spec) !== JSON.stringify(this.spec)) {
+      throw new OptionError(`options.init: the model saved in ${dir} has another spec than this run's model`, 'train the same --model, or save the model you want to start from');
+    }
+    await this.group.setState({ params: saved.parameters(), buffers: saved.buffers(), optimizer: null, lastStep: -1 });
+  }
+
+  /**
+   * Saves the model as it is now (spec, weights as safetensors, buffers, the input
+   * transform) for `loadModel`, `chainrule predict` and `--init`.
+   * @example await coordinator.save('models/mlp'); loadModel('models/mlp').predict(x)
+   */
+  async save(dir: string, metadata: Record<string, unknown> = {}): Promise<void> {
+    await this.open();
+    const state = await this.group.state();
+    saveModel(dir, {
+      spec: this.spec, params: state.params, buffers: state.buffers, transform: this.transformSpec,
+      metadata: { seed: this.options.seed, optimizer: this.optimizerSpec.type, steps: this.group.step, epochs: this.epochsDone, ...metadata },
+    });
   }
 
   /** One optimizer step on one minibatch; returns the summed loss. */
@@ -132,6 +163,14 @@ export class Coordinator {
   async evaluate(ds: Dataset = this.data.test): Promise<{ loss: number; accuracy: number | null }> {
     await this.open();
     return evaluate(this.group, this.spec, ds, this.options.evalBatchSize);
+  }
+
+  /** The model's output for inputs `x` (already transformed like the training data), through every stage, without a tape. */
+  async predict(x: Tensor): Promise<Tensor> {
+    await this.open();
+    let h = x;
+    for (let k = 0; k < this.stages; k++) h = (await this.group.ask(k, { type: 'evaluate', x: h }, 'activations')).y;
+    return h;
   }
 
   /** Every parameter, by name, in the model's fixed order. */
@@ -207,9 +246,11 @@ export class Coordinator {
         onEpoch: async (rep) => { history.push(rep); log?.epoch(rep); await call(o.onEpoch, rep, tracer); },
         trace: tracer ? { tracer, epoch: 1 } : undefined,
       });
-      return finish(await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, run, {
+      const summary = await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, run, {
         ...extra(r.last.epoch), gradEvals: r.gradEvals, lossEvals: r.lossEvals,
-      }), tracer);
+      });
+      if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
+      return finish(summary, tracer);
     }
     const batcher = new Batcher(this.data.train, { batchSize: o.batchSize, seed: o.seed });
     let last: EpochReport | null = null;
@@ -263,7 +304,9 @@ export class Coordinator {
       await call(o.onEpoch, last, tracer);
     }
     if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.epochsDone} epochs done and epochs is ${o.epochs}`);
-    return finish(await this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch, run), tracer);
+    const summary = await this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch, run);
+    if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
+    return finish(summary, tracer);
   }
 
   private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, run: { history: EpochReport[]; started: number }, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {

@@ -8,6 +8,7 @@
  * resolveOptions({ epochs: 3, placement: 'threads' }).batchSize   // 64
  * parseCliOptions(['--epochs', '3']).options                      // { epochs: 3 }
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ChainruleError, lookup } from '../src/errors.js';
 import type { ModelSpec } from '../src/nn/index.js';
@@ -125,8 +126,12 @@ export const optionTable = {
   checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'write a checkpoint after every epoch' }),
   resume: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'continue from a checkpoint (any placement or stage count wrote it)' }),
 
+  save: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'save the trained model (spec and safetensors weights) to DIR for predict, evaluate and --init' }),
+  init: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: "start from a saved model's weights (fine-tuning); the model spec must match" }),
+
   logDir: def<string>({ kind: 'string', group: 'Output', arg: 'DIR', help: 'write metrics.jsonl, trace.json, summary.json and run.json there (see chainrule report DIR)' }),
   traceSteps: withDefault<number>({ kind: 'int', group: 'Output', arg: 'N', default: 5, min: 0, help: 'with --log-dir: trace the last N steps of the run into trace.json' }),
+  config: def<string>({ kind: 'string', group: 'Output', only: 'cli', arg: 'FILE', help: 'read options from a JSON file ({"epochs": 3, "batch-size": 128, ...}: flag names without --); flags given too override it' }),
   json: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', help: 'print only the JSON summary on standard output (progress goes to standard error)' }),
   help: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', short: 'h', help: 'print this help' }),
 
@@ -273,7 +278,7 @@ export function parseCliOptions(argv: string[]): { options: CoordinatorOptions; 
   } catch (e) {
     throw new OptionError((e as Error).message.replace(/\. To specify a positional argument.*$/s, ''), 'see chainrule train --help');
   }
-  const options: Record<string, unknown> = {};
+  const options: Record<string, unknown> = typeof values['config'] === 'string' ? readConfigFile(values['config']) : {};
   for (const [k, d] of cliEntries) {
     const v = values[kebab(k)];
     if (v === undefined || d.only === 'cli') continue;
@@ -283,6 +288,32 @@ export function parseCliOptions(argv: string[]): { options: CoordinatorOptions; 
   // Validated now, naming flags, so that a bad value never reaches an actor.
   if (!help) resolveOptions(options as CoordinatorOptions, flagOf);
   return { options: options as CoordinatorOptions, json: values['json'] === true, help };
+}
+
+/**
+ * Options from a JSON config file: an object whose keys are flag names (`batch-size`, or the
+ * option's own name, `batchSize`) with JSON values of the flag's kind; validated by name.
+ */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new OptionError(`--config ${path}: cannot read it as JSON (${why})`);
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new OptionError(`--config ${path}: must hold a JSON object of options, got ${describeValue(json)}`);
+  const out: Record<string, unknown> = {};
+  for (const [name, v] of Object.entries(json)) {
+    const key = name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const d = lookup(optionTable as Record<string, Def<unknown>>, key);
+    if (!d || d.only !== undefined) throw new OptionError(`--config ${path}: '${name}' is not an option of chainrule train (see chainrule train --help)`);
+    // Strings go through the flag's own parsing ("--epochs 3" and "epochs": "3" mean the same).
+    out[key] = typeof v === 'string' && d.kind !== 'string' ? fromText(key, d, v) : v;
+  }
+  const naming = (k: string) => `--config ${path}: '${kebab(k)}'`;
+  resolveOptions(out as CoordinatorOptions, naming);
+  return out;
 }
 
 /** The `chainrule train --help` text, generated from the table. */

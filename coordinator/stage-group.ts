@@ -27,8 +27,8 @@ export class StageGroup {
   get parameterCount(): number { return this.layout.reduce((n, l) => n + l.size, 0); }
 
   /** Starts the actors, configures each with its layers, and reads the parameter layout. */
-  async open(transport: Transport, config: (stage: number) => StageConfig): Promise<void> {
-    this.handles = await transport.open({ replicas: this.replicas, stages: this.stages }, this.run);
+  async open(transport: Transport, config: (stage: number) => StageConfig, parameterCounts?: readonly number[]): Promise<void> {
+    this.handles = await transport.open({ replicas: this.replicas, stages: this.stages, parameterCounts }, this.run);
     await this.all((_, k) => ({ type: 'configure', config: config(k) }), 'configured');
     this.layout = [];
     for (let k = 0; k < this.stages; k++) {

@@ -79,8 +79,10 @@ export interface BubbleMark { busyMs: number; actorWallMs: number }
  * actor time (each step's slowest actor's wall time, times the actors) not spent computing.
  */
 export class BubbleMeter {
-  private busyMs = 0;
-  private actorWallMs = 0;
+  /** Milliseconds the actors computed, summed over actors and steps. */
+  busyMs = 0;
+  /** The slowest actor's wall time of each step, times the number of actors, summed over steps. */
+  actorWallMs = 0;
   private stepWallMs = 0;
   private perActor: number[] = [];
 

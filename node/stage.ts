@@ -14,6 +14,7 @@ import {
   type StageState, type StepReport, type Targets, SPAN, epochNow,
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
+import { SharedReduce } from './shared-reduce.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
@@ -60,6 +61,9 @@ export class StageActor {
   next: PeerLink | null = null;
   /** The same stage in every replica, by replica index (null at this actor's own). */
   peers: (PeerLink | null)[] = [];
+  /** Replicas on threads of one process reduce through this shared buffer instead of messages. */
+  sharedReduceBuffer: SharedArrayBuffer | null = null;
+  private shared: SharedReduce | null = null;
 
   constructor(readonly index: number, readonly replica = 0, private readonly timeoutMs = 120_000) {
     this.inbox = new Inbox(() => 1, timeoutMs, this.name);
@@ -172,6 +176,13 @@ export class StageActor {
     this.optimizer = null;
     this.lastOptimizerStep = -1;
     this.flatGrad = null;
+    this.shared = null;
+    if (this.sharedReduceBuffer && replicas > 1) {
+      this.shared = new SharedReduce(this.sharedReduceBuffer, replicas, this.replica, this.name, this.timeoutMs);
+      // A buffer sized for another layout is not used: the message path needs no sizes.
+      const n = model.parameters().reduce((a, [, p]) => a + p.size, 0);
+      if (this.shared.parameters !== n || model.parameters().some(([, p]) => p.dtype !== 'float32')) this.shared = null;
+    }
     this.inbox = new Inbox((kind) => (kind === 'scatter' || kind === 'gather' ? replicas : config.capacity), this.timeoutMs, this.name);
     if (params) this.setParams(params);
     return { type: 'configured', parameterCount: model.parameterCount(), inputShape: model.inputShape, outputShape: model.outputShape };
@@ -184,7 +195,7 @@ export class StageActor {
     this.lastBackward = -1;
     this.tapes.clear();
     this.inbox.beginStep(step);
-    for (const [, p] of this.ready().model.parameters()) p.zeroGrad();
+    this.zeroGrads();
   }
 
   private checkInput(x: Tensor, what: string): void {
@@ -346,6 +357,7 @@ export class StageActor {
    * changes the bits), and sends the sum back to all (a reduce-scatter, then an all-gather).
    */
   private async allReduce(step: number): Promise<void> {
+    if (this.shared) return this.sharedReduce(step);
     const params = this.ready().model.parameters();
     const R = this.replicas;
     const r = this.replica;
@@ -388,6 +400,33 @@ export class StageActor {
       p.grad ??= p.zeroedGradBuffer();
       p.grad.data.set(g.subarray(off, off + p.size));
       off += p.size;
+    }
+  }
+
+  /** The all-reduce through shared memory: the backward wrote into this replica's region. */
+  private async sharedReduce(step: number): Promise<void> {
+    const shared = this.shared!;
+    const params = this.ready().model.parameters();
+    const own = shared.ownViews(params.map(([, p]) => p.shape));
+    for (const [i, [, p]] of params.entries()) {
+      // A gradient that is not in the region yet (none at all, or a buffer of before) is copied in.
+      const g = p.grad;
+      if (g === null) own[i]!.data.fill(0);
+      else if (g.data.buffer !== own[i]!.data.buffer || g.data.byteOffset !== own[i]!.data.byteOffset) own[i]!.data.set(g.data);
+    }
+    await shared.reduce(step);
+    // Every replica reads the one sum: the optimizer, clipping and `gradients` see it.
+    const sum = shared.sumViews(params.map(([, p]) => p.shape));
+    for (const [i, [, p]] of params.entries()) p.grad = sum[i]!;
+  }
+
+  /** Clears the gradients; with shared reduction, the next backward accumulates into this replica's region. */
+  private zeroGrads(): void {
+    const params = this.ready().model.parameters();
+    for (const [, p] of params) p.zeroGrad();
+    if (this.shared) {
+      const own = this.shared.ownViews(params.map(([, p]) => p.shape));
+      for (const [i, [, p]] of params.entries()) p.useGradBuffer(own[i]!);
     }
   }
 
@@ -452,7 +491,7 @@ export class StageActor {
     }
     const params = this.ready().model.parameters().map(([name, p]) => ({ name, value: p.data, grad: p.grad ? p.grad.data : null }));
     this.optimizer.step(params, { lr, gradScale });
-    for (const [, p] of this.ready().model.parameters()) p.zeroGrad();
+    this.zeroGrads();
     this.lastOptimizerStep = step;
     return true;
   }

@@ -11,7 +11,7 @@ import { PortLink } from './port-link.js';
 import { startNode, type RunningNode } from './server.js';
 
 export type WorkerTask =
-  | { kind: 'init'; stage: number; replica?: number; prev?: MessagePort; next?: MessagePort; peers?: (MessagePort | undefined)[]; backend?: string }
+  | { kind: 'init'; stage: number; replica?: number; prev?: MessagePort; next?: MessagePort; peers?: (MessagePort | undefined)[]; sharedReduce?: SharedArrayBuffer; backend?: string }
   | { kind: 'request'; bytes: Uint8Array }
   /** Serve stages over gRPC from this thread (a mixed placement): answers host:port. */
   | { kind: 'listen'; host?: string; backend?: string };
@@ -31,6 +31,7 @@ export default async function handle(task: WorkerTask): Promise<Uint8Array | str
     if (task.prev) a.prev = new PortLink(task.prev, a);
     if (task.next) a.next = new PortLink(task.next, a);
     a.peers = (task.peers ?? []).map((p) => (p ? new PortLink(p, a) : null));
+    a.sharedReduceBuffer = task.sharedReduce ?? null;
     actor = a;
     return `stage ${task.stage} ready`;
   }

@@ -9,6 +9,7 @@ import { Piscina } from 'piscina';
 import { decodeMessage, encodeMessage, type Reply, type Request } from '../../src/wire/index.js';
 import { backend } from '../../src/tensor/backend.js';
 import type { WorkerTask } from '../../node/worker.js';
+import { sharedReduceBuffer } from '../../node/shared-reduce.js';
 import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 /** The worker entry: compiled JavaScript, or TypeScript through tsx when running from source (tests). */
@@ -23,7 +24,7 @@ export class ThreadsTransport implements Transport {
   private pools: Piscina[] = [];
   private failure: Error | null = null;
 
-  async open({ replicas, stages }: ActorLayout, _run?: string): Promise<StageHandle[]> {
+  async open({ replicas, stages, parameterCounts }: ActorLayout, _run?: string): Promise<StageHandle[]> {
     const { filename, execArgv } = workerEntry();
     const n = replicas * stages;
     const ports: { prev?: MessagePort; next?: MessagePort; peers: (MessagePort | undefined)[] }[] = Array.from({ length: n }, () => ({ peers: Array<MessagePort | undefined>(replicas).fill(undefined) }));
@@ -43,6 +44,8 @@ export class ThreadsTransport implements Transport {
         }
       }
     }
+    // Replicas of a stage reduce their gradients in one shared buffer (messages when the sizes are unknown).
+    const shared = replicas > 1 && parameterCounts ? parameterCounts.map((count) => sharedReduceBuffer(replicas, count)) : null;
     for (let a = 0; a < n; a++) {
       const pool = new Piscina({ filename, execArgv, minThreads: 1, maxThreads: 1, idleTimeout: Infinity, concurrentTasksPerWorker: 4 });
       pool.on('error', (e: Error) => { this.failure = e; });
@@ -52,7 +55,7 @@ export class ThreadsTransport implements Transport {
     // The init task doubles as a warm-up: a worker module that fails to load fails here.
     await Promise.all(this.pools.map((pool, a) => {
       const { prev, next, peers } = ports[a]!;
-      const task: WorkerTask = { kind: 'init', stage: a % stages, replica: Math.floor(a / stages), prev, next, peers, backend: backend().name };
+      const task: WorkerTask = { kind: 'init', stage: a % stages, replica: Math.floor(a / stages), prev, next, peers, sharedReduce: shared?.[a % stages], backend: backend().name };
       return pool.run(task, { transferList: [prev, next, ...peers].filter((p) => p !== undefined) }).catch((e: Error) => {
         throw new TransportError('WORKER_FAILED', `${name(a)}: the worker failed to start: ${e.message}`);
       });

@@ -13,7 +13,12 @@ export interface StageHandle {
 }
 
 /** R replicas of a K-stage pipeline: actor r·K + k is stage k of replica r. */
-export interface ActorLayout { replicas: number; stages: number }
+export interface ActorLayout {
+  replicas: number;
+  stages: number;
+  /** Parameters (elements) per stage, when known: lets threads share gradient memory. */
+  parameterCounts?: readonly number[];
+}
 
 /** `stage 1`, or `stage 1 of replica 0` with data parallelism: how errors name an actor. */
 export function actorName(stage: number, replica: number, replicas: number): string {

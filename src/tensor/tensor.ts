@@ -131,6 +131,15 @@ export class Tensor {
     this.grad = null;
   }
 
+  /**
+   * The buffer the next gradient accumulates into (instead of the one zeroGrad released):
+   * e.g. a view of shared memory that other threads read.
+   */
+  useGradBuffer(buffer: Tensor): void {
+    if (buffer.size !== this.size || buffer.dtype !== this.dtype) throw new RangeError(`useGradBuffer: a ${buffer.dtype} buffer of ${buffer.size} elements for a ${this.dtype} tensor of ${this.size}`);
+    this.spareGrad = buffer;
+  }
+
   /** A zero-filled gradient of this tensor's shape, in the buffer zeroGrad released when there is one. */
   zeroedGradBuffer(): Tensor {
     const spare = this.spareGrad;

@@ -1,0 +1,97 @@
+/**
+ * The replica all-reduce through shared memory, for actors on threads of one process: one
+ * SharedArrayBuffer per stage holds every replica's gradient (each replica's backward writes
+ * straight into its own region) and the reduced sum. Replica r sums chunk r over the replicas
+ * in order 0, 1, …, R−1 (the same arithmetic as the message path, so the bits are the same)
+ * and all replicas then step from the one sum: no copies, no messages, only two barriers.
+ */
+import { Tensor } from '../src/tensor/tensor.js';
+import { backend } from '../src/tensor/backend.js';
+import { ChainruleError } from '../src/errors.js';
+
+/** Atomics.waitAsync (in Node since 16; typed only from lib ES2024, which would also admit APIs Node 20 lacks). */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(a: Int32Array, i: number, v: number, timeoutMs: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}).waitAsync;
+
+/** Flags first (ready and done per replica, padded to 64 bytes), then R gradients and the sum. */
+const HEADER_BYTES = 64 * 4;
+
+/** The buffer the transport allocates for stage k: `parameters` floats per region. */
+export function sharedReduceBuffer(replicas: number, parameters: number): SharedArrayBuffer {
+  if (2 * replicas > 64) throw new ChainruleError('BAD_OPTION', `shared-memory reduction supports at most 32 replicas, got ${replicas}`);
+  return new SharedArrayBuffer(HEADER_BYTES + (replicas + 1) * parameters * 4);
+}
+
+export class SharedReduce {
+  private readonly flags: Int32Array;
+  readonly parameters: number;
+
+  constructor(private readonly sab: SharedArrayBuffer, private readonly replicas: number, private readonly replica: number, private readonly actor: string, private readonly timeoutMs: number) {
+    this.flags = new Int32Array(sab, 0, 2 * replicas);
+    this.parameters = (sab.byteLength - HEADER_BYTES) / 4 / (replicas + 1);
+  }
+
+  /** Replica q's gradient region (q = R: the reduced sum). */
+  region(q: number): Float32Array {
+    return new Float32Array(this.sab, HEADER_BYTES + q * this.parameters * 4, this.parameters);
+  }
+
+  get sum(): Float32Array { return this.region(this.replicas); }
+  get own(): Float32Array { return this.region(this.replica); }
+
+  /** The views of this replica's region that parameters of these sizes accumulate into. */
+  ownViews(shapes: readonly (readonly number[])[]): Tensor[] {
+    return this.views(this.own, shapes);
+  }
+
+  sumViews(shapes: readonly (readonly number[])[]): Tensor[] {
+    return this.views(this.sum, shapes);
+  }
+
+  private views(region: Float32Array, shapes: readonly (readonly number[])[]): Tensor[] {
+    let off = 0;
+    return shapes.map((shape) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const t = new Tensor(region.subarray(off, off + n), shape);
+      off += n;
+      return t;
+    });
+  }
+
+  /** Publishes this replica's gradient for `step`, sums its chunk, and waits until every chunk is summed. */
+  async reduce(step: number): Promise<void> {
+    const R = this.replicas;
+    const r = this.replica;
+    const mark = step + 1; // flags start at 0; steps only grow
+    Atomics.store(this.flags, r, mark);
+    Atomics.notify(this.flags, r);
+    for (let q = 0; q < R; q++) await this.waitFor(q, mark, `replica ${q}'s gradient`);
+    const N = this.parameters;
+    const lo = Math.floor((r * N) / R);
+    const hi = Math.floor(((r + 1) * N) / R);
+    const acc = this.sum.subarray(lo, hi);
+    acc.set(this.region(0).subarray(lo, hi));
+    for (let q = 1; q < R; q++) backend().binary('add', acc, [acc.length], this.region(q).subarray(lo, hi), [acc.length], acc, [acc.length]);
+    Atomics.store(this.flags, R + r, mark);
+    Atomics.notify(this.flags, R + r);
+    for (let q = 0; q < R; q++) await this.waitFor(R + q, mark, `replica ${q % R}'s summed chunk`);
+  }
+
+  private async waitFor(i: number, mark: number, what: string): Promise<void> {
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const v = Atomics.load(this.flags, i);
+      if (v >= mark) return;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new ChainruleError('PEER_TIMEOUT', `${this.actor}: waited ${this.timeoutMs / 1000} s for ${what} (step ${mark - 1}); is that replica's thread alive?`, { user: false });
+      const w = waitAsync(this.flags, i, v, left);
+      // The timer keeps the event loop alive while we wait (waitAsync alone does not).
+      if (w.async) {
+        const keep = setTimeout(() => {}, left);
+        await w.value;
+        clearTimeout(keep);
+      }
+    }
+  }
+}
