@@ -269,6 +269,10 @@ export class StageActor {
     let busy = 0;
     const losses: number[] = [];
     const pending: Promise<void>[] = [];
+    // A send that fails while this actor waits for something else must not become an
+    // unhandled rejection (which ends the process): it is marked handled at once, and still
+    // fails the step when awaited below.
+    const track = (p: Promise<void>) => { p.catch(() => {}); pending.push(p); };
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     for (const text of actions) {
       const a = parseAction(text);
@@ -288,14 +292,14 @@ export class StageActor {
         busy += performance.now() - tb;
         losses[mb] = (r.loss ?? 0) + r.aux;
         if (!this.isLast) {
-          pending.push(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }));
+          track(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }));
         }
       } else {
         const dy = this.isLast ? undefined : await this.inbox.take('gradient', step, mb);
         const tb = performance.now();
         const dx = this.backward(step, mb, dy);
         busy += performance.now() - tb;
-        if (dx) pending.push(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }));
+        if (dx) track(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.length >= config.capacity) await pending.shift();
@@ -338,8 +342,9 @@ export class StageActor {
     const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
     const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
     const sends: Promise<void>[] = [];
+    const track = (p: Promise<void>) => { p.catch(() => {}); sends.push(p); };
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
+      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
     }
     const mine = chunk(r);
     const acc = new Float32Array(mine.length);
@@ -350,7 +355,7 @@ export class StageActor {
       else backend().binary('add', acc, [acc.length], part, [acc.length], acc, [acc.length]);
     }
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
+      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
     }
     mine.set(acc);
     for (let q = 0; q < R; q++) {
