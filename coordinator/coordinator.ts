@@ -11,14 +11,15 @@
  * await c.close();
  */
 import { randomBytes } from 'node:crypto';
+import { startNode, type RunningNode } from '../node/server.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import { claimBackend } from '../src/tensor/select.js';
-import { Batcher, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
+import { Batcher, type MicroBatch, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type OptimizerSpec } from '../src/optim/index.js';
-import { formatAction, type NamedTensors, type Schedule } from '../src/wire/index.js';
-import { lookup } from '../src/errors.js';
+import { formatAction, type NamedTensors, type Schedule, type StageState } from '../src/wire/index.js';
+import { ChainruleError, lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
 import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
@@ -31,8 +32,11 @@ import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { BubbleMeter, theoreticalBubble, type EpochReport, type StepInfo, type TrainSummary } from './summary.js';
 import { chainruleVersion, loadModel, saveModel } from './saved-model.js';
+import { Recovery } from './recovery.js';
 import { RunLog, jsonOptions } from './run-log.js';
 import { StepTracer } from './trace.js';
+
+const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
 export class Coordinator {
   readonly options: ResolvedOptions;
@@ -44,12 +48,15 @@ export class Coordinator {
   readonly fullBatch: string | null;
   readonly bounds: number[];
   readonly schedulePlan: Schedule;
-  /** Unguessable: a node tells runs apart by it. */
-  readonly run = `run-${randomBytes(16).toString('hex')}`;
   private readonly augment: Required<AugmentOptions> | null;
   private readonly lrAt: LrSchedule | null;
   private readonly backendClaim: ReturnType<typeof claimBackend>;
-  private readonly group: StageGroup;
+  private group: StageGroup;
+  private readonly recovery: Recovery | null;
+  /** The gRPC nodes in use: a lost one is replaced here by a spare or by a node in this process. */
+  private nodes: string[] | undefined;
+  private readonly spares: string[];
+  private readonly ownNodes: RunningNode[] = [];
   /** Busy and wall time of every actor so far: the measured bubble. */
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
@@ -79,7 +86,16 @@ export class Coordinator {
     this.bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
     this.schedulePlan = getSchedule(o.schedule)(this.stages, o.microBatches);
     validateSchedule(this.schedulePlan, this.stages, o.microBatches);
-    this.group = new StageGroup(this.run, o.replicas, this.stages);
+    this.group = new StageGroup(newRunId(), o.replicas, this.stages);
+    this.nodes = o.nodes ? [...o.nodes] : undefined;
+    this.spares = [...(o.spares ?? [])];
+    const commitEvery = o.commitEvery ?? (o.placement === 'local' ? 0 : 1);
+    if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${this.placementName})`);
+    this.recovery = commitEvery > 0 && !this.fullBatch ? new Recovery(commitEvery, {
+      reopen: (lost, commit) => this.reopen(lost, commit),
+      restore: async (state, step) => { await this.group.setState(state); this.group.step = step; },
+      replay: async (parts) => { await this.runParts(parts); },
+    }) : null;
     // Last: nothing above may fail while the claim is held.
     this.backendClaim = claimBackend(o.backend, 'new Coordinator');
   }
@@ -89,12 +105,14 @@ export class Coordinator {
   get stepsPerEpoch(): number { return Math.floor(this.data.train.size / this.options.batchSize); }
   get placementName(): string { return typeof this.options.placement === 'string' ? this.options.placement : this.options.placement.kind; }
   get backendName(): string { return this.backendClaim.backend.name; }
+  /** Unguessable (a node tells runs apart by it); a new one after a recovery. */
+  get run(): string { return this.group.run; }
 
   /** Starts the actors and configures them (idempotent). */
   async open(): Promise<void> {
     if (this.transport) return;
     const o = this.options;
-    this.transport = typeof o.placement === 'string' ? createTransport(o.placement, { nodes: o.nodes }) : o.placement;
+    this.transport = typeof o.placement === 'string' ? createTransport(o.placement, { nodes: this.nodes }) : o.placement;
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
@@ -138,12 +156,23 @@ export class Coordinator {
 
   private async stepWith(x: Tensor, y: Int32Array, trace?: TraceAsk): Promise<{ loss: number; lr: number; gradNorm?: number }> {
     await this.open();
+    const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
+    const run = () => this.runParts(parts, trace);
+    const loss = this.recovery ? await this.recovery.run(this.group.step, parts, () => this.transport!, run, () => this.group.state()) : await run();
+    return { loss, ...this.lastStep };
+  }
+
+  /** The learning rate and (with clipping) the gradient norm of the last step runParts ran. */
+  private lastStep: { lr: number; gradNorm?: number } = { lr: 0 };
+
+  private async runParts(parts: MicroBatch[][], trace?: TraceAsk): Promise<number> {
     const o = this.options;
     const lr = this.lrAt ? this.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
-    const parts = shardMinibatch(x, y, o.replicas, o.microBatches);
-    const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / x.shape[0]!, clipNorm: o.clipNorm, trace });
+    const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.y.length, n), 0);
+    const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace });
     this.group.step++;
-    return { ...r, lr };
+    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
+    return r.loss;
   }
 
   /**
@@ -157,6 +186,41 @@ export class Coordinator {
     const counts: number[][] = [];
     await evaluate(this.group, this.spec, ds, this.options.evalBatchSize, counts);
     return counts;
+  }
+
+  /** After the loss of a host: the run reopened (a new run id) with the lost gRPC nodes replaced. */
+  private async reopen(lost: string[], commit: { step: number; state: StageState }): Promise<string> {
+    const old = this.transport;
+    this.transport = null;
+    await old?.close().catch(() => {});
+    let replacement = this.placementName;
+    if (this.nodes) {
+      for (const address of lost) {
+        const i = this.nodes.indexOf(address);
+        if (i < 0) continue;
+        let spare = this.spares.shift();
+        if (spare === undefined && this.ownNodes.length > 0) {
+          // This process took over once already: a second loss ends the run, its progress kept.
+          const path = this.options.checkpoint;
+          if (path) writeCheckpoint(path, { model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec, epochsDone: this.epochsDone, stepCount: commit.step, state: commit.state });
+          throw new ChainruleError('NO_SPARE', `node ${address} was lost at step ${this.group.step} and no spare is left (an earlier loss already moved actors into this process); ${path ? `the checkpoint of step ${commit.step} written to ${path}` : 'pass --checkpoint to keep the progress next time'}`,
+            { hint: 'start more nodes and pass them with --spares, then --resume the checkpoint' });
+        }
+        if (spare === undefined) {
+          console.warn(`chainrule: node ${address} was lost and no spare is left: its actors now run in this process`);
+          const n = await startNode({ port: 0 });
+          this.ownNodes.push(n);
+          spare = n.address;
+        }
+        for (let j = 0; j < this.nodes.length; j++) if (this.nodes[j] === address) this.nodes[j] = spare;
+        replacement = spare;
+      }
+    }
+    const step = this.group.step;
+    this.group = new StageGroup(newRunId(), this.options.replicas, this.stages);
+    this.group.step = step;
+    await this.open();
+    return replacement;
   }
 
   /** Mean loss and accuracy (for classifiers) over every sample of a dataset, without a tape. */
@@ -318,7 +382,7 @@ export class Coordinator {
       microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: this.meter.fraction, theoreticalBubbleFraction: theoreticalBubble(this.stages, o.microBatches),
       backend: this.backendName, backendKernel: this.backendName === 'native' ? nativeKernel() : null,
       optimizer: this.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: this.optimizerSpec.lr,
-      parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, ...extra,
+      parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, recoveries: this.recovery?.reports ?? [], ...extra,
       history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
       versions: { chainrule: chainruleVersion(), node: process.versions.node },
     };
@@ -362,6 +426,7 @@ export class Coordinator {
     this.transport = null;
     try {
       if (t) await t.close();
+      await Promise.all(this.ownNodes.splice(0).map((n) => n.close()));
     } finally {
       this.backendClaim.release();
     }

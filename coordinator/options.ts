@@ -121,6 +121,8 @@ export const optionTable = {
   partition: def<number[]>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...', help: 'explicit layers per stage instead' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
+  commitEvery: def<number>({ kind: 'int', group: 'Pipeline', arg: 'N', min: 0, defaultText: '1 (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery' }),
+  spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
 
   checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'write a checkpoint after every epoch' }),

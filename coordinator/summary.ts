@@ -1,5 +1,6 @@
 /** What a run reports: per step, per epoch, and the summary (the `--json` object). */
 import type { TransformSpec } from '../src/data/index.js';
+import type { RecoveryReport } from './recovery.js';
 
 export interface StepInfo {
   /** Steps done so far in this run (1 after the first). */
@@ -59,6 +60,8 @@ export interface TrainSummary {
   gradEvals?: number;
   lossEvals?: number;
   transform?: TransformSpec;
+  /** Each lost actor the run survived: what, when, how long detection and recovery took, steps replayed. */
+  recoveries: RecoveryReport[];
   /** Every epoch's report, in order. */
   history: EpochReport[];
   /** From train() to the summary, opening the actors included. */

@@ -285,6 +285,10 @@ export class StageActor {
     let busy = 0;
     const losses: number[] = [];
     const pending: Promise<void>[] = [];
+    // A send that fails while this actor waits for something else must not become an
+    // unhandled rejection (which ends the process): it is marked handled at once, and still
+    // fails the step when awaited below.
+    const track = (p: Promise<void>) => { p.catch(() => {}); pending.push(p); };
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     for (const text of actions) {
       const a = parseAction(text);
@@ -308,7 +312,7 @@ export class StageActor {
         spans?.push(SPAN.forward, mb, tb, te);
         losses[mb] = (r.loss ?? 0) + r.aux;
         if (!this.isLast) {
-          pending.push(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
+          track(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
         }
       } else {
         let dy: Tensor | undefined;
@@ -322,7 +326,7 @@ export class StageActor {
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.backward, mb, tb, te);
-        if (dx) pending.push(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
+        if (dx) track(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.length >= config.capacity) await pending.shift();
@@ -373,8 +377,9 @@ export class StageActor {
     const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
     const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
     const sends: Promise<void>[] = [];
+    const track = (p: Promise<void>) => { p.catch(() => {}); sends.push(p); };
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
+      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
     }
     const mine = chunk(r);
     const acc = new Float32Array(mine.length);
@@ -385,7 +390,7 @@ export class StageActor {
       else backend().binary('add', acc, [acc.length], part, [acc.length], acc, [acc.length]);
     }
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
+      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
     }
     mine.set(acc);
     for (let q = 0; q < R; q++) {
