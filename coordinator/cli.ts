@@ -1,5 +1,6 @@
 /**
- * The command line: `chainrule train [flags]` and `chainrule node --port P [--host H]`.
+ * The command line: `chainrule train [flags]`, `chainrule node --port P [--host H]` and
+ * `chainrule certs DIR --hosts H1,H2,...`.
  * A user error (an unknown flag, a bad value, a missing file) prints one line naming what and
  * where and exits 2; an internal error prints its stack and exits 1.
  */
@@ -11,7 +12,8 @@ import { isUserError } from '../src/errors.js';
 const usage = `Usage: chainrule <command> [options]
 Commands:
   train    train a model (chainrule train --help)
-  node     host actors for a remote coordinator (chainrule node --port P [--host H])
+  node     host actors for a remote coordinator (chainrule node --port P [--host H] [--tls DIR] [--token-file FILE])
+  certs    make a CA, node and coordinator certificates and a token (chainrule certs DIR --hosts H1,H2,...)
 `;
 
 function progressLine(r: EpochReport, epochs: number): string {
@@ -44,8 +46,12 @@ export async function main(argv: string[]): Promise<number> {
       const { nodeMain } = await import('../node/cli.js');
       return await nodeMain(rest);
     }
+    if (cmd === 'certs') {
+      const { certsMain } = await import('./certs.js');
+      return certsMain(rest);
+    }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
-    throw new OptionError(`unknown command '${cmd}'; commands: train, node`);
+    throw new OptionError(`unknown command '${cmd}'; commands: train, node, certs`);
   } catch (e) {
     if (isUserError(e)) {
       console.error(`chainrule: ${e.message}`);

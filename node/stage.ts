@@ -14,6 +14,8 @@ import {
   type StageState, type StepReport, type Targets,
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
+import { SendGroup } from './sends.js';
+import { codeOf } from './internal.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
@@ -56,6 +58,11 @@ export class StageActor {
   private flatGrad: Float32Array | null = null;
   /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
   flushAfterSend = false;
+  /**
+   * How a bug of ours (an engine error such as `x is not a function`) is answered: a node logs
+   * it and answers with an incident number. Without it the engine's text is included.
+   */
+  onInternalError: ((e: unknown, where: string) => string) | null = null;
   prev: PeerLink | null = null;
   next: PeerLink | null = null;
   /** The same stage in every replica, by replica index (null at this actor's own). */
@@ -76,9 +83,13 @@ export class StageActor {
     try {
       return await this.dispatch(req);
     } catch (e) {
-      const err = e as Error & { code?: string };
       const where = `${this.name}: ${String(req?.type)} (step ${req?.step}${req?.microBatch >= 0 ? `, micro-batch ${req.microBatch}` : ''})`;
-      return { type: 'error', code: err.code ?? 'STAGE_FAILED', message: err.message.startsWith(this.name) ? err.message : `${where}: ${err.message}` };
+      const code = codeOf(e, 'STAGE_FAILED');
+      if (code === 'INTERNAL') {
+        return { type: 'error', code, message: this.onInternalError?.(e, where) ?? `${where}: internal error: ${String((e as Error)?.message ?? e)}` };
+      }
+      const message = (e as Error).message;
+      return { type: 'error', code, message: message.startsWith(this.name) ? message : `${where}: ${message}` };
     }
   }
 
@@ -257,7 +268,9 @@ export class StageActor {
     const t0 = performance.now();
     let busy = 0;
     const losses: number[] = [];
-    const pending: Promise<void>[] = [];
+    // Every send is handled the moment it is made: a neighbour's failure fails this step
+    // (at its next wait), never the process.
+    const pending = new SendGroup();
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     for (const text of actions) {
       const a = parseAction(text);
@@ -270,29 +283,29 @@ export class StageActor {
           if (!given) throw new StageError('MISSING_INPUT', `${this.name}: no input for micro-batch ${mb}`);
           x = given;
         } else {
-          x = await this.inbox.take('activation', step, mb);
+          x = await pending.race(this.inbox.take('activation', step, mb));
         }
         const tb = performance.now();
         const r = this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb);
         busy += performance.now() - tb;
         losses[mb] = (r.loss ?? 0) + r.aux;
         if (!this.isLast) {
-          pending.push(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }));
+          pending.add(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }));
         }
       } else {
-        const dy = this.isLast ? undefined : await this.inbox.take('gradient', step, mb);
+        const dy = this.isLast ? undefined : await pending.race(this.inbox.take('gradient', step, mb));
         const tb = performance.now();
         const dx = this.backward(step, mb, dy);
         busy += performance.now() - tb;
-        if (dx) pending.push(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }));
+        if (dx) pending.add(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
-      if (pending.length >= config.capacity) await pending.shift();
+      if (pending.size >= config.capacity) await pending.shift();
       // Let the event loop write what was just sent (a socket write waits for it) before
       // the next action's computation holds the thread.
-      if (pending.length > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
+      if (pending.size > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
-    await Promise.all(pending);
+    await pending.all();
     if (this.replicas > 1) {
       const tr = performance.now();
       await this.allReduce(step);
@@ -325,29 +338,29 @@ export class StageActor {
     const cut = (j: number) => Math.floor((j * N) / R);
     const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
     const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
-    const sends: Promise<void>[] = [];
+    const sends = new SendGroup();
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
+      if (j !== r) sends.add(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
     }
     const mine = chunk(r);
     const acc = new Float32Array(mine.length);
     for (let q = 0; q < R; q++) {
-      const part = q === r ? mine : ((await this.inbox.take('scatter', step, q, `replica ${q}'s gradient share`)).data as Float32Array);
+      const part = q === r ? mine : ((await sends.race(this.inbox.take('scatter', step, q, `replica ${q}'s gradient share`))).data as Float32Array);
       if (part.length !== acc.length) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s gradient share has ${part.length} values, expected ${acc.length}`);
       if (q === 0) acc.set(part);
       else backend().binary('add', acc, [acc.length], part, [acc.length], acc, [acc.length]);
     }
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
+      if (j !== r) sends.add(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
     }
     mine.set(acc);
     for (let q = 0; q < R; q++) {
       if (q === r) continue;
-      const part = (await this.inbox.take('gather', step, q, `replica ${q}'s summed chunk`)).data;
+      const part = (await sends.race(this.inbox.take('gather', step, q, `replica ${q}'s summed chunk`))).data;
       if (part.length !== cut(q + 1) - cut(q)) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s summed chunk has ${part.length} values, expected ${cut(q + 1) - cut(q)}`);
       g.set(part, cut(q));
     }
-    await Promise.all(sends);
+    await sends.all();
     off = 0;
     for (const [, p] of params) {
       p.grad ??= p.zeroedGradBuffer();
