@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import { isUserError } from '../src/errors.js';
 import { startNode } from './server.js';
+import { isLoopback } from './tls.js';
 
 const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--insecure]
   --port P             0..65535 (0 picks a free one)
@@ -55,6 +56,7 @@ export async function nodeMain(argv: string[]): Promise<number> {
   const runTimeoutMs = values['run-timeout'] === undefined ? 600_000 : parseDuration(values['run-timeout']);
   if (runTimeoutMs === null) return bad(`--run-timeout must be a positive duration (600, 90s, 10m, 1h), got '${values['run-timeout']}'`);
   if (values.tls !== undefined && values.insecure) return bad('--tls and --insecure contradict each other; give one');
+  if (values.insecure && isLoopback(host)) return bad(`--insecure only matters off loopback, and --host ${host} is loopback`);
   let node;
   try {
     node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs });

@@ -186,6 +186,12 @@ describe('strangers are refused, each with the right message, and logged by the 
     await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: not TLS \(a plaintext client/.test(l))).toBe(true));
   });
 
+  it('a TLS client to a plaintext node', async () => {
+    const n = plain[0]!;
+    const e = await refusal({ tls: certs, tokenFile }, n);
+    expect(e.message).toMatch(new RegExp(`^TLS handshake with node ${n.address} \\(stage 0\\) failed: node ${n.address} does not speak TLS \\(was it started without --tls\\?\\)`));
+  });
+
   it('a client without a certificate', async () => {
     const n = secure[0]!;
     const tls = loadTls(certs, 'coordinator');
@@ -338,6 +344,29 @@ describe('a node answers failures with errors of ours and keeps serving', () => 
     }
   });
 
+  it('a neighbour that goes down mid-run: the coordinator names it, the surviving node keeps serving', async () => {
+    const a = await node();
+    const b = await node();
+    const c = new Coordinator({ model: spec, dataset: data, epochs: 2, batchSize: 32, lr: 0.1, seed: 3, placement: 'grpc', stages: 2, microBatches: 2, nodes: [a.address, b.address],
+      onStep: (r) => { if (r.step === 2) void b.close(); } });
+    try {
+      const err = await c.train().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toMatch(new RegExp(`${b.address.replace(/\./g, '\\.')}`));
+    } finally {
+      await c.close();
+    }
+    // Alive, and free for the next run.
+    const client = makeClient(a.address);
+    try {
+      const r = await unary(client, a.address, 'Call', { run: 'run-after', stage: 0, step: 0, microBatch: -1, type: 'configure', config: { model: tiny, start: 0, end: 1, seed: 1, capacity: 1 } }, 3000);
+      expect((r as Reply).type).toBe('configured');
+    } finally {
+      client.close();
+      await a.close();
+    }
+  });
+
   it('a bug of ours is answered as INTERNAL naming the node and stage, its JavaScript text only in the log', async () => {
     const n = plain[1]!;
     const c = makeClient(n.address);
@@ -435,5 +464,8 @@ describe('chainrule node as a real process', () => {
     const both = await chainrule('node', '--port', '0', '--tls', certs, '--insecure');
     expect(both.status).toBe(2);
     expect(both.stderr).toMatch(/--tls and --insecure contradict each other/);
+    const ignored = await chainrule('node', '--port', '0', '--insecure');
+    expect(ignored.status).toBe(2);
+    expect(ignored.stderr).toMatch(/--insecure only matters off loopback, and --host 127\.0\.0\.1 is loopback/);
   });
 });
