@@ -31,6 +31,8 @@ export class Run {
   lastSeen = Date.now();
   /** Coordinator calls being served: a run is never timed out in the middle of one. */
   inFlight = 0;
+  /** Actors this run has had here (for the log). */
+  hosted = 0;
 
   constructor(
     readonly id: string,
@@ -116,7 +118,7 @@ export class RunTable {
     const actors = [...run.actors.values()];
     run.actors.clear();
     await Promise.all(actors.map(releaseActor));
-    this.log.line('run', `${shortRun(run.id)} ${why}; ${actors.length} actor${actors.length === 1 ? '' : 's'} freed after ${ago(Date.now() - run.since)}`);
+    this.log.line('run', `${shortRun(run.id)} ${why}; it hosted ${run.hosted} actor${run.hosted === 1 ? '' : 's'} for ${ago(Date.now() - run.since)}`);
   }
 
   private sweep(): void {

@@ -159,6 +159,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         actor.flushAfterSend = true;
         actor.onInternalError = (e, where) => asReply(e, where).message;
         run.actors.set(k, actor);
+        run.hosted++;
       }
       if (req.type === 'connect') {
         for (const l of [actor.prev, actor.next, ...actor.peers]) l?.close?.();

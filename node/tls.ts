@@ -257,7 +257,12 @@ export function diagnoseTls(address: string, tls: TlsMaterial | null, timeoutMs 
       setTimeout(() => finish(null), 300);
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
-      if (!tls) { finish(null); return; } // plaintext caller, and the node does not speak TLS either: not a TLS problem
+      if (!tls) {
+        // A TLS alert (no client certificate, say) means the node speaks TLS; anything else
+        // (refused, reset, not TLS at all) means the problem is not TLS.
+        finish(/^ERR_SSL_/.test(e.code ?? '') && /alert/i.test(e.message) ? `node ${address} requires TLS, and this side speaks plaintext: pass --tls DIR` : null);
+        return;
+      }
       finish(explainTlsError(e, address));
     });
     socket.once('close', () => finish(null));

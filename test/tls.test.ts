@@ -153,7 +153,7 @@ describe('the right credentials', () => {
     // Every run ended with its coordinator: the one-run nodes are free again.
     for (const n of secure) {
       expect(linesOf(n).filter((l) => / run run-\w+… opened by 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\)/.test(l))).toHaveLength(2);
-      expect(linesOf(n).filter((l) => /ended: its coordinator shut it down; \d+ actors? freed/.test(l))).toHaveLength(2);
+      expect(linesOf(n).filter((l) => /ended: its coordinator shut it down; it hosted [12] actors? for \d+ s/.test(l))).toHaveLength(2);
     }
   });
 
@@ -306,7 +306,7 @@ describe('strangers are refused, each with the right message, and logged by the 
     const h = { run: 'run-silent', stage: 0, step: 0, microBatch: -1 };
     try {
       expect(((await unary(c, n.address, 'Call', { ...h, type: 'configure', config: { model: tiny, start: 0, end: 1, seed: 1, capacity: 1 } }, 3000)) as Reply).type).toBe('configured');
-      await vi.waitFor(() => expect(linesOf(n).some((l) => / run run-silent closed: no call from its coordinator for \d+ s \(--run-timeout 0 s\); 1 actor freed/.test(l))).toBe(true), { timeout: 5000 });
+      await vi.waitFor(() => expect(linesOf(n).some((l) => / run run-silent closed: no call from its coordinator for \d+ s \(--run-timeout 0 s\); it hosted 1 actor for \d+ s/.test(l))).toBe(true), { timeout: 5000 });
       const late = (await unary(c, n.address, 'Call', { ...h, type: 'getParams' }, 3000)) as Reply & { message: string };
       expect(late.message).toMatch(/no stage 0 of run run-silent here; send 'configure' first; run run-silent closed: no call from its coordinator/);
       // The node is free for another coordinator.

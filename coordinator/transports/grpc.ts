@@ -11,7 +11,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { StageServiceClient } from '../../node/grpc-common.js';
-import { makeClient, unary, waitForReady } from '../../node/grpc-common.js';
+import { makeClient, unary } from '../../node/grpc-common.js';
 import { clientCredentials, diagnoseTls, loadTls, readToken, tokenMetadata, type TlsMaterial } from '../../node/tls.js';
 import type { Reply, Request } from '../../src/wire/index.js';
 import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
@@ -65,37 +65,46 @@ export class GrpcTransport implements Transport {
 
   /**
    * Waits for the node's channel, but gives up at once, naming the cause, when a failed
-   * connection attempt turns out to be a TLS problem (grpc-js would retry it until the timeout).
+   * connection attempt turns out to be a TLS problem (grpc-js would retry it until the
+   * timeout). Watches in short slices rather than with grpc-js's waitForReady, whose deadline
+   * timer outlives a closed channel and keeps the process alive after a refusal.
    */
-  private async ready(address: string, timeoutMs: number, stage: number): Promise<void> {
-    const client = this.client(address);
-    const channel = client.getChannel();
+  private ready(address: string, timeoutMs: number, stage: number): Promise<void> {
+    const channel = this.client(address).getChannel();
     const deadline = Date.now() + timeoutMs;
-    let done = false;
-    const tlsFailure = new Promise<never>((_, reject) => {
-      const watch = () => {
-        if (done) return;
-        const state = channel.getConnectivityState(false);
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: TransportError) => { if (!settled) { settled = true; reject(e); } };
+      const gone = () => fail(new TransportError('NODE_UNREACHABLE', `gRPC node ${address} (stage ${stage}): the connection was closed before it was ready`));
+      const wait = (state: grpc.connectivityState) => {
+        try {
+          channel.watchConnectivityState(state, Math.min(deadline, Date.now() + 250), () => check());
+        } catch {
+          gone();
+        }
+      };
+      const check = () => {
+        if (settled) return;
+        let state: grpc.connectivityState;
+        try { state = channel.getConnectivityState(true); } catch { gone(); return; }
+        if (state === grpc.connectivityState.READY) { settled = true; resolve(); return; }
+        if (state === grpc.connectivityState.SHUTDOWN) { gone(); return; }
+        if (Date.now() >= deadline) {
+          const e = new TransportError('NODE_UNREACHABLE', `gRPC node ${address} (stage ${stage}) is unreachable: no connection within ${timeoutMs / 1000} s; is \`chainrule node\` running there?`);
+          void this.explain(e, address, stage).then(fail);
+          return;
+        }
         if (state === grpc.connectivityState.TRANSIENT_FAILURE) {
           void diagnoseTls(address, this.tls).then((why) => {
-            if (done) return;
-            if (why) reject(new TransportError('TLS_HANDSHAKE', `TLS handshake with node ${address} (stage ${stage}) failed: ${why}`));
-            else channel.watchConnectivityState(state, deadline, (err) => { if (!err) watch(); });
+            if (why) fail(new TransportError('TLS_HANDSHAKE', `TLS handshake with node ${address} (stage ${stage}) failed: ${why}`));
+            else wait(state);
           });
           return;
         }
-        channel.watchConnectivityState(state, deadline, (err) => { if (!err) watch(); });
+        wait(state);
       };
-      watch();
+      check();
     });
-    tlsFailure.catch(() => { /* reported through the race below */ });
-    try {
-      await Promise.race([waitForReady(client, address, timeoutMs, stage), tlsFailure]);
-    } catch (e) {
-      throw e instanceof TransportError ? e : await this.explain(e, address, stage);
-    } finally {
-      done = true;
-    }
   }
 
   private nodeOf(actor: number): string { return this.nodes[actor % this.nodes.length]!; }
