@@ -7,6 +7,7 @@
  * bearer token from that file, and a run answers only to the token that opened it (node/guard.ts,
  * node/runs.ts). Off loopback it refuses to start without TLS unless `insecure` is set.
  */
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ChainruleError } from '../src/errors.js';
@@ -17,7 +18,7 @@ import { NodeLog, stderrSink, type LogSink } from './log.js';
 import { RunTable, releaseActor, shortRun, type Run } from './runs.js';
 import { NodeGuard, isRefusal, type Caller, type Refusal } from './guard.js';
 import { codeOf, isOurError } from './internal.js';
-import { SecurityError, TokenSet, clientCredentials, isLoopback, loadTls, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
+import { SecurityError, TLS_FILES, TokenSet, clientCredentials, isLoopback, loadTls, readableByOthers, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
 
 export interface NodeOptions {
   host?: string;
@@ -253,6 +254,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   ];
   log.line('listening', `on ${address}: ${security.join(', ')}`);
   if (!tls && !isLoopback(host)) log.line('warning', `listening on ${address} without TLS (--insecure): anyone who can reach this port can drive this node`);
+  const secrets = [...(tls ? [join(tls.dir, TLS_FILES.node.key)] : []), ...(tokens ? [tokens.path] : [])];
+  for (const f of readableByOthers(secrets)) log.line('warning', `${f} can be read by other users of this host: chmod 600 it`);
 
   let closed = false;
   return {

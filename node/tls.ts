@@ -157,11 +157,16 @@ export const sameToken = (a: TokenId, b: TokenId): boolean => a.length === b.len
  */
 export class TokenSet {
   private ids: TokenId[];
-  private mtimeMs: number;
+  private stamp: string;
 
   constructor(readonly path: string) {
     this.ids = readTokens(path).map(tokenId);
-    this.mtimeMs = statSync(path).mtimeMs;
+    this.stamp = TokenSet.stampOf(path);
+  }
+
+  private static stampOf(path: string): string {
+    const st = statSync(path);
+    return `${st.mtimeMs}/${st.size}/${st.ino}`;
   }
 
   /** The matching token's id, or null. Compares against every entry (no early exit). */
@@ -181,10 +186,10 @@ export class TokenSet {
 
   private reload(): boolean {
     try {
-      const m = statSync(this.path).mtimeMs;
-      if (m === this.mtimeMs) return false;
+      const m = TokenSet.stampOf(this.path);
+      if (m === this.stamp) return false;
       this.ids = readTokens(this.path).map(tokenId);
-      this.mtimeMs = m;
+      this.stamp = m;
       return true;
     } catch {
       return false; // a file being rewritten: keep the tokens we have
@@ -208,6 +213,13 @@ export function tokenMetadata(token: string | null): grpc.Metadata {
   const md = new grpc.Metadata();
   if (token !== null) md.set('authorization', `Bearer ${token}`);
   return md;
+}
+
+/** The secrets among these files that other users may read (group or world permissions). */
+export function readableByOthers(paths: string[]): string[] {
+  return paths.filter((p) => {
+    try { return (statSync(p).mode & 0o077) !== 0; } catch { return false; }
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -250,10 +262,13 @@ export function diagnoseTls(address: string, tls: TlsMaterial | null, timeoutMs 
       ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: true } : { rejectUnauthorized: false }),
     });
     const timer = setTimeout(() => finish(null), timeoutMs);
+    let handshook = false;
+    const refusedUs = `node ${address} closed the connection after the handshake: it refused our certificate (issued by another CA?)`;
     socket.once('secureConnect', () => {
       if (!tls) { finish(`node ${address} requires TLS, and this side speaks plaintext: pass --tls DIR`); return; }
+      handshook = true;
       // TLS 1.3: the server checks our certificate after our side considers the handshake
-      // done, and says so with an alert; wait a moment for it.
+      // done, and says so with an alert (or by hanging up); wait a moment for it.
       setTimeout(() => finish(null), 300);
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
@@ -263,9 +278,9 @@ export function diagnoseTls(address: string, tls: TlsMaterial | null, timeoutMs 
         finish(/^ERR_SSL_/.test(e.code ?? '') && /alert/i.test(e.message) ? `node ${address} requires TLS, and this side speaks plaintext: pass --tls DIR` : null);
         return;
       }
-      finish(explainTlsError(e, address));
+      finish(handshook && !/alert/i.test(e.message) ? refusedUs : explainTlsError(e, address));
     });
-    socket.once('close', () => finish(null));
+    socket.once('close', () => finish(handshook ? refusedUs : null));
     // Any byte from the server after the handshake means it accepted us.
     socket.once('data', () => finish(null));
   });

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startNode, type RunningNode } from '../node/server.js';
 import { makeClient, unary } from '../node/grpc-common.js';
-import { TLS_FILES, loadTls, tokenMetadata } from '../node/tls.js';
+import { TLS_FILES, diagnoseTls, loadTls, tokenMetadata } from '../node/tls.js';
 import { makeCerts } from '../coordinator/certs.js';
 import { main } from '../coordinator/cli.js';
 import { GrpcTransport, TransportError } from '../coordinator/transports/index.js';
@@ -222,6 +222,8 @@ describe('strangers are refused, each with the right message, and logged by the 
     } finally {
       c.close();
     }
+    // What the coordinator would say of it (it cannot hold such a pair: loadTls refuses it).
+    expect(await diagnoseTls(n.address, { ...own, cert: other.cert, key: other.key })).toMatch(new RegExp(`^node ${n.address} (closed the connection after the handshake: it refused our certificate|refused our certificate)`));
     await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: its client certificate is not valid for this node \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/.test(l))).toBe(true));
   });
 
@@ -279,6 +281,7 @@ describe('strangers are refused, each with the right message, and logged by the 
     const two = join(root, 'two-tokens');
     writeFileSync(two, '# one token per coordinator\nfirst-token-0123456789abcdef\nsecond-token-0123456789abcdef\n');
     const n = await node({ tls: certs, tokenFile: two, maxRuns: 2 });
+    expect(linesOf(n).some((l) => / warning .*two-tokens can be read by other users of this host: chmod 600 it/.test(l))).toBe(true);
     const tls = loadTls(certs, 'coordinator');
     const c = makeClient(n.address, grpc.credentials.createSsl(tls.ca, tls.key, tls.cert));
     const h = { run: 'run-owned', stage: 0, step: 0, microBatch: -1 };
