@@ -1,5 +1,6 @@
 /**
- * The command line: `chainrule train [flags]`, `chainrule report DIR` and `chainrule node --port P [--host H]`.
+ * The command line: `chainrule train [flags]`, `chainrule report DIR`, `chainrule predict`, `chainrule evaluate`,
+ * `chainrule node --port P [--host H]` and `chainrule certs DIR --hosts H1,H2,...`.
  * A user error (an unknown flag, a bad value, a missing file) prints one line naming what and
  * where and exits 2; an internal error prints its stack and exits 1.
  */
@@ -16,7 +17,8 @@ Commands:
   report    write DIR/report.html from a run trained with --log-dir DIR (chainrule report DIR)
   predict   predictions of a saved model (chainrule predict --model DIR --input FILE)
   evaluate  a saved model's loss and accuracy on a dataset (chainrule evaluate --model DIR --dataset NAME)
-  node      host actors for a remote coordinator (chainrule node --port P [--host H])
+  node      host actors for a remote coordinator (chainrule node --port P [--host H] [--tls DIR] [--token-file FILE])
+  certs     make a CA, node and coordinator certificates and a token (chainrule certs DIR --hosts H1,H2,...)
 `;
 
 /** Where the CLI writes: results (stdout), progress and notes (stderr), and whether stderr is a terminal. */
@@ -90,9 +92,13 @@ export async function main(argv: string[]): Promise<number> {
       const { nodeMain } = await import('../node/cli.js');
       return await nodeMain(rest);
     }
+    if (cmd === 'certs') {
+      const { certsMain } = await import('./certs.js');
+      return certsMain(rest);
+    }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
     if (cmd === '--version' || cmd === '-v') { console.log(`chainrule ${chainruleVersion()} (Node ${process.versions.node})`); return 0; }
-    throw new OptionError(`unknown command '${cmd}'; commands: train, report, predict, evaluate, node`);
+    throw new OptionError(`unknown command '${cmd}'; commands: train, report, predict, evaluate, node, certs`);
   } catch (e) {
     if (isUserError(e)) {
       console.error(`chainrule: ${e.message}`);

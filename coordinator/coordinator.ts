@@ -112,7 +112,7 @@ export class Coordinator {
   async open(): Promise<void> {
     if (this.transport) return;
     const o = this.options;
-    this.transport = typeof o.placement === 'string' ? createTransport(o.placement, { nodes: this.nodes }) : o.placement;
+    this.transport = typeof o.placement === 'string' ? createTransport(o.placement, { nodes: this.nodes, tls: o.tls, tokenFile: o.tokenFile }) : o.placement;
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,

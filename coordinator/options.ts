@@ -29,7 +29,7 @@ export class OptionError extends ChainruleError {
 }
 
 type Kind = 'int' | 'number' | 'string' | 'boolean' | 'list' | 'intList';
-type Group = 'Model and data' | 'Training' | 'Optimizer' | 'Pipeline' | 'Checkpoints' | 'Output';
+type Group = 'Model and data' | 'Training' | 'Optimizer' | 'Pipeline' | 'Security' | 'Checkpoints' | 'Output';
 
 interface Def<T> {
   kind: Kind;
@@ -124,6 +124,9 @@ export const optionTable = {
   commitEvery: def<number>({ kind: 'int', group: 'Pipeline', arg: 'N', min: 0, defaultText: '1 (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery' }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
+
+  tls: def<string>({ kind: 'string', group: 'Security', arg: 'DIR', help: 'mutual TLS with the gRPC nodes: DIR/ca.pem, DIR/coordinator.pem, DIR/coordinator-key.pem (from chainrule certs)' }),
+  tokenFile: def<string>({ kind: 'string', group: 'Security', arg: 'FILE', help: 'send the bearer token in FILE with every call to the gRPC nodes' }),
 
   checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'write a checkpoint after every epoch' }),
   resume: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'continue from a checkpoint (any placement or stage count wrote it)' }),
@@ -241,6 +244,11 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   if (o.placement === 'grpc' && !o.nodes) throw new OptionError(`${naming('placement')} grpc needs ${naming('nodes')} host:port[,host:port...]`);
   if (o.nodes && typeof o.placement === 'string' && o.placement !== 'grpc') {
     throw new OptionError(`${naming('nodes')} is only used with ${naming('placement')} grpc (got ${o.placement})`);
+  }
+  for (const k of ['tls', 'tokenFile'] as const) {
+    if (o[k] !== undefined && o.placement !== 'grpc') {
+      throw new OptionError(`${naming(k)} is only used with ${naming('placement')} grpc (got ${typeof o.placement === 'string' ? o.placement : `a ${o.placement.kind} Transport object, which takes its own`})`);
+    }
   }
   return o;
 }

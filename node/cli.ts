@@ -1,46 +1,69 @@
 /**
- * `chainrule node --port P [--host H]`: host stages for a remote coordinator until stopped.
+ * `chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] ...`: host stages for
+ * remote coordinators until stopped.
  *
  * Example: `chainrule node --port 7001` prints `chainrule node listening on 127.0.0.1:7001`
  * and serves until SIGINT or SIGTERM. `--port 0` picks a free port (read it from that line).
+ * Off loopback: `chainrule node --host 0.0.0.0 --port 7001 --tls certs --token-file certs/token`.
  */
 import { parseArgs } from 'node:util';
+import { isUserError } from '../src/errors.js';
 import { startNode } from './server.js';
+import { isLoopback } from './tls.js';
 
-const usage = 'Usage: chainrule node --port P [--host H]   (P in 0..65535, 0 picks a free one; H defaults to 127.0.0.1, use 0.0.0.0 to accept other hosts)';
+const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--insecure]
+  --port P             0..65535 (0 picks a free one)
+  --host H             the address to listen on (default 127.0.0.1; 0.0.0.0 accepts other hosts, and needs --tls)
+  --tls DIR            serve mutual TLS with DIR/ca.pem, DIR/node.pem, DIR/node-key.pem (from chainrule certs)
+  --token-file FILE    accept only calls whose bearer token is in FILE (one a line; re-read when it changes)
+  --max-runs N         runs hosted at once; another coordinator is told the node is busy (default 1)
+  --run-timeout T      close a run whose coordinator has made no call for T (600, 90s, 10m, 1h; default 10m)
+  --insecure           listen on a non-loopback host without TLS (anyone who reaches the port can drive the node)`;
 
-/** Exit codes: 0 stopped by a signal (or --help), 1 could not listen, 2 bad command line. */
+/** `600`, `90s`, `10m`, `1h` in milliseconds, or null. */
+export function parseDuration(text: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) return null;
+  const ms = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const)[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return ms > 0 && Number.isFinite(ms) ? ms : null;
+}
+
+/** Exit codes: 0 stopped by a signal (or --help), 1 could not listen, 2 bad command line or security files. */
 export async function nodeMain(argv: string[]): Promise<number> {
-  let values: { port?: string; host?: string; help?: boolean };
+  let values: { port?: string; host?: string; tls?: string; 'token-file'?: string; 'max-runs'?: string; 'run-timeout'?: string; insecure?: boolean; help?: boolean };
   try {
-    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { port: { type: 'string' }, host: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({
+      args: argv, strict: true, allowPositionals: false,
+      options: {
+        port: { type: 'string' }, host: { type: 'string' }, tls: { type: 'string' }, 'token-file': { type: 'string' },
+        'max-runs': { type: 'string' }, 'run-timeout': { type: 'string' }, insecure: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+    }));
   } catch (e) {
     // parseArgs names the flag: "Unknown option '--prot'", "Option '--port <value>' argument missing".
     console.error(`chainrule node: ${(e as Error).message}\n${usage}`);
     return 2;
   }
   if (values.help) { console.log(usage); return 0; }
-  if (values.port === undefined) {
-    console.error(`chainrule node: --port is required\n${usage}`);
-    return 2;
-  }
+  const bad = (m: string) => { console.error(`chainrule node: ${m}\n${usage}`); return 2; };
+  if (values.port === undefined) return bad('--port is required');
   const port = Number(values.port);
-  if (!/^\d{1,5}$/.test(values.port) || port > 65535) {
-    console.error(`chainrule node: --port must be an integer in 0..65535, got '${values.port}'\n${usage}`);
-    return 2;
-  }
+  if (!/^\d{1,5}$/.test(values.port) || port > 65535) return bad(`--port must be an integer in 0..65535, got '${values.port}'`);
   const host = values.host ?? '127.0.0.1';
-  if (host.trim() === '') {
-    console.error(`chainrule node: --host must not be empty\n${usage}`);
-    return 2;
-  }
+  if (host.trim() === '') return bad('--host must not be empty');
+  const maxRuns = values['max-runs'] === undefined ? 1 : Number(values['max-runs']);
+  if (values['max-runs'] !== undefined && !(/^\d+$/.test(values['max-runs']) && maxRuns >= 1)) return bad(`--max-runs must be a positive integer, got '${values['max-runs']}'`);
+  const runTimeoutMs = values['run-timeout'] === undefined ? 600_000 : parseDuration(values['run-timeout']);
+  if (runTimeoutMs === null) return bad(`--run-timeout must be a positive duration (600, 90s, 10m, 1h), got '${values['run-timeout']}'`);
+  if (values.tls !== undefined && values.insecure) return bad('--tls and --insecure contradict each other; give one');
+  if (values.insecure && isLoopback(host)) return bad(`--insecure only matters off loopback, and --host ${host} is loopback`);
   let node;
   try {
-    node = await startNode({ host, port });
+    node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs });
   } catch (e) {
     const m = (e as Error).message;
     console.error(m.startsWith('chainrule node') ? m : `chainrule node: ${m}`);
-    return 1;
+    return isUserError(e) && (e as { code?: string }).code !== 'LISTEN_FAILED' ? 2 : 1;
   }
   console.log(`chainrule node listening on ${node.address}`);
   await new Promise<void>((resolve) => {

@@ -63,9 +63,10 @@ export const serverOptions: grpc.ChannelOptions = {
   'grpc.http2.min_ping_interval_without_data_ms': 10_000,
 };
 
-export function makeClient(address: string): StageServiceClient {
+/** One client per node; `credentials` default to plaintext (see node/tls.ts for TLS). */
+export function makeClient(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}): StageServiceClient {
   const Service = stageService().StageService;
-  return new Service(address, grpc.credentials.createInsecure(), clientOptions);
+  return new Service(address, credentials, { ...clientOptions, ...options });
 }
 
 export function envelopeOf(msg: Message & { run?: string; stage?: number; step?: number; microBatch?: number }): Envelope {
@@ -78,15 +79,20 @@ export class GrpcError extends ChainruleError {
   }
 }
 
-/** A unary call with a deadline; a failure names the node, the method and the message. */
-export function unary(client: StageServiceClient, address: string, method: 'Call', msg: Message & { stage?: number }, deadlineMs: number): Promise<Message> {
+/**
+ * A unary call with a deadline; a failure names the node, the method and the message.
+ * `metadata` goes with the call (the bearer token: call credentials cannot be composed with
+ * plaintext channels, per-call metadata works over both).
+ */
+export function unary(client: StageServiceClient, address: string, method: 'Call', msg: Message & { stage?: number }, deadlineMs: number, metadata: grpc.Metadata = new grpc.Metadata()): Promise<Message> {
   return new Promise((resolve, reject) => {
     const deadline = new Date(Date.now() + deadlineMs);
-    client[method](envelopeOf(msg), { deadline }, (err: grpc.ServiceError | null, reply?: Envelope__Output) => {
+    client[method](envelopeOf(msg), metadata, { deadline }, (err: grpc.ServiceError | null, reply?: Envelope__Output) => {
       if (err) {
         const what = `gRPC node ${address}${msg.stage !== undefined ? ` (stage ${msg.stage})` : ''}: ${msg.type}`;
         if (err.code === grpc.status.UNAVAILABLE) reject(new GrpcError('NODE_UNREACHABLE', `${what}: the node is unreachable (${err.details})`));
         else if (err.code === grpc.status.DEADLINE_EXCEEDED) reject(new GrpcError('DEADLINE_EXCEEDED', `${what}: no answer within ${deadlineMs / 1000} s`));
+        else if (err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED) reject(new GrpcError(grpc.status[err.code], `${what}: ${err.details}`));
         else reject(new GrpcError(`GRPC_${grpc.status[err.code]}`, `${what}: ${grpc.status[err.code]}: ${err.details}`));
         return;
       }
@@ -133,7 +139,8 @@ export class StreamLink {
   private pending = new Map<number, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextId = 1;
 
-  constructor(private readonly client: StageServiceClient, private readonly address: string, private readonly deadlineMs: number) {}
+  /** `metadata` opens every stream (the run's bearer token). */
+  constructor(private readonly client: StageServiceClient, private readonly address: string, private readonly deadlineMs: number, private readonly metadata: grpc.Metadata = new grpc.Metadata()) {}
 
   send(msg: Message & { stage?: number }): Promise<void> {
     const s = this.open();
@@ -144,13 +151,19 @@ export class StreamLink {
         reject(new GrpcError('DEADLINE_EXCEEDED', `gRPC node ${this.address}: ${msg.type} for stage ${msg.stage}: not acknowledged within ${this.deadlineMs / 1000} s`));
       }, this.deadlineMs);
       this.pending.set(id, { resolve, reject, timer });
-      s.write({ ...envelopeOf(msg), id });
+      try {
+        s.write({ ...envelopeOf(msg), id });
+      } catch (e) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new GrpcError('NODE_UNREACHABLE', `gRPC node ${this.address}: cannot send the ${msg.type} for stage ${msg.stage} (${(e as Error).message})`));
+      }
     });
   }
 
   private open(): grpc.ClientDuplexStream<Envelope, Envelope__Output> {
     if (this.stream) return this.stream;
-    const s = this.client.DeliverStream();
+    const s = this.client.DeliverStream(this.metadata);
     s.on('data', (env: Envelope__Output) => {
       const p = this.pending.get(env.id);
       if (!p) return;
@@ -164,16 +177,19 @@ export class StreamLink {
         p.reject(e as Error);
       }
     });
-    const fail = (why: string) => {
+    const fail = (code: string, why: string) => {
       if (this.stream === s) this.stream = null;
       for (const [id, p] of this.pending) {
         clearTimeout(p.timer);
-        p.reject(new GrpcError('NODE_UNREACHABLE', `gRPC node ${this.address}: delivery stream broke (${why})`));
+        p.reject(new GrpcError(code, `gRPC node ${this.address}: delivery stream broke (${why})`));
         this.pending.delete(id);
       }
     };
-    s.on('error', (e: grpc.ServiceError) => fail(`${grpc.status[e.code] ?? 'error'}: ${e.details ?? e.message}`));
-    s.on('end', () => fail('the node ended it'));
+    s.on('error', (e: grpc.ServiceError) => {
+      const code = e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED ? grpc.status[e.code] : 'NODE_UNREACHABLE';
+      fail(code, `${grpc.status[e.code] ?? 'error'}: ${e.details ?? e.message}`);
+    });
+    s.on('end', () => fail('NODE_UNREACHABLE', 'the node ended it'));
     this.stream = s;
     return s;
   }

@@ -15,6 +15,8 @@ import {
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
 import { SharedReduce } from './shared-reduce.js';
+import { SendGroup } from './sends.js';
+import { codeOf } from './internal.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
@@ -57,6 +59,11 @@ export class StageActor {
   private flatGrad: Float32Array | null = null;
   /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
   flushAfterSend = false;
+  /**
+   * How a bug of ours (an engine error such as `x is not a function`) is answered: a node logs
+   * it and answers with an incident number. Without it the engine's text is included.
+   */
+  onInternalError: ((e: unknown, where: string) => string) | null = null;
   prev: PeerLink | null = null;
   next: PeerLink | null = null;
   /** The same stage in every replica, by replica index (null at this actor's own). */
@@ -80,9 +87,13 @@ export class StageActor {
     try {
       return await this.dispatch(req);
     } catch (e) {
-      const err = e as Error & { code?: string };
       const where = `${this.name}: ${String(req?.type)} (step ${req?.step}${req?.microBatch >= 0 ? `, micro-batch ${req.microBatch}` : ''})`;
-      return { type: 'error', code: err.code ?? 'STAGE_FAILED', message: err.message.startsWith(this.name) ? err.message : `${where}: ${err.message}` };
+      const code = codeOf(e, 'STAGE_FAILED');
+      if (code === 'INTERNAL') {
+        return { type: 'error', code, message: this.onInternalError?.(e, where) ?? `${where}: internal error: ${String((e as Error)?.message ?? e)}` };
+      }
+      const message = (e as Error).message;
+      return { type: 'error', code, message: message.startsWith(this.name) ? message : `${where}: ${message}` };
     }
   }
 
@@ -284,11 +295,9 @@ export class StageActor {
     };
     let busy = 0;
     const losses: number[] = [];
-    const pending: Promise<void>[] = [];
-    // A send that fails while this actor waits for something else must not become an
-    // unhandled rejection (which ends the process): it is marked handled at once, and still
-    // fails the step when awaited below.
-    const track = (p: Promise<void>) => { p.catch(() => {}); pending.push(p); };
+    // Every send is handled the moment it is made: a neighbour's failure fails this step
+    // (at its next wait), never the process.
+    const pending = new SendGroup();
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     for (const text of actions) {
       const a = parseAction(text);
@@ -302,7 +311,7 @@ export class StageActor {
           x = given;
         } else {
           const tw = performance.now();
-          x = await this.inbox.take('activation', step, mb);
+          x = await pending.race(this.inbox.take('activation', step, mb));
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
@@ -312,13 +321,13 @@ export class StageActor {
         spans?.push(SPAN.forward, mb, tb, te);
         losses[mb] = (r.loss ?? 0) + r.aux;
         if (!this.isLast) {
-          track(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
+          pending.add(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
         }
       } else {
         let dy: Tensor | undefined;
         if (!this.isLast) {
           const tw = performance.now();
-          dy = await this.inbox.take('gradient', step, mb);
+          dy = await pending.race(this.inbox.take('gradient', step, mb));
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
@@ -326,15 +335,15 @@ export class StageActor {
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.backward, mb, tb, te);
-        if (dx) track(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
+        if (dx) pending.add(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
-      if (pending.length >= config.capacity) await pending.shift();
+      if (pending.size >= config.capacity) await pending.shift();
       // Let the event loop write what was just sent (a socket write waits for it) before
       // the next action's computation holds the thread.
-      if (pending.length > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
+      if (pending.size > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
-    await Promise.all(pending);
+    await pending.all();
     if (this.replicas > 1) {
       const tr = performance.now();
       await this.allReduce(step);
@@ -376,30 +385,29 @@ export class StageActor {
     const cut = (j: number) => Math.floor((j * N) / R);
     const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
     const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
-    const sends: Promise<void>[] = [];
-    const track = (p: Promise<void>) => { p.catch(() => {}); sends.push(p); };
+    const sends = new SendGroup();
     for (let j = 0; j < R; j++) {
-      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
+      if (j !== r) sends.add(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
     }
     const mine = chunk(r);
     const acc = new Float32Array(mine.length);
     for (let q = 0; q < R; q++) {
-      const part = q === r ? mine : ((await this.inbox.take('scatter', step, q, `replica ${q}'s gradient share`)).data as Float32Array);
+      const part = q === r ? mine : ((await sends.race(this.inbox.take('scatter', step, q, `replica ${q}'s gradient share`))).data as Float32Array);
       if (part.length !== acc.length) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s gradient share has ${part.length} values, expected ${acc.length}`);
       if (q === 0) acc.set(part);
       else backend().binary('add', acc, [acc.length], part, [acc.length], acc, [acc.length]);
     }
     for (let j = 0; j < R; j++) {
-      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
+      if (j !== r) sends.add(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
     }
     mine.set(acc);
     for (let q = 0; q < R; q++) {
       if (q === r) continue;
-      const part = (await this.inbox.take('gather', step, q, `replica ${q}'s summed chunk`)).data;
+      const part = (await sends.race(this.inbox.take('gather', step, q, `replica ${q}'s summed chunk`))).data;
       if (part.length !== cut(q + 1) - cut(q)) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s summed chunk has ${part.length} values, expected ${cut(q + 1) - cut(q)}`);
       g.set(part, cut(q));
     }
-    await Promise.all(sends);
+    await sends.all();
     off = 0;
     for (const [, p] of params) {
       p.grad ??= p.zeroedGradBuffer();

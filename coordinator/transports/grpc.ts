@@ -2,10 +2,17 @@
  * Actors on gRPC nodes (`chainrule node`): actor a (replica-major: a = r·K + k) runs on node
  * a mod N. One client per node, reused; every call has a deadline; neighbours and replica
  * peers are told each other's addresses and exchange activations, gradients and gradient
- * shares node to node.
+ * shares node to node. With `tls` every channel is mutual TLS; with a token every call
+ * carries `authorization: Bearer ...` (per-call metadata: call credentials do not compose
+ * with plaintext channels, and the token must work over both).
+ *
+ * @example
+ * new GrpcTransport(['hostA:7001', 'hostB:7001'], { tls: 'certs', tokenFile: 'certs/token' })
  */
+import * as grpc from '@grpc/grpc-js';
 import type { StageServiceClient } from '../../node/grpc-common.js';
-import { healthy, makeClient, unary, waitForReady } from '../../node/grpc-common.js';
+import { healthy, makeClient, unary } from '../../node/grpc-common.js';
+import { clientCredentials, diagnoseTls, loadTls, readToken, tokenMetadata, type TlsMaterial } from '../../node/tls.js';
 import type { Reply, Request } from '../../src/wire/index.js';
 import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
@@ -14,6 +21,12 @@ export interface GrpcTransportOptions {
   deadlineMs?: number;
   /** How long to wait for a node to accept the connection (default 5 s). */
   connectTimeoutMs?: number;
+  /** Mutual TLS with the files of this `chainrule certs` directory (ca.pem, coordinator.pem, coordinator-key.pem), or loaded ones. */
+  tls?: string | TlsMaterial;
+  /** The bearer token sent with every call, read from this file (one line). */
+  tokenFile?: string;
+  /** The bearer token itself (instead of tokenFile). */
+  token?: string;
 }
 
 const ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
@@ -22,6 +35,8 @@ export class GrpcTransport implements Transport {
   readonly kind = 'grpc';
   private clients = new Map<string, StageServiceClient>();
   private opened: { run: string; layout: ActorLayout } | null = null;
+  private readonly tls: TlsMaterial | null;
+  private readonly token: string | null;
 
   constructor(readonly nodes: string[], private readonly opts: GrpcTransportOptions = {}) {
     if (nodes.length === 0) throw new TransportError('NO_NODES', 'the gRPC placement needs at least one node (host:port)');
@@ -33,6 +48,63 @@ export class GrpcTransport implements Transport {
       const m = ADDRESS.exec(n);
       if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new TransportError('BAD_NODE', `gRPC node '${n}' is not host:port with a port in 1..65535`);
     }
+    if (opts.token !== undefined && opts.tokenFile !== undefined) throw new TransportError('BAD_OPTION', 'options.token and options.tokenFile: give one');
+    this.tls = typeof opts.tls === 'string' ? loadTls(opts.tls, 'coordinator') : opts.tls ?? null;
+    this.token = opts.tokenFile !== undefined ? readToken(opts.tokenFile) : opts.token ?? null;
+  }
+
+  /** Names why a node could not be reached when TLS is the reason: "TLS handshake with node H:P failed: ...". */
+  private async explain(e: unknown, address: string, stage?: number): Promise<TransportError> {
+    const code = (e as { code?: string }).code ?? 'GRPC_FAILED';
+    if (code === 'NODE_UNREACHABLE') {
+      const why = await diagnoseTls(address, this.tls);
+      if (why) return new TransportError('TLS_HANDSHAKE', `TLS handshake with node ${address}${stage !== undefined ? ` (stage ${stage})` : ''} failed: ${why}`);
+    }
+    return e instanceof TransportError ? e : new TransportError(code, (e as Error).message);
+  }
+
+  /**
+   * Waits for the node's channel, but gives up at once, naming the cause, when a failed
+   * connection attempt turns out to be a TLS problem (grpc-js would retry it until the
+   * timeout). Watches in short slices rather than with grpc-js's waitForReady, whose deadline
+   * timer outlives a closed channel and keeps the process alive after a refusal.
+   */
+  private ready(address: string, timeoutMs: number, stage: number): Promise<void> {
+    const channel = this.client(address).getChannel();
+    const deadline = Date.now() + timeoutMs;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: TransportError) => { if (!settled) { settled = true; reject(e); } };
+      const gone = () => fail(new TransportError('NODE_UNREACHABLE', `gRPC node ${address} (stage ${stage}): the connection was closed before it was ready`));
+      const wait = (state: grpc.connectivityState) => {
+        try {
+          channel.watchConnectivityState(state, Math.min(deadline, Date.now() + 250), () => check());
+        } catch {
+          gone();
+        }
+      };
+      const check = () => {
+        if (settled) return;
+        let state: grpc.connectivityState;
+        try { state = channel.getConnectivityState(true); } catch { gone(); return; }
+        if (state === grpc.connectivityState.READY) { settled = true; resolve(); return; }
+        if (state === grpc.connectivityState.SHUTDOWN) { gone(); return; }
+        if (Date.now() >= deadline) {
+          const e = new TransportError('NODE_UNREACHABLE', `gRPC node ${address} (stage ${stage}) is unreachable: no connection within ${timeoutMs / 1000} s; is \`chainrule node\` running there?`);
+          void this.explain(e, address, stage).then(fail);
+          return;
+        }
+        if (state === grpc.connectivityState.TRANSIENT_FAILURE) {
+          void diagnoseTls(address, this.tls).then((why) => {
+            if (why) fail(new TransportError('TLS_HANDSHAKE', `TLS handshake with node ${address} (stage ${stage}) failed: ${why}`));
+            else wait(state);
+          });
+          return;
+        }
+        wait(state);
+      };
+      check();
+    });
   }
 
   private nodeOf(actor: number): string { return this.nodes[actor % this.nodes.length]!; }
@@ -40,7 +112,7 @@ export class GrpcTransport implements Transport {
   private client(address: string): StageServiceClient {
     let c = this.clients.get(address);
     if (!c) {
-      c = makeClient(address);
+      c = makeClient(address, clientCredentials(this.tls));
       this.clients.set(address, c);
     }
     return c;
@@ -51,11 +123,13 @@ export class GrpcTransport implements Transport {
     const n = replicas * stages;
     const connect = this.opts.connectTimeoutMs ?? 5_000;
     const used = [...new Set(Array.from({ length: n }, (_, a) => this.nodeOf(a)))];
-    try {
-      await Promise.all(used.map((addr) => waitForReady(this.client(addr), addr, connect, Array.from({ length: n }, (_, a) => a).find((a) => this.nodeOf(a) === addr))));
-    } catch (e) {
+    const firstStage = (addr: string) => Array.from({ length: n }, (_, a) => a).find((a) => this.nodeOf(a) === addr)! % stages;
+    const failures = (await Promise.allSettled(used.map((addr) => this.ready(addr, connect, firstStage(addr)))))
+      .filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failures.length > 0) {
       await this.close();
-      throw new TransportError('NODE_UNREACHABLE', (e as Error).message);
+      const e = failures[0]!.reason as TransportError;
+      throw new TransportError(e.code === 'TLS_HANDSHAKE' ? e.code : 'NODE_UNREACHABLE', e.message);
     }
     this.opened = { run, layout };
     const handles = Array.from({ length: n }, (_, a): StageHandle => {
@@ -64,9 +138,9 @@ export class GrpcTransport implements Transport {
         name: `${actorName(a % stages, Math.floor(a / stages), replicas)} (grpc ${address})`,
         request: async (req: Request): Promise<Reply> => {
           try {
-            return (await unary(this.client(address), address, 'Call', req, this.opts.deadlineMs ?? 600_000)) as Reply;
+            return (await unary(this.client(address), address, 'Call', req, this.opts.deadlineMs ?? 600_000, tokenMetadata(this.token))) as Reply;
           } catch (e) {
-            throw new TransportError((e as { code?: string }).code ?? 'GRPC_FAILED', (e as Error).message);
+            throw await this.explain(e, address, req.stage);
           }
         },
       };
@@ -101,7 +175,7 @@ export class GrpcTransport implements Transport {
       // Best effort: let the nodes drop this run's actors.
       const { replicas, stages } = o.layout;
       await Promise.allSettled(Array.from({ length: replicas * stages }, (_, a) =>
-        unary(this.client(this.nodeOf(a)), this.nodeOf(a), 'Call', { type: 'shutdown', run: o.run, stage: a % stages, replica: Math.floor(a / stages), step: 0, microBatch: -1 }, 2_000)));
+        unary(this.client(this.nodeOf(a)), this.nodeOf(a), 'Call', { type: 'shutdown', run: o.run, stage: a % stages, replica: Math.floor(a / stages), step: 0, microBatch: -1 }, 2_000, tokenMetadata(this.token))));
     }
     for (const c of this.clients.values()) c.close();
     this.clients.clear();

@@ -9,14 +9,20 @@ import { lookup } from '../../src/errors.js';
 export * from './transport.js';
 export { LocalTransport, ThreadsTransport, GrpcTransport, MixedTransport };
 
-export interface TransportOptions { nodes?: string[] }
+export interface TransportOptions {
+  nodes?: string[];
+  /** gRPC: mutual TLS with this `chainrule certs` directory. */
+  tls?: string;
+  /** gRPC: the bearer token's file. */
+  tokenFile?: string;
+}
 
 export const transports: Readonly<Record<string, (o: TransportOptions) => Transport>> = {
   local: () => new LocalTransport(),
   threads: () => new ThreadsTransport(),
   grpc: (o) => {
     if (!o.nodes || o.nodes.length === 0) throw new TransportError('NO_NODES', 'placement grpc needs --nodes host:port[,host:port...]');
-    return new GrpcTransport(o.nodes);
+    return new GrpcTransport(o.nodes, { tls: o.tls, tokenFile: o.tokenFile });
   },
 };
 
