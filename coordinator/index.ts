@@ -5,7 +5,8 @@
  */
 export { Coordinator } from './coordinator.js';
 export { OptionError, optionTable, resolveOptions, type CoordinatorOptions, type ResolvedOptions } from './options.js';
-export type { EpochReport, StepInfo, TrainSummary } from './summary.js';
+export type { EpochReport, ResumedFrom, StepInfo, TrainSummary } from './summary.js';
+export { CheckpointError, listCheckpoints, readCheckpoint, verifyCheckpoint, type CheckpointContent, type LoadedCheckpoint } from './checkpoint.js';
 export { ChainruleError, InternalError, isUserError } from '../src/errors.js';
 export { main as cli } from './cli.js';
 export { loadModel, saveModel, readPredictInput, SavedModel, SavedModelError, type ModelToSave } from './saved-model.js';

@@ -21,6 +21,18 @@ export interface EpochReport {
   seconds: number;
 }
 
+/** The checkpoint a run resumed from: its directory and the position it held. */
+export interface ResumedFrom {
+  /** DIR/step-N. */
+  path: string;
+  step: number;
+  /** 0-based epoch and the next minibatch in it. */
+  epoch: number;
+  batch: number;
+  /** Leftovers of interrupted checkpoint writes that were passed over. */
+  ignored: string[];
+}
+
 export interface TrainSummary {
   epochs: number;
   trainLoss: number;
@@ -52,6 +64,8 @@ export interface TrainSummary {
   transform?: TransformSpec;
   /** Each lost actor the run survived: what, when, how long detection and recovery took, steps replayed. */
   recoveries: RecoveryReport[];
+  /** Set when the run resumed from a checkpoint. */
+  resumedFrom?: ResumedFrom;
 }
 
 /** GPipe's bubble: the share of stage time idle while the pipeline fills and drains. */
