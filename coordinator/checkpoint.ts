@@ -31,7 +31,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ChainruleError } from '../src/errors.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { decodeSafetensors, encodeSafetensors, type StoredTensor } from '../src/wire/safetensors.js';
@@ -125,7 +125,9 @@ export function writeCheckpoint(dir: string, content: CheckpointContent, opts: {
   const final = join(dir, name);
   const tmp = join(dir, `.tmp-${name}-${randomBytes(6).toString('hex')}`);
   try {
-    mkdirSync(dir, { recursive: true });
+    // A directory made here must itself survive a crash: its parent's entry is fsynced too.
+    const made = mkdirSync(dir, { recursive: true });
+    if (made !== undefined) fsyncDir(dirname(made));
     mkdirSync(tmp);
     const entries: Record<string, ManifestEntry> = {};
     for (const file of CHECKPOINT_FILES) {
