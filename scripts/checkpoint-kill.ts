@@ -3,17 +3,19 @@
  *
  * Each round spawns `chainrule train ... --checkpoint DIR --checkpoint-every 1` (with
  * `--resume DIR` once DIR holds a checkpoint), waits until it has started training, and
- * SIGKILLs it after a random delay. Before each round every committed checkpoint in DIR is
- * verified against its manifest, and the resumed child must say it loaded the newest one
+ * SIGKILLs it: every other time after a random delay, else at a random moment of a
+ * checkpoint write (0-25 ms after its temporary directory appears, while its files are
+ * written). Before each round every committed checkpoint in DIR is verified against its
+ * manifest, and the resumed child must say it loaded the newest one
  * (or refuse with exit 2, naming what is wrong). A last child runs to the end; its weights
  * must equal those of an uninterrupted run of the same flags (0 corrupt loads).
  *
- *   node --import tsx scripts/checkpoint-kill.ts [--kills 50] [--seed 1] [--max-delay-ms 400]
+ *   node --import tsx scripts/checkpoint-kill.ts [--kills 50] [--seed 1] [--max-delay-ms 400] [--epochs 40]
  *
  * test/checkpoint.test.ts runs a shorter loop through `killLoop`.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -179,9 +181,24 @@ export async function killLoop(o: KillOptions): Promise<KillFigures> {
     const before = new Set(unfinishedEntries(o.dir));
     const child = await start();
     if (!child) continue;
-    const delay = random() * maxDelay;
-    const timer = setTimeout(() => child.kill(), delay);
+    // Every other kill is aimed: it waits for a checkpoint write to begin (a new temporary
+    // directory), then comes within the time a write takes; the others fall anywhere.
+    const aimed = f.kills % 2 === 1;
+    let delay = random() * (aimed ? 25 : maxDelay);
+    let timer: NodeJS.Timeout | undefined;
+    let watcher: FSWatcher | undefined;
+    if (aimed) {
+      let skip = Math.floor(random() * 4);
+      watcher = watch(o.dir, (_event, name) => {
+        if (!name?.startsWith('.tmp-') || before.has(name) || skip-- > 0) return;
+        watcher?.close();
+        timer = setTimeout(() => child.kill(), delay);
+      });
+    } else {
+      timer = setTimeout(() => child.kill(), delay);
+    }
     const r = await child.exited;
+    watcher?.close();
     clearTimeout(timer);
     if (r.signal !== 'SIGKILL') {
       if (r.code !== 0) throw new Error(`the trainer exited ${r.code} (not killed):\n${r.stderr}`);
@@ -193,7 +210,7 @@ export async function killLoop(o: KillOptions): Promise<KillFigures> {
     // Only this child's: an earlier one's leftovers stay until a commit deletes them.
     const left = unfinishedEntries(o.dir).filter((n) => n.startsWith('.tmp-') && !before.has(n));
     if (left.length > 0) f.killedMidWrite++;
-    log(`kill ${f.kills} after ${delay.toFixed(0)} ms: ${listCheckpoints(o.dir).map((c) => `step-${c.step}`).join(' ')}${left.length ? `, left ${left.join(' ')}` : ''}`);
+    log(`kill ${f.kills} ${aimed ? `${delay.toFixed(0)} ms into a write` : `after ${delay.toFixed(0)} ms`}: ${listCheckpoints(o.dir).map((c) => `step-${c.step}`).join(' ')}${left.length ? `, left ${left.join(' ')}` : ''}`);
   }
 
   // The rest of the run, without writing checkpoints (a fast finish; the resume is what counts).
