@@ -22,8 +22,11 @@
  * Everything a bit-exact resume needs follows from these counters: epoch e's order is
  * the Batcher's shuffle of (seed, e), minibatch b's augmentation is `augmentStream(seed, e, b)`,
  * dropout and sampling are drawn from (seed, layer, step, micro-batch), and the learning rate
- * is a pure function of the step. The state is merged by name, so any placement, stage count
- * and replica count resumes any other's.
+ * is a pure function of the step (the VAE's KL warm-up too). The state is merged by name, so
+ * any placement, stage count and replica count resumes any other's. NOTE: with replicas, each
+ * keeps BatchNorm running statistics of its own shard; the checkpoint holds replica 0's (the
+ * ones evaluation uses), and a resume gives them to every replica. Weights never depend on them.
+ * What is not kept: the bubble meter and throughput figures, which cover the resumed part only.
  *
  * @example
  * writeCheckpoint('runs/a', content, { keep: 3 });          // → { path: 'runs/a/step-120', ... }

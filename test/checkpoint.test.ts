@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Coordinator, cli, isUserError, type CoordinatorOptions, type EpochReport } from '../coordinator/index.js';
 import { CheckpointError, listCheckpoints, unfinishedEntries } from '../coordinator/checkpoint.js';
 import { loadMnist, subset, type Dataset } from '../src/data/index.js';
+import { optimizers } from '../src/optim/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { NamedTensors } from '../src/wire/index.js';
 import { startNode } from '../node/server.js';
@@ -126,6 +127,17 @@ describe('mid-epoch resume is bit-exact', () => {
     expect(r.resumedFrom).toBe(join(d, 'step-8'));
     expect(r.sha).toBe(straight.sha);
   });
+});
+
+describe('every element-wise optimizer resumes mid-epoch to the bit', () => {
+  for (const name of Object.keys(optimizers)) {
+    it(name, async () => {
+      const d = join(dir, `opt-${name}`);
+      const o: CoordinatorOptions = { epochs: 1, optimizer: name, lr: 0.01, lrSchedule: undefined, ...(name === 'rmsprop' ? { centered: true, momentum: 0.5 } : {}) };
+      const written = await run({ ...o, checkpoint: d, checkpointEvery: 3 });
+      expect((await run({ ...o, resume: join(d, 'step-3') })).sha).toBe(written.sha);
+    });
+  }
 });
 
 describe('resume across replica counts', () => {
