@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Coordinator, cli, isUserError, type CoordinatorOptions, type EpochReport } from '../coordinator/index.js';
 import { CheckpointError, listCheckpoints, unfinishedEntries } from '../coordinator/checkpoint.js';
@@ -292,6 +293,36 @@ describe('writing', () => {
     expect(() => new Coordinator({ dataset: data, ...base, checkpoint: join(dir, 'x'), keep: 0 })).toThrow(/options.keep must be a positive integer, got 0/);
     expect(() => new Coordinator({ dataset: data, ...base, optimizer: 'lbfgs', checkpoint: join(dir, 'x') })).toThrow(/options.checkpoint is not supported with the full-batch optimizer lbfgs/);
     expect(existsSync(join(dir, 'x'))).toBe(false);
+  });
+});
+
+describe('the checkpoint a run writes when it cannot recover', () => {
+  it('a second node loss with no spare: the commit of a step behind, written with that step\'s position, resumes to the bit', async () => {
+    const procs = await Promise.all([0, 1].map(() => new Promise<{ address: string; child: ChildProcess }>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'coordinator', 'bin.ts'), 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); const hit = /listening on (\S+)/.exec(out); if (hit) resolve({ address: hit[1]!, child }); });
+      child.on('exit', (code) => reject(new Error(`chainrule node exited with ${code}`)));
+    })));
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const d = join(dir, 'lost');
+      let kills = 0;
+      const err = await run({
+        epochs: 2, placement: 'grpc', stages: 2, nodes: procs.map((p) => p.address), commitEvery: 4, checkpoint: d,
+        // Commits after steps 4, 8, 12: the second loss, at step 14, leaves step 12's commit.
+        onStep: (r) => { if (r.step === 3 && kills === 0) { kills++; procs[1]!.child.kill('SIGKILL'); } else if (r.step === 14 && kills === 1) { kills++; procs[0]!.child.kill('SIGKILL'); } },
+      }).catch((e: Error) => e);
+      expect((err as Error).message).toMatch(/no spare is left .*the checkpoint of step 12 written to .*lost[\\/]step-12/);
+      const straight = await run({ epochs: 2 });
+      const r = await run({ epochs: 2, resume: d });
+      expect(r.resumedFrom).toBe(join(d, 'step-12'));
+      expect(r.sha).toBe(straight.sha);
+      expect(r.reports.map(trajectory)).toEqual(straight.reports.slice(1).map(trajectory));
+    } finally {
+      warn.mockRestore();
+      for (const p of procs) p.child.kill('SIGKILL');
+    }
   });
 });
 
