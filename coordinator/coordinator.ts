@@ -18,7 +18,7 @@ import { claimBackend } from '../src/tensor/select.js';
 import { Batcher, type MicroBatch, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type LrScheduleSpec, type OptimizerSpec } from '../src/optim/index.js';
-import type { NamedTensors, Schedule, StageState } from '../src/wire/index.js';
+import { formatAction, type NamedTensors, type Schedule, type StageState } from '../src/wire/index.js';
 import { ChainruleError, lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
@@ -26,13 +26,15 @@ import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { createTransport, type Transport } from './transports/index.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { StageGroup } from './stage-group.js';
-import { evaluate } from './evaluate.js';
-import { shardMinibatch, trainStep } from './pipeline.js';
+import { evaluate, isClassifier } from './evaluate.js';
+import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { checkCheckpointTarget, checkStateFits, datasetSha256, readCheckpoint, writeCheckpoint, type RunIdentity } from './checkpoint.js';
-import { BubbleMeter, theoreticalBubble, type EpochReport, type ResumedFrom, type TrainSummary } from './summary.js';
-import { loadModel, saveModel } from './saved-model.js';
+import { BubbleMeter, theoreticalBubble, type EpochReport, type ResumedFrom, type StepInfo, type TrainSummary } from './summary.js';
+import { chainruleVersion, loadModel, saveModel } from './saved-model.js';
 import { Recovery } from './recovery.js';
+import { RunLog, jsonOptions } from './run-log.js';
+import { StepTracer } from './trace.js';
 
 /** A position in training: epoch, the next minibatch in it, and that epoch's summed loss and samples so far. */
 interface Cursor { epoch: number; batch: number; lossSum: number; samples: number }
@@ -162,19 +164,41 @@ export class Coordinator {
 
   /** One optimizer step on one minibatch; returns the summed loss. */
   async step(x: Tensor, y: Int32Array): Promise<number> {
-    await this.open();
-    const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
-    if (!this.recovery) return this.runParts(parts);
-    return this.recovery.run(this.group.step, parts, () => this.transport!, () => this.runParts(parts), () => this.group.state());
+    return (await this.stepWith(x, y)).loss;
   }
 
-  private async runParts(parts: MicroBatch[][]): Promise<number> {
+  private async stepWith(x: Tensor, y: Int32Array, trace?: TraceAsk): Promise<{ loss: number; lr: number; gradNorm?: number }> {
+    await this.open();
+    const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
+    const run = () => this.runParts(parts, trace);
+    const loss = this.recovery ? await this.recovery.run(this.group.step, parts, () => this.transport!, run, () => this.group.state()) : await run();
+    return { loss, ...this.lastStep };
+  }
+
+  /** The learning rate and (with clipping) the gradient norm of the last step runParts ran. */
+  private lastStep: { lr: number; gradNorm?: number } = { lr: 0 };
+
+  private async runParts(parts: MicroBatch[][], trace?: TraceAsk): Promise<number> {
     const o = this.options;
     const lr = this.lrAt ? this.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
     const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.y.length, n), 0);
-    const loss = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm });
+    const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace });
     this.group.step++;
-    return loss;
+    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
+    return r.loss;
+  }
+
+  /**
+   * The test split's (or `ds`'s) confusion matrix, counts[true][predicted]; null for a
+   * model that is not a classifier.
+   * @example (await c.confusionMatrix())![3]![5]   // test samples of class 3 predicted as 5
+   */
+  async confusionMatrix(ds: Dataset = this.data.test): Promise<number[][] | null> {
+    await this.open();
+    if (!isClassifier(this.spec)) return null;
+    const counts: number[][] = [];
+    await evaluate(this.group, this.spec, ds, this.options.evalBatchSize, counts);
+    return counts;
   }
 
   /** After the loss of a host: the run reopened (a new run id) with the lost gRPC nodes replaced. */
@@ -238,23 +262,72 @@ export class Coordinator {
     return this.group.weightsSha256();
   }
 
-  /** Trains for the configured epochs and returns the summary (the `--json` object). */
+  /**
+   * Trains for the configured epochs and returns the summary (the `--json` object).
+   * `onStep` and `onEpoch` are awaited; one that throws ends training with its error, the
+   * summary so far attached as `err.summary` (written to the log directory too).
+   */
   async train(): Promise<TrainSummary> {
-    await this.open();
+    const started = performance.now();
     const o = this.options;
+    const log = o.logDir ? new RunLog(o.logDir) : null;
+    try {
+      await this.open();
+      return await this.trainWith(started, log);
+    } finally {
+      log?.close();
+    }
+  }
+
+  private async trainWith(started: number, log: RunLog | null): Promise<TrainSummary> {
+    const o = this.options;
+    const history: EpochReport[] = [];
+    const run = { history, started };
+    let soFar: () => Promise<TrainSummary>;
+    const finish = async (summary: TrainSummary, tracer: StepTracer | null): Promise<TrainSummary> => {
+      if (log) await this.writeLog(log, summary, tracer);
+      return summary;
+    };
+    /** Awaits a user callback; a throw ends training with that error and the summary so far. */
+    const call = async <T>(fn: ((x: T) => void | Promise<void>) | undefined, x: T, tracer: StepTracer | null): Promise<void> => {
+      if (!fn) return;
+      try {
+        await fn(x);
+      } catch (e) {
+        if (e !== null && typeof e === 'object') {
+          try {
+            (e as { summary?: TrainSummary }).summary = await finish(await soFar(), tracer);
+          } catch {
+            // The callback's own error is what the caller needs; a summary that cannot be made is left out.
+          }
+        }
+        throw e;
+      }
+    };
     if (this.fullBatch) {
       const plan = fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize);
       const schedule = getSchedule(o.schedule)(this.stages, plan.microBatches);
       validateSchedule(schedule, this.stages, plan.microBatches);
+      const tracer = log && o.traceSteps > 0 ? new StepTracer(this.group.step, this.group.step + o.traceSteps) : null;
+      const extra = (epochs: number): Partial<TrainSummary> => ({
+        epochs, microBatches: plan.microBatches, theoreticalBubbleFraction: theoreticalBubble(this.stages, plan.microBatches),
+      });
+      soFar = () => {
+        const last = history[history.length - 1];
+        if (!last) throw new OptionError('no epoch finished yet');
+        return this.summarize(last, last.samplesPerSecond, this.data.train.size - plan.samples, run, extra(last.epoch));
+      };
       const r = await trainFullBatch({
         method: this.fullBatch, group: this.group, spec: this.spec, train: this.data.train, seed: o.seed, epochs: o.epochs,
-        iterationsPerEpoch: o.iterationsPerEpoch, plan, schedule, meter: this.meter, evaluate: () => this.evaluate(), onEpoch: o.onEpoch,
+        iterationsPerEpoch: o.iterationsPerEpoch, plan, schedule, meter: this.meter, evaluate: () => this.evaluate(),
+        onEpoch: async (rep) => { history.push(rep); log?.epoch(rep); await call(o.onEpoch, rep, tracer); },
+        trace: tracer ? { tracer, epoch: 1 } : undefined,
       });
-      const summary = await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, {
-        epochs: r.last.epoch, gradEvals: r.gradEvals, lossEvals: r.lossEvals, microBatches: plan.microBatches, theoreticalBubbleFraction: theoreticalBubble(this.stages, plan.microBatches),
+      const summary = await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, run, {
+        ...extra(r.last.epoch), gradEvals: r.gradEvals, lossEvals: r.lossEvals,
       });
       if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
-      return summary;
+      return finish(summary, tracer);
     }
     const batcher = new Batcher(this.data.train, { batchSize: o.batchSize, seed: o.seed });
     let last: EpochReport | null = null;
@@ -263,40 +336,66 @@ export class Coordinator {
     if (o.resume && !this.resumedFrom) await this.loadCheckpoint(o.resume);
     if (o.checkpoint) checkCheckpointTarget(o.checkpoint, this.group.step);
     this.remember();
+    const totalSteps = o.epochs * this.stepsPerEpoch;
+    // The last steps of the run: past the warm-up, what a long run spends its time on.
+    const tracer = log && o.traceSteps > 0 ? new StepTracer(Math.max(this.group.step, totalSteps - o.traceSteps), totalSteps) : null;
     for (let e = this.cursor.epoch; e < o.epochs; e++) {
       const t0 = performance.now();
+      const mark = this.meter.mark();
       // A resumed epoch starts at the checkpoint's minibatch, with the loss of the ones before it.
       let { batch: b, lossSum, samples } = this.cursor;
       let trained = 0;
+      const current = (): EpochReport => {
+        const seconds = (performance.now() - t0) / 1000;
+        return { epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, this.meter.mark()) };
+      };
+      soFar = () => {
+        const seconds = trainSeconds + (trained > 0 ? (performance.now() - t0) / 1000 : 0);
+        return this.summarize(last ?? current(), seconds > 0 ? (trainedSamples + trained) / seconds : 0, batcher.droppedPerEpoch, run, { epochs: last?.epoch ?? e });
+      };
+      const trace = tracer ? { tracer, epoch: e + 1 } : undefined;
       for (const { x, y } of batcher.epoch(e, b)) {
         const input = this.augment ? new Tensor(augmentBatch(x.data as Float32Array, this.data.train.inputShape, this.augment, augmentStream(o.seed, e, b)), x.shape) : x;
         b++;
-        const loss = await this.step(input, y);
-        lossSum += loss;
+        const ts = performance.now();
+        const r = await this.stepWith(input, y, trace);
+        lossSum += r.loss;
         samples += y.length;
         trained += y.length;
         this.cursor = { epoch: e, batch: b, lossSum, samples };
         this.remember();
-        o.onStep?.({ step: this.group.step, epoch: e + 1, loss: loss / y.length, samplesPerSecond: trained / ((performance.now() - t0) / 1000) });
+        // Before the callbacks: when onStep(N) runs, step N's checkpoint is committed.
         if (o.checkpoint && o.checkpointEvery && this.group.step % o.checkpointEvery === 0) await this.saveCheckpoint(o.checkpoint);
+        const now = performance.now();
+        const info: StepInfo = {
+          step: this.group.step, epoch: e + 1, loss: r.loss / y.length, samplesPerSecond: trained / ((now - t0) / 1000),
+          batch: b, batches: this.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
+        };
+        log?.step({ ...info, stepMs: now - ts });
+        await call(o.onStep, info, tracer);
       }
       const seconds = (performance.now() - t0) / 1000;
+      const bubbleFraction = BubbleMeter.between(mark, this.meter.mark());
       trainedSamples += trained;
       trainSeconds += seconds;
       const ev = await this.evaluate();
-      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds };
+      // samplesPerSecond and seconds cover what this process trained; trainLoss the whole epoch.
+      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction };
+      history.push(last);
       this.cursor = { epoch: e + 1, batch: 0, lossSum: 0, samples: 0 };
       this.remember();
       if (o.checkpoint && !o.checkpointEvery) await this.saveCheckpoint(o.checkpoint);
-      o.onEpoch?.(last);
+      log?.epoch(last);
+      trained = 0; // the epoch is in `last` now: soFar must not count it twice
+      await call(o.onEpoch, last, tracer);
     }
     if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.cursor.epoch} epochs done and epochs is ${o.epochs}`);
-    const summary = await this.summarize(last, trainSeconds > 0 ? trainedSamples / trainSeconds : 0, batcher.droppedPerEpoch);
+    const summary = await this.summarize(last, trainSeconds > 0 ? trainedSamples / trainSeconds : 0, batcher.droppedPerEpoch, run);
     if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
-    return summary;
+    return finish(summary, tracer);
   }
 
-  private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
+  private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, run: { history: EpochReport[]; started: number }, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
     const o = this.options;
     return {
       epochs: o.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy, samplesPerSecond,
@@ -305,9 +404,29 @@ export class Coordinator {
       microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: this.meter.fraction, theoreticalBubbleFraction: theoreticalBubble(this.stages, o.microBatches),
       backend: this.backendName, backendKernel: this.backendName === 'native' ? nativeKernel() : null,
       optimizer: this.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: this.optimizerSpec.lr,
-      parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, recoveries: this.recovery?.reports ?? [],
-      ...(this.resumedFrom ? { resumedFrom: this.resumedFrom } : {}), ...extra,
+      parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, recoveries: this.recovery?.reports ?? [], ...extra,
+      history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
+      versions: { chainrule: chainruleVersion(), node: process.versions.node },
+      ...(this.resumedFrom ? { resumedFrom: this.resumedFrom } : {}),
     };
+  }
+
+  /** Ends the run log: the summary as returned, the trace, and what the report needs besides. */
+  private async writeLog(log: RunLog, summary: TrainSummary, tracer: StepTracer | null): Promise<void> {
+    const names = this.group.names;
+    const K = this.stages;
+    const usage = this.meter.actors();
+    log.finish({
+      summary,
+      trace: (tracer ?? new StepTracer(0, 0)).chromeTrace(names, { stages: K, replicas: this.replicas }),
+      run: {
+        format: 'chainrule-run', version: 1, options: jsonOptions(this.options), model: this.spec,
+        schedule: this.schedulePlan.map((actions) => actions.map(formatAction)),
+        actors: names.map((name, a) => ({ name, stage: a % K, replica: Math.floor(a / K), busyMs: usage[a]?.busyMs ?? 0, wallMs: usage[a]?.wallMs ?? 0 })),
+        confusion: await this.confusionMatrix(),
+        tracedSteps: tracer ? [tracer.first, tracer.last] : [0, 0],
+      },
+    });
   }
 
   /** What a checkpoint must share with the run that resumes it. */

@@ -28,8 +28,12 @@ export function argmaxRows(h: Tensor): Int32Array {
   return out;
 }
 
-/** Mean loss (auxiliary terms such as a VAE's KL included) and accuracy for classifiers. */
-export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, batchSize: number): Promise<{ loss: number; accuracy: number | null }> {
+/**
+ * Mean loss (auxiliary terms such as a VAE's KL included) and accuracy for classifiers;
+ * a classifier's predictions are also tallied into `confusion[true][predicted]` when given
+ * (grown to the output width).
+ */
+export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, batchSize: number, confusion?: number[][]): Promise<{ loss: number; accuracy: number | null }> {
   const lossFn = getLoss(spec.loss ?? 'softmaxCrossEntropy');
   const classify = isClassifier(spec);
   let total = 0;
@@ -45,7 +49,15 @@ export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, 
     if (classify) {
       const pred = argmaxRows(h);
       for (let i = 0; i < y.length; i++) if (pred[i] === y[i]) correct++;
+      if (confusion) tally(confusion, pred, y, h.shape[1]!);
     }
   }
   return { loss: total / ds.size, accuracy: classify ? correct / ds.size : null };
+}
+
+function tally(counts: number[][], pred: Int32Array, y: Int32Array, classes: number): void {
+  const n = Math.max(classes, counts.length, ...y.map((v) => v + 1));
+  while (counts.length < n) counts.push([]);
+  for (const row of counts) while (row.length < n) row.push(0);
+  for (let i = 0; i < y.length; i++) if (y[i]! >= 0) counts[y[i]!]![pred[i]!]!++;
 }

@@ -8,9 +8,9 @@ import type { ModelSpec } from '../src/nn/index.js';
 import { fullBatchMethods, type Objective } from '../src/optim/index.js';
 import { InternalError, lookup } from '../src/errors.js';
 import type { Schedule } from '../src/wire/index.js';
-import { pipelineStep, shardMinibatch } from './pipeline.js';
+import { pipelineStep, shardMinibatch, type TraceAsk } from './pipeline.js';
 import type { StageGroup } from './stage-group.js';
-import type { BubbleMeter, EpochReport } from './summary.js';
+import { BubbleMeter, type EpochReport } from './summary.js';
 
 /** The batch is cut into micro-batches of `batchSize` samples (per replica). */
 export function fullBatchPlan(train: Dataset, batchSize: number, replicas: number, fullBatchSize?: number): { samples: number; microBatches: number } {
@@ -33,6 +33,8 @@ export interface FullBatchRun {
   /** Test loss and accuracy at the current parameters. */
   evaluate(): Promise<{ loss: number; accuracy: number | null }>;
   onEpoch?: (r: EpochReport) => void | Promise<void>;
+  /** Traces the pipelined passes its tracer wants. */
+  trace?: TraceAsk;
 }
 
 export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochReport; samplesPerSecond: number; gradEvals: number; lossEvals: number }> {
@@ -47,7 +49,7 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
     evaluate: async (x) => {
       const t0 = performance.now();
       await group.setFlatParameters(x);
-      const loss = await pipelineStep(group, run.spec, parts, run.schedule, run.meter);
+      const loss = await pipelineStep(group, run.spec, parts, run.schedule, run.meter, undefined, run.trace);
       const grad = group.flatten(await group.gradients(), plan.samples);
       group.step++;
       evalSeconds += (performance.now() - t0) / 1000;
@@ -57,6 +59,7 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
   const per = run.iterationsPerEpoch;
   let last: EpochReport | null = null;
   let epochStart = performance.now();
+  let mark = run.meter.mark();
   const report = async (iteration: number, loss: number, x: Float64Array) => {
     await group.setFlatParameters(x);
     const ev = await run.evaluate();
@@ -64,7 +67,9 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
     last = {
       epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy,
       samplesPerSecond: (plan.samples * group.step) / Math.max(evalSeconds, 1e-9), droppedSamples: run.train.size - plan.samples, seconds,
+      bubbleFraction: BubbleMeter.between(mark, run.meter.mark()),
     };
+    mark = run.meter.mark();
     await run.onEpoch?.(last);
     epochStart = performance.now();
   };

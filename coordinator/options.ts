@@ -133,12 +133,14 @@ export const optionTable = {
   save: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'save the trained model (spec and safetensors weights) to DIR for predict, evaluate and --init' }),
   init: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: "start from a saved model's weights (fine-tuning); the model spec must match" }),
 
+  logDir: def<string>({ kind: 'string', group: 'Output', arg: 'DIR', help: 'write metrics.jsonl, trace.json, summary.json and run.json there (see chainrule report DIR)' }),
+  traceSteps: withDefault<number>({ kind: 'int', group: 'Output', arg: 'N', default: 5, min: 0, help: 'with --log-dir: trace the last N steps of the run into trace.json' }),
   config: def<string>({ kind: 'string', group: 'Output', only: 'cli', arg: 'FILE', help: 'read options from a JSON file ({"epochs": 3, "batch-size": 128, ...}: flag names without --); flags given too override it' }),
-  json: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', help: 'end with one JSON line summarizing the run' }),
+  json: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', help: 'print only the JSON summary on standard output (progress goes to standard error)' }),
   help: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', short: 'h', help: 'print this help' }),
 
-  onEpoch: def<(r: EpochReport) => void>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every epoch' }),
-  onStep: def<(r: StepInfo) => void>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every optimizer step' }),
+  onEpoch: def<(r: EpochReport) => void | Promise<void>>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every epoch (awaited; a throw ends train() with that error, its summary so far in err.summary)' }),
+  onStep: def<(r: StepInfo) => void | Promise<void>>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every optimizer step (awaited, like onEpoch)' }),
 } as const;
 
 type Table = typeof optionTable;

@@ -60,7 +60,7 @@ const base: CoordinatorOptions = {
 
 async function run(o: CoordinatorOptions): Promise<Run> {
   const reports: EpochReport[] = [];
-  const c = new Coordinator({ dataset: data, ...base, onEpoch: (r) => reports.push(r), ...o });
+  const c = new Coordinator({ dataset: data, ...base, onEpoch: (r) => { reports.push(r); }, ...o });
   try {
     const s = await c.train();
     return { sha: s.weightsSha256, params: await c.parameters(), reports, resumedFrom: s.resumedFrom?.path };
