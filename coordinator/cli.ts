@@ -61,6 +61,10 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
     const o = c.options;
     const layout = `${o.replicas > 1 ? `${o.replicas} replicas × ` : ''}${c.stages} stage(s)`;
     note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}`);
+    if (o.resume) {
+      const r = await c.loadCheckpoint(o.resume);
+      note(`chainrule: resumed from ${r.path} (step ${r.step}, epoch ${r.epoch + 1}, minibatch ${r.batch} of ${c.stepsPerEpoch})${r.ignored.length ? `; passed over ${r.ignored.join(', ')} (interrupted writes)` : ''}`);
+    }
     const summary = await c.train();
     if (json) io.out(JSON.stringify(summary));
     else io.out(`weights sha256 ${summary.weightsSha256}`);

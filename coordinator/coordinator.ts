@@ -17,7 +17,7 @@ import { nativeKernel } from '../src/tensor/native/index.js';
 import { claimBackend } from '../src/tensor/select.js';
 import { Batcher, type MicroBatch, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
-import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type OptimizerSpec } from '../src/optim/index.js';
+import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type LrScheduleSpec, type OptimizerSpec } from '../src/optim/index.js';
 import { formatAction, type NamedTensors, type Schedule, type StageState } from '../src/wire/index.js';
 import { ChainruleError, lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
@@ -29,12 +29,15 @@ import { StageGroup } from './stage-group.js';
 import { evaluate, isClassifier } from './evaluate.js';
 import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
-import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { BubbleMeter, theoreticalBubble, type EpochReport, type StepInfo, type TrainSummary } from './summary.js';
+import { checkCheckpointTarget, checkStateFits, datasetSha256, readCheckpoint, writeCheckpoint, type RunIdentity } from './checkpoint.js';
+import { BubbleMeter, theoreticalBubble, type EpochReport, type ResumedFrom, type StepInfo, type TrainSummary } from './summary.js';
 import { chainruleVersion, loadModel, saveModel } from './saved-model.js';
 import { Recovery } from './recovery.js';
 import { RunLog, jsonOptions } from './run-log.js';
 import { StepTracer } from './trace.js';
+
+/** A position in training: epoch, the next minibatch in it, and that epoch's summed loss and samples so far. */
+interface Cursor { epoch: number; batch: number; lossSum: number; samples: number }
 
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
@@ -49,6 +52,7 @@ export class Coordinator {
   readonly bounds: number[];
   readonly schedulePlan: Schedule;
   private readonly augment: Required<AugmentOptions> | null;
+  private readonly lrSchedule: LrScheduleSpec | null;
   private readonly lrAt: LrSchedule | null;
   private readonly backendClaim: ReturnType<typeof claimBackend>;
   private group: StageGroup;
@@ -60,7 +64,14 @@ export class Coordinator {
   /** Busy and wall time of every actor so far: the measured bubble. */
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
-  private epochsDone = 0;
+  /** Where training goes on: epoch, next minibatch in it, and that epoch's loss and samples so far. */
+  private cursor: Cursor = { epoch: 0, batch: 0, lossSum: 0, samples: 0 };
+  /** The cursor after each of the last steps, by steps done: a recovery's commit lags by up to commitEvery steps. */
+  private readonly cursors = new Map<number, Cursor>();
+  private readonly commitEvery: number;
+  private trainSha256: string | null = null;
+  /** The checkpoint this run resumed from, once loaded. */
+  resumedFrom: ResumedFrom | null = null;
 
   constructor(opts: CoordinatorOptions = {}) {
     const o = resolveOptions(opts);
@@ -81,7 +92,8 @@ export class Coordinator {
     if (!this.fullBatch) createOptimizer(this.optimizerSpec); // validates the hyperparameters now
     if (this.fullBatch && (o.checkpoint || o.resume)) throw new OptionError(`options.${o.checkpoint ? 'checkpoint' : 'resume'} is not supported with the full-batch optimizer ${this.fullBatch}`);
     const schedule = lrScheduleOf(o);
-    this.lrAt = schedule ? createLrSchedule(schedule(o.epochs * this.stepsPerEpoch)) : null;
+    this.lrSchedule = schedule ? schedule(o.epochs * this.stepsPerEpoch) : null;
+    this.lrAt = this.lrSchedule ? createLrSchedule(this.lrSchedule) : null;
     const counts = layerParameterCounts(this.spec);
     this.bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
     this.schedulePlan = getSchedule(o.schedule)(this.stages, o.microBatches);
@@ -90,6 +102,7 @@ export class Coordinator {
     this.nodes = o.nodes ? [...o.nodes] : undefined;
     this.spares = [...(o.spares ?? [])];
     const commitEvery = o.commitEvery ?? (o.placement === 'local' ? 0 : 1);
+    this.commitEvery = commitEvery;
     if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${this.placementName})`);
     this.recovery = commitEvery > 0 && !this.fullBatch ? new Recovery(commitEvery, {
       reopen: (lost, commit) => this.reopen(lost, commit),
@@ -145,7 +158,7 @@ export class Coordinator {
     const state = await this.group.state();
     saveModel(dir, {
       spec: this.spec, params: state.params, buffers: state.buffers, transform: this.transformSpec,
-      metadata: { seed: this.options.seed, optimizer: this.optimizerSpec.type, steps: this.group.step, epochs: this.epochsDone, ...metadata },
+      metadata: { seed: this.options.seed, optimizer: this.optimizerSpec.type, steps: this.group.step, epochs: this.cursor.epoch, ...metadata },
     });
   }
 
@@ -202,8 +215,8 @@ export class Coordinator {
         if (spare === undefined && this.ownNodes.length > 0) {
           // This process took over once already: a second loss ends the run, its progress kept.
           const path = this.options.checkpoint;
-          if (path) writeCheckpoint(path, { model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec, epochsDone: this.epochsDone, stepCount: commit.step, state: commit.state });
-          throw new ChainruleError('NO_SPARE', `node ${address} was lost at step ${this.group.step} and no spare is left (an earlier loss already moved actors into this process); ${path ? `the checkpoint of step ${commit.step} written to ${path}` : 'pass --checkpoint to keep the progress next time'}`,
+          const written = path ? this.commitCheckpoint(path, commit.step, commit.state) : null;
+          throw new ChainruleError('NO_SPARE', `node ${address} was lost at step ${this.group.step} and no spare is left (an earlier loss already moved actors into this process); ${written ? `the checkpoint of step ${commit.step} written to ${written}` : 'pass --checkpoint to keep the progress next time'}`,
             { hint: 'start more nodes and pass them with --spares, then --resume the checkpoint' });
         }
         if (spare === undefined) {
@@ -320,35 +333,42 @@ export class Coordinator {
     let last: EpochReport | null = null;
     let trainedSamples = 0;
     let trainSeconds = 0;
-    if (o.resume) await this.loadCheckpoint(o.resume);
+    if (o.resume && !this.resumedFrom) await this.loadCheckpoint(o.resume);
+    if (o.checkpoint) checkCheckpointTarget(o.checkpoint, this.group.step);
+    this.remember();
     const totalSteps = o.epochs * this.stepsPerEpoch;
     // The last steps of the run: past the warm-up, what a long run spends its time on.
     const tracer = log && o.traceSteps > 0 ? new StepTracer(Math.max(this.group.step, totalSteps - o.traceSteps), totalSteps) : null;
-    for (let e = this.epochsDone; e < o.epochs; e++) {
+    for (let e = this.cursor.epoch; e < o.epochs; e++) {
       const t0 = performance.now();
       const mark = this.meter.mark();
-      let lossSum = 0;
-      let samples = 0;
-      let b = 0;
+      // A resumed epoch starts at the checkpoint's minibatch, with the loss of the ones before it.
+      let { batch: b, lossSum, samples } = this.cursor;
+      let trained = 0;
       const current = (): EpochReport => {
         const seconds = (performance.now() - t0) / 1000;
-        return { epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, this.meter.mark()) };
+        return { epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, this.meter.mark()) };
       };
       soFar = () => {
-        const seconds = trainSeconds + (samples > 0 ? (performance.now() - t0) / 1000 : 0);
-        return this.summarize(last ?? current(), (trainedSamples + samples) / seconds, batcher.droppedPerEpoch, run, { epochs: last?.epoch ?? e });
+        const seconds = trainSeconds + (trained > 0 ? (performance.now() - t0) / 1000 : 0);
+        return this.summarize(last ?? current(), seconds > 0 ? (trainedSamples + trained) / seconds : 0, batcher.droppedPerEpoch, run, { epochs: last?.epoch ?? e });
       };
       const trace = tracer ? { tracer, epoch: e + 1 } : undefined;
-      for (const { x, y } of batcher.epoch(e)) {
+      for (const { x, y } of batcher.epoch(e, b)) {
         const input = this.augment ? new Tensor(augmentBatch(x.data as Float32Array, this.data.train.inputShape, this.augment, augmentStream(o.seed, e, b)), x.shape) : x;
         b++;
         const ts = performance.now();
         const r = await this.stepWith(input, y, trace);
         lossSum += r.loss;
         samples += y.length;
+        trained += y.length;
+        this.cursor = { epoch: e, batch: b, lossSum, samples };
+        this.remember();
+        // Before the callbacks: when onStep(N) runs, step N's checkpoint is committed.
+        if (o.checkpoint && o.checkpointEvery && this.group.step % o.checkpointEvery === 0) await this.saveCheckpoint(o.checkpoint);
         const now = performance.now();
         const info: StepInfo = {
-          step: this.group.step, epoch: e + 1, loss: r.loss / y.length, samplesPerSecond: samples / ((now - t0) / 1000),
+          step: this.group.step, epoch: e + 1, loss: r.loss / y.length, samplesPerSecond: trained / ((now - t0) / 1000),
           batch: b, batches: this.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
         };
         log?.step({ ...info, stepMs: now - ts });
@@ -356,19 +376,21 @@ export class Coordinator {
       }
       const seconds = (performance.now() - t0) / 1000;
       const bubbleFraction = BubbleMeter.between(mark, this.meter.mark());
-      trainedSamples += samples;
+      trainedSamples += trained;
       trainSeconds += seconds;
       const ev = await this.evaluate();
-      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction };
+      // samplesPerSecond and seconds cover what this process trained; trainLoss the whole epoch.
+      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction };
       history.push(last);
-      this.epochsDone = e + 1;
-      if (o.checkpoint) await this.saveCheckpoint(o.checkpoint);
+      this.cursor = { epoch: e + 1, batch: 0, lossSum: 0, samples: 0 };
+      this.remember();
+      if (o.checkpoint && !o.checkpointEvery) await this.saveCheckpoint(o.checkpoint);
       log?.epoch(last);
-      samples = 0; // the epoch is in `last` now: soFar must not count it twice
+      trained = 0; // the epoch is in `last` now: soFar must not count it twice
       await call(o.onEpoch, last, tracer);
     }
-    if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.epochsDone} epochs done and epochs is ${o.epochs}`);
-    const summary = await this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch, run);
+    if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.cursor.epoch} epochs done and epochs is ${o.epochs}`);
+    const summary = await this.summarize(last, trainSeconds > 0 ? trainedSamples / trainSeconds : 0, batcher.droppedPerEpoch, run);
     if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
     return finish(summary, tracer);
   }
@@ -385,6 +407,7 @@ export class Coordinator {
       parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, recoveries: this.recovery?.reports ?? [], ...extra,
       history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
       versions: { chainrule: chainruleVersion(), node: process.versions.node },
+      ...(this.resumedFrom ? { resumedFrom: this.resumedFrom } : {}),
     };
   }
 
@@ -406,19 +429,59 @@ export class Coordinator {
     });
   }
 
-  /** Writes every stage's state merged by name (independent of placement, stage and replica count). */
-  async saveCheckpoint(path: string): Promise<void> {
-    await this.open();
-    writeCheckpoint(path, { model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec, epochsDone: this.epochsDone, stepCount: this.group.step, state: await this.group.state() });
+  /** What a checkpoint must share with the run that resumes it. */
+  private runIdentity(): RunIdentity {
+    this.trainSha256 ??= datasetSha256(this.data.train);
+    return { model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec, batchSize: this.options.batchSize, trainSize: this.data.train.size, trainSha256: this.trainSha256 };
   }
 
-  /** Restores a checkpoint into the stages (whatever placement, stage or replica count wrote it). */
-  async loadCheckpoint(path: string): Promise<void> {
+  /**
+   * Commits a checkpoint `dir/step-N` of every stage's state merged by name (independent of
+   * placement, stage and replica count) and the training position; keeps the newest `keep`.
+   * @returns the committed directory
+   */
+  async saveCheckpoint(dir: string): Promise<string> {
     await this.open();
-    const cp = readCheckpoint(path, { model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec.type });
+    return this.commitCheckpoint(dir, this.group.step, await this.group.state());
+  }
+
+  /** Keeps the cursor of the steps a recovery's commit may still be at. */
+  private remember(): void {
+    if (!this.recovery) return;
+    const step = this.group.step;
+    this.cursors.set(step, this.cursor);
+    for (const k of this.cursors.keys()) if (k < step - this.commitEvery) this.cursors.delete(k);
+  }
+
+  /** Writes the state of step `step` (now, or a recovery's commit) with the cursor of that step. */
+  private commitCheckpoint(dir: string, step: number, state: StageState): string {
+    const o = this.options;
+    const spe = this.stepsPerEpoch;
+    const at = step === this.group.step ? this.cursor : this.cursors.get(step) ?? { epoch: Math.floor(step / spe), batch: step % spe, lossSum: 0, samples: 0 };
+    return writeCheckpoint(dir, {
+      run: this.runIdentity(), step, epoch: at.epoch, batch: at.batch, batchesPerEpoch: spe, droppedPerEpoch: this.data.train.size % o.batchSize,
+      epochLossSum: at.lossSum, epochSamples: at.samples, lrSchedule: this.lrSchedule,
+      writtenBy: { placement: this.placementName, replicas: o.replicas, stages: this.stages, microBatches: o.microBatches },
+      state,
+    }, { keep: o.keep }).path;
+  }
+
+  /**
+   * Restores the newest complete checkpoint in `dir` (or `dir` itself, a step-N directory),
+   * verified against its manifest, into the stages (whatever placement, stage or replica
+   * count wrote it), and the training position.
+   * @throws CheckpointError naming the file that is missing, truncated or altered
+   */
+  async loadCheckpoint(dir: string): Promise<ResumedFrom> {
+    await this.open();
+    const { path, content: cp, ignored } = readCheckpoint(dir, this.runIdentity());
+    const slotNames = createOptimizer(this.optimizerSpec).slotNames;
+    checkStateFits(cp.state, await this.group.state(), slotNames, path);
     await this.group.setState(cp.state);
-    this.epochsDone = cp.epochsDone;
-    this.group.step = cp.stepCount;
+    this.group.step = cp.step;
+    this.cursor = { epoch: cp.epoch, batch: cp.batch, lossSum: cp.epochLossSum, samples: cp.epochSamples };
+    this.resumedFrom = { path, step: cp.step, epoch: cp.epoch, batch: cp.batch, ignored };
+    return this.resumedFrom;
   }
 
   async close(): Promise<void> {

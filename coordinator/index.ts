@@ -5,7 +5,8 @@
  */
 export { Coordinator } from './coordinator.js';
 export { OptionError, optionTable, resolveOptions, type CoordinatorOptions, type ResolvedOptions } from './options.js';
-export type { EpochReport, StepInfo, TrainSummary } from './summary.js';
+export type { EpochReport, ResumedFrom, StepInfo, TrainSummary } from './summary.js';
+export { CheckpointError, listCheckpoints, readCheckpoint, verifyCheckpoint, type CheckpointContent, type LoadedCheckpoint } from './checkpoint.js';
 export { readRunLog, renderReport, writeReport } from './report.js';
 export { RunLogError, runLogFiles, type RunRecord } from './run-log.js';
 export type { ChromeTrace, ClockOffset } from './trace.js';

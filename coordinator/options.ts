@@ -128,8 +128,10 @@ export const optionTable = {
   tls: def<string>({ kind: 'string', group: 'Security', arg: 'DIR', help: 'mutual TLS with the gRPC nodes: DIR/ca.pem, DIR/coordinator.pem, DIR/coordinator-key.pem (from chainrule certs)' }),
   tokenFile: def<string>({ kind: 'string', group: 'Security', arg: 'FILE', help: 'send the bearer token in FILE with every call to the gRPC nodes' }),
 
-  checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'write a checkpoint after every epoch' }),
-  resume: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'continue from a checkpoint (any placement or stage count wrote it)' }),
+  checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'commit crash-safe checkpoints DIR/step-N (fsynced, hashed, renamed into place)' }),
+  checkpointEvery: def<number>({ kind: 'int', group: 'Checkpoints', arg: 'N', min: 1, defaultText: 'every epoch', help: 'checkpoint every N optimizer steps (mid-epoch too)' }),
+  keep: withDefault<number>({ kind: 'int', group: 'Checkpoints', arg: 'K', default: 3, min: 1, help: 'complete checkpoints kept; older ones are deleted after each commit' }),
+  resume: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'continue from the newest verified checkpoint in DIR (any placement, stage or replica count wrote it)' }),
 
   save: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'save the trained model (spec and safetensors weights) to DIR for predict, evaluate and --init' }),
   init: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: "start from a saved model's weights (fine-tuning); the model spec must match" }),
@@ -240,6 +242,9 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   const scheduleParams = (['gamma', 'stepEpochs', 'minLr', 'warmupSteps'] as const).filter((k) => o[k] !== undefined);
   if (scheduleParams.length > 0 && typeof o.lrSchedule !== 'string') {
     throw new OptionError(`${scheduleParams.map(naming).join(', ')} ${scheduleParams.length > 1 ? 'are' : 'is'} only used with ${naming('lrSchedule')} NAME`);
+  }
+  for (const k of ['checkpointEvery', 'keep'] as const) {
+    if (opts[k] !== undefined && o.checkpoint === undefined) throw new OptionError(`${naming(k)} is only used with ${naming('checkpoint')} DIR`);
   }
   if (o.placement === 'grpc' && !o.nodes) throw new OptionError(`${naming('placement')} grpc needs ${naming('nodes')} host:port[,host:port...]`);
   if (o.nodes && typeof o.placement === 'string' && o.placement !== 'grpc') {

@@ -31,6 +31,18 @@ export interface EpochReport {
   bubbleFraction: number;
 }
 
+/** The checkpoint a run resumed from: its directory and the position it held. */
+export interface ResumedFrom {
+  /** DIR/step-N. */
+  path: string;
+  step: number;
+  /** 0-based epoch and the next minibatch in it. */
+  epoch: number;
+  batch: number;
+  /** Leftovers of interrupted checkpoint writes that were passed over. */
+  ignored: string[];
+}
+
 export interface TrainSummary {
   epochs: number;
   trainLoss: number;
@@ -67,6 +79,8 @@ export interface TrainSummary {
   /** From train() to the summary, opening the actors included. */
   wallSeconds: number;
   versions: { chainrule: string; node: string };
+  /** Set when the run resumed from a checkpoint. */
+  resumedFrom?: ResumedFrom;
 }
 
 /** GPipe's bubble: the share of stage time idle while the pipeline fills and drains. */

@@ -78,11 +78,17 @@ export class Batcher {
     return order;
   }
 
-  /** Epoch `e`'s minibatches; reproducible on its own from (seed, e). */
-  *epoch(e: number): Generator<IndexedBatch, void, undefined> {
+  /**
+   * Epoch `e`'s minibatches from minibatch `from` on (a resume mid-epoch); reproducible on
+   * its own from (seed, e), so skipping the first `from` costs nothing.
+   */
+  *epoch(e: number, from = 0): Generator<IndexedBatch, void, undefined> {
+    if (!Number.isSafeInteger(from) || from < 0 || from > this.batchesPerEpoch) {
+      throw new DataError('BAD_OPTION', `Batcher: from must be an integer in [0, ${this.batchesPerEpoch}], got ${describe(from)}`);
+    }
     const order = this.order(e);
     const bs = this.batchSize;
-    for (let b = 0; b < this.batchesPerEpoch; b++) {
+    for (let b = from; b < this.batchesPerEpoch; b++) {
       const indices = order.slice(b * bs, (b + 1) * bs);
       yield { ...batchOf(this.dataset, indices), indices };
     }
