@@ -5,7 +5,7 @@
  */
 import { Coordinator } from './coordinator.js';
 import { parseCliOptions, trainUsage, OptionError } from './options.js';
-import type { EpochReport } from './summary.js';
+import { metricsText, type EpochReport } from './summary.js';
 import { isUserError } from '../src/errors.js';
 
 const usage = `Usage: chainrule <command> [options]
@@ -17,7 +17,7 @@ Commands:
 `;
 
 function progressLine(r: EpochReport, epochs: number): string {
-  const acc = r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`;
+  const acc = (r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`) + metricsText(r);
   return `epoch ${String(r.epoch).padStart(String(epochs).length)}/${epochs}  train loss ${r.trainLoss.toFixed(4)}  test loss ${r.testLoss.toFixed(4)}${acc}  ${Math.round(r.samplesPerSecond)} samples/s  (${r.droppedSamples} dropped)`;
 }
 

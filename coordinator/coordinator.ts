@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { Tensor } from '../src/tensor/tensor.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import { claimBackend } from '../src/tensor/select.js';
-import { Batcher, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
+import { Batcher, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type Targets, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type OptimizerSpec } from '../src/optim/index.js';
 import type { NamedTensors, Schedule } from '../src/wire/index.js';
@@ -25,11 +25,12 @@ import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { createTransport, type Transport } from './transports/index.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { StageGroup } from './stage-group.js';
-import { evaluate } from './evaluate.js';
+import { evaluate, type Evaluation } from './evaluate.js';
+import { checkModelFitsData } from './fit.js';
 import { shardMinibatch, trainStep } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { BubbleMeter, theoreticalBubble, type EpochReport, type TrainSummary } from './summary.js';
+import { BubbleMeter, testMetrics, theoreticalBubble, type EpochReport, type TrainSummary } from './summary.js';
 import { loadModel, saveModel } from './saved-model.js';
 
 export class Coordinator {
@@ -58,7 +59,7 @@ export class Coordinator {
     this.options = o;
     const augment = { shift: o.augmentShift, rotate: o.augmentRotate, noise: o.noise };
     this.augment = Object.values(augment).some((v) => v !== undefined) ? validateAugmentOptions(Object.fromEntries(Object.entries(augment).filter(([, v]) => v !== undefined))) : null;
-    let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, seed: o.seed }) : o.dataset;
+    let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, targetColumns: o.targetColumns, seed: o.seed }) : o.dataset;
     if (o.transform !== 'none') {
       // Statistics from the training split only; the test split reuses them.
       this.transformSpec = fitTransform(o.transform, data.train);
@@ -67,6 +68,7 @@ export class Coordinator {
     this.data = data;
     if (o.batchSize > data.train.size) throw new OptionError(`options.batchSize ${o.batchSize} is larger than the training set (${data.train.size} samples)`);
     this.spec = resolveModel(o.model, data);
+    checkModelFitsData(this.spec, [data.train, data.test], typeof o.model === 'string' ? o.model : 'model spec');
     this.optimizerSpec = optimizerSpecOf(o);
     this.fullBatch = lookup(fullBatchMethods, this.optimizerSpec.type) ? this.optimizerSpec.type : null;
     if (!this.fullBatch) createOptimizer(this.optimizerSpec); // validates the hyperparameters now
@@ -129,8 +131,8 @@ export class Coordinator {
     });
   }
 
-  /** One optimizer step on one minibatch; returns the summed loss. */
-  async step(x: Tensor, y: Int32Array): Promise<number> {
+  /** One optimizer step on one minibatch (`y`: labels, or float targets [n, ...]); returns the summed loss. */
+  async step(x: Tensor, y: Targets): Promise<number> {
     await this.open();
     const o = this.options;
     const lr = this.lrAt ? this.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
@@ -140,8 +142,8 @@ export class Coordinator {
     return loss;
   }
 
-  /** Mean loss and accuracy (for classifiers) over every sample of a dataset, without a tape. */
-  async evaluate(ds: Dataset = this.data.test): Promise<{ loss: number; accuracy: number | null }> {
+  /** Mean loss and the metrics that fit (accuracy, MSE/MAE, per-label accuracy) over every sample of a dataset, without a tape. */
+  async evaluate(ds: Dataset = this.data.test): Promise<Evaluation> {
     await this.open();
     return evaluate(this.group, this.spec, ds, this.options.evalBatchSize);
   }
@@ -199,14 +201,15 @@ export class Coordinator {
         b++;
         const loss = await this.step(input, y);
         lossSum += loss;
-        samples += y.length;
-        o.onStep?.({ step: this.group.step, epoch: e + 1, loss: loss / y.length, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
+        const n = x.shape[0]!;
+        samples += n;
+        o.onStep?.({ step: this.group.step, epoch: e + 1, loss: loss / n, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
       }
       const seconds = (performance.now() - t0) / 1000;
       trainedSamples += samples;
       trainSeconds += seconds;
       const ev = await this.evaluate();
-      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds };
+      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev), samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds };
       this.epochsDone = e + 1;
       if (o.checkpoint) await this.saveCheckpoint(o.checkpoint);
       o.onEpoch?.(last);
@@ -220,7 +223,8 @@ export class Coordinator {
   private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
     const o = this.options;
     return {
-      epochs: o.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy, samplesPerSecond,
+      epochs: o.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy,
+      testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy, samplesPerSecond,
       droppedSamples: droppedPerEpoch * o.epochs, droppedPerEpoch, weightsSha256: await this.group.weightsSha256(),
       placement: this.placementName, replicas: o.replicas, stages: this.stages, partition: this.bounds.slice(1).map((b, i) => b - this.bounds[i]!),
       microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: this.meter.fraction, theoreticalBubbleFraction: theoreticalBubble(this.stages, o.microBatches),
