@@ -4,12 +4,13 @@
  * it with: the number of classes (classification), the target shape (regression,
  * multi-label) or the input (autoencoders). Errors name both sides and how to fix them.
  */
-import { hasTargets, type Dataset } from '../src/data/index.js';
+import { hasTargets, validateDataset, type Dataset } from '../src/data/index.js';
 import { SpecError, modelShapes, taskOf, type ModelSpec } from '../src/nn/index.js';
 import { fmtShape, sameShape } from '../src/tensor/tensor.js';
 
 /**
- * Throws a SpecError (BAD_SPEC) unless `spec` can train and be evaluated on every dataset given.
+ * Throws a SpecError (BAD_SPEC) unless `spec` can train and be evaluated on every dataset given
+ * (and a DataError for a dataset whose own fields disagree).
  * `what` names the spec in messages (its file, or 'model spec').
  * @example checkModelFitsData(spec, [train, test], 'examples/regression.json');
  */
@@ -19,6 +20,7 @@ export function checkModelFitsData(spec: ModelSpec, datasets: readonly Dataset[]
   const loss = spec.loss ?? 'softmaxCrossEntropy';
   const lossName = `loss ${loss}${spec.loss === undefined ? ' (the default)' : ''}`;
   for (const ds of datasets) {
+    validateDataset(ds); // datasets given to the API may not come from makeDataset
     const name = `dataset ${JSON.stringify(ds.name)}`;
     if (!sameShape(spec.inputShape, ds.inputShape)) {
       throw new SpecError(`${what}: inputShape ${fmtShape(spec.inputShape)} does not match the samples of ${name}, shape ${fmtShape(ds.inputShape)}`,

@@ -214,6 +214,11 @@ describe('shapes are checked against the data when the Coordinator is built', ()
   })();
   const classifier = (units: number, inputs = 3): ModelSpec => ({ inputShape: [inputs], layers: [{ type: 'dense', inputs, units }], loss: 'softmaxCrossEntropy' });
 
+  it('datasets given to the API are validated: labels or targets, not neither', () => {
+    const bare = { name: 'bare', inputShape: [3], size: 2, inputs: new Float32Array(6) };
+    expect(() => new Coordinator({ model: classifier(4), dataset: { train: bare as never, test: cls.test }, batchSize: 2 })).toThrow(/dataset "bare": give either labels .* or targets .*, got neither/);
+  });
+
   it('the input shape, naming both', () => {
     expect(() => new Coordinator({ model: classifier(4, 5), dataset: cls })).toThrow(/model spec: inputShape \[5\] does not match the samples of dataset "cls\/train", shape \[3\]/);
   });
@@ -280,22 +285,40 @@ describe('regression and multi-label train on every placement with the same weig
     ['grpc, 2 stages', { placement: 'grpc', stages: 2 }],
   ];
 
-  it('mse regression: a test MSE well under the targets\' variance, MAE reported, the same weightsSha256 on local, threads and grpc', async () => {
-    const ref = await train({ model: regressionSpec, dataset: reg });
+  const root = join(import.meta.dirname, '..');
+  const csv = { model: join(root, 'examples', 'regression.json'), dataset: `csv:${join(root, 'examples', 'regression.csv')}`, targetColumns: ['y'] };
+
+  it('a regression CSV (--target-columns y, loss mse) trains on local, threads and grpc to a reported test MSE, with the same weightsSha256', async () => {
+    const ref = await train({ ...csv, epochs: 10 });
     const s = ref.summary;
-    expect(s.testAccuracy).toBeNull();
-    expect(s.testLabelAccuracy).toBeNull();
-    expect(s.testMse!).toBeLessThan(0.25 * variance(reg.test));
+    const test = ref.c.data.test;
+    if (!hasTargets(test)) throw new Error('expected float targets');
+    expect([test.targetShape, s.testAccuracy, s.testLabelAccuracy]).toEqual([[1], null, null]);
+    expect(s.testMse!).toBeLessThan(0.1 * variance(test));
     expect(s.testMae!).toBeGreaterThan(0);
-    // The loss is the sum over a sample's two targets: twice the per-element MSE.
-    expect(s.testLoss).toBeCloseTo(2 * s.testMse!, 5);
+    expect(s.testLoss).toBeCloseTo(s.testMse!, 6); // one target: the per-sample loss is the MSE
     expect(ref.evaluation.mse).toBe(s.testMse);
     for (const [, o] of placements) {
-      const r = await train({ model: regressionSpec, dataset: reg, ...o, nodes: o.placement === 'grpc' ? nodes.map((n) => n.address) : undefined });
+      const r = await train({ ...csv, epochs: 10, ...o, nodes: o.placement === 'grpc' ? nodes.map((n) => n.address) : undefined });
       expect(r.summary.placement).toBe(o.placement);
       expect(r.summary.weightsSha256).toBe(s.weightsSha256);
       expect(r.summary.testMse).toBe(s.testMse);
     }
+  });
+
+  it('two targets per sample, and data-parallel replicas: local and threads agree bit for bit', async () => {
+    const local = await train({ model: regressionSpec, dataset: reg, replicas: 2, microBatches: 2 });
+    expect(local.summary.testMse!).toBeLessThan(0.25 * variance(reg.test));
+    // The loss sums a sample's two targets: twice the per-element MSE.
+    expect(local.summary.testLoss).toBeCloseTo(2 * local.summary.testMse!, 5);
+    const threads = await train({ model: regressionSpec, dataset: reg, replicas: 2, microBatches: 2, placement: 'threads' });
+    expect(threads.summary.weightsSha256).toBe(local.summary.weightsSha256);
+  });
+
+  it('a full-batch method (L-BFGS) fits float targets too', async () => {
+    const r = await train({ model: regressionSpec, dataset: reg, optimizer: 'lbfgs', epochs: 2, iterationsPerEpoch: 5, microBatches: 1 });
+    expect(r.summary.testMse!).toBeLessThan(variance(reg.test));
+    expect(r.summary.gradEvals!).toBeGreaterThan(0);
   });
 
   it('bce multi-label: per-label accuracy well above chance, the same weights on threads', async () => {

@@ -103,7 +103,7 @@ export function makeDataset(fields: Fields<Dataset>): Dataset {
     ds = { ...f, inputShape, targetShape, size: f.size ?? (per > 0 ? Math.floor(f.targets.length / per) : 0) };
   } else {
     const f = fields as Fields<LabeledDataset>;
-    ds = { ...f, inputShape, size: f.size ?? f.labels?.length };
+    ds = { ...f, inputShape, size: f.size ?? f.labels?.length ?? 0 };
   }
   validateDataset(ds);
   return ds;
@@ -116,6 +116,10 @@ export function validateDataset(ds: Dataset): void {
   if (!shapeOk(ds.inputShape)) {
     throw new DataError('BAD_DATASET', `${where}: inputShape ${describe(ds.inputShape)} must be a non-empty array of positive integers`);
   }
+  const withLabels = ds.labels !== undefined;
+  if (withLabels === hasTargets(ds)) {
+    throw new DataError('BAD_DATASET', `${where}: give either labels (with numClasses) or targets (with targetShape), ${withLabels ? 'not both' : 'got neither'}`);
+  }
   if (!Number.isSafeInteger(ds.size) || ds.size < 0) {
     throw new DataError('BAD_DATASET', `${where}: size must be a non-negative integer, got ${describe(ds.size)}`);
   }
@@ -123,10 +127,6 @@ export function validateDataset(ds: Dataset): void {
   if (!(ds.inputs instanceof Float32Array) || ds.inputs.length !== ds.size * per) {
     throw new DataError('BAD_DATASET',
       `${where}: inputs hold ${ds.inputs?.length} values, expected a Float32Array of size × prod(inputShape) = ${ds.size} × ${per} = ${ds.size * per}`);
-  }
-  const withLabels = ds.labels !== undefined;
-  if (withLabels === hasTargets(ds)) {
-    throw new DataError('BAD_DATASET', `${where}: give either labels (with numClasses) or targets (with targetShape), ${withLabels ? 'not both' : 'got neither'}`);
   }
   if (hasTargets(ds)) {
     if (!shapeOk(ds.targetShape)) {
