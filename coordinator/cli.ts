@@ -1,40 +1,81 @@
 /**
- * The command line: `chainrule train [flags]` and `chainrule node --port P [--host H]`.
+ * The command line: `chainrule train [flags]`, `chainrule report DIR` and `chainrule node --port P [--host H]`.
  * A user error (an unknown flag, a bad value, a missing file) prints one line naming what and
  * where and exits 2; an internal error prints its stack and exits 1.
  */
 import { Coordinator } from './coordinator.js';
 import { parseCliOptions, trainUsage, OptionError } from './options.js';
 import { metricsText, type EpochReport } from './summary.js';
+import { EpochProgress } from './progress.js';
 import { isUserError } from '../src/errors.js';
+import { chainruleVersion } from './saved-model.js';
 
-const usage = `Usage: chainrule <command> [options]
+const usage = `Usage: chainrule <command> [options]   (chainrule --version)
 Commands:
   train     train a model (chainrule train --help)
+  report    write DIR/report.html from a run trained with --log-dir DIR (chainrule report DIR)
   predict   predictions of a saved model (chainrule predict --model DIR --input FILE)
   evaluate  a saved model's loss and accuracy on a dataset (chainrule evaluate --model DIR --dataset NAME)
   node      host actors for a remote coordinator (chainrule node --port P [--host H])
 `;
+
+/** Where the CLI writes: results (stdout), progress and notes (stderr), and whether stderr is a terminal. */
+export interface CliOutput {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** Gets the live progress bar; null on a pipe. */
+  tty: NodeJS.WritableStream | null;
+}
+
+const processOutput = (): CliOutput => ({
+  out: (s) => console.log(s),
+  err: (s) => console.error(s),
+  tty: process.stderr.isTTY ? process.stderr : null,
+});
 
 function progressLine(r: EpochReport, epochs: number): string {
   const acc = (r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`) + metricsText(r);
   return `epoch ${String(r.epoch).padStart(String(epochs).length)}/${epochs}  train loss ${r.trainLoss.toFixed(4)}  test loss ${r.testLoss.toFixed(4)}${acc}  ${Math.round(r.samplesPerSecond)} samples/s  (${r.droppedSamples} dropped)`;
 }
 
-export async function trainMain(argv: string[], out: (s: string) => void = console.log): Promise<number> {
+/**
+ * `chainrule train`. With --json, standard output holds only the summary line; the start line
+ * and the epoch lines go to standard error. A progress bar is drawn on standard error only when
+ * it is a terminal and --json is off.
+ */
+export async function trainMain(argv: string[], io: CliOutput = processOutput()): Promise<number> {
   const { options, json, help } = parseCliOptions(argv);
-  if (help) { out(trainUsage()); return 0; }
-  const c = new Coordinator({ ...options, onEpoch: (r) => out(progressLine(r, c.options.epochs)) });
+  if (help) { io.out(trainUsage()); return 0; }
+  const note = json ? io.err : io.out;
+  const tty = json ? null : io.tty;
+  let bar: EpochProgress | null = null;
+  const c: Coordinator = new Coordinator({
+    ...options,
+    onStep: tty ? (s) => bar?.step(s) : undefined,
+    onEpoch: (r: EpochReport) => { bar?.stop(); note(progressLine(r, c.options.epochs)); },
+  });
+  if (tty) bar = new EpochProgress(tty, c.options.epochs);
   try {
     const o = c.options;
     const layout = `${o.replicas > 1 ? `${o.replicas} replicas × ` : ''}${c.stages} stage(s)`;
-    out(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}`);
+    note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}`);
     const summary = await c.train();
-    if (json) out(JSON.stringify(summary));
-    else out(`weights sha256 ${summary.weightsSha256}`);
+    if (json) io.out(JSON.stringify(summary));
+    else io.out(`weights sha256 ${summary.weightsSha256}`);
+    if (o.logDir) note(`chainrule: run log in ${o.logDir} (chainrule report ${o.logDir} writes report.html)`);
   } finally {
+    bar?.stop();
     await c.close();
   }
+  return 0;
+}
+
+/** `chainrule report DIR`: DIR/report.html from the run log that `train --log-dir DIR` wrote. */
+export async function reportMain(argv: string[], io: CliOutput = processOutput()): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) { io.out('Usage: chainrule report DIR\n  writes DIR/report.html (self-contained) from the run log of chainrule train --log-dir DIR\n'); return 0; }
+  if (argv.length !== 1 || argv[0]!.startsWith('-')) throw new OptionError(`chainrule report takes one directory, got ${argv.length === 0 ? 'none' : argv.map((a) => `'${a}'`).join(' ')}`, 'chainrule report DIR (the --log-dir of a training run)');
+  const { writeReport } = await import('./report.js');
+  io.out(`chainrule: wrote ${writeReport(argv[0]!)}`);
   return 0;
 }
 
@@ -42,6 +83,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     if (cmd === 'train') return await trainMain(rest);
+    if (cmd === 'report') return await reportMain(rest);
     if (cmd === 'predict') return (await import('./model-cli.js')).predictMain(rest);
     if (cmd === 'evaluate') return (await import('./model-cli.js')).evaluateMain(rest);
     if (cmd === 'node') {
@@ -49,7 +91,8 @@ export async function main(argv: string[]): Promise<number> {
       return await nodeMain(rest);
     }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
-    throw new OptionError(`unknown command '${cmd}'; commands: train, predict, evaluate, node`);
+    if (cmd === '--version' || cmd === '-v') { console.log(`chainrule ${chainruleVersion()} (Node ${process.versions.node})`); return 0; }
+    throw new OptionError(`unknown command '${cmd}'; commands: train, report, predict, evaluate, node`);
   } catch (e) {
     if (isUserError(e)) {
       console.error(`chainrule: ${e.message}`);

@@ -11,27 +11,33 @@
  * await c.close();
  */
 import { randomBytes } from 'node:crypto';
+import { startNode, type RunningNode } from '../node/server.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import { claimBackend } from '../src/tensor/select.js';
-import { Batcher, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type Targets, type TransformSpec } from '../src/data/index.js';
+import { Batcher, type MicroBatch, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type Targets, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type OptimizerSpec } from '../src/optim/index.js';
-import type { NamedTensors, Schedule } from '../src/wire/index.js';
-import { lookup } from '../src/errors.js';
+import { formatAction, type NamedTensors, type Schedule, type StageState } from '../src/wire/index.js';
+import { ChainruleError, lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
 import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { createTransport, type Transport } from './transports/index.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { StageGroup } from './stage-group.js';
-import { evaluate, type Evaluation } from './evaluate.js';
+import { evaluate, isClassifier, type Evaluation } from './evaluate.js';
 import { checkModelFitsData } from './fit.js';
-import { shardMinibatch, trainStep } from './pipeline.js';
+import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { BubbleMeter, testMetrics, theoreticalBubble, type EpochReport, type TrainSummary } from './summary.js';
-import { loadModel, saveModel } from './saved-model.js';
+import { BubbleMeter, testMetrics, theoreticalBubble, type EpochReport, type StepInfo, type TrainSummary } from './summary.js';
+import { chainruleVersion, loadModel, saveModel } from './saved-model.js';
+import { Recovery } from './recovery.js';
+import { RunLog, jsonOptions } from './run-log.js';
+import { StepTracer } from './trace.js';
+
+const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
 export class Coordinator {
   readonly options: ResolvedOptions;
@@ -43,12 +49,15 @@ export class Coordinator {
   readonly fullBatch: string | null;
   readonly bounds: number[];
   readonly schedulePlan: Schedule;
-  /** Unguessable: a node tells runs apart by it. */
-  readonly run = `run-${randomBytes(16).toString('hex')}`;
   private readonly augment: Required<AugmentOptions> | null;
   private readonly lrAt: LrSchedule | null;
   private readonly backendClaim: ReturnType<typeof claimBackend>;
-  private readonly group: StageGroup;
+  private group: StageGroup;
+  private readonly recovery: Recovery | null;
+  /** The gRPC nodes in use: a lost one is replaced here by a spare or by a node in this process. */
+  private nodes: string[] | undefined;
+  private readonly spares: string[];
+  private readonly ownNodes: RunningNode[] = [];
   /** Busy and wall time of every actor so far: the measured bubble. */
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
@@ -79,7 +88,16 @@ export class Coordinator {
     this.bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
     this.schedulePlan = getSchedule(o.schedule)(this.stages, o.microBatches);
     validateSchedule(this.schedulePlan, this.stages, o.microBatches);
-    this.group = new StageGroup(this.run, o.replicas, this.stages);
+    this.group = new StageGroup(newRunId(), o.replicas, this.stages);
+    this.nodes = o.nodes ? [...o.nodes] : undefined;
+    this.spares = [...(o.spares ?? [])];
+    const commitEvery = o.commitEvery ?? (o.placement === 'local' ? 0 : 1);
+    if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${this.placementName})`);
+    this.recovery = commitEvery > 0 && !this.fullBatch ? new Recovery(commitEvery, {
+      reopen: (lost, commit) => this.reopen(lost, commit),
+      restore: async (state, step) => { await this.group.setState(state); this.group.step = step; },
+      replay: async (parts) => { await this.runParts(parts); },
+    }) : null;
     // Last: nothing above may fail while the claim is held.
     this.backendClaim = claimBackend(o.backend, 'new Coordinator');
   }
@@ -89,12 +107,14 @@ export class Coordinator {
   get stepsPerEpoch(): number { return Math.floor(this.data.train.size / this.options.batchSize); }
   get placementName(): string { return typeof this.options.placement === 'string' ? this.options.placement : this.options.placement.kind; }
   get backendName(): string { return this.backendClaim.backend.name; }
+  /** Unguessable (a node tells runs apart by it); a new one after a recovery. */
+  get run(): string { return this.group.run; }
 
   /** Starts the actors and configures them (idempotent). */
   async open(): Promise<void> {
     if (this.transport) return;
     const o = this.options;
-    this.transport = typeof o.placement === 'string' ? createTransport(o.placement, { nodes: o.nodes }) : o.placement;
+    this.transport = typeof o.placement === 'string' ? createTransport(o.placement, { nodes: this.nodes }) : o.placement;
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
@@ -133,13 +153,76 @@ export class Coordinator {
 
   /** One optimizer step on one minibatch (`y`: labels, or float targets [n, ...]); returns the summed loss. */
   async step(x: Tensor, y: Targets): Promise<number> {
+    return (await this.stepWith(x, y)).loss;
+  }
+
+  private async stepWith(x: Tensor, y: Targets, trace?: TraceAsk): Promise<{ loss: number; lr: number; gradNorm?: number }> {
     await this.open();
+    const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
+    const run = () => this.runParts(parts, trace);
+    const loss = this.recovery ? await this.recovery.run(this.group.step, parts, () => this.transport!, run, () => this.group.state()) : await run();
+    return { loss, ...this.lastStep };
+  }
+
+  /** The learning rate and (with clipping) the gradient norm of the last step runParts ran. */
+  private lastStep: { lr: number; gradNorm?: number } = { lr: 0 };
+
+  private async runParts(parts: MicroBatch[][], trace?: TraceAsk): Promise<number> {
     const o = this.options;
     const lr = this.lrAt ? this.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
-    const parts = shardMinibatch(x, y, o.replicas, o.microBatches);
-    const loss = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / x.shape[0]!, clipNorm: o.clipNorm });
+    const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0);
+    const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace });
     this.group.step++;
-    return loss;
+    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
+    return r.loss;
+  }
+
+  /**
+   * The test split's (or `ds`'s) confusion matrix, counts[true][predicted]; null for a
+   * model that is not a classifier.
+   * @example (await c.confusionMatrix())![3]![5]   // test samples of class 3 predicted as 5
+   */
+  async confusionMatrix(ds: Dataset = this.data.test): Promise<number[][] | null> {
+    await this.open();
+    if (!isClassifier(this.spec)) return null;
+    const counts: number[][] = [];
+    await evaluate(this.group, this.spec, ds, this.options.evalBatchSize, counts);
+    return counts;
+  }
+
+  /** After the loss of a host: the run reopened (a new run id) with the lost gRPC nodes replaced. */
+  private async reopen(lost: string[], commit: { step: number; state: StageState }): Promise<string> {
+    const old = this.transport;
+    this.transport = null;
+    await old?.close().catch(() => {});
+    let replacement = this.placementName;
+    if (this.nodes) {
+      for (const address of lost) {
+        const i = this.nodes.indexOf(address);
+        if (i < 0) continue;
+        let spare = this.spares.shift();
+        if (spare === undefined && this.ownNodes.length > 0) {
+          // This process took over once already: a second loss ends the run, its progress kept.
+          const path = this.options.checkpoint;
+          if (path) writeCheckpoint(path, { model: this.spec, seed: this.options.seed, optimizer: this.optimizerSpec, epochsDone: this.epochsDone, stepCount: commit.step, state: commit.state });
+          throw new ChainruleError('NO_SPARE', `node ${address} was lost at step ${this.group.step} and no spare is left (an earlier loss already moved actors into this process); ${path ? `the checkpoint of step ${commit.step} written to ${path}` : 'pass --checkpoint to keep the progress next time'}`,
+            { hint: 'start more nodes and pass them with --spares, then --resume the checkpoint' });
+        }
+        if (spare === undefined) {
+          console.warn(`chainrule: node ${address} was lost and no spare is left: its actors now run in this process`);
+          const n = await startNode({ port: 0 });
+          this.ownNodes.push(n);
+          spare = n.address;
+        }
+        for (let j = 0; j < this.nodes.length; j++) if (this.nodes[j] === address) this.nodes[j] = spare;
+        replacement = spare;
+      }
+    }
+    const step = this.group.step;
+    this.group = new StageGroup(newRunId(), this.options.replicas, this.stages);
+    this.group.step = step;
+    await this.open();
+    return replacement;
   }
 
   /** Mean loss and the metrics that fit (accuracy, MSE/MAE, per-label accuracy) over every sample of a dataset, without a tape. */
@@ -168,59 +251,132 @@ export class Coordinator {
     return this.group.weightsSha256();
   }
 
-  /** Trains for the configured epochs and returns the summary (the `--json` object). */
+  /**
+   * Trains for the configured epochs and returns the summary (the `--json` object).
+   * `onStep` and `onEpoch` are awaited; one that throws ends training with its error, the
+   * summary so far attached as `err.summary` (written to the log directory too).
+   */
   async train(): Promise<TrainSummary> {
-    await this.open();
+    const started = performance.now();
     const o = this.options;
+    const log = o.logDir ? new RunLog(o.logDir) : null;
+    try {
+      await this.open();
+      return await this.trainWith(started, log);
+    } finally {
+      log?.close();
+    }
+  }
+
+  private async trainWith(started: number, log: RunLog | null): Promise<TrainSummary> {
+    const o = this.options;
+    const history: EpochReport[] = [];
+    const run = { history, started };
+    let soFar: () => Promise<TrainSummary>;
+    const finish = async (summary: TrainSummary, tracer: StepTracer | null): Promise<TrainSummary> => {
+      if (log) await this.writeLog(log, summary, tracer);
+      return summary;
+    };
+    /** Awaits a user callback; a throw ends training with that error and the summary so far. */
+    const call = async <T>(fn: ((x: T) => void | Promise<void>) | undefined, x: T, tracer: StepTracer | null): Promise<void> => {
+      if (!fn) return;
+      try {
+        await fn(x);
+      } catch (e) {
+        if (e !== null && typeof e === 'object') {
+          try {
+            (e as { summary?: TrainSummary }).summary = await finish(await soFar(), tracer);
+          } catch {
+            // The callback's own error is what the caller needs; a summary that cannot be made is left out.
+          }
+        }
+        throw e;
+      }
+    };
     if (this.fullBatch) {
       const plan = fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize);
       const schedule = getSchedule(o.schedule)(this.stages, plan.microBatches);
       validateSchedule(schedule, this.stages, plan.microBatches);
+      const tracer = log && o.traceSteps > 0 ? new StepTracer(this.group.step, this.group.step + o.traceSteps) : null;
+      const extra = (epochs: number): Partial<TrainSummary> => ({
+        epochs, microBatches: plan.microBatches, theoreticalBubbleFraction: theoreticalBubble(this.stages, plan.microBatches),
+      });
+      soFar = () => {
+        const last = history[history.length - 1];
+        if (!last) throw new OptionError('no epoch finished yet');
+        return this.summarize(last, last.samplesPerSecond, this.data.train.size - plan.samples, run, extra(last.epoch));
+      };
       const r = await trainFullBatch({
         method: this.fullBatch, group: this.group, spec: this.spec, train: this.data.train, seed: o.seed, epochs: o.epochs,
-        iterationsPerEpoch: o.iterationsPerEpoch, plan, schedule, meter: this.meter, evaluate: () => this.evaluate(), onEpoch: o.onEpoch,
+        iterationsPerEpoch: o.iterationsPerEpoch, plan, schedule, meter: this.meter, evaluate: () => this.evaluate(),
+        onEpoch: async (rep) => { history.push(rep); log?.epoch(rep); await call(o.onEpoch, rep, tracer); },
+        trace: tracer ? { tracer, epoch: 1 } : undefined,
       });
-      const summary = await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, {
-        epochs: r.last.epoch, gradEvals: r.gradEvals, lossEvals: r.lossEvals, microBatches: plan.microBatches, theoreticalBubbleFraction: theoreticalBubble(this.stages, plan.microBatches),
+      const summary = await this.summarize(r.last, r.samplesPerSecond, this.data.train.size - plan.samples, run, {
+        ...extra(r.last.epoch), gradEvals: r.gradEvals, lossEvals: r.lossEvals,
       });
       if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
-      return summary;
+      return finish(summary, tracer);
     }
     const batcher = new Batcher(this.data.train, { batchSize: o.batchSize, seed: o.seed });
     let last: EpochReport | null = null;
     let trainedSamples = 0;
     let trainSeconds = 0;
     if (o.resume) await this.loadCheckpoint(o.resume);
+    const totalSteps = o.epochs * this.stepsPerEpoch;
+    // The last steps of the run: past the warm-up, what a long run spends its time on.
+    const tracer = log && o.traceSteps > 0 ? new StepTracer(Math.max(this.group.step, totalSteps - o.traceSteps), totalSteps) : null;
     for (let e = this.epochsDone; e < o.epochs; e++) {
       const t0 = performance.now();
+      const mark = this.meter.mark();
       let lossSum = 0;
       let samples = 0;
       let b = 0;
+      const current = (): EpochReport => {
+        const seconds = (performance.now() - t0) / 1000;
+        return { epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, testMse: null, testMae: null, testLabelAccuracy: null, samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, this.meter.mark()) };
+      };
+      soFar = () => {
+        const seconds = trainSeconds + (samples > 0 ? (performance.now() - t0) / 1000 : 0);
+        return this.summarize(last ?? current(), (trainedSamples + samples) / seconds, batcher.droppedPerEpoch, run, { epochs: last?.epoch ?? e });
+      };
+      const trace = tracer ? { tracer, epoch: e + 1 } : undefined;
       for (const { x, y } of batcher.epoch(e)) {
         const input = this.augment ? new Tensor(augmentBatch(x.data as Float32Array, this.data.train.inputShape, this.augment, augmentStream(o.seed, e, b)), x.shape) : x;
         b++;
-        const loss = await this.step(input, y);
-        lossSum += loss;
+        const ts = performance.now();
+        const r = await this.stepWith(input, y, trace);
+        lossSum += r.loss;
         const n = x.shape[0]!;
         samples += n;
-        o.onStep?.({ step: this.group.step, epoch: e + 1, loss: loss / n, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
+        const now = performance.now();
+        const info: StepInfo = {
+          step: this.group.step, epoch: e + 1, loss: r.loss / n, samplesPerSecond: samples / ((now - t0) / 1000),
+          batch: b, batches: this.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
+        };
+        log?.step({ ...info, stepMs: now - ts });
+        await call(o.onStep, info, tracer);
       }
       const seconds = (performance.now() - t0) / 1000;
+      const bubbleFraction = BubbleMeter.between(mark, this.meter.mark());
       trainedSamples += samples;
       trainSeconds += seconds;
       const ev = await this.evaluate();
-      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev), samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds };
+      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev), samplesPerSecond: samples / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction };
+      history.push(last);
       this.epochsDone = e + 1;
       if (o.checkpoint) await this.saveCheckpoint(o.checkpoint);
-      o.onEpoch?.(last);
+      log?.epoch(last);
+      samples = 0; // the epoch is in `last` now: soFar must not count it twice
+      await call(o.onEpoch, last, tracer);
     }
     if (!last) throw new OptionError(`nothing to train: the checkpoint has ${this.epochsDone} epochs done and epochs is ${o.epochs}`);
-    const summary = await this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch);
+    const summary = await this.summarize(last, trainedSamples / trainSeconds, batcher.droppedPerEpoch, run);
     if (o.save) await this.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
-    return summary;
+    return finish(summary, tracer);
   }
 
-  private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
+  private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, run: { history: EpochReport[]; started: number }, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
     const o = this.options;
     return {
       epochs: o.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy,
@@ -230,8 +386,28 @@ export class Coordinator {
       microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: this.meter.fraction, theoreticalBubbleFraction: theoreticalBubble(this.stages, o.microBatches),
       backend: this.backendName, backendKernel: this.backendName === 'native' ? nativeKernel() : null,
       optimizer: this.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: this.optimizerSpec.lr,
-      parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, ...extra,
+      parameters: layerParameterCounts(this.spec).reduce((a, b) => a + b, 0), transform: this.transformSpec, recoveries: this.recovery?.reports ?? [], ...extra,
+      history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
+      versions: { chainrule: chainruleVersion(), node: process.versions.node },
     };
+  }
+
+  /** Ends the run log: the summary as returned, the trace, and what the report needs besides. */
+  private async writeLog(log: RunLog, summary: TrainSummary, tracer: StepTracer | null): Promise<void> {
+    const names = this.group.names;
+    const K = this.stages;
+    const usage = this.meter.actors();
+    log.finish({
+      summary,
+      trace: (tracer ?? new StepTracer(0, 0)).chromeTrace(names, { stages: K, replicas: this.replicas }),
+      run: {
+        format: 'chainrule-run', version: 1, options: jsonOptions(this.options), model: this.spec,
+        schedule: this.schedulePlan.map((actions) => actions.map(formatAction)),
+        actors: names.map((name, a) => ({ name, stage: a % K, replica: Math.floor(a / K), busyMs: usage[a]?.busyMs ?? 0, wallMs: usage[a]?.wallMs ?? 0 })),
+        confusion: await this.confusionMatrix(),
+        tracedSteps: tracer ? [tracer.first, tracer.last] : [0, 0],
+      },
+    });
   }
 
   /** Writes every stage's state merged by name (independent of placement, stage and replica count). */
@@ -254,6 +430,7 @@ export class Coordinator {
     this.transport = null;
     try {
       if (t) await t.close();
+      await Promise.all(this.ownNodes.splice(0).map((n) => n.close()));
     } finally {
       this.backendClaim.release();
     }

@@ -34,8 +34,12 @@ export interface Evaluation extends Metrics {
   loss: number;
 }
 
-/** Mean loss (auxiliary terms such as a VAE's KL included), with accuracy, MSE/MAE or per-label accuracy as they fit. */
-export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, batchSize: number): Promise<Evaluation> {
+/**
+ * Mean loss (auxiliary terms such as a VAE's KL included), with accuracy, MSE/MAE or
+ * per-label accuracy as they fit; a classifier's predictions are also tallied into
+ * `confusion[true][predicted]` when given (grown to the output width).
+ */
+export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, batchSize: number, confusion?: number[][]): Promise<Evaluation> {
   const lossFn = getLoss(spec.loss ?? 'softmaxCrossEntropy');
   const metrics = new MetricSums(spec);
   let total = 0;
@@ -49,6 +53,14 @@ export async function evaluate(group: StageGroup, spec: ModelSpec, ds: Dataset, 
     const t = targetsOf(spec, x, y);
     total += noGrad(() => lossFn.compute(h, t, 'sum')).item();
     metrics.add(h, t);
+    if (confusion && metrics.task === 'classification' && y instanceof Int32Array) tally(confusion, argmaxRows(h), y, h.shape[1]!);
   }
   return { loss: total / ds.size, ...metrics.result() };
+}
+
+function tally(counts: number[][], pred: Int32Array, y: Int32Array, classes: number): void {
+  const n = Math.max(classes, counts.length, ...y.map((v) => v + 1));
+  while (counts.length < n) counts.push([]);
+  for (const row of counts) while (row.length < n) row.push(0);
+  for (let i = 0; i < y.length; i++) if (y[i]! >= 0) counts[y[i]!]![pred[i]!]!++;
 }

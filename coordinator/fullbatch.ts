@@ -8,9 +8,9 @@ import type { ModelSpec } from '../src/nn/index.js';
 import { fullBatchMethods, type Objective } from '../src/optim/index.js';
 import { InternalError, lookup } from '../src/errors.js';
 import type { Schedule } from '../src/wire/index.js';
-import { pipelineStep, shardMinibatch } from './pipeline.js';
+import { pipelineStep, shardMinibatch, type TraceAsk } from './pipeline.js';
 import type { StageGroup } from './stage-group.js';
-import { testMetrics, type BubbleMeter, type EpochReport } from './summary.js';
+import { BubbleMeter, testMetrics, type EpochReport } from './summary.js';
 import type { Evaluation } from './evaluate.js';
 
 /** The batch is cut into micro-batches of `batchSize` samples (per replica). */
@@ -34,6 +34,8 @@ export interface FullBatchRun {
   /** Test loss and metrics at the current parameters. */
   evaluate(): Promise<Evaluation>;
   onEpoch?: (r: EpochReport) => void | Promise<void>;
+  /** Traces the pipelined passes its tracer wants. */
+  trace?: TraceAsk;
 }
 
 export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochReport; samplesPerSecond: number; gradEvals: number; lossEvals: number }> {
@@ -48,7 +50,7 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
     evaluate: async (x) => {
       const t0 = performance.now();
       await group.setFlatParameters(x);
-      const loss = await pipelineStep(group, run.spec, parts, run.schedule, run.meter);
+      const loss = await pipelineStep(group, run.spec, parts, run.schedule, run.meter, undefined, run.trace);
       const grad = group.flatten(await group.gradients(), plan.samples);
       group.step++;
       evalSeconds += (performance.now() - t0) / 1000;
@@ -58,6 +60,7 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
   const per = run.iterationsPerEpoch;
   let last: EpochReport | null = null;
   let epochStart = performance.now();
+  let mark = run.meter.mark();
   const report = async (iteration: number, loss: number, x: Float64Array) => {
     await group.setFlatParameters(x);
     const ev = await run.evaluate();
@@ -65,7 +68,9 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
     last = {
       epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev),
       samplesPerSecond: (plan.samples * group.step) / Math.max(evalSeconds, 1e-9), droppedSamples: run.train.size - plan.samples, seconds,
+      bubbleFraction: BubbleMeter.between(mark, run.meter.mark()),
     };
+    mark = run.meter.mark();
     await run.onEpoch?.(last);
     epochStart = performance.now();
   };

@@ -6,6 +6,9 @@
 export { Coordinator } from './coordinator.js';
 export { OptionError, optionTable, resolveOptions, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 export type { EpochReport, StepInfo, TrainSummary } from './summary.js';
+export { readRunLog, renderReport, writeReport } from './report.js';
+export { RunLogError, runLogFiles, type RunRecord } from './run-log.js';
+export type { ChromeTrace, ClockOffset } from './trace.js';
 export { ChainruleError, InternalError, isUserError } from '../src/errors.js';
 export { main as cli } from './cli.js';
 export { loadModel, saveModel, readPredictInput, SavedModel, SavedModelError, type ModelToSave } from './saved-model.js';

@@ -8,6 +8,7 @@
  * resolveOptions({ epochs: 3, placement: 'threads' }).batchSize   // 64
  * parseCliOptions(['--epochs', '3']).options                      // { epochs: 3 }
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ChainruleError, lookup } from '../src/errors.js';
 import type { ModelSpec } from '../src/nn/index.js';
@@ -121,6 +122,8 @@ export const optionTable = {
   partition: def<number[]>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...', help: 'explicit layers per stage instead' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
+  commitEvery: def<number>({ kind: 'int', group: 'Pipeline', arg: 'N', min: 0, defaultText: '1 (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery' }),
+  spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
 
   checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'PATH', help: 'write a checkpoint after every epoch' }),
@@ -129,11 +132,14 @@ export const optionTable = {
   save: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'save the trained model (spec and safetensors weights) to DIR for predict, evaluate and --init' }),
   init: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: "start from a saved model's weights (fine-tuning); the model spec must match" }),
 
-  json: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', help: 'end with one JSON line summarizing the run' }),
+  logDir: def<string>({ kind: 'string', group: 'Output', arg: 'DIR', help: 'write metrics.jsonl, trace.json, summary.json and run.json there (see chainrule report DIR)' }),
+  traceSteps: withDefault<number>({ kind: 'int', group: 'Output', arg: 'N', default: 5, min: 0, help: 'with --log-dir: trace the last N steps of the run into trace.json' }),
+  config: def<string>({ kind: 'string', group: 'Output', only: 'cli', arg: 'FILE', help: 'read options from a JSON file ({"epochs": 3, "batch-size": 128, ...}: flag names without --); flags given too override it' }),
+  json: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', help: 'print only the JSON summary on standard output (progress goes to standard error)' }),
   help: def<boolean>({ kind: 'boolean', group: 'Output', only: 'cli', short: 'h', help: 'print this help' }),
 
-  onEpoch: def<(r: EpochReport) => void>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every epoch' }),
-  onStep: def<(r: StepInfo) => void>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every optimizer step' }),
+  onEpoch: def<(r: EpochReport) => void | Promise<void>>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every epoch (awaited; a throw ends train() with that error, its summary so far in err.summary)' }),
+  onStep: def<(r: StepInfo) => void | Promise<void>>({ kind: 'string', group: 'Output', only: 'api', help: 'called after every optimizer step (awaited, like onEpoch)' }),
 } as const;
 
 type Table = typeof optionTable;
@@ -285,7 +291,7 @@ export function parseCliOptions(argv: string[]): { options: CoordinatorOptions; 
   } catch (e) {
     throw new OptionError((e as Error).message.replace(/\. To specify a positional argument.*$/s, ''), 'see chainrule train --help');
   }
-  const options: Record<string, unknown> = {};
+  const options: Record<string, unknown> = typeof values['config'] === 'string' ? readConfigFile(values['config']) : {};
   for (const [k, d] of cliEntries) {
     const v = values[kebab(k)];
     if (v === undefined || d.only === 'cli') continue;
@@ -295,6 +301,32 @@ export function parseCliOptions(argv: string[]): { options: CoordinatorOptions; 
   // Validated now, naming flags, so that a bad value never reaches an actor.
   if (!help) resolveOptions(options as CoordinatorOptions, flagOf);
   return { options: options as CoordinatorOptions, json: values['json'] === true, help };
+}
+
+/**
+ * Options from a JSON config file: an object whose keys are flag names (`batch-size`, or the
+ * option's own name, `batchSize`) with JSON values of the flag's kind; validated by name.
+ */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new OptionError(`--config ${path}: cannot read it as JSON (${why})`);
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new OptionError(`--config ${path}: must hold a JSON object of options, got ${describeValue(json)}`);
+  const out: Record<string, unknown> = {};
+  for (const [name, v] of Object.entries(json)) {
+    const key = name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const d = lookup(optionTable as Record<string, Def<unknown>>, key);
+    if (!d || d.only !== undefined) throw new OptionError(`--config ${path}: '${name}' is not an option of chainrule train (see chainrule train --help)`);
+    // Strings go through the flag's own parsing ("--epochs 3" and "epochs": "3" mean the same).
+    out[key] = typeof v === 'string' && d.kind !== 'string' ? fromText(key, d, v) : v;
+  }
+  const naming = (k: string) => `--config ${path}: '${kebab(k)}'`;
+  resolveOptions(out as CoordinatorOptions, naming);
+  return out;
 }
 
 /** The `chainrule train --help` text, generated from the table. */

@@ -8,10 +8,11 @@ import { splitMicroBatches, type MicroBatch, type Targets } from '../src/data/in
 import type { ModelSpec } from '../src/nn/index.js';
 import { clipScale } from '../src/optim/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { formatAction, type OptimizerStepArgs, type Schedule } from '../src/wire/index.js';
+import { epochNow, formatAction, type OptimizerStepArgs, type Request, type Schedule } from '../src/wire/index.js';
 import { targetsOf } from './evaluate.js';
 import type { StageGroup } from './stage-group.js';
 import type { BubbleMeter } from './summary.js';
+import type { StepTracer } from './trace.js';
 
 /** Shard r of the minibatch (`y`: labels or float targets) as micro-batches: parts[r][m]. */
 export function shardMinibatch(x: Tensor, y: Targets, replicas: number, microBatches: number): MicroBatch[][] {
@@ -19,19 +20,37 @@ export function shardMinibatch(x: Tensor, y: Targets, replicas: number, microBat
   return Array.from({ length: replicas }, (_, r) => flat.slice(r * microBatches, (r + 1) * microBatches));
 }
 
+/** Which steps to trace, and the epoch to label them with. */
+export interface TraceAsk { tracer: StepTracer; epoch: number }
+
 /**
  * Runs the schedule on every actor; returns the summed loss of all stages (auxiliary
  * terms included) in (replica, micro-batch) order: the order of one replica with R·M micro-batches.
  */
-export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs): Promise<number> {
+export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk): Promise<number> {
   const K = group.stages;
-  const replies = await group.all((r, k) => ({
-    type: 'runStep',
+  const tracing = trace?.tracer.wants(group.step) === true;
+  const body = (r: number, k: number) => ({
+    type: 'runStep' as const,
     actions: schedule[k]!.map(formatAction),
     inputs: k === 0 ? parts[r]!.map((p) => p.x) : undefined,
     targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
     optimize,
-  }), 'stepDone');
+    ...(tracing ? { trace: true } : {}),
+  }) satisfies Partial<Extract<Request, { type: 'runStep' }>>;
+  let replies;
+  if (tracing) {
+    // Each actor's send and reply time: its runStep doubles as a clock ping (coordinator/trace.ts).
+    const sent: number[] = [];
+    const received: number[] = [];
+    replies = await Promise.all(Array.from({ length: group.size }, (_, a) => {
+      sent[a] = epochNow();
+      return group.request(a, body(Math.floor(a / K), a % K), 'stepDone').then((reply) => { received[a] = epochNow(); return reply; });
+    }));
+    trace!.tracer.record(group.step, trace!.epoch, sent, received, replies.map((r) => r.report));
+  } else {
+    replies = await group.all(body, 'stepDone');
+  }
   const reports = replies.map((r) => r.report);
   meter.add(reports);
   let loss = 0;
@@ -47,17 +66,21 @@ export interface StepPlan {
   /** 1/batch size: turns the summed gradients into means. */
   gradScale: number;
   clipNorm?: number;
+  trace?: TraceAsk;
 }
 
-/** One optimizer step on one minibatch (sharded already); returns the summed loss. */
-export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<number> {
+/**
+ * One optimizer step on one minibatch (sharded already); returns the summed loss, and with
+ * clipping the global gradient norm (of the mean gradient, before clipping).
+ */
+export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number }> {
   const { optimizer, lr, clipNorm } = plan;
-  if (clipNorm === undefined) return pipelineStep(group, spec, parts, schedule, meter, { optimizer, lr, gradScale: plan.gradScale });
-  const loss = await pipelineStep(group, spec, parts, schedule, meter);
+  if (clipNorm === undefined) return { loss: await pipelineStep(group, spec, parts, schedule, meter, { optimizer, lr, gradScale: plan.gradScale }, plan.trace) };
+  const loss = await pipelineStep(group, spec, parts, schedule, meter, undefined, plan.trace);
   // The global norm needs every stage's share (of the reduced gradients: replica 0's suffice).
   let squares = 0;
   for (let k = 0; k < group.stages; k++) squares += (await group.ask(k, { type: 'gradSquares' }, 'value')).value;
   const gradScale = plan.gradScale * clipScale(squares * plan.gradScale * plan.gradScale, clipNorm);
   await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale }), 'ok');
-  return loss;
+  return { loss, gradNorm: Math.sqrt(squares) * plan.gradScale };
 }

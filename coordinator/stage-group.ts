@@ -22,6 +22,8 @@ export class StageGroup {
   constructor(readonly run: string, readonly replicas: number, readonly stages: number) {}
 
   get size(): number { return this.replicas * this.stages; }
+  /** Each actor's name, as its transport gives it (`stage 1 (threads)`), in actor order. */
+  get names(): string[] { return this.handles.map((h) => h.name); }
   get parameterCount(): number { return this.layout.reduce((n, l) => n + l.size, 0); }
 
   /** Starts the actors, configures each with its layers, and reads the parameter layout. */

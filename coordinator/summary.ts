@@ -1,6 +1,7 @@
 /** What a run reports: per step, per epoch, and the summary (the `--json` object). */
 import type { TransformSpec } from '../src/data/index.js';
 import type { Metrics } from '../src/nn/index.js';
+import type { RecoveryReport } from './recovery.js';
 
 export interface StepInfo {
   /** Steps done so far in this run (1 after the first). */
@@ -8,7 +9,15 @@ export interface StepInfo {
   epoch: number;
   /** Mean training loss of this step's minibatch. */
   loss: number;
+  /** Over the epoch so far. */
   samplesPerSecond: number;
+  /** This step's place in its epoch (1 after the epoch's first step) and the epoch's steps. */
+  batch: number;
+  batches: number;
+  /** The learning rate this step used. */
+  lr: number;
+  /** The global gradient norm before clipping: only with clipNorm (where it is computed anyway). */
+  gradNorm?: number;
 }
 
 export interface EpochReport {
@@ -24,6 +33,8 @@ export interface EpochReport {
   samplesPerSecond: number;
   droppedSamples: number;
   seconds: number;
+  /** The measured bubble over this epoch's steps (see BubbleMeter). */
+  bubbleFraction: number;
 }
 
 /** The test metrics an EpochReport carries, from an evaluation. */
@@ -63,6 +74,13 @@ export interface TrainSummary {
   gradEvals?: number;
   lossEvals?: number;
   transform?: TransformSpec;
+  /** Each lost actor the run survived: what, when, how long detection and recovery took, steps replayed. */
+  recoveries: RecoveryReport[];
+  /** Every epoch's report, in order. */
+  history: EpochReport[];
+  /** From train() to the summary, opening the actors included. */
+  wallSeconds: number;
+  versions: { chainrule: string; node: string };
 }
 
 /** The regression and multi-label part of a progress line: `  test mse 0.0123  mae 0.0871`, `  label acc 93.10%`, or ''. */
@@ -77,21 +95,48 @@ export function theoreticalBubble(stages: number, microBatches: number): number 
   return (stages - 1) / (microBatches + stages - 1);
 }
 
-/** Busy and wall time of every actor, summed over steps: the measured bubble. */
+/** Totals of a BubbleMeter at one moment (to measure the bubble between two moments). */
+export interface BubbleMark { busyMs: number; actorWallMs: number }
+
+/**
+ * Busy and wall time of every actor, summed over steps: the measured bubble is the share of
+ * actor time (each step's slowest actor's wall time, times the actors) not spent computing.
+ */
 export class BubbleMeter {
   /** Milliseconds the actors computed, summed over actors and steps. */
   busyMs = 0;
   /** The slowest actor's wall time of each step, times the number of actors, summed over steps. */
   actorWallMs = 0;
+  private stepWallMs = 0;
+  private perActor: number[] = [];
 
   /** One step's reports: each actor's busy time against the slowest actor's wall time. */
   add(reports: readonly { busyMs: number; wallMs: number }[]): void {
     const wall = Math.max(...reports.map((r) => r.wallMs));
-    for (const r of reports) this.busyMs += r.busyMs;
+    for (const [a, r] of reports.entries()) {
+      this.busyMs += r.busyMs;
+      this.perActor[a] = (this.perActor[a] ?? 0) + r.busyMs;
+    }
     this.actorWallMs += wall * reports.length;
+    this.stepWallMs += wall;
   }
 
   get fraction(): number {
-    return this.actorWallMs > 0 ? Math.max(0, 1 - this.busyMs / this.actorWallMs) : 0;
+    return BubbleMeter.between({ busyMs: 0, actorWallMs: 0 }, this.mark());
+  }
+
+  mark(): BubbleMark {
+    return { busyMs: this.busyMs, actorWallMs: this.actorWallMs };
+  }
+
+  /** The measured bubble over the steps between two marks. */
+  static between(from: BubbleMark, to: BubbleMark): number {
+    const wall = to.actorWallMs - from.actorWallMs;
+    return wall > 0 ? Math.max(0, 1 - (to.busyMs - from.busyMs) / wall) : 0;
+  }
+
+  /** Each actor's busy time and the steps' wall time (the same for all), summed over steps. */
+  actors(): { busyMs: number; wallMs: number }[] {
+    return this.perActor.map((busyMs) => ({ busyMs, wallMs: this.stepWallMs }));
   }
 }

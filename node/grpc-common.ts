@@ -99,6 +99,19 @@ export function unary(client: StageServiceClient, address: string, method: 'Call
   });
 }
 
+/**
+ * Asks the node's standard health service (grpc.health.v1) whether it serves, on the client's
+ * own channel; resolves false on any failure or no answer within `timeoutMs` (a hung process
+ * keeps its socket open but answers nothing).
+ */
+export function healthy(client: StageServiceClient, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    // HealthCheckRequest { service: "" } encodes as zero bytes; any answer is a live node.
+    client.makeUnaryRequest('/grpc.health.v1.Health/Check', () => Buffer.alloc(0), (b: Buffer) => b, {}, { deadline: new Date(Date.now() + timeoutMs) },
+      (err: grpc.ServiceError | null) => resolve(err === null));
+  });
+}
+
 /** Resolves when the client's channel is connected, or rejects naming the node. */
 export function waitForReady(client: StageServiceClient, address: string, timeoutMs: number, stage?: number): Promise<void> {
   return new Promise((resolve, reject) => {

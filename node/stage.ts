@@ -11,7 +11,7 @@ import { Sequential, getLoss, type Loss } from '../src/nn/index.js';
 import { createOptimizer, type ElementwiseOptimizer, type OptimizerSpec, type OptimizerState } from '../src/optim/index.js';
 import {
   parseAction, type NamedTensors, type PeerMessage, type Reply, type Request, type StageConfig,
-  type StageState, type StepReport, type Targets,
+  type StageState, type StepReport, type Targets, SPAN, epochNow,
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
 import { SharedReduce } from './shared-reduce.js';
@@ -114,8 +114,14 @@ export class StageActor {
     switch (req.type) {
       case 'configure': return this.configure(req.run, req.config, req.params);
       case 'runStep': {
-        const report = await this.runStep(req.step, req.actions, req.inputs, req.targets);
-        if (req.optimize) this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
+        const tracing = req.trace === true;
+        const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
+        if (req.optimize) {
+          const t0 = epochNow();
+          const applied = this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
+          if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
+        }
+        if (report.clock) report.clock[1] = epochNow();
         return { type: 'stepDone', report };
       }
       case 'forward': {
@@ -270,23 +276,37 @@ export class StageActor {
   }
 
   /** Runs this stage's actions of one step; activations and gradients go straight to the neighbours. */
-  runStep(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[]): Promise<StepReport> {
+  runStep(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[], trace = false): Promise<StepReport> {
     const done = this.reports.get(step);
     if (done) return Promise.resolve(done); // a duplicate runStep is applied once
     const running = this.running.get(step);
     if (running) return running;
-    const p = this.execute(step, actions, inputs, targets).finally(() => this.running.delete(step));
+    const p = this.execute(step, actions, inputs, targets, trace).finally(() => this.running.delete(step));
     this.running.set(step, p);
     return p;
   }
 
-  private async execute(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[]): Promise<StepReport> {
+  private async execute(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[], trace = false): Promise<StepReport> {
     const { config } = this.ready();
+    const clockIn = trace ? epochNow() : 0;
     this.beginStep(step);
     const t0 = performance.now();
+    // Spans reuse the performance.now() readings taken for busy time; shifted to the epoch clock once, at the end.
+    const spans: number[] | null = trace ? [] : null;
+    const traced = (sent: Promise<void>, mb: number): Promise<void> => {
+      if (spans) {
+        const ts = performance.now();
+        sent.then(() => { spans.push(SPAN.send, mb, ts, performance.now()); }, () => {});
+      }
+      return sent;
+    };
     let busy = 0;
     const losses: number[] = [];
     const pending: Promise<void>[] = [];
+    // A send that fails while this actor waits for something else must not become an
+    // unhandled rejection (which ends the process): it is marked handled at once, and still
+    // fails the step when awaited below.
+    const track = (p: Promise<void>) => { p.catch(() => {}); pending.push(p); };
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     for (const text of actions) {
       const a = parseAction(text);
@@ -299,21 +319,32 @@ export class StageActor {
           if (!given) throw new StageError('MISSING_INPUT', `${this.name}: no input for micro-batch ${mb}`);
           x = given;
         } else {
+          const tw = performance.now();
           x = await this.inbox.take('activation', step, mb);
+          spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
         const r = this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb);
-        busy += performance.now() - tb;
+        const te = performance.now();
+        busy += te - tb;
+        spans?.push(SPAN.forward, mb, tb, te);
         losses[mb] = (r.loss ?? 0) + r.aux;
         if (!this.isLast) {
-          pending.push(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }));
+          track(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
         }
       } else {
-        const dy = this.isLast ? undefined : await this.inbox.take('gradient', step, mb);
+        let dy: Tensor | undefined;
+        if (!this.isLast) {
+          const tw = performance.now();
+          dy = await this.inbox.take('gradient', step, mb);
+          spans?.push(SPAN.wait, mb, tw, performance.now());
+        }
         const tb = performance.now();
         const dx = this.backward(step, mb, dy);
-        busy += performance.now() - tb;
-        if (dx) pending.push(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }));
+        const te = performance.now();
+        busy += te - tb;
+        spans?.push(SPAN.backward, mb, tb, te);
+        if (dx) track(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.length >= config.capacity) await pending.shift();
@@ -325,9 +356,17 @@ export class StageActor {
     if (this.replicas > 1) {
       const tr = performance.now();
       await this.allReduce(step);
-      busy += performance.now() - tr;
+      const te = performance.now();
+      busy += te - tr;
+      spans?.push(SPAN.reduce, -1, tr, te);
     }
     const report: StepReport = { losses: Array.from({ length: losses.length }, (_, i) => losses[i] ?? 0), busyMs: busy, wallMs: performance.now() - t0 };
+    if (spans) {
+      const origin = performance.timeOrigin;
+      for (let i = 2; i < spans.length; i += 4) { spans[i] += origin; spans[i + 1] += origin; }
+      report.trace = spans;
+      report.clock = [clockIn, epochNow()];
+    }
     this.reports.clear();
     this.reports.set(step, report);
     return report;
@@ -356,8 +395,9 @@ export class StageActor {
     const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
     const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
     const sends: Promise<void>[] = [];
+    const track = (p: Promise<void>) => { p.catch(() => {}); sends.push(p); };
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
+      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
     }
     const mine = chunk(r);
     const acc = new Float32Array(mine.length);
@@ -368,7 +408,7 @@ export class StageActor {
       else backend().binary('add', acc, [acc.length], part, [acc.length], acc, [acc.length]);
     }
     for (let j = 0; j < R; j++) {
-      if (j !== r) sends.push(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
+      if (j !== r) track(this.peer(j).send({ type: 'reduce', phase: 'gather', from: r, g: new Tensor(acc, [acc.length]), ...header(j) }));
     }
     mine.set(acc);
     for (let q = 0; q < R; q++) {
@@ -463,8 +503,9 @@ export class StageActor {
     }
   }
 
-  optimizerStep(step: number, spec: OptimizerSpec, lr: number, gradScale: number): void {
-    if (step <= this.lastOptimizerStep) return; // a duplicate step is applied once
+  /** Applies one optimizer step; false for a duplicate (already applied) one. */
+  optimizerStep(step: number, spec: OptimizerSpec, lr: number, gradScale: number): boolean {
+    if (step <= this.lastOptimizerStep) return false; // a duplicate step is applied once
     if (!this.optimizer || JSON.stringify(this.optimizer.spec) !== JSON.stringify(spec)) {
       const carried = this.optimizer?.getState() ?? this.restoredOptimizer;
       this.optimizer = createOptimizer(spec);
@@ -475,6 +516,7 @@ export class StageActor {
     this.optimizer.step(params, { lr, gradScale });
     this.zeroGrads();
     this.lastOptimizerStep = step;
+    return true;
   }
 
   /** Forward without a tape; auxiliary loss terms (e.g. a KL) are collected into `aux`. */

@@ -33,13 +33,14 @@ writeFileSync(model, JSON.stringify({
 }));
 
 describe('chainrule train', () => {
-  it('trains a JSON model spec on a CSV file and ends with one JSON summary line', () => {
+  it('trains a JSON model spec on a CSV file; with --json standard output is one JSON summary line', () => {
     const r = chainrule('train', '--model', model, '--dataset', `csv:${csv}`, '--epochs', '3', '--batch-size', '25', '--lr', '0.1', '--seed', '5', '--json');
-    expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
+    // Standard output holds only the JSON; the start line and the epoch lines go to standard error.
     const lines = r.stdout.trim().split('\n');
-    expect(lines.filter((l) => l.startsWith('epoch ')).length).toBe(3);
-    const s = JSON.parse(lines[lines.length - 1]!);
+    expect(lines.length).toBe(1);
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('epoch ')).length).toBe(3);
+    const s = JSON.parse(lines[0]!);
     for (const k of ['epochs', 'trainLoss', 'testAccuracy', 'samplesPerSecond', 'droppedSamples', 'weightsSha256']) expect(s).toHaveProperty(k);
     expect(s.epochs).toBe(3);
     // 192 training rows (80%) in batches of 25: 7 batches, 17 samples dropped per epoch.

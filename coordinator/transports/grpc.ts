@@ -5,7 +5,7 @@
  * shares node to node.
  */
 import type { StageServiceClient } from '../../node/grpc-common.js';
-import { makeClient, unary, waitForReady } from '../../node/grpc-common.js';
+import { healthy, makeClient, unary, waitForReady } from '../../node/grpc-common.js';
 import type { Reply, Request } from '../../src/wire/index.js';
 import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
@@ -84,6 +84,14 @@ export class GrpcTransport implements Transport {
       if (reply.type === 'error') throw new TransportError(reply.code, reply.message);
     }));
     return handles;
+  }
+
+  async probe(timeoutMs: number): Promise<string[]> {
+    const o = this.opened;
+    if (!o) return [];
+    const used = [...new Set(Array.from({ length: o.layout.replicas * o.layout.stages }, (_, a) => this.nodeOf(a)))];
+    const alive = await Promise.all(used.map((a) => healthy(this.client(a), timeoutMs)));
+    return used.filter((_, i) => !alive[i]);
   }
 
   async close(): Promise<void> {

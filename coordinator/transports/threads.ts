@@ -28,6 +28,7 @@ export class ThreadsTransport implements Transport {
 
   async open({ replicas, stages, parameterCounts }: ActorLayout, _run?: string): Promise<StageHandle[]> {
     const { filename, execArgv } = workerEntry();
+    this.failure = null;
     const n = replicas * stages;
     const ports: { prev?: MessagePort; next?: MessagePort; peers: (MessagePort | undefined)[] }[] = Array.from({ length: n }, () => ({ peers: Array<MessagePort | undefined>(replicas).fill(undefined) }));
     for (let r = 0; r < replicas; r++) {
@@ -62,6 +63,8 @@ export class ThreadsTransport implements Transport {
         throw new TransportError('WORKER_FAILED', `${name(a)}: the worker failed to start: ${e.message}`);
       });
     }));
+    // A worker that exits after its init took the actor's state with it; piscina would put a blank one in its place.
+    for (const [a, pool] of this.pools.entries()) pool.on('workerDestroy', () => { this.failure ??= new Error(`the worker thread of ${name(a)} exited`); });
     return this.pools.map((pool, a) => ({
       name: name(a),
       request: async (req: Request): Promise<Reply> => {
@@ -77,6 +80,16 @@ export class ThreadsTransport implements Transport {
         return decodeMessage(out, { actor: `coordinator (reply from ${name(a)})` }) as Reply;
       },
     }));
+  }
+
+  /** The worker threads, one per actor (replica-major): for diagnostics and fault tests. */
+  get threads(): readonly (import('node:worker_threads').Worker | undefined)[] {
+    return this.pools.map((p) => p.threads[0]);
+  }
+
+  async probe(): Promise<string[]> {
+    if (this.failure) return [`a worker thread (${this.failure.message})`];
+    return this.pools.flatMap((p, a) => (p.threads.length === 0 ? [`the worker thread of actor ${a}`] : []));
   }
 
   async close(): Promise<void> {

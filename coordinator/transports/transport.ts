@@ -34,6 +34,11 @@ export interface Transport {
   open(layout: ActorLayout, run: string): Promise<StageHandle[]>;
   /** Stops everything this transport started (idempotent). */
   close(): Promise<void>;
+  /**
+   * The hosts of this run that are lost or do not answer within `timeoutMs` (a killed or hung
+   * node, a crashed worker thread), by name; empty when all answer.
+   */
+  probe?(timeoutMs: number): Promise<string[]>;
 }
 
 export class TransportError extends ChainruleError {

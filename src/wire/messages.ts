@@ -43,8 +43,11 @@ export type Request =
   | (Header & { type: 'configure'; config: StageConfig; params?: NamedTensors })
   /** gRPC nodes only: where this actor's neighbours and replica peers (by replica index; null for itself) live. */
   | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress; peers?: (PeerAddress | null)[] })
-  /** `optimize`: apply this optimizer step right after the actions (saves a round trip). */
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs })
+  /**
+   * `optimize`: apply this optimizer step right after the actions (saves a round trip).
+   * `trace`: record this step's spans into the report (src/wire/trace.ts).
+   */
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
@@ -81,6 +84,10 @@ export interface StepReport {
   busyMs: number;
   /** Wall time of the step as this stage saw it. */
   wallMs: number;
+  /** Only when the runStep asked for a trace: [kind, microBatch, t0, t1] per span (src/wire/trace.ts). */
+  trace?: number[];
+  /** Only with `trace`: the actor's epoch clock when it took the request and when it replied (for clock offsets). */
+  clock?: [number, number];
 }
 
 export type Reply =
