@@ -15,6 +15,9 @@ export interface DatasetOptions {
 
 /** `mnist` (the built-in digits), `csv:PATH` or `idx:DIR` (MNIST-format files, gzipped or not). */
 export function resolveDataset(name: string, opts: DatasetOptions = {}): DataSplit {
+  if (opts.targetColumns !== undefined && !name.startsWith('csv:')) {
+    throw new DataError('BAD_OPTION', `target columns are only used with a CSV dataset (csv:PATH), not '${name}'`);
+  }
   if (name === 'mnist') return loadMnist();
   if (name.startsWith('csv:')) return loadCsv(name.slice(4), { labelColumn: opts.labelColumn, targetColumns: opts.targetColumns, seed: opts.seed ?? 0 });
   if (name.startsWith('idx:')) return loadIdxDir(name.slice(4));

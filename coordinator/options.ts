@@ -246,7 +246,10 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   }
   if (o.targetColumns !== undefined) {
     if (o.labelColumn !== undefined) throw new OptionError(`${naming('labelColumn')} and ${naming('targetColumns')} exclude each other`, 'labels are for classification, target columns for regression or multi-label');
-    if (typeof o.dataset !== 'string' || !o.dataset.startsWith('csv:')) throw new OptionError(`${naming('targetColumns')} is only used with a CSV ${naming('dataset')} (csv:PATH)`);
+    // Only when the dataset is given here: a config file may hold one and the flags the other.
+    if (opts.dataset !== undefined && (typeof o.dataset !== 'string' || !o.dataset.startsWith('csv:'))) {
+      throw new OptionError(`${naming('targetColumns')} is only used with a CSV ${naming('dataset')} (csv:PATH)`);
+    }
   }
   if (o.placement === 'grpc' && !o.nodes) throw new OptionError(`${naming('placement')} grpc needs ${naming('nodes')} host:port[,host:port...]`);
   if (o.nodes && typeof o.placement === 'string' && o.placement !== 'grpc') {

@@ -8,6 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Coordinator, loadModel, type CoordinatorOptions } from '../coordinator/index.js';
+import { parseCliOptions } from '../coordinator/options.js';
 import {
   Batcher, applyTransform, augmentEpoch, batchOf, evalBatches, fitTransform, hasTargets, loadCsv, makeDataset,
   mergeMicroBatches, splitMicroBatches, subset, type LabeledDataset, type TargetDataset,
@@ -241,7 +242,13 @@ describe('shapes are checked against the data when the Coordinator is built', ()
   });
 
   it('the CLI-shaped options: target columns need a CSV dataset and exclude a label column', () => {
-    expect(() => new Coordinator({ targetColumns: ['y'] })).toThrow(/options.targetColumns is only used with a CSV options.dataset/);
+    expect(() => new Coordinator({ dataset: 'mnist', targetColumns: ['y'] })).toThrow(/options.targetColumns is only used with a CSV options.dataset/);
+    expect(() => new Coordinator({ targetColumns: ['y'] })).toThrow(/target columns are only used with a CSV dataset \(csv:PATH\), not 'mnist'/);
+    // A config file may hold the target columns and the flags the dataset.
+    const config = join(dir, 'run.json');
+    writeFileSync(config, JSON.stringify({ 'target-columns': 'y', optimizer: 'adam' }));
+    const parsed = parseCliOptions(['--config', config, '--dataset', `csv:${join(import.meta.dirname, '..', 'examples', 'regression.csv')}`]);
+    expect(parsed.options.targetColumns).toEqual(['y']);
     expect(() => new Coordinator({ dataset: 'csv:x.csv', targetColumns: ['y'], labelColumn: 'z' })).toThrow(/options.labelColumn and options.targetColumns exclude each other/);
     expect(() => new Coordinator({ dataset: 'csv:x.csv', targetColumns: [-1] })).toThrow(/options.targetColumns must be a non-empty list of column names or 0-based indices/);
   });
