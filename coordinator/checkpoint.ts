@@ -421,11 +421,13 @@ export function checkStateFits(got: StageState, model: StageState, slotNames: re
 }
 
 /** SHA-256 over a training set's shape, inputs and labels: tells datasets apart for a resume. */
-export function datasetSha256(ds: { inputShape: readonly number[]; size: number; inputs: Float32Array; labels: Int32Array }): string {
+export function datasetSha256(ds: { inputShape: readonly number[]; size: number; inputs: Float32Array; labels?: Int32Array; targets?: Float32Array }): string {
   const h = createHash('sha256');
   h.update(`${ds.size}:${ds.inputShape.join('x')};`);
   h.update(new Uint8Array(ds.inputs.buffer, ds.inputs.byteOffset, ds.inputs.byteLength));
-  h.update(new Uint8Array(ds.labels.buffer, ds.labels.byteOffset, ds.labels.byteLength));
+  // Labels for classification, float targets otherwise: whichever the dataset holds.
+  const y = ds.labels ?? ds.targets;
+  if (y) h.update(new Uint8Array(y.buffer, y.byteOffset, y.byteLength));
   return h.digest('hex');
 }
 

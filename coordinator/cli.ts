@@ -6,7 +6,7 @@
  */
 import { Coordinator } from './coordinator.js';
 import { parseCliOptions, trainUsage, OptionError } from './options.js';
-import type { EpochReport } from './summary.js';
+import { metricsText, type EpochReport } from './summary.js';
 import { EpochProgress } from './progress.js';
 import { isUserError } from '../src/errors.js';
 import { chainruleVersion } from './saved-model.js';
@@ -36,7 +36,7 @@ const processOutput = (): CliOutput => ({
 });
 
 function progressLine(r: EpochReport, epochs: number): string {
-  const acc = r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`;
+  const acc = (r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`) + metricsText(r);
   return `epoch ${String(r.epoch).padStart(String(epochs).length)}/${epochs}  train loss ${r.trainLoss.toFixed(4)}  test loss ${r.testLoss.toFixed(4)}${acc}  ${Math.round(r.samplesPerSecond)} samples/s  (${r.droppedSamples} dropped)`;
 }
 

@@ -15,7 +15,7 @@ import { startNode, type RunningNode } from '../node/server.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import { claimBackend } from '../src/tensor/select.js';
-import { Batcher, type MicroBatch, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
+import { Batcher, type MicroBatch, fitTransform, applyTransform, augmentBatch, augmentStream, validateAugmentOptions, type AugmentOptions, type Dataset, type Targets, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type LrScheduleSpec, type OptimizerSpec } from '../src/optim/index.js';
 import { formatAction, type NamedTensors, type Schedule, type StageState } from '../src/wire/index.js';
@@ -26,11 +26,12 @@ import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { createTransport, type Transport } from './transports/index.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { StageGroup } from './stage-group.js';
-import { evaluate, isClassifier } from './evaluate.js';
+import { evaluate, isClassifier, type Evaluation } from './evaluate.js';
+import { checkModelFitsData } from './fit.js';
 import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
 import { checkCheckpointTarget, checkStateFits, datasetSha256, readCheckpoint, writeCheckpoint, type RunIdentity } from './checkpoint.js';
-import { BubbleMeter, theoreticalBubble, type EpochReport, type ResumedFrom, type StepInfo, type TrainSummary } from './summary.js';
+import { BubbleMeter, testMetrics, theoreticalBubble, type EpochReport, type ResumedFrom, type StepInfo, type TrainSummary } from './summary.js';
 import { chainruleVersion, loadModel, saveModel } from './saved-model.js';
 import { Recovery } from './recovery.js';
 import { RunLog, jsonOptions } from './run-log.js';
@@ -78,7 +79,7 @@ export class Coordinator {
     this.options = o;
     const augment = { shift: o.augmentShift, rotate: o.augmentRotate, noise: o.noise };
     this.augment = Object.values(augment).some((v) => v !== undefined) ? validateAugmentOptions(Object.fromEntries(Object.entries(augment).filter(([, v]) => v !== undefined))) : null;
-    let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, seed: o.seed }) : o.dataset;
+    let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, targetColumns: o.targetColumns, seed: o.seed }) : o.dataset;
     if (o.transform !== 'none') {
       // Statistics from the training split only; the test split reuses them.
       this.transformSpec = fitTransform(o.transform, data.train);
@@ -87,6 +88,7 @@ export class Coordinator {
     this.data = data;
     if (o.batchSize > data.train.size) throw new OptionError(`options.batchSize ${o.batchSize} is larger than the training set (${data.train.size} samples)`);
     this.spec = resolveModel(o.model, data);
+    checkModelFitsData(this.spec, [data.train, data.test], typeof o.model === 'string' ? o.model : 'model spec');
     this.optimizerSpec = optimizerSpecOf(o);
     this.fullBatch = lookup(fullBatchMethods, this.optimizerSpec.type) ? this.optimizerSpec.type : null;
     if (!this.fullBatch) createOptimizer(this.optimizerSpec); // validates the hyperparameters now
@@ -162,12 +164,12 @@ export class Coordinator {
     });
   }
 
-  /** One optimizer step on one minibatch; returns the summed loss. */
-  async step(x: Tensor, y: Int32Array): Promise<number> {
+  /** One optimizer step on one minibatch (`y`: labels, or float targets [n, ...]); returns the summed loss. */
+  async step(x: Tensor, y: Targets): Promise<number> {
     return (await this.stepWith(x, y)).loss;
   }
 
-  private async stepWith(x: Tensor, y: Int32Array, trace?: TraceAsk): Promise<{ loss: number; lr: number; gradNorm?: number }> {
+  private async stepWith(x: Tensor, y: Targets, trace?: TraceAsk): Promise<{ loss: number; lr: number; gradNorm?: number }> {
     await this.open();
     const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
     const run = () => this.runParts(parts, trace);
@@ -181,7 +183,7 @@ export class Coordinator {
   private async runParts(parts: MicroBatch[][], trace?: TraceAsk): Promise<number> {
     const o = this.options;
     const lr = this.lrAt ? this.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
-    const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.y.length, n), 0);
+    const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0);
     const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter, { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace });
     this.group.step++;
     this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
@@ -236,8 +238,8 @@ export class Coordinator {
     return replacement;
   }
 
-  /** Mean loss and accuracy (for classifiers) over every sample of a dataset, without a tape. */
-  async evaluate(ds: Dataset = this.data.test): Promise<{ loss: number; accuracy: number | null }> {
+  /** Mean loss and the metrics that fit (accuracy, MSE/MAE, per-label accuracy) over every sample of a dataset, without a tape. */
+  async evaluate(ds: Dataset = this.data.test): Promise<Evaluation> {
     await this.open();
     return evaluate(this.group, this.spec, ds, this.options.evalBatchSize);
   }
@@ -347,7 +349,7 @@ export class Coordinator {
       let trained = 0;
       const current = (): EpochReport => {
         const seconds = (performance.now() - t0) / 1000;
-        return { epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, this.meter.mark()) };
+        return { epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, testMse: null, testMae: null, testLabelAccuracy: null, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, this.meter.mark()) };
       };
       soFar = () => {
         const seconds = trainSeconds + (trained > 0 ? (performance.now() - t0) / 1000 : 0);
@@ -360,15 +362,16 @@ export class Coordinator {
         const ts = performance.now();
         const r = await this.stepWith(input, y, trace);
         lossSum += r.loss;
-        samples += y.length;
-        trained += y.length;
+        const n = x.shape[0]!;
+        samples += n;
+        trained += n;
         this.cursor = { epoch: e, batch: b, lossSum, samples };
         this.remember();
         // Before the callbacks: when onStep(N) runs, step N's checkpoint is committed.
         if (o.checkpoint && o.checkpointEvery && this.group.step % o.checkpointEvery === 0) await this.saveCheckpoint(o.checkpoint);
         const now = performance.now();
         const info: StepInfo = {
-          step: this.group.step, epoch: e + 1, loss: r.loss / y.length, samplesPerSecond: trained / ((now - t0) / 1000),
+          step: this.group.step, epoch: e + 1, loss: r.loss / n, samplesPerSecond: trained / ((now - t0) / 1000),
           batch: b, batches: this.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
         };
         log?.step({ ...info, stepMs: now - ts });
@@ -380,7 +383,7 @@ export class Coordinator {
       trainSeconds += seconds;
       const ev = await this.evaluate();
       // samplesPerSecond and seconds cover what this process trained; trainLoss the whole epoch.
-      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction };
+      last = { epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev), samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction };
       history.push(last);
       this.cursor = { epoch: e + 1, batch: 0, lossSum: 0, samples: 0 };
       this.remember();
@@ -398,7 +401,8 @@ export class Coordinator {
   private async summarize(last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, run: { history: EpochReport[]; started: number }, extra: Partial<TrainSummary> = {}): Promise<TrainSummary> {
     const o = this.options;
     return {
-      epochs: o.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy, samplesPerSecond,
+      epochs: o.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy,
+      testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy, samplesPerSecond,
       droppedSamples: droppedPerEpoch * o.epochs, droppedPerEpoch, weightsSha256: await this.group.weightsSha256(),
       placement: this.placementName, replicas: o.replicas, stages: this.stages, partition: this.bounds.slice(1).map((b, i) => b - this.bounds[i]!),
       microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: this.meter.fraction, theoreticalBubbleFraction: theoreticalBubble(this.stages, o.microBatches),

@@ -10,7 +10,8 @@ import { InternalError, lookup } from '../src/errors.js';
 import type { Schedule } from '../src/wire/index.js';
 import { pipelineStep, shardMinibatch, type TraceAsk } from './pipeline.js';
 import type { StageGroup } from './stage-group.js';
-import { BubbleMeter, type EpochReport } from './summary.js';
+import { BubbleMeter, testMetrics, type EpochReport } from './summary.js';
+import type { Evaluation } from './evaluate.js';
 
 /** The batch is cut into micro-batches of `batchSize` samples (per replica). */
 export function fullBatchPlan(train: Dataset, batchSize: number, replicas: number, fullBatchSize?: number): { samples: number; microBatches: number } {
@@ -30,8 +31,8 @@ export interface FullBatchRun {
   plan: { samples: number; microBatches: number };
   schedule: Schedule;
   meter: BubbleMeter;
-  /** Test loss and accuracy at the current parameters. */
-  evaluate(): Promise<{ loss: number; accuracy: number | null }>;
+  /** Test loss and metrics at the current parameters. */
+  evaluate(): Promise<Evaluation>;
   onEpoch?: (r: EpochReport) => void | Promise<void>;
   /** Traces the pipelined passes its tracer wants. */
   trace?: TraceAsk;
@@ -65,7 +66,7 @@ export async function trainFullBatch(run: FullBatchRun): Promise<{ last: EpochRe
     const ev = await run.evaluate();
     const seconds = (performance.now() - epochStart) / 1000;
     last = {
-      epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy,
+      epoch: Math.ceil(iteration / per), trainLoss: loss, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev),
       samplesPerSecond: (plan.samples * group.step) / Math.max(evalSeconds, 1e-9), droppedSamples: run.train.size - plan.samples, seconds,
       bubbleFraction: BubbleMeter.between(mark, run.meter.mark()),
     };

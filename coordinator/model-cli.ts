@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { loadModel, readPredictInput } from './saved-model.js';
 import { resolveDataset } from './inputs.js';
 import { OptionError } from './options.js';
+import { metricsText } from './summary.js';
 
 function parse(argv: string[], command: string, options: Record<string, { type: 'string' | 'boolean' }>, usage: string) {
   try {
@@ -42,18 +43,25 @@ export function predictMain(argv: string[], out: (s: string) => void = console.l
   return 0;
 }
 
-export const evaluateUsage = 'chainrule evaluate --model DIR --dataset mnist|csv:PATH|idx:DIR [--label-column N|NAME] [--json]';
+export const evaluateUsage = 'chainrule evaluate --model DIR --dataset mnist|csv:PATH|idx:DIR [--label-column N|NAME | --target-columns N|NAME,...] [--json]';
 
-/** Loss and accuracy of a saved model on a dataset's test split (the saved input transform applied). */
+/** Loss and the metrics that fit (accuracy, MSE/MAE, per-label accuracy) of a saved model on a dataset's test split (the saved input transform applied). */
 export function evaluateMain(argv: string[], out: (s: string) => void = console.log): number {
-  const v = parse(argv, 'evaluate', { model: { type: 'string' }, dataset: { type: 'string' }, 'label-column': { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } }, evaluateUsage);
+  const v = parse(argv, 'evaluate', { model: { type: 'string' }, dataset: { type: 'string' }, 'label-column': { type: 'string' }, 'target-columns': { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } }, evaluateUsage);
   if (v['help']) { out(`Usage: ${evaluateUsage}`); return 0; }
   const model = loadModel(required(v['model'], '--model', 'evaluate', evaluateUsage));
   const label = v['label-column'] as string | undefined;
   const seed = v['seed'] === undefined ? 42 : Number(v['seed']);
-  const data = resolveDataset(required(v['dataset'], '--dataset', 'evaluate', evaluateUsage), { labelColumn: label !== undefined && /^\d+$/.test(label) ? Number(label) : label, seed });
+  const targets = v['target-columns'] as string | undefined;
+  if (label !== undefined && targets !== undefined) throw new OptionError('evaluate: --label-column and --target-columns exclude each other', evaluateUsage);
+  const column = (c: string) => (/^\d+$/.test(c) ? Number(c) : c);
+  const data = resolveDataset(required(v['dataset'], '--dataset', 'evaluate', evaluateUsage), {
+    labelColumn: label === undefined ? undefined : column(label),
+    targetColumns: targets?.split(',').map((c) => c.trim()).filter(Boolean).map(column),
+    seed,
+  });
   const r = model.evaluate(data.test);
   if (v['json']) out(JSON.stringify(r));
-  else out(`test loss ${r.loss.toFixed(4)}${r.accuracy === null ? '' : `  test acc ${(r.accuracy * 100).toFixed(2)}%`}  (${r.samples} samples)`);
+  else out(`test loss ${r.loss.toFixed(4)}${r.accuracy === null ? '' : `  test acc ${(r.accuracy * 100).toFixed(2)}%`}${metricsText({ testMse: r.mse, testMae: r.mae, testLabelAccuracy: r.labelAccuracy })}  (${r.samples} samples)`);
   return 0;
 }

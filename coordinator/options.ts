@@ -28,7 +28,7 @@ export class OptionError extends ChainruleError {
   }
 }
 
-type Kind = 'int' | 'number' | 'string' | 'boolean' | 'list' | 'intList';
+type Kind = 'int' | 'number' | 'string' | 'boolean' | 'list' | 'intList' | 'columns';
 type Group = 'Model and data' | 'Training' | 'Optimizer' | 'Pipeline' | 'Security' | 'Checkpoints' | 'Output';
 
 interface Def<T> {
@@ -84,6 +84,7 @@ export const optionTable = {
   model: withDefault<string | ModelSpec>({ kind: 'string', group: 'Model and data', arg: 'NAME|PATH', default: 'mlp', choices: () => Object.keys(builtinModels), accepts: isPath, help: 'a built-in model or a JSON model spec file' }),
   dataset: withDefault<string | DataSplit>({ kind: 'string', group: 'Model and data', arg: 'NAME', default: 'mnist', choices: () => ['mnist'], accepts: (v) => /^(csv|idx):./.test(v), help: 'the built-in digits, csv:PATH or idx:DIR' }),
   labelColumn: def<number | string>({ kind: 'string', group: 'Model and data', arg: 'N|NAME', defaultText: 'the last', help: 'the CSV label column' }),
+  targetColumns: def<(number | string)[]>({ kind: 'columns', group: 'Model and data', arg: 'N|NAME,...', help: 'CSV columns of float targets (regression, multi-label) instead of a label column' }),
   transform: withDefault<TransformKind>({ kind: 'string', group: 'Model and data', arg: 'KIND', default: 'none', choices: () => TRANSFORM_KINDS, help: 'input transform fitted on the training split' }),
   augmentShift: def<number>({ kind: 'number', group: 'Model and data', arg: 'N', min: 0, help: 'seeded random shifts of training images, up to N pixels' }),
   augmentRotate: def<number>({ kind: 'number', group: 'Model and data', arg: 'DEG', min: 0, help: 'seeded random rotations, up to DEG degrees' }),
@@ -194,6 +195,11 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
     case 'intList':
       if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isSafeInteger(s) && s > 0)) bad('a list of positive integers');
       return;
+    case 'columns':
+      if (!Array.isArray(v) || v.length === 0 || !v.every((s) => (typeof s === 'string' && s.length > 0) || (Number.isSafeInteger(s) && s >= 0))) {
+        bad('a non-empty list of column names or 0-based indices');
+      }
+      return;
     case 'string': {
       if (d.only === 'api') { if (typeof v !== 'function') bad('a function'); return; }
       // The API also takes objects here (a model spec, datasets, a Transport...): their own code checks them.
@@ -246,6 +252,13 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   for (const k of ['checkpointEvery', 'keep'] as const) {
     if (opts[k] !== undefined && o.checkpoint === undefined) throw new OptionError(`${naming(k)} is only used with ${naming('checkpoint')} DIR`);
   }
+  if (o.targetColumns !== undefined) {
+    if (o.labelColumn !== undefined) throw new OptionError(`${naming('labelColumn')} and ${naming('targetColumns')} exclude each other`, 'labels are for classification, target columns for regression or multi-label');
+    // Only when the dataset is given here: a config file may hold one and the flags the other.
+    if (opts.dataset !== undefined && (typeof o.dataset !== 'string' || !o.dataset.startsWith('csv:'))) {
+      throw new OptionError(`${naming('targetColumns')} is only used with a CSV ${naming('dataset')} (csv:PATH)`);
+    }
+  }
   if (o.placement === 'grpc' && !o.nodes) throw new OptionError(`${naming('placement')} grpc needs ${naming('nodes')} host:port[,host:port...]`);
   if (o.nodes && typeof o.placement === 'string' && o.placement !== 'grpc') {
     throw new OptionError(`${naming('nodes')} is only used with ${naming('placement')} grpc (got ${o.placement})`);
@@ -275,6 +288,7 @@ function fromText(key: string, d: Def<unknown>, text: string): unknown {
     }
     case 'list': return text.split(',').map((s) => s.trim()).filter(Boolean);
     case 'intList': return text.split(',').map(int);
+    case 'columns': return text.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
     default: return key === 'labelColumn' && /^\d+$/.test(text) ? Number(text) : text;
   }
 }

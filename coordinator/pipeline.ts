@@ -4,7 +4,7 @@
  * micro-batch order and reduce them across replicas among themselves; then the optimizer
  * steps, in the same request when nothing global (a clipping norm) is needed first.
  */
-import { splitMicroBatches, type MicroBatch } from '../src/data/index.js';
+import { splitMicroBatches, type MicroBatch, type Targets } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import { clipScale } from '../src/optim/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
@@ -14,8 +14,8 @@ import type { StageGroup } from './stage-group.js';
 import type { BubbleMeter } from './summary.js';
 import type { StepTracer } from './trace.js';
 
-/** Shard r of the minibatch as micro-batches: parts[r][m]. */
-export function shardMinibatch(x: Tensor, y: Int32Array, replicas: number, microBatches: number): MicroBatch[][] {
+/** Shard r of the minibatch (`y`: labels or float targets) as micro-batches: parts[r][m]. */
+export function shardMinibatch(x: Tensor, y: Targets, replicas: number, microBatches: number): MicroBatch[][] {
   const flat = splitMicroBatches(x, y, replicas * microBatches);
   return Array.from({ length: replicas }, (_, r) => flat.slice(r * microBatches, (r + 1) * microBatches));
 }

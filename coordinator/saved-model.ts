@@ -17,9 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { ChainruleError } from '../src/errors.js';
 import { Tensor, fmtShape, sameShape, sizeOf } from '../src/tensor/tensor.js';
 import { noGrad } from '../src/autograd/index.js';
-import { Sequential, getLoss, validateModelSpec, type ModelSpec } from '../src/nn/index.js';
+import { MetricSums, Sequential, getLoss, taskOf, validateModelSpec, type Metrics, type ModelSpec } from '../src/nn/index.js';
 import {
-  DataError, evalBatches, readCsvInputs, readIdxImages, transformInputs, validateTransformSpec,
+  DataError, evalBatches, hasTargets, readCsvInputs, readIdxImages, transformInputs, validateTransformSpec,
   type Dataset, type TransformSpec,
 } from '../src/data/index.js';
 import { decodeSafetensors, encodeSafetensors, type StoredTensor } from '../src/wire/index.js';
@@ -346,7 +346,7 @@ export interface PredictOptions {
   batchSize?: number;
 }
 
-const isClassifier = (spec: ModelSpec): boolean => !spec.autoencoder && (spec.loss ?? 'softmaxCrossEntropy') === 'softmaxCrossEntropy';
+const isClassifier = (spec: ModelSpec): boolean => taskOf(spec) === 'classification';
 
 /** A loaded model, ready to predict. Made by `loadModel`. */
 export class SavedModel {
@@ -449,39 +449,41 @@ export class SavedModel {
   }
 
   /**
-   * Mean loss (with auxiliary terms such as a VAE's KL) and, for classifiers, accuracy over a
-   * dataset of raw inputs (the saved transform is applied), computed as the Coordinator does.
+   * Mean loss (with auxiliary terms such as a VAE's KL) and the metrics that fit the model
+   * (accuracy for classifiers, MSE/MAE for regression, per-label accuracy for multi-label)
+   * over a dataset of raw inputs (the saved transform is applied), computed as the Coordinator does.
    * @example const { loss, accuracy } = loadModel('out/m').evaluate(loadMnist().test);
    */
-  evaluate(ds: Dataset, options: PredictOptions = {}): { loss: number; accuracy: number | null; samples: number } {
+  evaluate(ds: Dataset, options: PredictOptions = {}): { loss: number; samples: number } & Metrics {
     const features = sizeOf(this.spec.inputShape);
     if (sizeOf(ds.inputShape) !== features) {
       throw new SavedModelError('BAD_INPUT', `evaluate: dataset ${JSON.stringify(ds.name)} has samples of shape ${fmtShape(ds.inputShape)}, but the model takes ${fmtShape(this.spec.inputShape)}`);
     }
-    const classify = this.isClassifier;
-    if (classify && ds.numClasses > this.model.outputShape[0]!) {
-      throw new SavedModelError('BAD_INPUT', `evaluate: dataset ${JSON.stringify(ds.name)} has ${ds.numClasses} classes, but the model outputs ${this.model.outputShape[0]}`);
+    const task = taskOf(this.spec);
+    const out = this.model.outputShape;
+    const where = `evaluate: dataset ${JSON.stringify(ds.name)}`;
+    if (task === 'classification') {
+      if (hasTargets(ds)) throw new SavedModelError('BAD_INPUT', `${where} has float targets of shape ${fmtShape(ds.targetShape)}, but the model is a classifier`, 'evaluate it on class labels (--label-column)');
+      if (ds.numClasses > out[0]!) throw new SavedModelError('BAD_INPUT', `${where} has ${ds.numClasses} classes, but the model outputs ${out[0]}`);
+    } else if (task !== 'autoencoder') {
+      if (!hasTargets(ds)) throw new SavedModelError('BAD_INPUT', `${where} has integer class labels, but the model (loss ${this.spec.loss}) compares its output with float targets`, 'load float targets (--target-columns)');
+      if (!sameShape(ds.targetShape, out)) throw new SavedModelError('BAD_INPUT', `${where} has targets of shape ${fmtShape(ds.targetShape)}, but the model outputs ${fmtShape(out)}`);
     }
     const lossFn = getLoss(this.spec.loss ?? 'softmaxCrossEntropy');
+    const metrics = new MetricSums(this.spec);
     const batchSize = options.batchSize ?? 256;
     let total = 0;
-    let correct = 0;
     for (const { x, y } of evalBatches(ds, batchSize)) {
       const aux: Tensor[] = [];
-      const xt = this.transform ? new Tensor(transformInputs(this.transform, x.data as Float32Array, this.spec.inputShape), [y.length, ...this.spec.inputShape]) : x.view([y.length, ...this.spec.inputShape]);
-      const h = this.forward(this.batchOf(xt, 'evaluate'), { batchSize: y.length }, aux, 'evaluate', true);
+      const n = x.shape[0]!;
+      const xt = this.transform ? new Tensor(transformInputs(this.transform, x.data as Float32Array, this.spec.inputShape), [n, ...this.spec.inputShape]) : x.view([n, ...this.spec.inputShape]);
+      const h = this.forward(this.batchOf(xt, 'evaluate'), { batchSize: n }, aux, 'evaluate', true);
       for (const a of aux) total += a.item();
-      total += noGrad(() => lossFn.compute(h, this.spec.autoencoder ? xt : y, 'sum')).item();
-      if (classify) {
-        const c = h.shape[1]!;
-        for (let i = 0; i < y.length; i++) {
-          let best = 0;
-          for (let j = 1; j < c; j++) if (h.data[i * c + j]! > h.data[i * c + best]!) best = j;
-          if (best === y[i]) correct++;
-        }
-      }
+      const t = this.spec.autoencoder ? xt : y;
+      total += noGrad(() => lossFn.compute(h, t, 'sum')).item();
+      metrics.add(h, t);
     }
-    return { loss: total / ds.size, accuracy: classify ? correct / ds.size : null, samples: ds.size };
+    return { loss: total / ds.size, ...metrics.result(), samples: ds.size };
   }
 }
 

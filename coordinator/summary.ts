@@ -1,5 +1,6 @@
 /** What a run reports: per step, per epoch, and the summary (the `--json` object). */
 import type { TransformSpec } from '../src/data/index.js';
+import type { Metrics } from '../src/nn/index.js';
 import type { RecoveryReport } from './recovery.js';
 
 export interface StepInfo {
@@ -24,6 +25,11 @@ export interface EpochReport {
   trainLoss: number;
   testLoss: number;
   testAccuracy: number | null;
+  /** Regression (loss mse): mean squared and absolute error per target element; else null. */
+  testMse: number | null;
+  testMae: number | null;
+  /** Multi-label (loss bce): share of right label decisions (sigmoid > 0.5); else null. */
+  testLabelAccuracy: number | null;
   samplesPerSecond: number;
   droppedSamples: number;
   seconds: number;
@@ -43,11 +49,19 @@ export interface ResumedFrom {
   ignored: string[];
 }
 
+/** The test metrics an EpochReport carries, from an evaluation. */
+export function testMetrics(m: Metrics): Pick<EpochReport, 'testMse' | 'testMae' | 'testLabelAccuracy'> {
+  return { testMse: m.mse, testMae: m.mae, testLabelAccuracy: m.labelAccuracy };
+}
+
 export interface TrainSummary {
   epochs: number;
   trainLoss: number;
   testLoss: number;
   testAccuracy: number | null;
+  testMse: number | null;
+  testMae: number | null;
+  testLabelAccuracy: number | null;
   samplesPerSecond: number;
   droppedSamples: number;
   droppedPerEpoch: number;
@@ -81,6 +95,13 @@ export interface TrainSummary {
   versions: { chainrule: string; node: string };
   /** Set when the run resumed from a checkpoint. */
   resumedFrom?: ResumedFrom;
+}
+
+/** The regression and multi-label part of a progress line: `  test mse 0.0123  mae 0.0871`, `  label acc 93.10%`, or ''. */
+export function metricsText(r: Pick<EpochReport, 'testMse' | 'testMae' | 'testLabelAccuracy'>): string {
+  const fmt = (v: number) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toFixed(4));
+  return (r.testMse === null || r.testMse === undefined ? '' : `  test mse ${fmt(r.testMse)}  mae ${fmt(r.testMae ?? NaN)}`)
+    + (r.testLabelAccuracy === null || r.testLabelAccuracy === undefined ? '' : `  label acc ${(r.testLabelAccuracy * 100).toFixed(2)}%`);
 }
 
 /** GPipe's bubble: the share of stage time idle while the pipeline fills and drains. */

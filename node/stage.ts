@@ -209,6 +209,23 @@ export class StageActor {
     this.zeroGrads();
   }
 
+  /** Labels one per sample; float targets shaped like the output and finite (the in-process transport skips the codec). */
+  private checkTargets(t: Targets, out: Tensor, mb: number): void {
+    const where = `${this.name}: the targets of micro-batch ${mb}`;
+    const labels = this.loss!.name === 'softmaxCrossEntropy';
+    if (labels !== !(t instanceof Tensor)) {
+      throw new StageError('BAD_TARGETS', `${where}: loss ${this.loss!.name} needs ${labels ? 'integer labels' : `float targets shaped like the output ${fmtShape(out.shape)}`}, got ${t instanceof Tensor ? `a tensor ${fmtShape(t.shape)}` : `${t.length} integer labels`}`);
+    }
+    if (!(t instanceof Tensor)) {
+      if (t.length !== out.shape[0]) throw new StageError('BAD_TARGETS', `${where} are ${t.length} labels for an output of ${fmtShape(out.shape)}`);
+      return;
+    }
+    if (!sameShape(t.shape, out.shape)) throw new StageError('BAD_TARGETS', `${where} have shape ${fmtShape(t.shape)}, the output has ${fmtShape(out.shape)}`);
+    for (let i = 0; i < t.size; i++) {
+      if (!Number.isFinite(t.data[i]!)) throw new StageError('BAD_TARGETS', `${where}: value ${t.data[i]} at index ${i} is not finite`);
+    }
+  }
+
   private checkInput(x: Tensor, what: string): void {
     const { model } = this.ready();
     const want = model.inputShape;
@@ -239,6 +256,7 @@ export class StageActor {
     if (this.loss) {
       const t = targets;
       if (t === undefined) throw new StageError('MISSING_TARGETS', `${this.name}: the last stage needs targets for micro-batch ${mb}`);
+      this.checkTargets(t, out, mb);
       loss = tape.run(() => this.loss!.compute(out, t, 'sum'));
     }
     this.tapes.set(mb, { tape, x, out, loss, aux });

@@ -6,13 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../src/tensor/rng.js';
 import {
   Batcher, applyTransform, augmentBatch, augmentEpoch, augmentStream, checkFinite, fitTransform,
-  loadIdxDir, makeDataset, parseTransformSpec, readIdx, sampleSize, transformInputs, type Dataset, type TransformSpec,
+  loadIdxDir, makeDataset, parseTransformSpec, readIdx, sampleSize, transformInputs, type Dataset, type LabeledDataset, type TransformSpec,
 } from '../src/data/index.js';
 
 import { dataError } from './helpers.js';
 
 /** n samples of `features` values drawn as offset[f] + scale[f] * normal, labels i % 3. */
-function gaussianDataset(name: string, n: number, features: number, seed: number, offset = 5, scale = 3): Dataset {
+function gaussianDataset(name: string, n: number, features: number, seed: number, offset = 5, scale = 3): LabeledDataset {
   const rng = new Rng(seed);
   const inputs = new Float32Array(n * features);
   for (let i = 0; i < n; i++) {

@@ -5,13 +5,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Tensor } from '../src/tensor/tensor.js';
 import {
   Batcher, batchOf, evalBatches, loadCsv, loadMnist, makeDataset, mergeMicroBatches,
-  mnistDigitsDir, parseDigitFile, splitMicroBatches, subset, type Dataset,
+  mnistDigitsDir, parseDigitFile, splitMicroBatches, subset, type Dataset, type LabeledDataset,
 } from '../src/data/index.js';
 
 import { dataError } from './helpers.js';
 
 /** A tiny dataset where sample i's inputs are [i, i + 0.5, -i] and label i % k. */
-function toy(n: number, k = 3): Dataset {
+function toy(n: number, k = 3): LabeledDataset {
   const inputs = new Float32Array(n * 3);
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {

@@ -4,7 +4,8 @@
  * and replica peers linked worker to worker by MessagePorts.
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
 import { Piscina } from 'piscina';
 import { decodeMessage, encodeMessage, type Reply, type Request } from '../../src/wire/index.js';
 import { backend } from '../../src/tensor/backend.js';
@@ -16,7 +17,8 @@ import { TransportError, actorName, type ActorLayout, type StageHandle, type Tra
 export function workerEntry(): { filename: string; execArgv: string[] } {
   const fromSource = import.meta.url.endsWith('.ts');
   const url = new URL(`../../node/worker.${fromSource ? 'ts' : 'js'}`, import.meta.url);
-  return { filename: fileURLToPath(url), execArgv: fromSource ? ['--import', 'tsx'] : [] };
+  // tsx from this package, not from the working directory (which may be anywhere).
+  return { filename: fileURLToPath(url), execArgv: fromSource ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : [] };
 }
 
 export class ThreadsTransport implements Transport {

@@ -7,6 +7,7 @@
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Batcher, IndexedBatch } from './batcher.js';
+import type { Dataset, TargetsOf } from './dataset.js';
 import { sampleSize } from './dataset.js';
 import { DataError, describe } from './errors.js';
 
@@ -210,9 +211,9 @@ function warpSample(
  * `augmentStream(seed, epoch, batchIndex)` (seed defaults to the batcher's).
  * @example for (const { x, y } of augmentEpoch(batcher, e, { shift: 2, noise: 0.05 })) step(x, y);
  */
-export function* augmentEpoch(
-  batcher: Batcher, epoch: number, opts: AugmentOptions, seed: number = batcher.seed,
-): Generator<IndexedBatch, void, undefined> {
+export function* augmentEpoch<D extends Dataset>(
+  batcher: Batcher<D>, epoch: number, opts: AugmentOptions, seed: number = batcher.seed,
+): Generator<IndexedBatch<TargetsOf<D>>, void, undefined> {
   validateAugmentOptions(opts);
   const shape = batcher.dataset.inputShape;
   let b = 0;

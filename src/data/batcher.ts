@@ -3,7 +3,7 @@
  * and for evaluation (every sample once, in order).
  */
 import { Rng } from '../tensor/rng.js';
-import { type Batch, type Dataset, batchOf } from './dataset.js';
+import { type Batch, type Dataset, type Targets, type TargetsOf, batchOf } from './dataset.js';
 import { DataError, checkPositiveInt, describe } from './errors.js';
 
 export interface BatcherOptions {
@@ -13,7 +13,7 @@ export interface BatcherOptions {
   shuffle?: boolean;
 }
 
-export interface IndexedBatch extends Batch {
+export interface IndexedBatch<Y extends Targets = Targets> extends Batch<Y> {
   /** Dataset indices of the samples, in batch order. */
   indices: Int32Array;
 }
@@ -25,20 +25,20 @@ export interface IndexedBatch extends Batch {
 export const BATCHER_STREAM = 0x62617463; // 'batc'
 
 /**
- * Training minibatches of exactly `batchSize` samples.
+ * Training minibatches of exactly `batchSize` samples (`y`: labels, or the targets tensor).
  * NOTE: the partial last minibatch is dropped, never padded or reused; each epoch drops
  * `droppedPerEpoch` samples (different ones each epoch when shuffling).
  * @example
  * const b = new Batcher(train, { batchSize: 64, seed: 1 });
  * for (const { x, y } of b.epoch(0)) step(x, y);   // b.batchesPerEpoch steps
  */
-export class Batcher {
-  readonly dataset: Dataset;
+export class Batcher<D extends Dataset = Dataset> {
+  readonly dataset: D;
   readonly batchSize: number;
   readonly seed: number;
   readonly shuffle: boolean;
 
-  constructor(ds: Dataset, options: BatcherOptions) {
+  constructor(ds: D, options: BatcherOptions) {
     if (options === null || typeof options !== 'object') {
       throw new DataError('BAD_OPTION', `Batcher: options must be an object with batchSize and seed, got ${describe(options)}`);
     }
@@ -82,7 +82,7 @@ export class Batcher {
    * Epoch `e`'s minibatches from minibatch `from` on (a resume mid-epoch); reproducible on
    * its own from (seed, e), so skipping the first `from` costs nothing.
    */
-  *epoch(e: number, from = 0): Generator<IndexedBatch, void, undefined> {
+  *epoch(e: number, from = 0): Generator<IndexedBatch<TargetsOf<D>>, void, undefined> {
     if (!Number.isSafeInteger(from) || from < 0 || from > this.batchesPerEpoch) {
       throw new DataError('BAD_OPTION', `Batcher: from must be an integer in [0, ${this.batchesPerEpoch}], got ${describe(from)}`);
     }
@@ -99,7 +99,7 @@ export class Batcher {
  * Every sample once, in dataset order, `batchSize` at a time; the last batch may be short.
  * @example for (const { x, y } of evalBatches(test, 500)) correct += countCorrect(model(x), y);
  */
-export function* evalBatches(ds: Dataset, batchSize: number): Generator<IndexedBatch, void, undefined> {
+export function* evalBatches<D extends Dataset>(ds: D, batchSize: number): Generator<IndexedBatch<TargetsOf<D>>, void, undefined> {
   checkPositiveInt(batchSize, 'evalBatches: batchSize');
   for (let start = 0; start < ds.size; start += batchSize) {
     const end = Math.min(start + batchSize, ds.size);

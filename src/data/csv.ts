@@ -1,16 +1,22 @@
 /**
- * Numeric CSV files: one sample per line, comma-separated numbers, one column of
- * integer class labels. Errors name the file, the line and the column.
+ * Numeric CSV files: one sample per line, comma-separated numbers, and either one column of
+ * integer class labels (classification) or one or more target columns of floats (regression,
+ * multi-label). Errors name the file, the line and the column.
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Rng } from '../tensor/rng.js';
-import { type Dataset, subset } from './dataset.js';
+import { type Dataset, type LabeledDataset, type TargetDataset, subset } from './dataset.js';
 import { DataError, describe } from './errors.js';
 
 export interface CsvOptions {
   /** The label column: a 0-based index or a header name. Default: the last column. */
   labelColumn?: number | string;
+  /**
+   * Float target columns instead of a label column (0-based indices or header names), in
+   * target order: the datasets get `targets` of shape `[targetColumns.length]`.
+   */
+  targetColumns?: readonly (number | string)[];
   /** Whether the first line is a header; 'auto' (default) treats it as one if any cell is not a number. */
   header?: 'auto' | boolean;
   /** Fraction of the rows held out for `test`, in [0, 1). Default 0.2. */
@@ -19,11 +25,13 @@ export interface CsvOptions {
   seed?: number;
 }
 
-export interface CsvSplit {
-  train: Dataset;
-  test: Dataset;
+export interface CsvSplit<D extends Dataset = Dataset> {
+  train: D;
+  test: D;
   /** Header names of the input columns (`col<i>` when there is no header), in input order. */
   featureNames: string[];
+  /** Header names of the target columns, in target order (with `targetColumns`). */
+  targetNames?: string[];
 }
 
 /** Keys the CSV split's stream apart from other uses of the same seed. */
@@ -110,12 +118,39 @@ export function readCsvInputs(path: string, options: Pick<CsvOptions, 'header'> 
   return { inputs, rows: body.length, columns, featureNames: names };
 }
 
+/** Resolves a column given by index or header name; `what` names the option in messages. */
+function columnIndex(col: number | string, what: string, path: string, names: string[], hasHeader: boolean): number {
+  if (typeof col === 'number') {
+    if (!Number.isSafeInteger(col) || col < 0) throw new DataError('BAD_OPTION', `loadCsv: ${what} must be a non-negative integer or a header name, got ${describe(col)}`);
+    if (col >= names.length) {
+      throw new DataError('BAD_OPTION', `loadCsv: ${what} ${col} is out of range: ${path} has ${names.length} columns (0..${names.length - 1})`);
+    }
+    return col;
+  }
+  if (typeof col !== 'string') throw new DataError('BAD_OPTION', `loadCsv: ${what} must be a non-negative integer or a header name, got ${describe(col)}`);
+  if (!hasHeader) {
+    throw new DataError('BAD_OPTION', `loadCsv: ${what} ${JSON.stringify(col)} is a name, but ${path} has no header`,
+      'give the column index instead, or set header: true');
+  }
+  const i = names.indexOf(col);
+  if (i < 0) {
+    throw new DataError('BAD_OPTION', `loadCsv: ${what} ${JSON.stringify(col)} is not a column of ${path}; columns are ${names.map((n) => JSON.stringify(n)).join(', ')}`);
+  }
+  return i;
+}
+
 /**
- * Loads a numeric CSV file and splits it (seeded shuffle) into train and test.
+ * Loads a numeric CSV file and splits it (seeded shuffle) into train and test. With
+ * `targetColumns`, those columns are float targets (regression, multi-label) and every other
+ * column an input; otherwise one column holds integer class labels.
  * @example const { train, test } = loadCsv('iris.csv', { labelColumn: 'species', testFraction: 0.25, seed: 7 });
+ * @example const { train } = loadCsv('houses.csv', { targetColumns: ['price'] }); // train.targetShape = [1]
  */
+export function loadCsv(path: string, options: CsvOptions & { targetColumns: readonly (number | string)[] }): CsvSplit<TargetDataset>;
+export function loadCsv(path: string, options?: CsvOptions & { targetColumns?: undefined }): CsvSplit<LabeledDataset>;
+export function loadCsv(path: string, options?: CsvOptions): CsvSplit;
 export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
-  const { labelColumn, header = 'auto', testFraction = 0.2, seed = 0 } = options;
+  const { labelColumn, targetColumns, header = 'auto', testFraction = 0.2, seed = 0 } = options;
   if (header !== 'auto' && header !== true && header !== false) {
     throw new DataError('BAD_OPTION', `loadCsv: options.header must be 'auto', true or false, got ${describe(header)}`);
   }
@@ -129,6 +164,15 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
       (typeof labelColumn !== 'number' || !Number.isSafeInteger(labelColumn) || labelColumn < 0)) {
     throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn must be a non-negative integer or a header name, got ${describe(labelColumn)}`);
   }
+  if (targetColumns !== undefined) {
+    if (!Array.isArray(targetColumns) || targetColumns.length === 0) {
+      throw new DataError('BAD_OPTION', `loadCsv: options.targetColumns must be a non-empty array of column indices or header names, got ${describe(targetColumns)}`);
+    }
+    if (labelColumn !== undefined) {
+      throw new DataError('BAD_OPTION', 'loadCsv: options.labelColumn and options.targetColumns exclude each other',
+        'give labelColumn for classification (integer labels) or targetColumns for float targets');
+    }
+  }
 
   const rows = readRows(path);
   const first = rows[0]!;
@@ -138,32 +182,25 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
   const body = hasHeader ? rows.slice(1) : rows;
   if (body.length === 0) throw new DataError('EMPTY_FILE', `CSV file ${path} has a header (line ${first.line}) but no data rows`);
   if (columns < 2) {
-    throw new DataError('BAD_HEADER', `${path}:${first.line}: found ${columns} column, need at least 2 (inputs and a label)`);
+    throw new DataError('BAD_HEADER', `${path}:${first.line}: found ${columns} column, need at least 2 (inputs and a ${targetColumns ? 'target' : 'label'})`);
   }
 
-  let labelIdx: number;
-  if (labelColumn === undefined) {
-    labelIdx = columns - 1;
-  } else if (typeof labelColumn === 'number') {
-    if (labelColumn >= columns) {
-      throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn ${labelColumn} is out of range: ${path} has ${columns} columns (0..${columns - 1})`);
-    }
-    labelIdx = labelColumn;
-  } else {
-    if (!hasHeader) {
-      throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn ${JSON.stringify(labelColumn)} is a name, but ${path} has no header`,
-        'give the column index instead, or set header: true');
-    }
-    labelIdx = names.indexOf(labelColumn);
-    if (labelIdx < 0) {
-      throw new DataError('BAD_OPTION', `loadCsv: options.labelColumn ${JSON.stringify(labelColumn)} is not a column of ${path}; columns are ${names.map((s) => JSON.stringify(s)).join(', ')}`);
-    }
+  // Each column's role: an input, the label, or target number t.
+  const targetIdx = targetColumns?.map((c, i) => columnIndex(c, `options.targetColumns[${i}]`, path, names, hasHeader));
+  const labelIdx = targetIdx ? -1 : labelColumn === undefined ? columns - 1 : columnIndex(labelColumn, 'options.labelColumn', path, names, hasHeader);
+  const targetOf = new Int32Array(columns).fill(-1);
+  for (const [t, c] of (targetIdx ?? []).entries()) {
+    if (targetOf[c] !== -1) throw new DataError('BAD_OPTION', `loadCsv: options.targetColumns names column ${c}${hasHeader ? ` (${JSON.stringify(names[c])})` : ''} twice`);
+    targetOf[c] = t;
   }
+  const nTargets = targetIdx?.length ?? 0;
+  const features = columns - (targetIdx ? nTargets : 1);
+  if (features === 0) throw new DataError('BAD_OPTION', `loadCsv: options.targetColumns takes every column of ${path}; no input columns are left`);
 
-  const features = columns - 1;
   const n = body.length;
   const inputs = new Float32Array(n * features);
-  const labels = new Int32Array(n);
+  const labels = targetIdx ? null : new Int32Array(n);
+  const targets = targetIdx ? new Float32Array(n * nTargets) : null;
   let maxLabel = 0;
   const colName = (c: number): string => (hasHeader ? ` (${JSON.stringify(names[c])})` : '');
   for (let r = 0; r < n; r++) {
@@ -179,21 +216,24 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
       if (c === labelIdx) {
         if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
           throw new DataError('BAD_LABEL', `${path}:${line}:${c + 1}: label${colName(c)} must be a non-negative integer, got ${JSON.stringify(cell)}`,
-            'map class names to 0, 1, 2, … before loading');
+            'map class names to 0, 1, 2, … before loading, or load float targets with targetColumns');
         }
-        labels[r] = v;
+        labels![r] = v;
         if (v > maxLabel) maxLabel = v;
+      } else if (!Number.isFinite(v)) {
+        throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: ${targetOf[c]! >= 0 ? 'target ' : ''}column${colName(c)} is not a number: ${JSON.stringify(cell)}`);
+      } else if (targetOf[c]! >= 0) {
+        targets![r * nTargets + targetOf[c]!] = v;
       } else {
-        if (!Number.isFinite(v)) {
-          throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: column${colName(c)} is not a number: ${JSON.stringify(cell)}`);
-        }
         inputs[k++] = v;
       }
     }
   }
 
   const file = basename(path);
-  const all: Dataset = { name: file, inputShape: [features], numClasses: maxLabel + 1, size: n, inputs, labels };
+  const all: Dataset = targets
+    ? { name: file, inputShape: [features], targetShape: [nTargets], size: n, inputs, targets }
+    : { name: file, inputShape: [features], numClasses: maxLabel + 1, size: n, inputs, labels: labels! };
   const order = new Int32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
   Rng.derive(seed, CSV_SPLIT_STREAM).shuffle(order);
@@ -204,6 +244,7 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
   return {
     train: subset(all, order.subarray(0, n - nTest), `${file}/train`),
     test: subset(all, order.subarray(n - nTest), `${file}/test`),
-    featureNames: names.filter((_, c) => c !== labelIdx),
+    featureNames: names.filter((_, c) => c !== labelIdx && targetOf[c] === -1),
+    ...(targetIdx ? { targetNames: targetIdx.map((c) => names[c]!) } : {}),
   };
 }

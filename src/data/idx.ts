@@ -9,7 +9,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { checkFinite } from './check.js';
-import { type Dataset, makeDataset } from './dataset.js';
+import { type LabeledDataset, makeDataset } from './dataset.js';
 import { DataError, describe } from './errors.js';
 
 export type IdxData = Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
@@ -20,8 +20,8 @@ export interface IdxFile {
 }
 
 export interface IdxSplit {
-  train: Dataset;
-  test: Dataset;
+  train: LabeledDataset;
+  test: LabeledDataset;
 }
 
 export interface IdxDirOptions {

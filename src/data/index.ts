@@ -1,5 +1,8 @@
 export { DataError, type DataErrorCode } from './errors.js';
-export { type Dataset, type Batch, makeDataset, validateDataset, sampleSize, subset, batchOf } from './dataset.js';
+export {
+  type Dataset, type LabeledDataset, type TargetDataset, type Targets, type TargetsOf, type Batch,
+  makeDataset, validateDataset, hasTargets, sampleSize, targetSize, targetRows, subset, batchOf,
+} from './dataset.js';
 export { type MnistSplit, loadMnist, mnistDigitsDir, parseDigitFile, MNIST_PIXELS, MNIST_CLASSES, MNIST_TEST_SIZE, MNIST_SPLIT_SEED } from './mnist.js';
 export { type CsvOptions, type CsvSplit, type CsvInputs, loadCsv, readCsvInputs, CSV_SPLIT_STREAM } from './csv.js';
 export { type BatcherOptions, type IndexedBatch, Batcher, evalBatches, BATCHER_STREAM } from './batcher.js';

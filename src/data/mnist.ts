@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Rng } from '../tensor/rng.js';
-import { type Dataset, subset } from './dataset.js';
+import { type LabeledDataset, subset } from './dataset.js';
 import { DataError } from './errors.js';
 
 export const MNIST_PIXELS = 784;
@@ -21,8 +21,8 @@ export const MNIST_TEST_SIZE = 2000;
 export const MNIST_SPLIT_SEED = 0x6d6e6973; // 'mnis'
 
 export interface MnistSplit {
-  train: Dataset;
-  test: Dataset;
+  train: LabeledDataset;
+  test: LabeledDataset;
 }
 
 let cached: MnistSplit | null = null;
@@ -79,7 +79,7 @@ export function loadMnist(): MnistSplit {
     labels.fill(c, at, at + n);
     at += n;
   }
-  const all: Dataset = { name: 'mnist', inputShape: [MNIST_PIXELS], numClasses: MNIST_CLASSES, size: total, inputs, labels };
+  const all: LabeledDataset = { name: 'mnist', inputShape: [MNIST_PIXELS], numClasses: MNIST_CLASSES, size: total, inputs, labels };
 
   const order = new Int32Array(total);
   for (let i = 0; i < total; i++) order[i] = i;

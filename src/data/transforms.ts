@@ -5,7 +5,7 @@
  * it into training.
  */
 import { checkFinite } from './check.js';
-import { type Dataset, sampleSize } from './dataset.js';
+import { type Dataset, type LabeledDataset, type TargetDataset, hasTargets, sampleSize } from './dataset.js';
 import { DataError, describe } from './errors.js';
 
 export type TransformKind = 'minmax' | 'standardize' | 'none';
@@ -237,11 +237,15 @@ function transform(spec: TransformSpec, inputs: Float32Array, inputShape: readon
 }
 
 /**
- * A new dataset (same name, shape and labels; inputs transformed) with the spec's
+ * A new dataset (same name, shape and labels or targets; inputs transformed) with the spec's
  * statistics; the given dataset is left as it was.
+ * NOTE: only inputs are transformed; float targets (regression) keep their own scale.
  * @example const testN = applyTransform(spec, test);   // spec fitted on train
  */
-export function applyTransform(spec: TransformSpec, ds: Dataset): Dataset {
+export function applyTransform<D extends Dataset>(spec: TransformSpec, ds: D): D {
   const inputs = transform(spec, ds.inputs, ds.inputShape, `applyTransform to dataset ${JSON.stringify(ds.name)}`);
-  return { name: ds.name, inputShape: [...ds.inputShape], numClasses: ds.numClasses, size: ds.size, inputs, labels: ds.labels.slice() };
+  const base = { name: ds.name, inputShape: [...ds.inputShape], size: ds.size, inputs };
+  if (hasTargets(ds)) return { ...base, targetShape: [...ds.targetShape], targets: ds.targets.slice() } as TargetDataset as D;
+  const lds = ds as LabeledDataset;
+  return { ...base, numClasses: lds.numClasses, labels: lds.labels.slice() } as LabeledDataset as D;
 }

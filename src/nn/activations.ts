@@ -33,7 +33,7 @@ export class Activation extends Layer {
 }
 
 for (const type of Object.keys(activations)) {
-  registerLayer(type, (spec, { where }) => {
+  registerLayer(type, type === 'leakyRelu' ? ['slope'] : [], (spec, { where }) => {
     const s: LayerSpec = type === 'leakyRelu' ? { type, slope: finiteNumber(spec, 'slope', where, 0.01) } : { type };
     return new Activation(type, s);
   });

@@ -97,7 +97,7 @@ export class Conv2d extends Layer {
   }
 }
 
-registerLayer('conv2d', (spec, { rng, where }) => new Conv2d({
+registerLayer('conv2d', ['inChannels', 'outChannels', 'kernel', 'stride', 'padding', 'dilation', 'bias', 'init'], (spec, { rng, where }) => new Conv2d({
   inChannels: positiveInt(spec, 'inChannels', where),
   outChannels: positiveInt(spec, 'outChannels', where),
   kernel: sizePair(spec, 'kernel', where, 1),
@@ -137,7 +137,7 @@ export class Pool2d extends Layer {
 }
 
 for (const type of ['maxPool2d', 'avgPool2d'] as const) {
-  registerLayer(type, (spec, { where }) => {
+  registerLayer(type, ['kernel', 'stride'], (spec, { where }) => {
     const kernel = sizePair(spec, 'kernel', where, 1);
     const stride = spec['stride'] === undefined ? kernel : sizePair(spec, 'stride', where, 1);
     return new Pool2d(type, kernel, stride);

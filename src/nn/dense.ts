@@ -38,5 +38,5 @@ export class Dense extends Layer {
   }
 }
 
-registerLayer('dense', (spec, { rng, where }) =>
+registerLayer('dense', ['inputs', 'units', 'init'], (spec, { rng, where }) =>
   new Dense(positiveInt(spec, 'inputs', where), positiveInt(spec, 'units', where), oneOf(spec, 'init', initNames, where, 'he'), rng));

@@ -43,7 +43,7 @@ export class Dropout extends Layer {
   }
 }
 
-registerLayer('dropout', (spec, { where }) => {
+registerLayer('dropout', ['rate'], (spec, { where }) => {
   const rate = spec['rate'] ?? 0.5;
   if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0 || rate >= 1) {
     throw new SpecError(`${where}: 'rate' must be a number in [0, 1), got ${JSON.stringify(spec['rate'])}`);

@@ -12,3 +12,4 @@ export { Dense } from './dense.js';
 export { Activation } from './activations.js';
 export * from './models-seq.js';
 export * from './models-cnn.js';
+export * from './metrics.js';

@@ -49,21 +49,47 @@ export interface BuildContext {
 
 export type LayerBuilder = (spec: LayerSpec, ctx: BuildContext) => Layer;
 
-export const layerRegistry = new Map<string, LayerBuilder>();
+export interface LayerEntry {
+  build: LayerBuilder;
+  /** Every field its spec may have besides `type`: any other is refused, never ignored. */
+  fields: readonly string[];
+}
 
-/** Registers a layer type; a new layer is one file plus one line in nn/index.ts. */
-export function registerLayer(type: string, build: LayerBuilder): void {
+export const layerRegistry = new Map<string, LayerEntry>();
+
+/**
+ * Registers a layer type with the fields its spec may hold; a new layer is one file plus one
+ * line in nn/index.ts.
+ * @example registerLayer('dropout', ['rate'], (spec, { where }) => new Dropout(...));
+ */
+export function registerLayer(type: string, fields: readonly string[], build: LayerBuilder): void {
   if (layerRegistry.has(type)) throw new Error(`registerLayer: '${type}' is already registered`);
-  layerRegistry.set(type, build);
+  layerRegistry.set(type, { build, fields: Object.freeze([...fields]) });
+}
+
+/**
+ * Checks a layer spec's type and that it has no field its layer does not know (a typo or
+ * an option of another library, such as `"activation": "relu"` on a dense layer, would
+ * otherwise be silently ignored). Field values are checked when the layer is built.
+ */
+export function checkLayerSpec(spec: LayerSpec, where: string): LayerEntry {
+  if (spec === null || typeof spec !== 'object' || Array.isArray(spec) || typeof spec.type !== 'string') {
+    throw new SpecError(`${where}: a layer spec must be an object with a string 'type', got ${JSON.stringify(spec)}`);
+  }
+  const entry = layerRegistry.get(spec.type); // a Map: 'toString' and '__proto__' are not entries
+  if (!entry) {
+    throw new SpecError(`${where}: unknown layer type '${spec.type}'; known types: ${[...layerRegistry.keys()].join(', ')}`);
+  }
+  for (const field of Object.keys(spec)) {
+    if (field !== 'type' && !entry.fields.includes(field)) {
+      const known = entry.fields.length ? `its fields are type, ${entry.fields.join(', ')}` : 'its only field is type';
+      throw new SpecError(`${where}: unknown field '${field}' in a ${spec.type} layer; ${known}`,
+        field === 'activation' ? `activations are layers of their own: put { "type": ${JSON.stringify(String(spec[field]))} } after this layer` : undefined);
+    }
+  }
+  return entry;
 }
 
 export function buildLayer(spec: LayerSpec, ctx: BuildContext): Layer {
-  if (spec === null || typeof spec !== 'object' || typeof spec.type !== 'string') {
-    throw new SpecError(`${ctx.where}: a layer spec must be an object with a string 'type', got ${JSON.stringify(spec)}`);
-  }
-  const build = layerRegistry.get(spec.type);
-  if (!build) {
-    throw new SpecError(`${ctx.where}: unknown layer type '${spec.type}'; known types: ${[...layerRegistry.keys()].join(', ')}`);
-  }
-  return build(spec, ctx);
+  return checkLayerSpec(spec, ctx.where).build(spec, ctx);
 }

@@ -69,7 +69,7 @@ export class LayerNorm extends Layer {
   }
 }
 
-registerLayer('layerNorm', (spec, { where }) =>
+registerLayer('layerNorm', ['features', 'eps'], (spec, { where }) =>
   new LayerNorm(positiveInt(spec, 'features', where), numberIn(spec, 'eps', where, 1e-5, 0, 1, true)));
 
 export interface BatchStats { out: Tensor; mean: Tensor; variance: Tensor; count: number }
@@ -175,7 +175,7 @@ export class BatchNorm extends Layer {
   }
 }
 
-registerLayer('batchNorm', (spec, { where }) => new BatchNorm(
+registerLayer('batchNorm', ['channels', 'momentum', 'eps'], (spec, { where }) => new BatchNorm(
   positiveInt(spec, 'channels', where),
   numberIn(spec, 'momentum', where, 0.1, 0, 1, false),
   numberIn(spec, 'eps', where, 1e-5, 0, 1, true),

@@ -153,7 +153,7 @@ export class Recurrent extends Layer {
 }
 
 for (const kind of ['rnn', 'lstm', 'gru'] as const) {
-  registerLayer(kind, (spec, { rng, where }) => new Recurrent(
+  registerLayer(kind, kind === 'lstm' ? ['inputs', 'hidden', 'returnSequences', 'init', 'forgetBias'] : ['inputs', 'hidden', 'returnSequences', 'init'], (spec, { rng, where }) => new Recurrent(
     kind,
     positiveInt(spec, 'inputs', where),
     positiveInt(spec, 'hidden', where),
@@ -204,4 +204,4 @@ export class Embedding extends Layer {
   }
 }
 
-registerLayer('embedding', (spec, { rng, where }) => new Embedding(positiveInt(spec, 'vocab', where), positiveInt(spec, 'dim', where), rng));
+registerLayer('embedding', ['vocab', 'dim'], (spec, { rng, where }) => new Embedding(positiveInt(spec, 'vocab', where), positiveInt(spec, 'dim', where), rng));

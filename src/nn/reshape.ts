@@ -37,7 +37,7 @@ export class Reshape extends Layer {
   }
 }
 
-registerLayer('reshape', (spec, { where }) => {
+registerLayer('reshape', ['shape'], (spec, { where }) => {
   const s = spec['shape'];
   if (!Array.isArray(s) || s.length === 0 || !s.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0)) {
     throw new SpecError(`${where}: 'shape' must be a non-empty array of positive integers (the per-sample shape), got ${JSON.stringify(s)}`);
@@ -63,4 +63,4 @@ export class Flatten extends Layer {
   }
 }
 
-registerLayer('flatten', () => new Flatten());
+registerLayer('flatten', [], () => new Flatten());

@@ -5,7 +5,8 @@
  */
 import { Tensor, fmtShape } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
-import { buildLayer, type ForwardContext, type Layer } from './layer.js';
+import { buildLayer, checkLayerSpec, type ForwardContext, type Layer } from './layer.js';
+import { lookup } from '../errors.js';
 import { SpecError, type LayerSpec } from './spec.js';
 import { losses } from './losses.js';
 
@@ -18,16 +19,33 @@ export interface ModelSpec {
   autoencoder?: boolean;
 }
 
-/** Checks the shape of a model spec (fields, types), naming what is wrong. */
+/** The fields a model spec may have; any other is refused, never ignored. */
+export const MODEL_SPEC_FIELDS: readonly string[] = ['inputShape', 'layers', 'loss', 'autoencoder'];
+
+/**
+ * Checks a model spec's fields and types, and each layer's type and field names (values are
+ * checked when the layers are built), naming what is wrong: the layer's index, the field,
+ * and the fields it knows.
+ * @example validateModelSpec(JSON.parse(readFileSync('model.json', 'utf8')), 'model.json')
+ */
 export function validateModelSpec(spec: unknown, where = 'model spec'): ModelSpec {
   const s = spec as ModelSpec;
-  if (s === null || typeof s !== 'object') throw new SpecError(`${where}: must be an object with inputShape and layers`);
+  if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new SpecError(`${where}: must be an object with inputShape and layers`);
+  for (const field of Object.keys(s)) {
+    if (!MODEL_SPEC_FIELDS.includes(field)) {
+      throw new SpecError(`${where}: unknown field '${field}'; a model spec's fields are ${MODEL_SPEC_FIELDS.join(', ')}`);
+    }
+  }
   if (!Array.isArray(s.inputShape) || s.inputShape.length === 0 || !s.inputShape.every((d) => Number.isSafeInteger(d) && d > 0)) {
     throw new SpecError(`${where}: 'inputShape' must be a non-empty array of positive integers, got ${JSON.stringify(s.inputShape)}`);
   }
   if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array`);
-  if (s.loss !== undefined && !(s.loss in losses)) {
-    throw new SpecError(`${where}: unknown loss '${s.loss}'; known losses: ${Object.keys(losses).join(', ')}`);
+  s.layers.forEach((l, i) => checkLayerSpec(l, `${where}: layer ${i} (${String((l as LayerSpec | null)?.type)})`));
+  if (s.loss !== undefined && lookup(losses, s.loss) === undefined) {
+    throw new SpecError(`${where}: unknown loss ${JSON.stringify(s.loss)}; known losses: ${Object.keys(losses).join(', ')}`);
+  }
+  if (s.autoencoder !== undefined && typeof s.autoencoder !== 'boolean') {
+    throw new SpecError(`${where}: 'autoencoder' must be true or false, got ${JSON.stringify(s.autoencoder)}`);
   }
   return s;
 }
@@ -94,6 +112,15 @@ export class Sequential {
   describe(): string {
     return this.layers.map((l, i) => `${this.offset + i}: ${l.type} → ${fmtShape(this.shapes[i + 1]!)}`).join('\n');
   }
+}
+
+/**
+ * The per-sample shape entering each layer and leaving the last, inferred from the spec
+ * (throws a SpecError naming the layer that does not fit).
+ * @example modelShapes(mlpSpec()).at(-1) // [10]
+ */
+export function modelShapes(spec: ModelSpec): number[][] {
+  return Sequential.fromSpec(spec, 0).shapes;
 }
 
 /** Parameter counts per layer, for balancing stages without building them. */

@@ -97,7 +97,7 @@ export class GaussianSample extends Layer {
   }
 }
 
-registerLayer('gaussianSample', (spec, { where }) => {
+registerLayer('gaussianSample', ['latent', 'klWeight', 'klWarmupSteps'], (spec, { where }) => {
   const klWeight = finiteNumber(spec, 'klWeight', where, 1);
   if (klWeight < 0) throw new SpecError(`${where}: 'klWeight' must be a non-negative number, got ${JSON.stringify(spec.klWeight)}`);
   // klWarmupSteps: training steps over which β rises linearly from 0 to klWeight (0: no warm-up).
