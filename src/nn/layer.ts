@@ -4,6 +4,7 @@
  */
 import type { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
+import { describeValue, lookup } from '../errors.js';
 import { SpecError, type LayerSpec } from './spec.js';
 
 export interface ForwardContext {
@@ -59,11 +60,11 @@ export function registerLayer(type: string, build: LayerBuilder): void {
 
 export function buildLayer(spec: LayerSpec, ctx: BuildContext): Layer {
   if (spec === null || typeof spec !== 'object' || typeof spec.type !== 'string') {
-    throw new SpecError(`${ctx.where}: a layer spec must be an object with a string 'type', got ${JSON.stringify(spec)}`);
+    throw new SpecError(`${ctx.where}: a layer spec must be an object with a string 'type', got ${describeValue(spec, 80)}`);
   }
-  const build = layerRegistry.get(spec.type);
+  const build = lookup(layerRegistry, spec.type);
   if (!build) {
-    throw new SpecError(`${ctx.where}: unknown layer type '${spec.type}'; known types: ${[...layerRegistry.keys()].join(', ')}`);
+    throw new SpecError(`${ctx.where}: unknown layer type ${describeValue(spec.type, 80)}; known types: ${[...layerRegistry.keys()].join(', ')}`);
   }
   return build(spec, ctx);
 }

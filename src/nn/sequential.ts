@@ -4,6 +4,7 @@
  * index in the whole model (`2.weight`), so they are the same however the model is cut.
  */
 import { Tensor, fmtShape } from '../tensor/tensor.js';
+import { describeValue, lookup } from '../errors.js';
 import { Rng } from '../tensor/rng.js';
 import { buildLayer, type ForwardContext, type Layer } from './layer.js';
 import { SpecError, type LayerSpec } from './spec.js';
@@ -21,13 +22,13 @@ export interface ModelSpec {
 /** Checks the shape of a model spec (fields, types), naming what is wrong. */
 export function validateModelSpec(spec: unknown, where = 'model spec'): ModelSpec {
   const s = spec as ModelSpec;
-  if (s === null || typeof s !== 'object') throw new SpecError(`${where}: must be an object with inputShape and layers`);
+  if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new SpecError(`${where}: must be an object with inputShape and layers, got ${describeValue(spec, 80)}`);
   if (!Array.isArray(s.inputShape) || s.inputShape.length === 0 || !s.inputShape.every((d) => Number.isSafeInteger(d) && d > 0)) {
-    throw new SpecError(`${where}: 'inputShape' must be a non-empty array of positive integers, got ${JSON.stringify(s.inputShape)}`);
+    throw new SpecError(`${where}: 'inputShape' must be a non-empty array of positive integers, got ${describeValue(s.inputShape, 80)}`);
   }
-  if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array`);
-  if (s.loss !== undefined && !(s.loss in losses)) {
-    throw new SpecError(`${where}: unknown loss '${s.loss}'; known losses: ${Object.keys(losses).join(', ')}`);
+  if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array, got ${describeValue(s.layers, 80)}`);
+  if (s.loss !== undefined && lookup(losses, s.loss) === undefined) {
+    throw new SpecError(`${where}: unknown loss ${describeValue(s.loss, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
   }
   return s;
 }
