@@ -123,6 +123,26 @@ function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor |
   return new Tensor(data, shape);
 }
 
+/** The one MessagePack value `bytes` must hold, exactly. */
+function unpackOne(bytes: Uint8Array, what: string, ctx: DecodeContext): unknown {
+  let value: unknown;
+  let end = 0;
+  try {
+    // NOTE: not packr.unpack: on trailing bytes it JSON-stringifies the whole decoded value for its
+    // message, seconds for a large tensor and forever for a few hundred bytes of shared references.
+    packr.unpackMultiple(bytes, (v: unknown, _start?: number, e?: number) => {
+      value = v;
+      end = e ?? bytes.byteLength;
+      return false;
+    });
+  } catch (e) {
+    throw new WireError(`${ctx.actor}: malformed ${what} (${e instanceof Error ? e.message : describeValue(e, 80)})`);
+  }
+  const extra = bytes.byteLength - end;
+  if (extra !== 0) throw new WireError(`${ctx.actor}: malformed ${what} (${extra} byte${extra === 1 ? '' : 's'} after its end)`);
+  return value;
+}
+
 const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'activations', 'inputGradient', 'tensors', 'value', 'state', 'error']);
 
 /**
@@ -132,12 +152,7 @@ const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'config
 export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: a message must be bytes`);
   if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new WireError(`${ctx.actor}: message of ${bytes.byteLength} bytes exceeds the cap of ${MAX_MESSAGE_BYTES}`);
-  let raw: unknown;
-  try {
-    raw = packr.unpack(bytes);
-  } catch (e) {
-    throw new WireError(`${ctx.actor}: malformed message (${(e as Error).message})`);
-  }
+  const raw = unpackOne(bytes, 'message', ctx);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new WireError(`${ctx.actor}: a message must be a map, got ${typeof raw}`);
   const type = (raw as { type?: unknown }).type;
   if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${describeValue(type)}`);
@@ -151,12 +166,7 @@ export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
 export function decodeValue(bytes: Uint8Array, ctx: DecodeContext): unknown {
   if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: data to decode must be bytes, got ${describeValue(bytes)}`);
   if (bytes.byteLength > MAX_MESSAGE_BYTES * 4) throw new WireError(`${ctx.actor}: ${bytes.byteLength} bytes exceed the cap of ${MAX_MESSAGE_BYTES * 4}`);
-  let raw: unknown;
-  try {
-    raw = packr.unpack(bytes);
-  } catch (e) {
-    throw new WireError(`${ctx.actor}: malformed data (${(e as Error).message})`);
-  }
+  const raw = unpackOne(bytes, 'data', ctx);
   return fromWire(raw, '', ctx, 0, new Set());
 }
 
