@@ -9,7 +9,8 @@ import { MAX_TENSOR_ELEMENTS, decodeMessage, decodeValue, encodeMessage, encodeV
 import { peerTypes, requestTypes } from '../../src/wire/messages.js';
 import { validateModelSpec } from '../../src/nn/sequential.js';
 import { losses } from '../../src/nn/losses.js';
-import { parseCsv } from '../../src/data/csv.js';
+import { parseCsv, parseCsvInputs } from '../../src/data/csv.js';
+import { decodeSafetensors, encodeSafetensors, int32Tensor } from '../../src/wire/safetensors.js';
 import { decodeIdx } from '../../src/data/idx.js';
 import {
   cycleArb, dagArb, hostileValueArb, keyArb, mutated, ownObject, packAny, packerIndexArb, prototypeNames, rawMsgpackArb, wireTensorArb,
@@ -78,9 +79,11 @@ const runArb = fc.oneof({ arbitrary: fc.string({ maxLength: 8 }), weight: 6 }, {
 
 /** A message map: a type, header fields that are usually right, and hostile payload fields. */
 const messageValueArb: fc.Arbitrary<unknown> = fc.tuple(
-  messageTypeArb, runArb, headerValueArb, headerValueArb, headerValueArb,
+  messageTypeArb, runArb, headerValueArb, headerValueArb, headerValueArb, fc.option(headerValueArb, { nil: undefined }),
   fc.array(fc.tuple(keyArb, fc.oneof(wireTensorArb, hostileValueArb)), { maxLength: 3 }),
-).map(([type, run, stage, step, microBatch, payload]) => ownObject([['type', type], ['run', run], ['stage', stage], ['step', step], ['microBatch', microBatch], ...payload]));
+).map(([type, run, stage, step, microBatch, replica, payload]) => ownObject([
+  ['type', type], ['run', run], ['stage', stage], ['step', step], ['microBatch', microBatch], ...(replica === undefined ? [] : [['replica', replica] as const]), ...payload,
+]));
 
 const tensorArb = fc.tuple(fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 }), fc.boolean(), fc.double()).map(([shape, f64, v]) => {
   const t = Tensor.zeros(shape, f64 ? 'float64' : 'float32');
@@ -134,7 +137,7 @@ const wireMessage: FuzzTarget<Uint8Array> = {
   validate(msg) {
     const type = (msg as { type?: unknown }).type;
     if (typeof type !== 'string') return 'a message without a string type got through';
-    const finite = ['activation', 'gradient', 'forward', 'backward', 'runStep'].includes(type);
+    const finite = ['activation', 'gradient', 'reduce', 'forward', 'backward', 'runStep'].includes(type);
     return checkDecoded(msg, finite);
   },
   where: new RegExp(ACTOR),
@@ -318,5 +321,76 @@ const idx: FuzzTarget<Uint8Array> = {
   size: (bytes) => bytes.length,
 };
 
+const csvInputs: FuzzTarget<{ text: string; header: unknown }> = {
+  name: 'data.parseCsvInputs',
+  arbitrary: fc.record({ text: csvTextArb, header: fc.oneof({ arbitrary: fc.constantFrom<unknown>('auto', true, false), weight: 8 }, { arbitrary: fc.constantFrom<unknown>('yes', 1, null), weight: 1 }) }),
+  run: ({ text, header }) => parseCsvInputs(text, 'fuzz.csv', { header } as Parameters<typeof parseCsvInputs>[2]),
+  validate(result) {
+    const { inputs, rows, columns } = result as ReturnType<typeof parseCsvInputs>;
+    if (inputs.length !== rows * columns) return `${inputs.length} inputs for ${rows} × ${columns}`;
+    return inputs.every(Number.isFinite) ? null : 'a non-finite input got through';
+  },
+  where: /fuzz\.csv|readCsvInputs: options/,
+  size: ({ text }) => text.length,
+};
+
+const safeNameArb = fc.oneof(fc.constantFrom('0.weight', '0.bias', 'a', 'step'), fc.string({ minLength: 1, maxLength: 8 })).filter((n) => n !== '__metadata__' && !Object.hasOwn(Object.prototype, n));
+/** Files our own encoder writes: float32, float64 and int32 tensors, sometimes metadata. */
+const validSafetensorsArb = fc.tuple(
+  fc.uniqueArray(fc.tuple(safeNameArb, fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 }), fc.constantFrom('float32', 'float64', 'int32')), { selector: ([n]) => n, maxLength: 4 }),
+  fc.option(fc.dictionary(safeNameArb, fc.string({ maxLength: 8 }), { maxKeys: 2 }), { nil: undefined }),
+).map(([specs, metadata]) => encodeSafetensors(Object.fromEntries(specs.map(([name, shape, dtype]) => {
+  const n = shape.reduce((a, d) => a * d, 1);
+  return [name, dtype === 'int32' ? int32Tensor(new Int32Array(n), shape) : Tensor.zeros(shape, dtype)];
+})), metadata));
+
+/** Header JSON written by hand: every field of every entry can be wrong, names can be prototype names. */
+const headerEntryArb = fc.record({
+  dtype: fc.oneof(fc.constantFrom<unknown>('F32', 'F64', 'I32'), fc.constantFrom<unknown>('BF16', 'f32', 'toString', '__proto__', 3, null, ['F32'])),
+  shape: fc.oneof(fc.array(fc.oneof(fc.integer({ min: 0, max: 6 }), fc.constantFrom<unknown>(-1, 1.5, 2 ** 53, 1e300, '2', null)), { maxLength: 4 }), fc.constantFrom<unknown>([2 ** 26, 2 ** 26], Array(64).fill(2 ** 20), 'x', null)),
+  data_offsets: fc.oneof(fc.tuple(fc.nat(64), fc.nat(64)), fc.constantFrom<unknown>([0, 2 ** 53], [-1, 0], [0], [0, 1, 2], [1.5, 2], null, '0,4')),
+  extra: fc.jsonValue({ maxDepth: 2 }),
+}, { requiredKeys: [] });
+const headerArb: fc.Arbitrary<string> = fc.oneof(
+  fc.array(fc.tuple(fc.oneof(safeNameArb, fc.constantFrom('__metadata__', '__proto__', 'constructor', 'toString', '')), fc.oneof(headerEntryArb, fc.jsonValue({ maxDepth: 2 }))), { maxLength: 4 })
+    .map((entries) => `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`),
+  fc.string({ maxLength: 40 }).map((t) => `{${t}}`),
+  // Deep nesting, for the iterative duplicate-key scan and JSON.parse's recursion.
+  fc.integer({ min: 100, max: 100_000 }).map((d) => `{"a":${'['.repeat(d)}${']'.repeat(d)}}`),
+  // The same key twice, at the top, in the metadata, in an entry.
+  fc.constantFrom('{"a":{},"a":{}}', '{"__metadata__":{"k":"1","k":"2"}}', '{"w":{"dtype":"F32","dtype":"F32","shape":[],"data_offsets":[0,4]}}'),
+);
+const craftedSafetensorsArb = fc.tuple(headerArb, fc.integer({ min: 0, max: 3 }), fc.uint8Array({ maxLength: 64 })).map(([header, lengthKind, data]) => {
+  const h = new TextEncoder().encode(header);
+  const out = new Uint8Array(8 + h.length + data.length);
+  const claimed = lengthKind === 0 ? BigInt(h.length + 1) : lengthKind === 1 ? 2n ** 64n - 1n : BigInt(h.length);
+  new DataView(out.buffer).setBigUint64(0, claimed, true);
+  out.set(h, 8);
+  out.set(data, 8 + h.length);
+  return out;
+});
+
+const safetensors: FuzzTarget<Uint8Array> = {
+  name: 'wire.decodeSafetensors',
+  arbitrary: fc.oneof(
+    { arbitrary: fc.uint8Array({ maxLength: 128 }), weight: 1 },
+    { arbitrary: validSafetensorsArb, weight: 2 },
+    { arbitrary: mutated(validSafetensorsArb), weight: 3 },
+    { arbitrary: craftedSafetensorsArb, weight: 4 },
+  ),
+  run: (bytes) => decodeSafetensors(bytes, 'fuzz.safetensors'),
+  validate(result) {
+    const { tensors, metadata } = result as ReturnType<typeof decodeSafetensors>;
+    for (const o of [tensors, metadata]) if (Object.getPrototypeOf(o) !== Object.prototype) return 'a result object with another prototype';
+    for (const [name, t] of Object.entries(tensors)) {
+      if (forbidden.has(name) || Object.hasOwn(Object.prototype, name)) return `the tensor name ${JSON.stringify(name)} got through`;
+      if (t.data.length !== sizeOf(t.shape)) return `tensor ${name}: ${t.data.length} values for shape [${t.shape.join(', ')}]`;
+    }
+    return Object.values(metadata).every((v) => typeof v === 'string') ? null : 'a non-string metadata value got through';
+  },
+  where: /fuzz\.safetensors/,
+  size: (bytes) => bytes.length,
+};
+
 /** The decoders, in report order. */
-export const fuzzTargets: readonly FuzzTarget<any>[] = [wireMessage, wireValue, modelSpec, csv, idx];
+export const fuzzTargets: readonly FuzzTarget<any>[] = [wireMessage, wireValue, modelSpec, csv, csvInputs, idx, safetensors];
