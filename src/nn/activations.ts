@@ -1,7 +1,7 @@
 import type { Tensor } from '../tensor/tensor.js';
 import { leakyRelu, logSoftmax, relu, sigmoid, softmax, softplus, tanh } from '../autograd/index.js';
 import { Layer, registerLayer, type LayerContext } from './layer.js';
-import { describeValue, lookup } from '../errors.js';
+import { lookup } from '../errors.js';
 import { SpecError, finiteNumber, type LayerSpec } from './spec.js';
 
 const activations: Record<string, (x: Tensor, spec: LayerSpec) => Tensor> = {
@@ -21,7 +21,7 @@ export class Activation extends Layer {
   constructor(readonly type: string, private readonly spec: LayerSpec) {
     super();
     const fn = lookup(activations, type);
-    if (fn === undefined) throw new SpecError(`unknown activation ${describeValue(type, 80)}; known activations: ${Object.keys(activations).join(', ')}`);
+    if (fn === undefined) throw new SpecError(`unknown activation '${type}'; known activations: ${Object.keys(activations).join(', ')}`);
     this.fn = fn;
   }
 

@@ -30,7 +30,7 @@ export const initNames = Object.keys(initializers) as readonly InitName[];
  */
 export function initialize(data: Float32Array, kind: InitName, fanIn: number, fanOut: number, rng: Rng): Float32Array {
   const init = lookup<Initializer>(initializers, kind);
-  if (init === undefined) throw new SpecError(`unknown initializer ${describeValue(kind, 80)}; known initializers: ${initNames.join(', ')}`);
+  if (init === undefined) throw new SpecError(`unknown initializer ${typeof kind === 'string' ? `'${kind}'` : describeValue(kind, 80)}; known initializers: ${initNames.join(', ')}`);
   init(data, fanIn, fanOut, rng);
   return data;
 }

@@ -64,7 +64,7 @@ export function buildLayer(spec: LayerSpec, ctx: BuildContext): Layer {
   }
   const build = lookup(layerRegistry, spec.type);
   if (!build) {
-    throw new SpecError(`${ctx.where}: unknown layer type ${describeValue(spec.type, 80)}; known types: ${[...layerRegistry.keys()].join(', ')}`);
+    throw new SpecError(`${ctx.where}: unknown layer type '${spec.type}'; known types: ${[...layerRegistry.keys()].join(', ')}`);
   }
   return build(spec, ctx);
 }

@@ -61,6 +61,6 @@ export const losses: Record<string, Loss> = {
  */
 export function getLoss(name: string): Loss {
   const l = lookup(losses, name);
-  if (!l) throw new SpecError(`unknown loss ${describeValue(name, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
+  if (!l) throw new SpecError(`unknown loss ${typeof name === 'string' ? `'${name}'` : describeValue(name, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
   return l;
 }

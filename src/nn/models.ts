@@ -25,6 +25,6 @@ export const builtinModels: Record<string, (inputShape: number[], classes: numbe
 
 export function builtinModel(name: string, inputShape: number[], classes: number): ModelSpec {
   const f = lookup(builtinModels, name);
-  if (!f) throw new SpecError(`unknown model ${describeValue(name, 80)}; built-in models: ${Object.keys(builtinModels).join(', ')} (or a path to a JSON model spec)`);
+  if (!f) throw new SpecError(`unknown model ${typeof name === 'string' ? `'${name}'` : describeValue(name, 80)}; built-in models: ${Object.keys(builtinModels).join(', ')} (or a path to a JSON model spec)`);
   return f(inputShape, classes);
 }

@@ -28,7 +28,7 @@ export function validateModelSpec(spec: unknown, where = 'model spec'): ModelSpe
   }
   if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array, got ${describeValue(s.layers, 80)}`);
   if (s.loss !== undefined && lookup(losses, s.loss) === undefined) {
-    throw new SpecError(`${where}: unknown loss ${describeValue(s.loss, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
+    throw new SpecError(`${where}: unknown loss ${typeof s.loss === 'string' ? `'${s.loss}'` : describeValue(s.loss, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
   }
   return s;
 }
