@@ -190,7 +190,7 @@ describe('model specs: unknown fields are refused, naming them', () => {
 
   it('an unknown top-level field, an unknown loss (prototype names included) and a bad autoencoder flag', () => {
     expect(() => validateModelSpec({ ...base(), optimizer: 'adam' })).toThrow(/model spec: unknown field 'optimizer'; a model spec's fields are inputShape, layers, loss, autoencoder/);
-    expect(() => validateModelSpec({ ...base(), loss: 'toString' })).toThrow(/unknown loss "toString"; known losses: softmaxCrossEntropy, mse, bce/);
+    expect(() => validateModelSpec({ ...base(), loss: 'toString' })).toThrow(/unknown loss 'toString'; known losses: softmaxCrossEntropy, mse, bce/);
     expect(() => validateModelSpec({ ...base(), autoencoder: 'yes' })).toThrow(/'autoencoder' must be true or false/);
     expect(() => validateModelSpec({ ...base(), layers: [{ type: '__proto__' }] })).toThrow(/layer 0 \(__proto__\): unknown layer type '__proto__'/);
   });

@@ -4,6 +4,7 @@
  */
 import { apply, type OpDef } from './tape.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { choose } from '../errors.js';
 
 /** Where an input's random test values are drawn from (kinks and poles avoided). */
 export type Domain = 'any' | 'positive' | 'awayFromZero';
@@ -28,6 +29,14 @@ export function defineOp<A, S>(def: OpDef<A, S>, checks: CheckCase<A>[]): (input
   if (opRegistry.has(def.name)) throw new Error(`defineOp: an op named '${def.name}' is already registered`);
   opRegistry.set(def.name, { def, checks });
   return (inputs, attrs) => apply(def, inputs, attrs);
+}
+
+/**
+ * The registered op of that name; a user error listing the ops for any other name.
+ * @example getOp('matmul').def.forward
+ */
+export function getOp(name: string): RegisteredOp<any, any> {
+  return choose(opRegistry, name, 'op name', 'UNKNOWN_OP');
 }
 
 /** Shapes every element-wise unary op is checked on: scalar, vector, batched. */

@@ -8,6 +8,7 @@ import { basename } from 'node:path';
 import { Rng } from '../tensor/rng.js';
 import { type Dataset, type LabeledDataset, type TargetDataset, subset } from './dataset.js';
 import { DataError, describe } from './errors.js';
+import { describeValue } from '../errors.js';
 
 export interface CsvOptions {
   /** The label column: a 0-based index or a header name. Default: the last column. */
@@ -38,7 +39,8 @@ export interface CsvSplit<D extends Dataset = Dataset> {
 export const CSV_SPLIT_STREAM = 0x637376; // 'csv'
 
 // Plain decimals only: Number() would also take '', ' ', '0x1f', 'Infinity'.
-const NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+// NOTE: one way to match each string: `\d+\.?\d*` backtracks quadratically on a long digit run.
+const NUMBER = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
 function parseCell(text: string): number {
   return NUMBER.test(text) ? Number(text) : NaN;
@@ -49,16 +51,19 @@ function unquote(cell: string): string {
   return t.length >= 2 && t.startsWith('"') && t.endsWith('"') ? t.slice(1, -1).replace(/""/g, '"') : t;
 }
 
-/** The non-blank lines of a CSV file split into trimmed cells, with their physical line numbers. */
-function readRows(path: string): { line: number; cells: string[] }[] {
-  let text: string;
+function readText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ENOENT') throw new DataError('FILE_NOT_FOUND', `CSV file not found: ${path}`, 'check the path (relative paths are from the working directory)');
     throw new DataError('FILE_UNREADABLE', `cannot read CSV file ${path}: ${err.message}`);
   }
+}
+
+/** The non-blank lines of CSV text split into trimmed cells, with their physical line numbers. */
+function splitRows(text: string, path: string): { line: number; cells: string[] }[] {
+  if (typeof text !== 'string') throw new DataError('BAD_OPTION', `CSV ${path}: the text must be a string, got ${describe(text)}`);
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
 
   // Physical line numbers are kept for messages; blank lines are skipped.
@@ -89,11 +94,26 @@ export interface CsvInputs {
  * @example const { inputs, rows, columns } = readCsvInputs('new-flowers.csv');
  */
 export function readCsvInputs(path: string, options: Pick<CsvOptions, 'header'> = {}): CsvInputs {
+  checkInputsOptions(options);
+  return parseCsvInputs(readText(path), path, options);
+}
+
+function checkInputsOptions(options: Pick<CsvOptions, 'header'>): void {
+  if (options === null || typeof options !== 'object') throw new DataError('BAD_OPTION', `readCsvInputs: options must be an object, got ${describe(options)}`);
   const { header = 'auto' } = options;
   if (header !== 'auto' && header !== true && header !== false) {
     throw new DataError('BAD_OPTION', `readCsvInputs: options.header must be 'auto', true or false, got ${describe(header)}`);
   }
-  const rows = readRows(path);
+}
+
+/**
+ * Parses label-free CSV text as `readCsvInputs` parses a file; `path` names the source in messages.
+ * @example const { rows, columns } = parseCsvInputs('1,2\n3,4\n', 'inline.csv'); // 2, 2
+ */
+export function parseCsvInputs(text: string, path: string, options: Pick<CsvOptions, 'header'> = {}): CsvInputs {
+  checkInputsOptions(options);
+  const { header = 'auto' } = options;
+  const rows = splitRows(text, path);
   const first = rows[0]!;
   const hasHeader = header === 'auto' ? first.cells.some((c) => Number.isNaN(parseCell(c))) : header;
   const columns = first.cells.length;
@@ -110,7 +130,7 @@ export function readCsvInputs(path: string, options: Pick<CsvOptions, 'header'> 
     for (let c = 0; c < columns; c++) {
       const v = parseCell(cells[c]!);
       if (!Number.isFinite(v)) {
-        throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: column${hasHeader ? ` (${JSON.stringify(names[c])})` : ''} is not a number: ${JSON.stringify(cells[c])}`);
+        throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: column${hasHeader ? ` (${describeValue(names[c], 60)})` : ''} is not a number: ${describeValue(cells[c], 60)}`);
       }
       inputs[r * columns + c] = v;
     }
@@ -134,7 +154,7 @@ function columnIndex(col: number | string, what: string, path: string, names: st
   }
   const i = names.indexOf(col);
   if (i < 0) {
-    throw new DataError('BAD_OPTION', `loadCsv: ${what} ${JSON.stringify(col)} is not a column of ${path}; columns are ${names.map((n) => JSON.stringify(n)).join(', ')}`);
+    throw new DataError('BAD_OPTION', `loadCsv: ${what} ${JSON.stringify(col)} is not a column of ${path}; columns are ${names.slice(0, 20).map((n) => describeValue(n, 60)).join(', ')}${names.length > 20 ? `, … (${names.length} in all)` : ''}`);
   }
   return i;
 }
@@ -150,6 +170,12 @@ export function loadCsv(path: string, options: CsvOptions & { targetColumns: rea
 export function loadCsv(path: string, options?: CsvOptions & { targetColumns?: undefined }): CsvSplit<LabeledDataset>;
 export function loadCsv(path: string, options?: CsvOptions): CsvSplit;
 export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
+  checkOptions(options);
+  return parseCsv(readText(path), path, options);
+}
+
+function checkOptions(options: CsvOptions): void {
+  if (options === null || typeof options !== 'object') throw new DataError('BAD_OPTION', `loadCsv: options must be an object, got ${describe(options)}`);
   const { labelColumn, targetColumns, header = 'auto', testFraction = 0.2, seed = 0 } = options;
   if (header !== 'auto' && header !== true && header !== false) {
     throw new DataError('BAD_OPTION', `loadCsv: options.header must be 'auto', true or false, got ${describe(header)}`);
@@ -173,8 +199,20 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
         'give labelColumn for classification (integer labels) or targetColumns for float targets');
     }
   }
+}
 
-  const rows = readRows(path);
+/**
+ * Parses CSV text as `loadCsv` parses a file; `path` names the source in messages and
+ * (its base name) the datasets.
+ * @example const { train } = parseCsv('x,y,label\n1,2,0\n3,4,1\n', 'inline.csv', { testFraction: 0 });
+ */
+export function parseCsv(text: string, path: string, options: CsvOptions & { targetColumns: readonly (number | string)[] }): CsvSplit<TargetDataset>;
+export function parseCsv(text: string, path: string, options?: CsvOptions & { targetColumns?: undefined }): CsvSplit<LabeledDataset>;
+export function parseCsv(text: string, path: string, options?: CsvOptions): CsvSplit;
+export function parseCsv(text: string, path: string, options: CsvOptions = {}): CsvSplit {
+  checkOptions(options);
+  const { labelColumn, targetColumns, header = 'auto', testFraction = 0.2, seed = 0 } = options;
+  const rows = splitRows(text, path);
   const first = rows[0]!;
   const hasHeader = header === 'auto' ? first.cells.some((c) => Number.isNaN(parseCell(c))) : header;
   const columns = first.cells.length;
@@ -190,7 +228,7 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
   const labelIdx = targetIdx ? -1 : labelColumn === undefined ? columns - 1 : columnIndex(labelColumn, 'options.labelColumn', path, names, hasHeader);
   const targetOf = new Int32Array(columns).fill(-1);
   for (const [t, c] of (targetIdx ?? []).entries()) {
-    if (targetOf[c] !== -1) throw new DataError('BAD_OPTION', `loadCsv: options.targetColumns names column ${c}${hasHeader ? ` (${JSON.stringify(names[c])})` : ''} twice`);
+    if (targetOf[c] !== -1) throw new DataError('BAD_OPTION', `loadCsv: options.targetColumns names column ${c}${hasHeader ? ` (${describeValue(names[c], 60)})` : ''} twice`);
     targetOf[c] = t;
   }
   const nTargets = targetIdx?.length ?? 0;
@@ -202,7 +240,7 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
   const labels = targetIdx ? null : new Int32Array(n);
   const targets = targetIdx ? new Float32Array(n * nTargets) : null;
   let maxLabel = 0;
-  const colName = (c: number): string => (hasHeader ? ` (${JSON.stringify(names[c])})` : '');
+  const colName = (c: number): string => (hasHeader ? ` (${describeValue(names[c], 60)})` : '');
   for (let r = 0; r < n; r++) {
     const { line, cells } = body[r]!;
     if (cells.length !== columns) {
@@ -215,13 +253,13 @@ export function loadCsv(path: string, options: CsvOptions = {}): CsvSplit {
       const v = parseCell(cell);
       if (c === labelIdx) {
         if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
-          throw new DataError('BAD_LABEL', `${path}:${line}:${c + 1}: label${colName(c)} must be a non-negative integer, got ${JSON.stringify(cell)}`,
+          throw new DataError('BAD_LABEL', `${path}:${line}:${c + 1}: label${colName(c)} must be a non-negative integer, got ${describeValue(cell, 60)}`,
             'map class names to 0, 1, 2, … before loading, or load float targets with targetColumns');
         }
         labels![r] = v;
         if (v > maxLabel) maxLabel = v;
       } else if (!Number.isFinite(v)) {
-        throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: ${targetOf[c]! >= 0 ? 'target ' : ''}column${colName(c)} is not a number: ${JSON.stringify(cell)}`);
+        throw new DataError('NOT_A_NUMBER', `${path}:${line}:${c + 1}: ${targetOf[c]! >= 0 ? 'target ' : ''}column${colName(c)} is not a number: ${describeValue(cell, 60)}`);
       } else if (targetOf[c]! >= 0) {
         targets![r * nTargets + targetOf[c]!] = v;
       } else {

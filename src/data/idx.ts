@@ -7,7 +7,7 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { constants as zlibConstants, gunzipSync } from 'node:zlib';
 import { checkFinite } from './check.js';
 import { type LabeledDataset, makeDataset } from './dataset.js';
 import { DataError, describe } from './errors.js';
@@ -52,32 +52,33 @@ const TYPES: Record<number, IdxType> = {
 
 const hex = (b: number): string => `0x${b.toString(16).padStart(2, '0')}`;
 
-/** Reads the file, gunzipping it when it starts with the gzip magic 1f 8b. */
+/** The largest IDX payload (gunzipped) accepted: EMNIST ByClass's training images are 547 MB. */
+export const MAX_IDX_BYTES = 1024 * 1024 * 1024;
+
+/** Compressed bytes inflated first to read the header: at most ~1 MB of output (deflate's ratio is at most ~1032:1). */
+const GZIP_PREFIX = 1024;
+
 function readBytes(path: string): Uint8Array {
-  let raw: Buffer;
   try {
-    raw = readFileSync(path);
+    return readFileSync(path);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ENOENT') throw new DataError('FILE_NOT_FOUND', `IDX file not found: ${path}`, 'check the path (relative paths are from the working directory)');
     throw new DataError('FILE_UNREADABLE', `cannot read IDX file ${path}: ${err.message}`);
   }
-  if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
-    try {
-      return gunzipSync(raw);
-    } catch (e) {
-      throw new DataError('FILE_UNREADABLE', `${path}: gzip data is corrupt or truncated (${(e as Error).message}); ${raw.length} compressed bytes`,
-        'download the file again');
-    }
-  }
-  return raw;
 }
 
-/**
- * Parses IDX bytes (already gunzipped); `file` names the source in messages.
- * The result owns its buffer.
- */
-export function parseIdx(bytes: Uint8Array, file: string): IdxFile {
+interface IdxHeader {
+  type: IdxType;
+  dims: number[];
+  /** Values, and header bytes then total bytes the header calls for. */
+  count: number;
+  header: number;
+  expected: number;
+}
+
+/** Reads and checks the magic number and dimensions; `bytes` may stop after the header. */
+function readHeader(bytes: Uint8Array, file: string): IdxHeader {
   if (bytes.length === 0) throw new DataError('EMPTY_FILE', `${file}: the IDX file is empty`);
   if (bytes.length < 4) {
     throw new DataError('BAD_SHAPE', `${file}: truncated IDX header: expected at least 4 bytes, found ${bytes.length}`, 'download the file again');
@@ -104,13 +105,65 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxFile {
     dims.push(n);
     count *= n;
   }
-  const expected = header + count * type.bytes;
+  return { type, dims, count, header, expected: header + count * type.bytes };
+}
+
+/**
+ * Decodes IDX bytes, gunzipping them first when they start with the gzip magic 1f 8b.
+ * The header is inflated first, so the size it gives is checked against MAX_IDX_BYTES, and
+ * inflating stops there, before a gzip bomb can allocate more than the file claims.
+ * @example const { dims } = decodeIdx(readFileSync('t10k-labels-idx1-ubyte.gz'), 't10k-labels-idx1-ubyte.gz'); // [10000]
+ */
+export function decodeIdx(bytes: Uint8Array, file: string): IdxFile {
+  if (!(bytes instanceof Uint8Array)) throw new DataError('BAD_OPTION', `decodeIdx: ${file}: bytes must be a Uint8Array, got ${describe(bytes)}`);
+  if (!(bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b)) return parseIdx(bytes, file);
+  const corrupt = (e: unknown): DataError =>
+    new DataError('FILE_UNREADABLE', `${file}: gzip data is corrupt or truncated (${(e as Error).message}); ${bytes.length} compressed bytes`,
+      'download the file again');
+  let limit = MAX_IDX_BYTES;
+  // A short input inflates to at most ~1 MB in one go; a longer one has its header read from a prefix first.
+  if (bytes.length > GZIP_PREFIX) {
+    let head: Uint8Array;
+    try {
+      head = gunzipSync(bytes.subarray(0, GZIP_PREFIX), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    } catch (e) {
+      throw corrupt(e);
+    }
+    // A header longer than the prefix gave (a gzip with a long file name, say) is read after the capped inflate.
+    if (head.length >= 4 + 4 * (head[3] ?? 0)) {
+      const { dims, type, expected } = readHeader(head, file);
+      if (expected > MAX_IDX_BYTES) {
+        throw new DataError('BAD_SHAPE', `${file}: dims [${dims.join(', ')}] of ${type.name} need ${expected} bytes, more than the cap of ${MAX_IDX_BYTES}`);
+      }
+      limit = expected;
+    }
+  }
+  let raw: Uint8Array;
+  try {
+    raw = gunzipSync(bytes, { maxOutputLength: limit });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new DataError('BAD_SHAPE', `${file}: IDX file is corrupt: it inflates to more than the ${limit} bytes ${limit === MAX_IDX_BYTES ? 'accepted' : 'its header gives'}`,
+        'download the file again');
+    }
+    throw corrupt(e);
+  }
+  return parseIdx(raw, file);
+}
+
+/**
+ * Parses IDX bytes (already gunzipped); `file` names the source in messages.
+ * The result owns its buffer.
+ */
+export function parseIdx(bytes: Uint8Array, file: string): IdxFile {
+  const { type, dims, count, header, expected } = readHeader(bytes, file);
   if (bytes.length !== expected) {
     const what = bytes.length < expected ? 'truncated' : 'corrupt (extra bytes after the data)';
     throw new DataError('BAD_SHAPE',
       `${file}: IDX file is ${what}: dims [${dims.join(', ')}] of ${type.name} need ${expected} bytes (${header} header + ${count} × ${type.bytes}), found ${bytes.length}`,
       'download the file again');
   }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const data = type.make(count);
   if (type.bytes === 1) {
     // Bytes need no swapping: copy them in one go.
@@ -126,7 +179,7 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxFile {
  * @example const { dims, data } = readIdx('data/train-images-idx3-ubyte.gz'); // dims [60000, 28, 28], Uint8Array
  */
 export function readIdx(path: string): IdxFile {
-  return parseIdx(readBytes(path), path);
+  return decodeIdx(readBytes(path), path);
 }
 
 /** The file names tried, in order, for one of the four MNIST-layout files. */

@@ -1,7 +1,8 @@
 import type { Tensor } from '../tensor/tensor.js';
 import { leakyRelu, logSoftmax, relu, sigmoid, softmax, softplus, tanh } from '../autograd/index.js';
 import { Layer, registerLayer, type LayerContext } from './layer.js';
-import { finiteNumber, type LayerSpec } from './spec.js';
+import { lookup } from '../errors.js';
+import { SpecError, finiteNumber, type LayerSpec } from './spec.js';
 
 const activations: Record<string, (x: Tensor, spec: LayerSpec) => Tensor> = {
   relu: (x) => relu(x),
@@ -15,12 +16,17 @@ const activations: Record<string, (x: Tensor, spec: LayerSpec) => Tensor> = {
 
 /** An activation as a layer of its own (no parameters). */
 export class Activation extends Layer {
+  private readonly fn: (x: Tensor, spec: LayerSpec) => Tensor;
+
   constructor(readonly type: string, private readonly spec: LayerSpec) {
     super();
+    const fn = lookup(activations, type);
+    if (fn === undefined) throw new SpecError(`unknown activation '${type}'; known activations: ${Object.keys(activations).join(', ')}`);
+    this.fn = fn;
   }
 
   forward(x: Tensor, _ctx: LayerContext): Tensor {
-    return activations[this.type]!(x, this.spec);
+    return this.fn(x, this.spec);
   }
 
   outputShape(inputShape: readonly number[]): number[] {

@@ -4,6 +4,7 @@
  */
 import type { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
+import { describeValue, lookup } from '../errors.js';
 import { SpecError, type LayerSpec } from './spec.js';
 
 export interface ForwardContext {
@@ -74,9 +75,9 @@ export function registerLayer(type: string, fields: readonly string[], build: La
  */
 export function checkLayerSpec(spec: LayerSpec, where: string): LayerEntry {
   if (spec === null || typeof spec !== 'object' || Array.isArray(spec) || typeof spec.type !== 'string') {
-    throw new SpecError(`${where}: a layer spec must be an object with a string 'type', got ${JSON.stringify(spec)}`);
+    throw new SpecError(`${where}: a layer spec must be an object with a string 'type', got ${describeValue(spec, 80)}`);
   }
-  const entry = layerRegistry.get(spec.type); // a Map: 'toString' and '__proto__' are not entries
+  const entry = lookup(layerRegistry, spec.type);
   if (!entry) {
     throw new SpecError(`${where}: unknown layer type '${spec.type}'; known types: ${[...layerRegistry.keys()].join(', ')}`);
   }
@@ -84,7 +85,7 @@ export function checkLayerSpec(spec: LayerSpec, where: string): LayerEntry {
     if (field !== 'type' && !entry.fields.includes(field)) {
       const known = entry.fields.length ? `its fields are type, ${entry.fields.join(', ')}` : 'its only field is type';
       throw new SpecError(`${where}: unknown field '${field}' in a ${spec.type} layer; ${known}`,
-        field === 'activation' ? `activations are layers of their own: put { "type": ${JSON.stringify(String(spec[field]))} } after this layer` : undefined);
+        field === 'activation' ? `activations are layers of their own: put { "type": ${describeValue(String(spec[field]), 40)} } after this layer` : undefined);
     }
   }
   return entry;

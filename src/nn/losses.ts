@@ -6,6 +6,8 @@
 import { Tensor, fmtShape, sameShape } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
 import { mul, softmaxCrossEntropy, softplus, sub, sum } from '../autograd/index.js';
+import { describeValue, lookup } from '../errors.js';
+import { SpecError } from './spec.js';
 
 export type Targets = Int32Array | Tensor;
 export type Reduction = 'sum' | 'mean';
@@ -53,8 +55,12 @@ export const losses: Record<string, Loss> = {
   },
 };
 
+/**
+ * The loss of that name; prototype names such as 'toString' are unknown, not Object's.
+ * @example getLoss('mse').compute(output, targets, 'sum')
+ */
 export function getLoss(name: string): Loss {
-  const l = losses[name];
-  if (!l) throw new RangeError(`unknown loss '${name}'; known losses: ${Object.keys(losses).join(', ')}`);
+  const l = lookup(losses, name);
+  if (!l) throw new SpecError(`unknown loss ${typeof name === 'string' ? `'${name}'` : describeValue(name, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
   return l;
 }

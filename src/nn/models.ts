@@ -1,4 +1,5 @@
 /** Built-in models, by name, for the command line. */
+import { describeValue, lookup } from '../errors.js';
 import { SpecError } from './spec.js';
 import type { ModelSpec } from './sequential.js';
 import { cnnSpec } from './models-cnn.js';
@@ -23,7 +24,7 @@ export const builtinModels: Record<string, (inputShape: number[], classes: numbe
 };
 
 export function builtinModel(name: string, inputShape: number[], classes: number): ModelSpec {
-  const f = builtinModels[name];
-  if (!f) throw new SpecError(`unknown model '${name}'; built-in models: ${Object.keys(builtinModels).join(', ')} (or a path to a JSON model spec)`);
+  const f = lookup(builtinModels, name);
+  if (!f) throw new SpecError(`unknown model ${typeof name === 'string' ? `'${name}'` : describeValue(name, 80)}; built-in models: ${Object.keys(builtinModels).join(', ')} (or a path to a JSON model spec)`);
   return f(inputShape, classes);
 }

@@ -4,9 +4,9 @@
  * index in the whole model (`2.weight`), so they are the same however the model is cut.
  */
 import { Tensor, fmtShape } from '../tensor/tensor.js';
+import { describeValue, lookup } from '../errors.js';
 import { Rng } from '../tensor/rng.js';
 import { buildLayer, checkLayerSpec, type ForwardContext, type Layer } from './layer.js';
-import { lookup } from '../errors.js';
 import { SpecError, type LayerSpec } from './spec.js';
 import { losses } from './losses.js';
 
@@ -30,19 +30,19 @@ export const MODEL_SPEC_FIELDS: readonly string[] = ['inputShape', 'layers', 'lo
  */
 export function validateModelSpec(spec: unknown, where = 'model spec'): ModelSpec {
   const s = spec as ModelSpec;
-  if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new SpecError(`${where}: must be an object with inputShape and layers`);
+  if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new SpecError(`${where}: must be an object with inputShape and layers, got ${describeValue(spec, 80)}`);
   for (const field of Object.keys(s)) {
     if (!MODEL_SPEC_FIELDS.includes(field)) {
       throw new SpecError(`${where}: unknown field '${field}'; a model spec's fields are ${MODEL_SPEC_FIELDS.join(', ')}`);
     }
   }
   if (!Array.isArray(s.inputShape) || s.inputShape.length === 0 || !s.inputShape.every((d) => Number.isSafeInteger(d) && d > 0)) {
-    throw new SpecError(`${where}: 'inputShape' must be a non-empty array of positive integers, got ${JSON.stringify(s.inputShape)}`);
+    throw new SpecError(`${where}: 'inputShape' must be a non-empty array of positive integers, got ${describeValue(s.inputShape, 80)}`);
   }
-  if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array`);
+  if (!Array.isArray(s.layers) || s.layers.length === 0) throw new SpecError(`${where}: 'layers' must be a non-empty array, got ${describeValue(s.layers, 80)}`);
   s.layers.forEach((l, i) => checkLayerSpec(l, `${where}: layer ${i} (${String((l as LayerSpec | null)?.type)})`));
   if (s.loss !== undefined && lookup(losses, s.loss) === undefined) {
-    throw new SpecError(`${where}: unknown loss ${JSON.stringify(s.loss)}; known losses: ${Object.keys(losses).join(', ')}`);
+    throw new SpecError(`${where}: unknown loss ${typeof s.loss === 'string' ? `'${s.loss}'` : describeValue(s.loss, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
   }
   if (s.autoencoder !== undefined && typeof s.autoencoder !== 'boolean') {
     throw new SpecError(`${where}: 'autoencoder' must be true or false, got ${JSON.stringify(s.autoencoder)}`);

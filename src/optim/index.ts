@@ -1,3 +1,4 @@
+import { describeValue, lookup } from '../errors.js';
 import { OptimizerError, type ElementwiseOptimizer, type OptimizerSpec } from './optimizer.js';
 import { SGD } from './sgd.js';
 import { Momentum, Nesterov } from './momentum.js';
@@ -28,7 +29,8 @@ export const optimizers: Record<string, (spec: OptimizerSpec) => ElementwiseOpti
  * @example createOptimizer({ type: 'adamw', lr: 1e-3, weightDecay: 0.01 })
  */
 export function createOptimizer(spec: OptimizerSpec): ElementwiseOptimizer {
-  const make = Object.hasOwn(optimizers, spec.type) ? optimizers[spec.type] : undefined;
-  if (!make) throw new OptimizerError(`unknown optimizer '${spec.type}'; known optimizers: ${Object.keys(optimizers).join(', ')}`);
+  const type: unknown = (spec as { type?: unknown } | null)?.type;
+  const make = lookup(optimizers, type);
+  if (!make) throw new OptimizerError(`unknown optimizer ${typeof type === 'string' ? `'${type}'` : describeValue(type, 80)}; known optimizers: ${Object.keys(optimizers).join(', ')}`);
   return make(spec);
 }

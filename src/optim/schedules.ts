@@ -9,6 +9,7 @@
  *   schedule: { type: 'cosine', lr: 0.1, minLr: 1e-4, totalSteps: 10_000 } });
  * lr(0, 125); // 0.001
  */
+import { describeValue, lookup } from '../errors.js';
 import { OptimizerError } from './optimizer.js';
 
 export type LrScheduleSpec =
@@ -93,10 +94,11 @@ export const lrSchedules: { [T in LrScheduleSpec['type']]: (spec: Spec<T>) => Lr
  */
 export function createLrSchedule(spec: LrScheduleSpec): LrSchedule {
   const type = (spec as { type?: unknown } | null)?.type;
-  if (typeof type !== 'string' || !Object.hasOwn(lrSchedules, type)) {
-    throw new OptimizerError(`unknown learning-rate schedule ${JSON.stringify(type)}; known schedules: ${Object.keys(lrSchedules).join(', ')}`);
+  const make = lookup(lrSchedules as Record<string, (s: LrScheduleSpec) => LrSchedule>, type);
+  if (make === undefined) {
+    throw new OptimizerError(`unknown learning-rate schedule ${describeValue(type, 80)}; known schedules: ${Object.keys(lrSchedules).join(', ')}`);
   }
-  const f = (lrSchedules[type as LrScheduleSpec['type']] as (s: LrScheduleSpec) => LrSchedule)(spec);
+  const f = make(spec);
   return (step, stepsPerEpoch) => {
     if (!(Number.isInteger(step) && step >= 0)) throw new OptimizerError(`schedule ${type}: step must be a non-negative integer, got ${step}`);
     if (!(Number.isInteger(stepsPerEpoch) && stepsPerEpoch > 0)) throw new OptimizerError(`schedule ${type}: stepsPerEpoch must be a positive integer, got ${stepsPerEpoch}`);

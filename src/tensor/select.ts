@@ -7,8 +7,8 @@
  * selectBackend();         // native when built, else wasm, on Node 20
  * selectBackend('js');     // the reference kernels
  */
+import { ChainruleError, describeValue, lookup } from '../errors.js';
 import { backend, setBackend, type Backend } from './backend.js';
-import { ChainruleError } from '../errors.js';
 import { jsBackend } from './kernels-js.js';
 import { createNativeBackend, nativeAvailable, nativeKernel, nativeUnavailableReason } from './native/index.js';
 import { createWasmBackend, wasmSimdSupported } from './wasm/index.js';
@@ -31,25 +31,30 @@ export function availableBackends(): Record<BackendName, true | string> {
   };
 }
 
+// Each maker checks that its backend can run here; `source` names who asked, for the message.
+const backendMakers: Record<BackendName, (source: string) => Backend> = {
+  js: () => jsBackend,
+  wasm(source) {
+    if (!wasmSimdSupported()) {
+      throw new ChainruleError('BACKEND_UNAVAILABLE', `${source}: backend 'wasm' needs WebAssembly SIMD, which this runtime lacks; choose 'js'`);
+    }
+    return createWasmBackend();
+  },
+  native(source) {
+    if (!nativeAvailable()) throw new ChainruleError('BACKEND_UNAVAILABLE', `${source}: backend 'native' is unavailable: ${nativeUnavailableReason()}; choose 'wasm' or 'js'`);
+    return createNativeBackend();
+  },
+};
+
 export function selectBackend(name?: string): Backend {
   const fromEnv = process.env['CHAINRULE_BACKEND'];
   const chosen = name ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : undefined);
   const source = name !== undefined ? 'selectBackend' : 'CHAINRULE_BACKEND';
-  const pick = chosen ?? defaultBackendName();
-  let b: Backend;
-  if (pick === 'js') {
-    b = jsBackend;
-  } else if (pick === 'wasm') {
-    if (!wasmSimdSupported()) {
-      throw new ChainruleError('BACKEND_UNAVAILABLE', `${source}: backend 'wasm' needs WebAssembly SIMD, which this runtime lacks; choose 'js'`);
-    }
-    b = createWasmBackend();
-  } else if (pick === 'native') {
-    if (!nativeAvailable()) throw new ChainruleError('BACKEND_UNAVAILABLE', `${source}: backend 'native' is unavailable: ${nativeUnavailableReason()}; choose 'wasm' or 'js'`);
-    b = createNativeBackend();
-  } else {
-    throw new ChainruleError('UNKNOWN_BACKEND', `${source}: unknown backend '${chosen}'; choose one of ${backendNames.map((s) => `'${s}'`).join(', ')}`);
+  const make = lookup(backendMakers, chosen ?? defaultBackendName());
+  if (make === undefined) {
+    throw new ChainruleError('UNKNOWN_BACKEND', `${source}: unknown backend ${typeof chosen === 'string' ? `'${chosen}'` : describeValue(chosen, 80)}; choose one of ${backendNames.map((s) => `'${s}'`).join(', ')}`);
   }
+  const b = make(source);
   setBackend(b);
   return b;
 }

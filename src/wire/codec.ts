@@ -5,7 +5,7 @@
  * non-negative integers whose product matches the byte length), a size cap, and finite
  * values for activations and gradients.
  */
-import { ChainruleError } from '../errors.js';
+import { ChainruleError, describeValue, lookup } from '../errors.js';
 import { Packr } from 'msgpackr';
 import { Tensor, sizeOf } from '../tensor/tensor.js';
 import { peerTypes, requestTypes, type Message } from './messages.js';
@@ -63,32 +63,49 @@ export function encodeValue(v: unknown): Uint8Array {
 /** Context for errors: which actor decoded which message. */
 export interface DecodeContext { actor: string; requireFinite?: boolean }
 
-function fromWire(v: unknown, path: string, ctx: DecodeContext, depth: number): unknown {
+// Keys that would reach an object's prototype machinery; msgpackr already renames `__proto__`
+// to `__proto_`, which no message of ours uses either.
+const forbiddenKeys = new Set(['__proto__', '__proto_', 'constructor', 'prototype']);
+
+/**
+ * Validates and rebuilds what msgpackr decoded. `seen` holds every map and array met so far:
+ * our encoder never shares one, and msgpackr's reference extension would otherwise let a
+ * few hundred bytes name a DAG whose tree is billions of nodes (or a cycle).
+ */
+function fromWire(v: unknown, path: string, ctx: DecodeContext, depth: number, seen: Set<object>): unknown {
   if (depth > 16) throw new WireError(`${ctx.actor}: message nests deeper than 16 levels at ${path}`);
-  if (Array.isArray(v)) return v.map((x, i) => fromWire(x, `${path}[${i}]`, ctx, depth + 1));
+  if (typeof v === 'bigint') throw new WireError(`${ctx.actor}: unexpected bigint ${describeValue(v)} at ${path || 'the top level'}`);
   if (v instanceof Uint8Array) return v;
-  if (v !== null && typeof v === 'object') {
-    if (Object.getPrototypeOf(v) !== Object.prototype) throw new WireError(`${ctx.actor}: unexpected ${(v as object).constructor?.name ?? 'object'} at ${path}`);
-    if (TENSOR_TAG in v) return decodeTensor(v as WireTensor, path, ctx);
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = fromWire(x, path ? `${path}.${k}` : k, ctx, depth + 1);
-    return out;
+  if (v === null || typeof v !== 'object') return v;
+  if (seen.has(v)) throw new WireError(`${ctx.actor}: a map or array is referenced twice (shared or cyclic) at ${path || 'the top level'}`);
+  seen.add(v);
+  if (Array.isArray(v)) return v.map((x, i) => fromWire(x, `${path}[${i}]`, ctx, depth + 1, seen));
+  if (Object.getPrototypeOf(v) !== Object.prototype) {
+    throw new WireError(`${ctx.actor}: unexpected ${Object.prototype.toString.call(v).slice(8, -1)} at ${path || 'the top level'}`);
   }
-  return v;
+  if (Object.hasOwn(v, TENSOR_TAG)) return decodeTensor(v as WireTensor, path, ctx);
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    const at = path ? `${path}.${k}` : k;
+    if (forbiddenKeys.has(k)) throw new WireError(`${ctx.actor}: forbidden key ${JSON.stringify(k)} at ${at}`);
+    out[k] = fromWire(x, at, ctx, depth + 1, seen);
+  }
+  return out;
 }
 
 function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor | Int32Array {
   const where = `${ctx.actor}: field '${path}'`;
   const dtype = w[TENSOR_TAG];
-  if (!(typeof dtype === 'string' && dtype in dtypes)) throw new WireError(`${where}: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(dtypes).join(', ')}`);
+  const width = lookup(dtypes, dtype);
+  if (width === undefined) throw new WireError(`${where}: dtype ${describeValue(dtype)} is not one of ${Object.keys(dtypes).join(', ')}`);
   const { shape, bytes } = w;
   if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw new WireError(`${where}: shape ${JSON.stringify(shape)} must be at most 8 non-negative safe integers`);
+    throw new WireError(`${where}: shape ${describeValue(shape)} must be at most 8 non-negative safe integers`);
   }
   if (!(bytes instanceof Uint8Array)) throw new WireError(`${where}: tensor bytes are missing`);
+  // Checked before anything is allocated: the product is exact up to the cap, Infinity beyond.
   const n = sizeOf(shape);
   if (n > MAX_TENSOR_ELEMENTS) throw new WireError(`${where}: ${n} elements exceed the cap of ${MAX_TENSOR_ELEMENTS}`);
-  const width = dtypes[dtype];
   if (bytes.byteLength !== n * width) {
     throw new WireError(`${where}: shape [${shape.join(', ')}] needs ${n * width} bytes of ${dtype}, got ${bytes.byteLength}`);
   }
@@ -106,6 +123,26 @@ function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor |
   return new Tensor(data, shape);
 }
 
+/** The one MessagePack value `bytes` must hold, exactly. */
+function unpackOne(bytes: Uint8Array, what: string, ctx: DecodeContext): unknown {
+  let value: unknown;
+  let end = 0;
+  try {
+    // NOTE: not packr.unpack: on trailing bytes it JSON-stringifies the whole decoded value for its
+    // message, seconds for a large tensor and forever for a few hundred bytes of shared references.
+    packr.unpackMultiple(bytes, (v: unknown, _start?: number, e?: number) => {
+      value = v;
+      end = e ?? bytes.byteLength;
+      return false;
+    });
+  } catch (e) {
+    throw new WireError(`${ctx.actor}: malformed ${what} (${e instanceof Error ? e.message : describeValue(e, 80)})`);
+  }
+  const extra = bytes.byteLength - end;
+  if (extra !== 0) throw new WireError(`${ctx.actor}: malformed ${what} (${extra} byte${extra === 1 ? '' : 's'} after its end)`);
+  return value;
+}
+
 const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'activations', 'inputGradient', 'tensors', 'value', 'state', 'error']);
 
 /**
@@ -115,31 +152,22 @@ const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'config
 export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: a message must be bytes`);
   if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new WireError(`${ctx.actor}: message of ${bytes.byteLength} bytes exceeds the cap of ${MAX_MESSAGE_BYTES}`);
-  let raw: unknown;
-  try {
-    raw = packr.unpack(bytes);
-  } catch (e) {
-    throw new WireError(`${ctx.actor}: malformed message (${(e as Error).message})`);
-  }
+  const raw = unpackOne(bytes, 'message', ctx);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new WireError(`${ctx.actor}: a message must be a map, got ${typeof raw}`);
   const type = (raw as { type?: unknown }).type;
-  if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${JSON.stringify(type)}`);
+  if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${describeValue(type)}`);
   const finite = type === 'activation' || type === 'gradient' || type === 'reduce' || type === 'forward' || type === 'backward' || type === 'runStep';
-  const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0) as Message;
+  const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0, new Set()) as Message;
   validateHeader(msg, ctx.actor);
   return msg;
 }
 
 /** Decodes what encodeValue wrote, validating every tensor in it (no header checks). */
 export function decodeValue(bytes: Uint8Array, ctx: DecodeContext): unknown {
+  if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: data to decode must be bytes, got ${describeValue(bytes)}`);
   if (bytes.byteLength > MAX_MESSAGE_BYTES * 4) throw new WireError(`${ctx.actor}: ${bytes.byteLength} bytes exceed the cap of ${MAX_MESSAGE_BYTES * 4}`);
-  let raw: unknown;
-  try {
-    raw = packr.unpack(bytes);
-  } catch (e) {
-    throw new WireError(`${ctx.actor}: malformed data (${(e as Error).message})`);
-  }
-  return fromWire(raw, '', ctx, 0);
+  const raw = unpackOne(bytes, 'data', ctx);
+  return fromWire(raw, '', ctx, 0, new Set());
 }
 
 /** Checks the header fields every request and peer message carries. */
@@ -147,14 +175,14 @@ export function validateHeader(msg: Message, actor: string): void {
   if (!(requestTypes as readonly string[]).includes(msg.type) && !(peerTypes as readonly string[]).includes(msg.type)) return;
   const m = msg as unknown as Record<string, unknown>;
   const where = `${actor}: ${msg.type} message`;
-  if (typeof m.run !== 'string' || m.run.length > 200) throw new WireError(`${where}: field 'run' must be a string`);
+  if (typeof m.run !== 'string' || m.run.length > 200) throw new WireError(`${where}: field 'run' must be a string of at most 200 characters, got ${describeValue(m.run, 40)}`);
   for (const f of ['stage', 'step'] as const) {
-    if (!Number.isSafeInteger(m[f]) || (m[f] as number) < 0) throw new WireError(`${where}: field '${f}' must be a non-negative integer, got ${JSON.stringify(m[f])}`);
+    if (!Number.isSafeInteger(m[f]) || (m[f] as number) < 0) throw new WireError(`${where}: field '${f}' must be a non-negative integer, got ${describeValue(m[f])}`);
   }
   if (m.replica !== undefined && (!Number.isSafeInteger(m.replica) || (m.replica as number) < 0)) {
-    throw new WireError(`${where}: field 'replica' must be a non-negative integer, got ${JSON.stringify(m.replica)}`);
+    throw new WireError(`${where}: field 'replica' must be a non-negative integer, got ${describeValue(m.replica)}`);
   }
   if (!Number.isSafeInteger(m.microBatch) || (m.microBatch as number) < -1) {
-    throw new WireError(`${where}: field 'microBatch' must be an integer >= -1, got ${JSON.stringify(m.microBatch)}`);
+    throw new WireError(`${where}: field 'microBatch' must be an integer >= -1, got ${describeValue(m.microBatch)}`);
   }
 }
