@@ -2,6 +2,7 @@
  * Convolution and pooling layers over per-sample [channels, height, width] inputs.
  * Sizes (kernel, stride, padding, dilation) are a number or a [height, width] pair.
  */
+import { describeValue } from '../errors.js';
 import { Tensor, fmtShape } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
 import type { Rng } from '../tensor/rng.js';
@@ -17,7 +18,7 @@ export function sizePair(spec: LayerSpec, field: string, where: string, min: num
   if (ok(v)) return [v, v];
   if (Array.isArray(v) && v.length === 2 && ok(v[0]) && ok(v[1])) return [v[0], v[1]];
   const what = min === 0 ? 'non-negative' : 'positive';
-  throw new SpecError(`${where}: '${field}' must be a ${what} integer or a [height, width] pair of ${what} integers, got ${JSON.stringify(spec[field])}`);
+  throw new SpecError(`${where}: '${field}' must be a ${what} integer or a [height, width] pair of ${what} integers, got ${describeValue(spec[field], 80)}`);
 }
 
 /** The spec form of a pair: a number when both sides agree. */
@@ -25,7 +26,7 @@ const specPair = (p: Pair2d): number | Pair2d => (p[0] === p[1] ? p[0] : [p[0], 
 
 function boolField(spec: LayerSpec, field: string, where: string, fallback: boolean): boolean {
   const v = spec[field] ?? fallback;
-  if (typeof v !== 'boolean') throw new SpecError(`${where}: '${field}' must be true or false, got ${JSON.stringify(spec[field])}`);
+  if (typeof v !== 'boolean') throw new SpecError(`${where}: '${field}' must be true or false, got ${describeValue(spec[field], 80)}`);
   return v;
 }
 

@@ -1,3 +1,4 @@
+import { describeValue } from '../errors.js';
 import { Tensor, allocate } from '../tensor/tensor.js';
 import { mul } from '../autograd/index.js';
 import { Layer, registerLayer, type LayerContext } from './layer.js';
@@ -46,7 +47,7 @@ export class Dropout extends Layer {
 registerLayer('dropout', ['rate'], (spec, { where }) => {
   const rate = spec['rate'] ?? 0.5;
   if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0 || rate >= 1) {
-    throw new SpecError(`${where}: 'rate' must be a number in [0, 1), got ${JSON.stringify(spec['rate'])}`);
+    throw new SpecError(`${where}: 'rate' must be a number in [0, 1), got ${describeValue(spec['rate'], 80)}`);
   }
   return new Dropout(rate);
 });

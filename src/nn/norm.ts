@@ -2,6 +2,7 @@
  * Normalization layers, composed from existing ops (mean, sub, mul, sqrt, div), so they
  * need no backward of their own.
  */
+import { describeValue } from '../errors.js';
 import { Tensor, fmtShape, sizeOf } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
 import { add, div, mul, reshape, sqrt, sub, sum } from '../autograd/index.js';
@@ -11,7 +12,7 @@ import { SpecError, positiveInt, type LayerSpec } from './spec.js';
 function numberIn(spec: LayerSpec, field: string, where: string, fallback: number, lo: number, hi: number, loOpen: boolean): number {
   const v = spec[field] ?? fallback;
   if (typeof v !== 'number' || !Number.isFinite(v) || (loOpen ? v <= lo : v < lo) || v > hi) {
-    throw new SpecError(`${where}: '${field}' must be a number in ${loOpen ? '(' : '['}${lo}, ${hi}], got ${JSON.stringify(spec[field])}`);
+    throw new SpecError(`${where}: '${field}' must be a number in ${loOpen ? '(' : '['}${lo}, ${hi}], got ${describeValue(spec[field], 80)}`);
   }
   return v;
 }

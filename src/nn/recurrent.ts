@@ -8,6 +8,7 @@
  * [G·hidden], gate blocks in PyTorch's order: LSTM (i, f, g, o), GRU (r, z, n).
  * To load PyTorch's `weight_ih_l0` [G·H, F], transpose it; the biases copy as they are.
  */
+import { describeValue } from '../errors.js';
 import { Tensor, fmtShape } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
 import { add, gather, matmul, mul, select, sigmoid, slice, stack, sub, tanh } from '../autograd/index.js';
@@ -80,7 +81,7 @@ export function runRecurrent(kind: CellKind, x: Tensor, w: RecurrentWeights, ret
 
 function booleanField(spec: LayerSpec, field: string, where: string, fallback: boolean): boolean {
   const v = spec[field] ?? fallback;
-  if (typeof v !== 'boolean') throw new SpecError(`${where}: '${field}' must be true or false, got ${JSON.stringify(spec[field])}`);
+  if (typeof v !== 'boolean') throw new SpecError(`${where}: '${field}' must be true or false, got ${describeValue(spec[field], 80)}`);
   return v;
 }
 

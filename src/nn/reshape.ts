@@ -1,4 +1,5 @@
 /** Shape layers: reshape each sample, or flatten it to a vector. Neither copies data. */
+import { describeValue } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { fmtShape, sizeOf } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
@@ -40,7 +41,7 @@ export class Reshape extends Layer {
 registerLayer('reshape', ['shape'], (spec, { where }) => {
   const s = spec['shape'];
   if (!Array.isArray(s) || s.length === 0 || !s.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0)) {
-    throw new SpecError(`${where}: 'shape' must be a non-empty array of positive integers (the per-sample shape), got ${JSON.stringify(s)}`);
+    throw new SpecError(`${where}: 'shape' must be a non-empty array of positive integers (the per-sample shape), got ${describeValue(s, 80)}`);
   }
   return new Reshape([...(s as number[])]);
 });

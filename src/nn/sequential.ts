@@ -45,7 +45,7 @@ export function validateModelSpec(spec: unknown, where = 'model spec'): ModelSpe
     throw new SpecError(`${where}: unknown loss ${typeof s.loss === 'string' ? `'${s.loss}'` : describeValue(s.loss, 80)}; known losses: ${Object.keys(losses).join(', ')}`);
   }
   if (s.autoencoder !== undefined && typeof s.autoencoder !== 'boolean') {
-    throw new SpecError(`${where}: 'autoencoder' must be true or false, got ${JSON.stringify(s.autoencoder)}`);
+    throw new SpecError(`${where}: 'autoencoder' must be true or false, got ${describeValue(s.autoencoder, 80)}`);
   }
   return s;
 }

@@ -1,5 +1,5 @@
 /** Small validators for JSON specs: errors name the layer and the field. */
-import { ChainruleError } from '../errors.js';
+import { ChainruleError, describeValue } from '../errors.js';
 export interface LayerSpec { type: string; [field: string]: unknown }
 
 export class SpecError extends ChainruleError {
@@ -11,7 +11,7 @@ export class SpecError extends ChainruleError {
 export function positiveInt(spec: LayerSpec, field: string, where: string, fallback?: number): number {
   const v = spec[field] ?? fallback;
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
-    throw new SpecError(`${where}: '${field}' must be a positive integer, got ${JSON.stringify(spec[field])}`);
+    throw new SpecError(`${where}: '${field}' must be a positive integer, got ${describeValue(spec[field], 80)}`);
   }
   return v;
 }
@@ -19,7 +19,7 @@ export function positiveInt(spec: LayerSpec, field: string, where: string, fallb
 export function nonNegativeInt(spec: LayerSpec, field: string, where: string, fallback?: number): number {
   const v = spec[field] ?? fallback;
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new SpecError(`${where}: '${field}' must be a non-negative integer, got ${JSON.stringify(spec[field])}`);
+    throw new SpecError(`${where}: '${field}' must be a non-negative integer, got ${describeValue(spec[field], 80)}`);
   }
   return v;
 }
@@ -27,7 +27,7 @@ export function nonNegativeInt(spec: LayerSpec, field: string, where: string, fa
 export function finiteNumber(spec: LayerSpec, field: string, where: string, fallback?: number): number {
   const v = spec[field] ?? fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new SpecError(`${where}: '${field}' must be a finite number, got ${JSON.stringify(spec[field])}`);
+    throw new SpecError(`${where}: '${field}' must be a finite number, got ${describeValue(spec[field], 80)}`);
   }
   return v;
 }
@@ -35,7 +35,7 @@ export function finiteNumber(spec: LayerSpec, field: string, where: string, fall
 export function oneOf<T extends string>(spec: LayerSpec, field: string, choices: readonly T[], where: string, fallback?: T): T {
   const v = spec[field] ?? fallback;
   if (typeof v !== 'string' || !choices.includes(v as T)) {
-    throw new SpecError(`${where}: '${field}' must be one of ${choices.join(', ')}, got ${JSON.stringify(spec[field])}`);
+    throw new SpecError(`${where}: '${field}' must be one of ${choices.join(', ')}, got ${describeValue(spec[field], 80)}`);
   }
   return v as T;
 }
