@@ -36,15 +36,6 @@ import { NodePool } from './node-pool.js';
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
 export class Coordinator {
-  readonly options: ResolvedOptions;
-  readonly data: DataSplit;
-  readonly spec: ModelSpec;
-  readonly transformSpec: TransformSpec | undefined;
-  readonly optimizerSpec: OptimizerSpec;
-  /** Set for full-batch methods: the name of the method. */
-  readonly fullBatch: string | null;
-  readonly bounds: number[];
-  readonly schedulePlan: Schedule;
   private readonly plan: RunPlan;
   private readonly backendClaim: ReturnType<typeof claimBackend>;
   private group: StageGroup;
@@ -61,8 +52,6 @@ export class Coordinator {
   constructor(opts: CoordinatorOptions = {}) {
     const plan = planRun(opts);
     this.plan = plan;
-    ({ options: this.options, data: this.data, spec: this.spec, transformSpec: this.transformSpec, optimizerSpec: this.optimizerSpec } = plan);
-    ({ fullBatch: this.fullBatch, bounds: this.bounds, schedulePlan: this.schedulePlan } = plan);
     this.group = new StageGroup(newRunId(), plan.options.replicas, plan.stages);
     this.pool = new NodePool(plan.options.nodes, plan.options.spares);
     this.keeper = new CheckpointKeeper(plan, () => this.group);
@@ -75,6 +64,15 @@ export class Coordinator {
     this.backendClaim = claimBackend(plan.options.backend, 'new Coordinator');
   }
 
+  get options(): ResolvedOptions { return this.plan.options; }
+  get data(): DataSplit { return this.plan.data; }
+  get spec(): ModelSpec { return this.plan.spec; }
+  get transformSpec(): TransformSpec | undefined { return this.plan.transformSpec; }
+  get optimizerSpec(): OptimizerSpec { return this.plan.optimizerSpec; }
+  /** Set for full-batch methods: the name of the method. */
+  get fullBatch(): string | null { return this.plan.fullBatch; }
+  get bounds(): number[] { return this.plan.bounds; }
+  get schedulePlan(): Schedule { return this.plan.schedulePlan; }
   get stages(): number { return this.plan.stages; }
   get replicas(): number { return this.options.replicas; }
   get stepsPerEpoch(): number { return this.plan.stepsPerEpoch; }
