@@ -6,7 +6,7 @@
  *
  * @example
  * const plan = planRun({ model: 'mlp', dataset: 'mnist', stages: 2 });
- * plan.bounds   // [0, 2, 4]: stage k runs layers bounds[k] .. bounds[k+1]
+ * plan.bounds   // stage k runs the layers [bounds[k], bounds[k+1])
  */
 import { fitTransform, applyTransform, validateAugmentOptions, type AugmentOptions, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
@@ -30,7 +30,7 @@ export interface RunPlan {
   /** The schedule over the whole run's steps (kept in checkpoints), and the rate it gives at a step. */
   readonly lrSchedule: LrScheduleSpec | null;
   readonly lrAt: LrSchedule | null;
-  /** Stage k runs layers bounds[k] .. bounds[k+1]. */
+  /** Stage k runs the layers [bounds[k], bounds[k+1]). */
   readonly bounds: number[];
   readonly stages: number;
   /** Parameters per stage, from the spec and the partition. */
