@@ -14,8 +14,9 @@ import { closeSync, mkdirSync, openSync, renameSync, writeFileSync, writeSync } 
 import { join } from 'node:path';
 import { ChainruleError } from '../src/errors.js';
 import type { ModelSpec } from '../src/nn/index.js';
+import { formatAction, type Schedule } from '../src/wire/index.js';
 import type { EpochReport, StepInfo, TrainSummary } from './summary.js';
-import type { ChromeTrace } from './trace.js';
+import { StepTracer, type ChromeTrace } from './trace.js';
 
 export class RunLogError extends ChainruleError {
   constructor(code: 'WRITE_FAILED' | 'NO_RUN_LOG' | 'BAD_RUN_LOG', message: string, hint?: string) {
@@ -96,6 +97,38 @@ export class RunLog {
     this.fd = null;
     closeSync(fd);
   }
+}
+
+/** What the end of a run leaves in its log besides the summary. */
+export interface RunEnd {
+  summary: TrainSummary;
+  /** The steps traced, if any. */
+  tracer: StepTracer | null;
+  /** Each actor's name, in actor order (replica-major), and its busy and wall time. */
+  actorNames: readonly string[];
+  usage: readonly { busyMs: number; wallMs: number }[];
+  stages: number;
+  replicas: number;
+  options: Record<string, unknown>;
+  model: ModelSpec;
+  schedule: Schedule;
+  confusion: number[][] | null;
+}
+
+/** Ends the run log: the summary as returned, the trace, and run.json. */
+export function writeRunLog(log: RunLog, end: RunEnd): void {
+  const { actorNames: names, stages: K, usage, tracer } = end;
+  log.finish({
+    summary: end.summary,
+    trace: (tracer ?? new StepTracer(0, 0)).chromeTrace(names, { stages: K, replicas: end.replicas }),
+    run: {
+      format: 'chainrule-run', version: 1, options: jsonOptions(end.options), model: end.model,
+      schedule: end.schedule.map((actions) => actions.map(formatAction)),
+      actors: names.map((name, a) => ({ name, stage: a % K, replica: Math.floor(a / K), busyMs: usage[a]?.busyMs ?? 0, wallMs: usage[a]?.wallMs ?? 0 })),
+      confusion: end.confusion,
+      tracedSteps: tracer ? [tracer.first, tracer.last] : [0, 0],
+    },
+  });
 }
 
 /** The options as JSON: plain values kept, objects given in their place (a dataset, a transport) named by kind. */

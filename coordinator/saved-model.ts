@@ -22,7 +22,8 @@ import {
   DataError, evalBatches, hasTargets, readCsvInputs, readIdxImages, transformInputs, validateTransformSpec,
   type Dataset, type TransformSpec,
 } from '../src/data/index.js';
-import { decodeSafetensors, encodeSafetensors, type StoredTensor } from '../src/wire/index.js';
+import { decodeSafetensors, encodeSafetensors, type StageState, type StoredTensor } from '../src/wire/index.js';
+import { OptionError } from './options.js';
 
 export const MODEL_FORMAT = 'chainrule-model';
 export const MODEL_VERSION = 1;
@@ -260,6 +261,19 @@ function parseMetaJson(meta: Record<string, string>, key: string, file: string):
   } catch (e) {
     throw new SavedModelError('BAD_MODEL', `${file}: __metadata__ ${JSON.stringify(key)} is not valid JSON (${(e as Error).message})`, 'the file is corrupt: save the model again');
   }
+}
+
+/**
+ * The state a run starts from with `init` (fine-tuning): the saved model's weights and
+ * buffers, no optimizer slots; a model of another spec than the run's is refused.
+ * @example await group.setState(initialState('models/mlp', spec))
+ */
+export function initialState(dir: string, spec: ModelSpec): StageState {
+  const saved = loadModel(dir);
+  if (JSON.stringify(saved.spec) !== JSON.stringify(spec)) {
+    throw new OptionError(`options.init: the model saved in ${dir} has another spec than this run's model`, 'train the same --model, or save the model you want to start from');
+  }
+  return { params: saved.parameters(), buffers: saved.buffers(), optimizer: null, lastStep: -1 };
 }
 
 /**

@@ -1,7 +1,9 @@
 /** What a run reports: per step, per epoch, and the summary (the `--json` object). */
 import type { TransformSpec } from '../src/data/index.js';
 import type { Metrics } from '../src/nn/index.js';
+import { nativeKernel } from '../src/tensor/native/index.js';
 import type { RecoveryReport } from './recovery.js';
+import { chainruleVersion } from './saved-model.js';
 
 export interface StepInfo {
   /** Steps done so far in this run (1 after the first). */
@@ -95,6 +97,35 @@ export interface TrainSummary {
   versions: { chainrule: string; node: string };
   /** Set when the run resumed from a checkpoint. */
   resumedFrom?: ResumedFrom;
+}
+
+/** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */
+export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'partition' | 'microBatches' | 'schedule'
+  | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries'>
+  & { history: readonly EpochReport[]; started: number; resumedFrom: ResumedFrom | null };
+
+/**
+ * The summary of a run (the `--json` object) from its facts and its last epoch; `extra`
+ * overrides what a full-batch run counts otherwise (epochs, micro-batches, evaluations).
+ * @example summarize(facts, lastEpoch, 5400, 32).testAccuracy
+ */
+export function summarize(
+  run: RunFacts, last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, extra: Partial<TrainSummary> = {},
+): TrainSummary {
+  return {
+    epochs: run.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy,
+    testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy, samplesPerSecond,
+    droppedSamples: droppedPerEpoch * run.epochs, droppedPerEpoch, weightsSha256: run.weightsSha256,
+    placement: run.placement, replicas: run.replicas, stages: run.stages, partition: run.partition,
+    microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
+    theoreticalBubbleFraction: theoreticalBubble(run.stages, run.microBatches),
+    backend: run.backend, backendKernel: run.backend === 'native' ? nativeKernel() : null,
+    optimizer: run.optimizer, seed: run.seed, batchSize: run.batchSize, lr: run.lr,
+    parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, ...extra,
+    history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
+    versions: { chainrule: chainruleVersion(), node: process.versions.node },
+    ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),
+  };
 }
 
 /** The regression and multi-label part of a progress line: `  test mse 0.0123  mae 0.0871`, `  label acc 93.10%`, or ''. */

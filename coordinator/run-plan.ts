@@ -1,0 +1,85 @@
+/**
+ * Everything a run follows from its options before any actor exists: the data (transformed),
+ * the model spec (checked against the data), the optimizer, the learning-rate schedule, the
+ * partition into stages, the pipeline schedule and the augmentation. Pure: it starts nothing,
+ * and every bad option is refused here, before the Coordinator claims a backend.
+ *
+ * @example
+ * const plan = planRun({ model: 'mlp', dataset: 'mnist', stages: 2 });
+ * plan.bounds   // stage k runs the layers [bounds[k], bounds[k+1])
+ */
+import { fitTransform, applyTransform, validateAugmentOptions, type AugmentOptions, type TransformSpec } from '../src/data/index.js';
+import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
+import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type LrScheduleSpec, type OptimizerSpec } from '../src/optim/index.js';
+import type { Schedule } from '../src/wire/index.js';
+import { lookup } from '../src/errors.js';
+import { getSchedule, validateSchedule } from './schedules/index.js';
+import { balancedPartition, explicitPartition } from './partition.js';
+import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
+import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
+import { checkModelFitsData } from './fit.js';
+
+export interface RunPlan {
+  readonly options: ResolvedOptions;
+  readonly data: DataSplit;
+  readonly spec: ModelSpec;
+  readonly transformSpec: TransformSpec | undefined;
+  readonly optimizerSpec: OptimizerSpec;
+  /** Set for full-batch methods: the name of the method. */
+  readonly fullBatch: string | null;
+  /** The schedule over the whole run's steps (kept in checkpoints), and the rate it gives at a step. */
+  readonly lrSchedule: LrScheduleSpec | null;
+  readonly lrAt: LrSchedule | null;
+  /** Stage k runs the layers [bounds[k], bounds[k+1]). */
+  readonly bounds: number[];
+  readonly stages: number;
+  /** Parameters per stage, from the spec and the partition. */
+  readonly stageParameters: number[];
+  readonly stepsPerEpoch: number;
+  readonly schedulePlan: Schedule;
+  readonly augment: Required<AugmentOptions> | null;
+  /** Steps between the commits a lost actor is rebuilt from; 0: no recovery (local placement by default, full-batch methods). */
+  readonly commitEvery: number;
+  readonly placementName: string;
+}
+
+/** Resolves and checks the options and derives the run from them; throws the first bad option's error. */
+export function planRun(opts: CoordinatorOptions = {}): RunPlan {
+  const o = resolveOptions(opts);
+  const augment = { shift: o.augmentShift, rotate: o.augmentRotate, noise: o.noise };
+  const given = Object.values(augment).some((v) => v !== undefined);
+  const augmentation = given ? validateAugmentOptions(Object.fromEntries(Object.entries(augment).filter(([, v]) => v !== undefined))) : null;
+  let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, targetColumns: o.targetColumns, seed: o.seed }) : o.dataset;
+  let transformSpec: TransformSpec | undefined;
+  if (o.transform !== 'none') {
+    // Statistics from the training split only; the test split reuses them.
+    transformSpec = fitTransform(o.transform, data.train);
+    data = { train: applyTransform(transformSpec, data.train), test: applyTransform(transformSpec, data.test) };
+  }
+  if (o.batchSize > data.train.size) throw new OptionError(`options.batchSize ${o.batchSize} is larger than the training set (${data.train.size} samples)`);
+  const spec = resolveModel(o.model, data);
+  checkModelFitsData(spec, [data.train, data.test], typeof o.model === 'string' ? o.model : 'model spec');
+  const optimizerSpec = optimizerSpecOf(o);
+  const fullBatch = lookup(fullBatchMethods, optimizerSpec.type) ? optimizerSpec.type : null;
+  if (!fullBatch) createOptimizer(optimizerSpec); // validates the hyperparameters now
+  if (fullBatch && (o.checkpoint || o.resume)) {
+    throw new OptionError(`options.${o.checkpoint ? 'checkpoint' : 'resume'} is not supported with the full-batch optimizer ${fullBatch}`);
+  }
+  const stepsPerEpoch = Math.floor(data.train.size / o.batchSize);
+  const schedule = lrScheduleOf(o);
+  const lrSchedule = schedule ? schedule(o.epochs * stepsPerEpoch) : null;
+  const lrAt = lrSchedule ? createLrSchedule(lrSchedule) : null;
+  const counts = layerParameterCounts(spec);
+  const bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
+  const stages = bounds.length - 1;
+  const stageParameters = bounds.slice(1).map((end, k) => counts.slice(bounds[k], end).reduce((a, b) => a + b, 0));
+  const schedulePlan = getSchedule(o.schedule)(stages, o.microBatches);
+  validateSchedule(schedulePlan, stages, o.microBatches);
+  const placementName = typeof o.placement === 'string' ? o.placement : o.placement.kind;
+  const commitEvery = o.commitEvery ?? (o.placement === 'local' ? 0 : 1);
+  if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${placementName})`);
+  return {
+    options: o, data, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
+    bounds, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery: fullBatch ? 0 : commitEvery, placementName,
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * Training a run to its summary: the epochs of minibatch steps (resumed at a checkpoint's
+ * cursor, checkpointed on cadence, the user's callbacks awaited), or a full-batch method's
+ * iterations; then the summary, the saved model and the run log. It drives a Coordinator
+ * through the TrainHost the Coordinator hands it.
+ *
+ * @example
+ * const summary = await trainRun(host, new RunLog('runs/a'), performance.now());
+ */
+import { Tensor } from '../src/tensor/tensor.js';
+import { Batcher, augmentBatch, augmentStream, type Targets } from '../src/data/index.js';
+import { layerParameterCounts } from '../src/nn/index.js';
+import { getSchedule, validateSchedule } from './schedules/index.js';
+import { OptionError } from './options.js';
+import type { Evaluation } from './evaluate.js';
+import type { TraceAsk } from './pipeline.js';
+import { fullBatchPlan, trainFullBatch } from './fullbatch.js';
+import { checkCheckpointTarget } from './checkpoint.js';
+import { BubbleMeter, summarize, testMetrics, theoreticalBubble, type EpochReport, type StepInfo, type TrainSummary } from './summary.js';
+import type { CheckpointKeeper } from './checkpoint-keeper.js';
+import type { RecoveryReport } from './recovery.js';
+import type { RunPlan } from './run-plan.js';
+import type { StageGroup } from './stage-group.js';
+import { writeRunLog, type RunLog } from './run-log.js';
+import { StepTracer } from './trace.js';
+
+/** One step's outcome: the summed loss, the learning rate it used and (with clipping) the gradient norm. */
+export interface StepResult { loss: number; lr: number; gradNorm?: number }
+
+/** What the training loop needs of the Coordinator, its actors opened. */
+export interface TrainHost {
+  readonly plan: RunPlan;
+  readonly meter: BubbleMeter;
+  readonly keeper: CheckpointKeeper;
+  readonly backendName: string;
+  /** The lost actors survived so far. */
+  readonly recoveries: RecoveryReport[];
+  /** The stage group now: a recovery replaces it. */
+  group(): StageGroup;
+  step(x: Tensor, y: Targets, trace?: TraceAsk): Promise<StepResult>;
+  evaluate(): Promise<Evaluation>;
+  confusionMatrix(): Promise<number[][] | null>;
+  save(dir: string, metadata: Record<string, unknown>): Promise<void>;
+}
+
+interface RunSoFar { history: EpochReport[]; started: number }
+
+/**
+ * Trains for the configured epochs and returns the summary. `onStep` and `onEpoch` are
+ * awaited; one that throws ends training with its error, the summary so far attached as
+ * `err.summary` (written to `log` too).
+ */
+export async function trainRun(host: TrainHost, log: RunLog | null, started: number): Promise<TrainSummary> {
+  const { plan } = host;
+  const o = plan.options;
+  const history: EpochReport[] = [];
+  const run: RunSoFar = { history, started };
+  let soFar: () => Promise<TrainSummary>;
+  const finish = async (summary: TrainSummary, tracer: StepTracer | null): Promise<TrainSummary> => {
+    if (log) await writeLog(host, log, summary, tracer);
+    return summary;
+  };
+  /** Awaits a user callback; a throw ends training with that error and the summary so far. */
+  const call = async <T>(fn: ((x: T) => void | Promise<void>) | undefined, x: T, tracer: StepTracer | null): Promise<void> => {
+    if (!fn) return;
+    try {
+      await fn(x);
+    } catch (e) {
+      if (e !== null && typeof e === 'object') {
+        try {
+          (e as { summary?: TrainSummary }).summary = await finish(await soFar(), tracer);
+        } catch {
+          // The callback's own error is what the caller needs; a summary that cannot be made is left out.
+        }
+      }
+      throw e;
+    }
+  };
+  const saveModel = async (summary: TrainSummary) => {
+    if (o.save) await host.save(o.save, { testLoss: summary.testLoss, testAccuracy: summary.testAccuracy, weightsSha256: summary.weightsSha256 });
+  };
+  if (plan.fullBatch) {
+    const fb = fullBatchPlan(plan.data.train, o.batchSize, o.replicas, o.fullBatchSize);
+    const schedule = getSchedule(o.schedule)(plan.stages, fb.microBatches);
+    validateSchedule(schedule, plan.stages, fb.microBatches);
+    const group = host.group();
+    const tracer = log && o.traceSteps > 0 ? new StepTracer(group.step, group.step + o.traceSteps) : null;
+    const extra = (epochs: number): Partial<TrainSummary> => ({
+      epochs, microBatches: fb.microBatches, theoreticalBubbleFraction: theoreticalBubble(plan.stages, fb.microBatches),
+    });
+    soFar = () => {
+      const last = history[history.length - 1];
+      if (!last) throw new OptionError('no epoch finished yet');
+      return summarizeRun(host, last, last.samplesPerSecond, plan.data.train.size - fb.samples, run, extra(last.epoch));
+    };
+    const r = await trainFullBatch({
+      method: plan.fullBatch, group, spec: plan.spec, train: plan.data.train, seed: o.seed, epochs: o.epochs,
+      iterationsPerEpoch: o.iterationsPerEpoch, plan: fb, schedule, meter: host.meter, evaluate: () => host.evaluate(),
+      onEpoch: async (rep) => { history.push(rep); log?.epoch(rep); await call(o.onEpoch, rep, tracer); },
+      trace: tracer ? { tracer, epoch: 1 } : undefined,
+    });
+    const summary = await summarizeRun(host, r.last, r.samplesPerSecond, plan.data.train.size - fb.samples, run, {
+      ...extra(r.last.epoch), gradEvals: r.gradEvals, lossEvals: r.lossEvals,
+    });
+    await saveModel(summary);
+    return finish(summary, tracer);
+  }
+  const { keeper, meter } = host;
+  const batcher = new Batcher(plan.data.train, { batchSize: o.batchSize, seed: o.seed });
+  let last: EpochReport | null = null;
+  let trainedSamples = 0;
+  let trainSeconds = 0;
+  if (o.resume && !keeper.resumedFrom) await keeper.restore(o.resume);
+  if (o.checkpoint) checkCheckpointTarget(o.checkpoint, host.group().step);
+  keeper.remember();
+  const totalSteps = o.epochs * plan.stepsPerEpoch;
+  // The last steps of the run: past the warm-up, what a long run spends its time on.
+  const tracer = log && o.traceSteps > 0 ? new StepTracer(Math.max(host.group().step, totalSteps - o.traceSteps), totalSteps) : null;
+  for (let e = keeper.cursor.epoch; e < o.epochs; e++) {
+    const t0 = performance.now();
+    const mark = meter.mark();
+    // A resumed epoch starts at the checkpoint's minibatch, with the loss of the ones before it.
+    let { batch: b, lossSum, samples } = keeper.cursor;
+    let trained = 0;
+    const current = (): EpochReport => {
+      const seconds = (performance.now() - t0) / 1000;
+      return {
+        epoch: e + 1, trainLoss: samples > 0 ? lossSum / samples : NaN, testLoss: NaN, testAccuracy: null, testMse: null, testMae: null, testLabelAccuracy: null,
+        samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction: BubbleMeter.between(mark, meter.mark()),
+      };
+    };
+    soFar = () => {
+      const seconds = trainSeconds + (trained > 0 ? (performance.now() - t0) / 1000 : 0);
+      const samplesPerSecond = seconds > 0 ? (trainedSamples + trained) / seconds : 0;
+      return summarizeRun(host, last ?? current(), samplesPerSecond, batcher.droppedPerEpoch, run, { epochs: last?.epoch ?? e });
+    };
+    const trace = tracer ? { tracer, epoch: e + 1 } : undefined;
+    for (const { x, y } of batcher.epoch(e, b)) {
+      const augment = plan.augment;
+      const input = augment ? new Tensor(augmentBatch(x.data as Float32Array, plan.data.train.inputShape, augment, augmentStream(o.seed, e, b)), x.shape) : x;
+      b++;
+      const ts = performance.now();
+      const r = await host.step(input, y, trace);
+      lossSum += r.loss;
+      const n = x.shape[0]!;
+      samples += n;
+      trained += n;
+      keeper.moveTo({ epoch: e, batch: b, lossSum, samples });
+      const step = host.group().step;
+      // Before the callbacks: when onStep(N) runs, step N's checkpoint is committed.
+      if (o.checkpoint && o.checkpointEvery && step % o.checkpointEvery === 0) await keeper.save(o.checkpoint);
+      const now = performance.now();
+      const info: StepInfo = {
+        step, epoch: e + 1, loss: r.loss / n, samplesPerSecond: trained / ((now - t0) / 1000),
+        batch: b, batches: plan.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
+      };
+      log?.step({ ...info, stepMs: now - ts });
+      await call(o.onStep, info, tracer);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const bubbleFraction = BubbleMeter.between(mark, meter.mark());
+    trainedSamples += trained;
+    trainSeconds += seconds;
+    const ev = await host.evaluate();
+    // samplesPerSecond and seconds cover what this process trained; trainLoss the whole epoch.
+    last = {
+      epoch: e + 1, trainLoss: lossSum / samples, testLoss: ev.loss, testAccuracy: ev.accuracy, ...testMetrics(ev),
+      samplesPerSecond: trained / seconds, droppedSamples: batcher.droppedPerEpoch, seconds, bubbleFraction,
+    };
+    history.push(last);
+    keeper.moveTo({ epoch: e + 1, batch: 0, lossSum: 0, samples: 0 });
+    if (o.checkpoint && !o.checkpointEvery) await keeper.save(o.checkpoint);
+    log?.epoch(last);
+    trained = 0; // the epoch is in `last` now: soFar must not count it twice
+    await call(o.onEpoch, last, tracer);
+  }
+  if (!last) throw new OptionError(`nothing to train: the checkpoint has ${keeper.cursor.epoch} epochs done and epochs is ${o.epochs}`);
+  const summary = await summarizeRun(host, last, trainSeconds > 0 ? trainedSamples / trainSeconds : 0, batcher.droppedPerEpoch, run);
+  await saveModel(summary);
+  return finish(summary, tracer);
+}
+
+/** The summary now, from the run's facts and its last epoch. */
+async function summarizeRun(
+  host: TrainHost, last: EpochReport, samplesPerSecond: number, droppedPerEpoch: number, run: RunSoFar, extra: Partial<TrainSummary> = {},
+): Promise<TrainSummary> {
+  const { options: o, bounds, spec } = host.plan;
+  const weightsSha256 = await host.group().weightsSha256();
+  return summarize({
+    epochs: o.epochs, weightsSha256, placement: host.plan.placementName, replicas: o.replicas, stages: host.plan.stages,
+    partition: bounds.slice(1).map((b, i) => b - bounds[i]!), microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: host.meter.fraction,
+    backend: host.backendName, optimizer: host.plan.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: host.plan.optimizerSpec.lr,
+    parameters: layerParameterCounts(spec).reduce((a, b) => a + b, 0), transform: host.plan.transformSpec, recoveries: host.recoveries,
+    history: run.history, started: run.started, resumedFrom: host.keeper.resumedFrom,
+  }, last, samplesPerSecond, droppedPerEpoch, extra);
+}
+
+/** Ends the run log: the summary as returned, the trace, and what the report needs besides. */
+async function writeLog(host: TrainHost, log: RunLog, summary: TrainSummary, tracer: StepTracer | null): Promise<void> {
+  const { plan } = host;
+  const actorNames = host.group().names;
+  const usage = host.meter.actors();
+  writeRunLog(log, {
+    summary, tracer, actorNames, usage, stages: plan.stages, replicas: plan.options.replicas, options: plan.options, model: plan.spec,
+    schedule: plan.schedulePlan, confusion: await host.confusionMatrix(),
+  });
+}
