@@ -7,7 +7,7 @@
  * two worker threads, a real piscina task round trip, and a real gRPC stream to a node
  * started in this process.
  */
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
@@ -19,8 +19,8 @@ import { Tape } from '../src/autograd/index.js';
 import { Sequential, getLoss, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
 import { decodeMessage, encodeMessage, type Targets } from '../src/wire/index.js';
-import type { Dataset } from '../src/data/index.js';
-import { makeClient, StreamLink } from '../node/grpc-common.js';
+import { makeDataset, type Dataset } from '../src/data/index.js';
+import { makeClient, StreamLink, unary } from '../node/grpc-common.js';
 import { startNode } from '../node/server.js';
 
 /** Milliseconds by micro-batch size (the key is the size as text, for JSON). */
@@ -48,12 +48,39 @@ export interface LinkProfile {
   threadHopMs: number;
   /** One way of a piscina task (the coordinator's request to a worker, or its reply), without the codec. */
   piscinaHopMs: number;
-  /** gRPC framing and transport CPU per message (both ends together), without the codec. */
+  /** gRPC framing and transport CPU per message on a delivery stream (both ends together), without the codec. */
   grpc: LinearCost;
+  /** CPU of one small unary Call (the coordinator's request and the node's answer, both ends together). */
+  grpcCallMs: number;
   /** One-way latency between two processes on this host's loopback (added to the CPU costs). */
   loopbackLatencyMs: number;
   /** How the link kinds were obtained: measured or the default. */
-  source: Record<'threadHopMs' | 'piscinaHopMs' | 'grpc', 'measured' | 'default'>;
+  source: Record<'threadHopMs' | 'piscinaHopMs' | 'grpc' | 'grpcCallMs', 'measured' | 'default'>;
+}
+
+/** What the runtime costs beyond the layers: per step (the coordinator's request and answer) and per action. */
+/**
+ * What the runtime costs beyond the layers, in CPU milliseconds, from real steps on a tiny
+ * model (see `calibrateRuntime`): the request path, the action loop, the thread links, and
+ * the work V8's helper threads do for us (freeing array buffers), which competes for the cores.
+ */
+export interface RuntimeProfile {
+  /** The coordinator's and the in-process actor's bookkeeping per step (local placement). */
+  stepMs: number;
+  /** The actor's per action (forward or backward) beyond the layers: the action loop, the tape, the inbox. */
+  actionMs: number;
+  /** The coordinator's per request to a worker thread: encoding, piscina, the reply's decoding. */
+  requestMs: number;
+  /** The worker's per request: piscina, decoding, answering. */
+  workerRequestMs: number;
+  /** A worker's per end of a peer message (sending or receiving): MessagePort, codec, acknowledgement. */
+  messageMs: number;
+  /** V8's helper threads, per step in-process, per action, per request to a worker, per peer message. */
+  helperStepMs: number;
+  helperActionMs: number;
+  helperRequestMs: number;
+  helperMessageMs: number;
+  source: 'measured' | 'default';
 }
 
 export interface ModelProfile {
@@ -77,6 +104,7 @@ export interface ModelProfile {
   /** msgpackr encode (encodeMessage) and the checked decode (decodeMessage), by tensor bytes. */
   codec: { encode: LinearCost; decode: LinearCost };
   links: LinkProfile;
+  runtime: RuntimeProfile;
   /** Wall-clock seconds the profile took. */
   seconds: number;
 }
@@ -87,10 +115,10 @@ export interface ProfileOptions {
   data?: Dataset;
   microBatchSizes: number[];
   optimizer: OptimizerSpec;
-  /** Timed repetitions per size (after one warm-up); each layer keeps its fastest. Default 5. */
+  /** Timed repetitions per size (after one warm-up); each layer keeps its median. Default 5. */
   repeats?: number;
   seed?: number;
-  /** Measure the links (worker threads, piscina, gRPC); when false, the defaults below. Default true. */
+  /** Measure the links (worker threads, piscina, gRPC) and the runtime's overheads; when false, the defaults below. Default true. */
   measureLinks?: boolean;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
@@ -98,14 +126,21 @@ export interface ProfileOptions {
 
 /**
  * Link costs when not measured: typical of a 2-core x86 VM on Node 20 (thread hop ~60 µs,
- * piscina ~80 µs, gRPC ~0.25 ms plus 1.3 ms per MB for both ends).
+ * piscina ~80 µs, gRPC ~0.25 ms plus 1.3 ms per MB for both ends, a unary call ~0.8 ms).
  */
+/** Typical of a 2-core x86 VM on Node 20 (measured there with `calibrateRuntime`). */
+export const defaultRuntime: RuntimeProfile = {
+  stepMs: 0.03, actionMs: 0.01, requestMs: 0.06, workerRequestMs: 0.15, messageMs: 0.02,
+  helperStepMs: 0.1, helperActionMs: 0.01, helperRequestMs: 0.25, helperMessageMs: 0.01, source: 'default',
+};
+
 export const defaultLinks: LinkProfile = {
   threadHopMs: 0.06,
   piscinaHopMs: 0.08,
   grpc: { fixedMs: 0.25, msPerByte: 1.3e-6 },
+  grpcCallMs: 0.8,
   loopbackLatencyMs: 0.05,
-  source: { threadHopMs: 'default', piscinaHopMs: 'default', grpc: 'default' },
+  source: { threadHopMs: 'default', piscinaHopMs: 'default', grpc: 'default', grpcCallMs: 'default' },
 };
 
 const now = () => performance.now();
@@ -196,8 +231,10 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
       }
     }
   }
-  const best = (xs: number[]) => Math.min(...xs);
-  return { fwd: fwd.map(best), bwd: bwd.map(best), first: first.map(best), lossF: best(lossF), lossB: best(lossB) };
+  // The median: on a quiet machine it is the fastest; on a loaded one it also counts the caches
+  // the neighbours keep evicting, as a real step does.
+  const mid = (xs: number[]) => quantile(xs, 0.5);
+  return { fwd: fwd.map(mid), bwd: bwd.map(mid), first: first.map(mid), lossF: mid(lossF), lossB: mid(lossB) };
 }
 
 function fitLinear(small: { bytes: number; ms: number }, large: { bytes: number; ms: number }): LinearCost {
@@ -244,43 +281,47 @@ function profileMemory(floats: number): ModelProfile['memory'] {
   return { copyMsPerByte: copy / (4 * n), addMsPerFloat: add / n };
 }
 
-/** One-way time (a low quantile) of a small transferred buffer between two worker threads over a MessagePort. */
-async function threadHop(rounds = 300): Promise<number> {
+/**
+ * One-way time (a low quantile) of a small transferred buffer between two worker threads over
+ * a MessagePort, the receiver idle when it comes (as a stage waiting for its neighbour is):
+ * the sender computes for `gapMs` before each send, so the receiver's core has gone idle, and
+ * waking it is part of the cost (on a VM, an interrupt to a halted virtual CPU).
+ */
+async function threadHop(rounds = 200, gapMs = 0.5): Promise<number> {
   const code = `
     const { parentPort, workerData } = require('node:worker_threads');
     const port = workerData.port;
+    const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
     if (workerData.lead) {
       const times = [];
       let t = 0, n = 0;
+      const go = (b) => { spin(workerData.gapMs); t = performance.now(); port.postMessage(b, [b.buffer]); };
       port.on('message', (b) => {
-        if (n > 0) times.push(performance.now() - t);
-        if (n++ === workerData.rounds) { parentPort.postMessage(times); port.close(); return; }
-        t = performance.now();
-        port.postMessage(b, [b.buffer]);
+        times.push(performance.now() - t);
+        if (++n === workerData.rounds) { parentPort.postMessage(times); port.close(); return; }
+        go(b);
       });
-      const b = new Uint8Array(64);
-      t = performance.now();
-      port.postMessage(b, [b.buffer]);
+      go(new Uint8Array(64));
     } else {
       port.on('message', (b) => port.postMessage(b, [b.buffer]));
     }`;
   const { port1, port2 } = new MessageChannel();
   const echo = new Worker(code, { eval: true, workerData: { port: port2, lead: false }, transferList: [port2] });
-  const lead = new Worker(code, { eval: true, workerData: { port: port1, lead: true, rounds }, transferList: [port1] });
+  const lead = new Worker(code, { eval: true, workerData: { port: port1, lead: true, rounds, gapMs }, transferList: [port1] });
   try {
     const times = await new Promise<number[]>((resolve, reject) => {
       lead.once('message', resolve);
       lead.once('error', reject);
       echo.once('error', reject);
     });
-    return quantile(times, 0.1) / 2;
+    return quantile(times.slice(5), 0.1) / 2;
   } finally {
     await Promise.all([echo.terminate(), lead.terminate()]);
   }
 }
 
-/** One-way time (a low quantile) of a piscina task to a one-thread pool (as the threads transport runs them). */
-async function piscinaHop(rounds = 200): Promise<number> {
+/** One-way time (a low quantile) of a piscina task to a one-thread pool (as the threads transport runs them), the worker idle before each. */
+async function piscinaHop(rounds = 150, gapMs = 0.5): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'chainrule-plan-'));
   const file = join(dir, 'echo.mjs');
   writeFileSync(file, 'export default function echo(task) { return task; }\n');
@@ -288,6 +329,8 @@ async function piscinaHop(rounds = 200): Promise<number> {
   try {
     const times: number[] = [];
     for (let i = 0; i <= rounds; i++) {
+      const end = now() + gapMs;
+      while (now() < end); // the coordinator computes (shards the next minibatch) while the worker idles
       const b = new Uint8Array(64);
       const t = now();
       await pool.run(b, { transferList: [b.buffer] });
@@ -300,12 +343,104 @@ async function piscinaHop(rounds = 200): Promise<number> {
   }
 }
 
+/** CPU ms of each thread of this process (Linux: /proc/self/task), or null elsewhere. */
+function threadCpu(): Map<string, number> | null {
+  try {
+    const out = new Map<string, number>();
+    for (const t of readdirSync('/proc/self/task')) {
+      // utime and stime: fields 14 and 15, in clock ticks (100 per second).
+      const f = readFileSync(`/proc/self/task/${t}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      out.set(t, ((Number(f[11]) + Number(f[12])) * 1000) / 100);
+    }
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The runtime's own costs (see RuntimeProfile), from the CPU time of each thread over real
+ * steps of the Coordinator on a two-layer model: in this process with 1 and 4 micro-batches,
+ * then on worker threads with 2 replicas and with 2 stages and 4 micro-batches. The layers'
+ * share, from their profile, is taken off; what remains is the runtime's. Linux only (per-thread
+ * CPU clocks); elsewhere the defaults.
+ */
+export async function calibrateRuntime(seed = 42, steps = 600): Promise<RuntimeProfile> {
+  if (threadCpu() === null) return { ...defaultRuntime };
+  const { Coordinator } = await import('./coordinator.js');
+  const spec: ModelSpec = { inputShape: [16], layers: [{ type: 'dense', inputs: 16, units: 8 }, { type: 'dense', inputs: 8, units: 4 }], loss: 'softmaxCrossEntropy' };
+  const rng = new Rng(seed);
+  const n = 64;
+  const ds = makeDataset({ name: 'plan-calibration', inputShape: [16], numClasses: 4, inputs: Float32Array.from({ length: n * 16 }, () => rng.normal()), labels: Int32Array.from({ length: n }, (_, i) => i % 4) });
+  const batch = 16;
+  const x = new Tensor(ds.inputs.slice(0, batch * 16), [batch, 16]);
+  const y = ds.labels.slice(0, batch);
+  const model = Sequential.fromSpec(spec, seed);
+  const sizes = new Map([16, 8, 4].map((mb) => [mb, profileSize(model, spec, mb, 30, ds, seed)]));
+  const opt = createOptimizer({ type: 'sgd', lr: 1e-6 });
+  const optMs = model.layers.map((l) => {
+    const refs = l.params.map(([name, p]) => ({ name, value: p.data, grad: new Float32Array(p.size) }));
+    return timeMin(() => opt.step(refs, { lr: 1e-6, gradScale: 1 }), 50);
+  });
+  /** Expected layer CPU of one actor holding layers [lo, hi) for one step of M micro-batches of mb. */
+  const layersMs = (lo: number, hi: number, mb: number, M: number) => {
+    const r = sizes.get(mb)!;
+    let f = 0, b = 0, b1 = 0, o = 0;
+    for (let i = lo; i < hi; i++) { f += r.fwd[i]!; b += r.bwd[i]!; b1 += r.first[i]!; o += optMs[i]!; }
+    if (hi === spec.layers.length) { f += r.lossF; b += r.lossB; b1 += r.lossB; }
+    return M * f + b1 + (M - 1) * b + o;
+  };
+  /** Per-step CPU of the main thread, of each new (worker) thread, and of the helpers. */
+  const run = async (o: Record<string, unknown>) => {
+    const before = threadCpu()!;
+    const c = new Coordinator({ model: spec, dataset: { train: ds, test: ds }, batchSize: batch, optimizer: 'sgd', lr: 1e-6, epochs: 1, seed, ...o });
+    try {
+      await c.open();
+      for (let i = 0; i < 30; i++) await c.step(x, y);
+      const t0 = threadCpu()!;
+      for (let i = 0; i < steps; i++) await c.step(x, y);
+      const t1 = threadCpu()!;
+      const main = String(process.pid);
+      let helpers = 0;
+      const workers: number[] = [];
+      for (const [tid, ms] of t1) {
+        const d = (ms - (t0.get(tid) ?? 0)) / steps;
+        if (tid === main) continue;
+        if (before.has(tid)) helpers += d;
+        else workers.push(d);
+      }
+      return { main: (t1.get(main)! - t0.get(main)!) / steps, workers, helpers };
+    } finally {
+      await c.close();
+    }
+  };
+  const pos = (v: number) => Math.max(0, v);
+  // In-process: main = layers + step + actions·a; helpers = h_step + actions·h_action.
+  const l1 = await run({});
+  const l4 = await run({ microBatches: 4 });
+  const actionMs = pos((l4.main - layersMs(0, 2, 4, 4) - (l1.main - layersMs(0, 2, 16, 1))) / 6);
+  const stepMs = pos(l1.main - layersMs(0, 2, 16, 1) - 2 * actionMs);
+  const helperActionMs = pos((l4.helpers - l1.helpers) / 6);
+  const helperStepMs = pos(l1.helpers - 2 * helperActionMs);
+  // Two replicas on threads: the coordinator's and each worker's per request.
+  const r2 = await run({ placement: 'threads', replicas: 2 });
+  const requestMs = pos(r2.main / 2);
+  const workerRequestMs = pos(r2.workers.reduce((a, b) => a + b, 0) / 2 - layersMs(0, 2, 8, 1) - 2 * actionMs);
+  const helperRequestMs = pos((r2.helpers - 4 * helperActionMs) / 2);
+  // Two stages, four micro-batches: 8 peer messages, each stage at 8 message ends.
+  const k2 = await run({ placement: 'threads', stages: 2, microBatches: 4 });
+  const workersMs = k2.workers.reduce((a, b) => a + b, 0);
+  const messageMs = pos((workersMs - layersMs(0, 1, 4, 4) - layersMs(1, 2, 4, 4) - 16 * actionMs - 2 * workerRequestMs) / 16);
+  const helperMessageMs = pos((k2.helpers - 2 * helperRequestMs - 16 * helperActionMs) / 8);
+  return { stepMs, actionMs, requestMs, workerRequestMs, messageMs, helperStepMs, helperActionMs, helperRequestMs, helperMessageMs, source: 'measured' };
+}
+
 /**
  * gRPC transport CPU per message (both ends: this process is client and node at once), by
  * round trips on a delivery stream to a node started here; the node decodes each message and
  * answers that no such stage is here, which costs what an acknowledgement costs.
  */
-async function grpcCost(codec: ModelProfile['codec']): Promise<LinearCost> {
+async function grpcCost(codec: ModelProfile['codec']): Promise<{ stream: LinearCost; callMs: number }> {
   const node = await startNode({ port: 0 });
   const client = makeClient(node.address);
   const link = new StreamLink(client, node.address, 30_000);
@@ -321,11 +456,19 @@ async function grpcCost(codec: ModelProfile['codec']): Promise<LinearCost> {
       }
       const bytes = 4 * floats;
       const codecMs = codec.encode.fixedMs * 2 + codec.encode.msPerByte * bytes + codec.decode.fixedMs * 2 + codec.decode.msPerByte * bytes;
-      return { bytes, ms: Math.max(0, Math.min(...times) - codecMs) };
+      return { bytes, ms: Math.max(0, quantile(times, 0.25) - codecMs) };
     };
     const small = await point(256, 100);
-    const large = await point(1 << 20, 8);
-    return fitLinear(small, large);
+    const large = await point(1 << 20, 10);
+    // A unary Call to a stage that is not there: the request decoded, an error answered.
+    const req = { type: 'gradSquares' as const, run: 'run-plan', stage: 9999, replica: 0, step: 0, microBatch: -1 };
+    const calls: number[] = [];
+    for (let i = 0; i <= 100; i++) {
+      const t = stopwatch();
+      await unary(client, node.address, 'Call', req, 30_000);
+      if (i > 0) calls.push(t());
+    }
+    return { stream: fitLinear(small, large), callMs: quantile(calls, 0.25) };
   } finally {
     link.close();
     client.close();
@@ -381,19 +524,23 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   const memory = profileMemory(totalParams);
   const codec = profileCodec();
   let links: LinkProfile = { ...defaultLinks, source: { ...defaultLinks.source } };
+  let runtime: RuntimeProfile = { ...defaultRuntime };
   if (o.measureLinks ?? true) {
+    runtime = await calibrateRuntime(seed);
     const tl = now();
+    const grpc = await grpcCost(codec);
     links = {
       threadHopMs: await threadHop(),
       piscinaHopMs: await piscinaHop(),
-      grpc: await grpcCost(codec),
+      grpc: grpc.stream,
+      grpcCallMs: grpc.callMs,
       loopbackLatencyMs: defaultLinks.loopbackLatencyMs,
-      source: { threadHopMs: 'measured', piscinaHopMs: 'measured', grpc: 'measured' },
+      source: { threadHopMs: 'measured', piscinaHopMs: 'measured', grpc: 'measured', grpcCallMs: 'measured' },
     };
     log(`plan: measured the links in ${((now() - tl) / 1000).toFixed(1)} s`);
   }
   return {
     backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: sizes,
-    layers, loss, autoencoder: o.spec.autoencoder === true, memory, codec, links, seconds: (now() - t0) / 1000,
+    layers, loss, autoencoder: o.spec.autoencoder === true, memory, codec, links, runtime, seconds: (now() - t0) / 1000,
   };
 }

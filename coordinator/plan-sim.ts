@@ -48,6 +48,11 @@ export interface ThreadSpec { name: string; host: number }
 export interface SimulationInput {
   /** Cores per host, by host index. */
   cores: number[];
+  /**
+   * Memory contention: each further thread computing at once on a host slows every one by this
+   * fraction (0.1: two busy threads each run at 1/1.1 of their speed alone). Default 0.
+   */
+  contention?: number;
   threads: ThreadSpec[];
   programs: ProgramSpec[];
 }
@@ -220,7 +225,8 @@ export function simulate(input: SimulationInput): DesResult {
   const rates = () => {
     const busy = new Array<number>(input.cores.length).fill(0);
     for (const t of threads.values()) if (t.running) busy[t.host]!++;
-    return busy.map((b, h) => (b === 0 ? 1 : Math.min(1, input.cores[h]! / b)));
+    const x = input.contention ?? 0;
+    return busy.map((b, h) => (b === 0 ? 1 : Math.min(1, input.cores[h]! / b) / (1 + x * (Math.min(b, input.cores[h]!) - 1))));
   };
 
   for (let guard = 0; ; guard++) {

@@ -27,7 +27,7 @@ import { OptionError, defaultOptimizer, defaultLr } from './options.js';
 import { simulate, type Command, type MessageCost, type ProgramSpec, type ThreadSpec } from './plan-sim.js';
 import { profileModel, type LinearCost, type ModelProfile } from './plan-profile.js';
 
-export { profileModel, defaultLinks, type ModelProfile, type LinkProfile, type LayerProfile, type ProfileOptions } from './plan-profile.js';
+export { profileModel, calibrateRuntime, defaultLinks, defaultRuntime, type RuntimeProfile, type ModelProfile, type LinkProfile, type LayerProfile, type ProfileOptions } from './plan-profile.js';
 export { simulate, SimulationError, type Command, type MessageCost, type SimulationInput, type DesResult } from './plan-sim.js';
 
 /** Where the actors run: one thread (local), worker threads here, gRPC node processes here, or gRPC nodes on remote hosts. */
@@ -55,6 +55,8 @@ export interface PlanMachine {
   nodesPerHost?: number;
   /** The network between hosts (and between the coordinator and the hosts). */
   link: { latencyMs: number; gbps: number };
+  /** Memory contention between threads computing at once on one host (see SimulationInput); default 0. */
+  contention?: number;
 }
 
 /** What one stage costs at one micro-batch size. */
@@ -87,11 +89,16 @@ export interface StepModel {
   /** Replicas reduce through shared memory (threads of one process) or by messages. */
   reduce: 'shared' | 'messages';
   memory: { copyMsPerByte: number; addMsPerFloat: number };
-  /** The coordinator's work before it sends the requests (sharding the minibatch). */
+  /** The coordinator's work before it sends the requests (sharding the minibatch, its own bookkeeping). */
   prepareMs: number;
+  /** The actor's own work per action beyond the layers (the action loop, the tape, the inbox). */
+  actionOverheadMs: number;
   replyBytes: number;
   /** Actors let their event loop run after each send (gRPC nodes do). */
   flushAfterSend: boolean;
+  /** CPU ms per step of V8's helper threads on each host (host index → ms), run beside the actors. */
+  helperMs?: Record<number, number>;
+  contention?: number;
 }
 
 export interface Prediction {
@@ -144,12 +151,14 @@ export function simulateStep(m: StepModel): Prediction {
       const mb = act.microBatch;
       if (act.kind === 'F') {
         if (k > 0) yield { wait: [`act:${a}:${mb}`] };
+        yield { work: m.actionOverheadMs };
         yield { mark: 'busy' };
         yield { work: s.forwardMs };
         yield { mark: 'idle' };
         if (k < K - 1) yield* send(a + 1, `act:${a + 1}:${mb}`, s.outBytes);
       } else {
         if (k < K - 1) yield { wait: [`grad:${a}:${mb}`] };
+        yield { work: m.actionOverheadMs };
         yield { mark: 'busy' };
         yield { work: firstBackward ? s.backwardFirstMs : s.backwardMs };
         yield { mark: 'idle' };
@@ -207,7 +216,13 @@ export function simulateStep(m: StepModel): Prediction {
 
   programs.push({ name: 'coordinator', thread: m.coordinatorThread, body: coordinator() });
   for (let a = 0; a < A; a++) programs.push({ name: actorName(a), thread: m.actorThread[a]!, body: actor(a) });
-  const res = simulate({ cores: m.cores, threads: m.threads, programs });
+  const threads = [...m.threads];
+  for (const [host, ms] of Object.entries(m.helperMs ?? {})) {
+    if (!(ms > 0)) continue;
+    threads.push({ name: `helpers${host}`, host: Number(host) });
+    programs.push({ name: `helpers${host}`, thread: `helpers${host}`, body: (function* (): Generator<Command, void, void> { yield { work: ms }; })() });
+  }
+  const res = simulate({ cores: m.cores, threads, programs, contention: m.contention });
   const stepMs = res.programs['coordinator']!.endMs;
   let busy = 0;
   let wall = 0;
@@ -289,10 +304,11 @@ export function stepModel(profile: ModelProfile, config: PlanConfig, machine: Pl
   const bounds = balancedPartition(layerParams, K);
   const layout = placementLayout(config, machine);
   const hostOf = new Map(layout.threads.map((t) => [t.name, t.host]));
-  const { codec, links } = profile;
+  const { codec, links, runtime } = profile;
   const bytesPerMs = (machine.link.gbps * 1e9) / 8 / 1000;
-  const grpcCost = (from: string, to: string, bytes: number): MessageCost => {
-    const half = linear(links.grpc, bytes) / 2;
+  const grpcCost = (from: string, to: string, bytes: number, kind: 'peer' | 'request' | 'reply'): MessageCost => {
+    // A request is a unary Call (its answer included); a peer message one on a delivery stream.
+    const half = kind === 'peer' ? linear(links.grpc, bytes) / 2 : kind === 'request' ? (links.grpcCallMs + links.grpc.msPerByte * bytes) / 2 : 0;
     const senderMs = linear(codec.encode, bytes) + half;
     const receiverMs = linear(codec.decode, bytes) + half;
     const hf = hostOf.get(from)!;
@@ -304,22 +320,37 @@ export function stepModel(profile: ModelProfile, config: PlanConfig, machine: Pl
     switch (config.placement) {
       case 'local': return ZERO;
       case 'threads': {
-        const hop = kind === 'peer' ? links.threadHopMs : links.piscinaHopMs;
-        return { senderMs: linear(codec.encode, bytes), delayMs: hop, receiverMs: linear(codec.decode, bytes) };
+        if (kind === 'peer') return { senderMs: linear(codec.encode, bytes) + runtime.messageMs, delayMs: links.threadHopMs, receiverMs: linear(codec.decode, bytes) + runtime.messageMs };
+        // The calibrated request costs hold the small messages' codec; a request's tensors add theirs.
+        const big = Math.max(0, bytes - 256);
+        if (kind === 'request') return { senderMs: runtime.requestMs + codec.encode.msPerByte * big, delayMs: links.piscinaHopMs, receiverMs: runtime.workerRequestMs + codec.decode.msPerByte * big };
+        return { senderMs: 0, delayMs: links.piscinaHopMs, receiverMs: 0 };
       }
-      default: return grpcCost(from, to, bytes);
+      default: return grpcCost(from, to, bytes, kind);
     }
   };
+  // V8's helper threads (freeing array buffers): per action, per message end, per request to a worker.
+  const helperMs: Record<number, number> = {};
+  const reduceEnds = R > 1 && config.placement !== 'threads' ? 4 * (R - 1) : 0;
+  for (let a = 0; a < R * K; a++) {
+    const k = a % K;
+    const ends = 2 * M * ((k > 0 ? 1 : 0) + (k < K - 1 ? 1 : 0)) + reduceEnds;
+    const host = hostOf.get(layout.actorThread[a]!)!;
+    helperMs[host] = (helperMs[host] ?? 0) + 2 * M * runtime.helperActionMs + (ends / 2) * runtime.helperMessageMs + (config.placement === 'threads' ? runtime.helperRequestMs : 0);
+  }
+  if (config.placement === 'local') helperMs[0] = (helperMs[0] ?? 0) + runtime.helperStepMs;
   return {
-    config, batchSize, bounds,
+    config, batchSize, bounds, helperMs, contention: machine.contention,
     schedule: getSchedule(config.schedule)(K, M),
     stage: stageCosts(profile, bounds, mb, M),
     cores: layout.cores, threads: layout.threads, actorThread: layout.actorThread, coordinatorThread: 'main',
     link,
     reduce: config.placement === 'threads' ? 'shared' : 'messages',
     memory: profile.memory,
-    // shardMinibatch copies the inputs and labels once.
-    prepareMs: batchSize * (profile.inputSize + 1) * 4 * profile.memory.copyMsPerByte,
+    // shardMinibatch copies the inputs and labels once; in-process, the runtime's fixed cost per step
+    // (on threads the requests' costs hold it).
+    prepareMs: batchSize * (profile.inputSize + 1) * 4 * profile.memory.copyMsPerByte + (config.placement === 'threads' ? 0 : runtime.stepMs),
+    actionOverheadMs: profile.runtime.actionMs,
     replyBytes: 64 + 8 * M,
     flushAfterSend: config.placement === 'grpc' || config.placement === 'hosts',
   };
@@ -430,6 +461,8 @@ Remote hosts (gRPC nodes, one per core, behind the link model):
   --cores-per-host N         default 2
   --link-latency-ms X        one-way latency between hosts; default 0.1
   --link-gbps X              bandwidth of each host's link; default 1
+  --contention X             slowdown of each thread per further thread computing on its host at once
+                             (memory bandwidth, shared caches); default 0
 
 Search:
   --max-replicas R           default: the threads (or nodes) available
@@ -447,7 +480,7 @@ Output:
 
 const flags = {
   model: 'string', dataset: 'string', 'batch-size': 'int', optimizer: 'string', backend: 'string',
-  cores: 'int', placements: 'list', hosts: 'int', nodes: 'int', 'cores-per-host': 'int', 'link-latency-ms': 'number', 'link-gbps': 'number',
+  cores: 'int', placements: 'list', hosts: 'int', nodes: 'int', 'cores-per-host': 'int', 'link-latency-ms': 'number', 'link-gbps': 'number', contention: 'number',
   'max-replicas': 'int', 'max-stages': 'int', 'micro-batches': 'intList', schedules: 'list', repeats: 'int', 'default-links': 'boolean',
   top: 'int', json: 'boolean', help: 'boolean', seed: 'int',
 } as const;
@@ -514,6 +547,7 @@ export async function planMain(argv: string[], out: (s: string) => void = consol
     hosts,
     coresPerHost: (f['cores-per-host'] as number | undefined) ?? 2,
     link: { latencyMs: (f['link-latency-ms'] as number | undefined) ?? 0.1, gbps: (f['link-gbps'] as number | undefined) ?? 1 },
+    contention: f.contention as number | undefined,
   };
   const opts: PlanOptions = {
     batchSize, machine,
@@ -543,7 +577,7 @@ export async function planMain(argv: string[], out: (s: string) => void = consol
     const kernel = profile.backend === 'native' ? ` (${nativeKernel()})` : '';
     const l = profile.links;
     out(`chainrule plan: ${modelName} (${layers} layers), batch ${batchSize}, ${machine.cores} core(s) here${hosts > 0 ? `, ${hosts} host(s) × ${machine.coresPerHost} cores behind ${machine.link.gbps} Gbit/s, ${machine.link.latencyMs} ms` : ''}`);
-    out(`profiled on ${profile.backend}${kernel} in ${profile.seconds.toFixed(1)} s; links (${l.source.grpc}): thread hop ${(l.threadHopMs * 1000).toFixed(0)} µs, piscina hop ${(l.piscinaHopMs * 1000).toFixed(0)} µs, gRPC ${l.grpc.fixedMs.toFixed(2)} ms + ${(l.grpc.msPerByte * 1e6).toFixed(1)} ms/MB`);
+    out(`profiled on ${profile.backend}${kernel} in ${profile.seconds.toFixed(1)} s; links (${l.source.grpc}): thread hop ${(l.threadHopMs * 1000).toFixed(0)} µs, piscina hop ${(l.piscinaHopMs * 1000).toFixed(0)} µs, gRPC ${l.grpc.fixedMs.toFixed(2)} ms + ${(l.grpc.msPerByte * 1e6).toFixed(1)} ms/MB a message, ${l.grpcCallMs.toFixed(2)} ms a call; runtime (${profile.runtime.source}): ${profile.runtime.requestMs.toFixed(2)} + ${profile.runtime.workerRequestMs.toFixed(2)} ms a request to a thread`);
     out(`${predictions.length} configurations simulated; the best ${Math.min((f.top as number | undefined) ?? 10, predictions.length)}:`);
     out(formatPlanTable(predictions, (f.top as number | undefined) ?? 10));
     return 0;

@@ -142,6 +142,17 @@ try {
     const widths = head.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j]!.length)));
     console.log(`\n${m.label} (profiled in ${profile.seconds.toFixed(1)} s)`);
     for (const r of [head, widths.map((w) => '-'.repeat(w)), ...rows]) console.log(r.map((c, j) => (j === 0 ? c.padEnd(widths[j]!) : c.padStart(widths[j]!))).join('  '));
+    // The memory contention that would make the threads R=2 prediction match (chainrule plan --contention X).
+    const r2 = cases.findIndex((c) => c.config.placement === 'threads' && c.config.replicas === 2);
+    if (r2 >= 0) {
+      const target = report.filter((r) => r['model'] === m.key)[r2]!['measured'] as number;
+      const at = (x: number) => planFromProfile(profile, m.spec as ModelSpec, { batchSize: m.batchSize, machine: { ...here, contention: x } }, [cases[r2]!.config])[0]!.samplesPerSecond;
+      let lo = 0;
+      let hi = 4;
+      if (at(lo) <= target) hi = 0;
+      for (let i = 0; i < 40 && hi > 0; i++) { const mid = (lo + hi) / 2; if (at(mid) > target) lo = mid; else hi = mid; }
+      console.log(`contention that fits threads R=2: ${hi === 0 ? '0 (the prediction is already below the measurement)' : hi >= 4 ? 'above 4 (the machine is loaded?)' : hi.toFixed(3)}`);
+    }
     if (m.key === 'wide') {
       const all = planFromProfile(profile, m.spec as ModelSpec, eightHostsOptions(m.batchSize), extra);
       paper = { table: formatPlanTable(all, 8), best: all[0] };

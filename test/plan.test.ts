@@ -21,7 +21,7 @@ const dir = mkdtempSync(join(tmpdir(), 'chainrule-plan-'));
 interface Hand {
   R?: number; K?: number; M?: number; schedule?: string; placement?: PlanConfig['placement'];
   F?: number; B?: number; delay?: number; cores?: number; reduce?: StepModel['reduce'];
-  parameters?: number; copyMsPerByte?: number; addMsPerFloat?: number; optimizerMs?: number;
+  parameters?: number; copyMsPerByte?: number; addMsPerFloat?: number; optimizerMs?: number; contention?: number;
 }
 
 /** A step model with hand-chosen durations: every stage alike, every message `delay` ms and free of CPU. */
@@ -43,7 +43,7 @@ function hand(h: Hand): StepModel {
     link: (_from, _to, _bytes, kind) => (kind === 'peer' ? peer : free),
     reduce: h.reduce ?? 'shared',
     memory: { copyMsPerByte: h.copyMsPerByte ?? 0, addMsPerFloat: h.addMsPerFloat ?? 0 },
-    prepareMs: 0, replyBytes: 0, flushAfterSend: false,
+    prepareMs: 0, actionOverheadMs: 0, replyBytes: 0, flushAfterSend: false, contention: h.contention,
   };
 }
 
@@ -144,6 +144,8 @@ describe('one simulated step', () => {
     const p = simulateStep(hand({ R: 2, cores: 1, F: 1, B: 1 }));
     expect(p.stepMs).toBeCloseTo(4, 9);
     expect(simulateStep(hand({ R: 2, cores: 2, F: 1, B: 1 })).stepMs).toBeCloseTo(2, 9);
+    // With memory contention 0.5, two threads computing at once each run at 1/1.5 of their speed.
+    expect(simulateStep(hand({ R: 2, cores: 2, F: 1, B: 1, contention: 0.5 })).stepMs).toBeCloseTo(3, 9);
   });
 
   it('the optimizer comes after the reduce and before the answer; it is outside the bubble', () => {
