@@ -10,6 +10,8 @@
 import { readFileSync, readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -21,7 +23,7 @@ import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
 import { decodeMessage, encodeMessage, type Targets } from '../src/wire/index.js';
 import { makeDataset, type Dataset } from '../src/data/index.js';
 import { makeClient, StreamLink, unary } from '../node/grpc-common.js';
-import { startNode } from '../node/server.js';
+import { startNode, type RunningNode } from '../node/server.js';
 
 /** Milliseconds by micro-batch size (the key is the size as text, for JSON). */
 export type BySize = Record<string, number>;
@@ -52,6 +54,8 @@ export interface LinkProfile {
   grpc: LinearCost;
   /** CPU of one small unary Call (the coordinator's request and the node's answer, both ends together). */
   grpcCallMs: number;
+  /** Where the gRPC node of the measurement ran: a process of its own (Linux), this process, or nowhere (defaults). */
+  grpcNode: 'process' | 'in-process' | null;
   /** One-way latency between two processes on this host's loopback (added to the CPU costs). */
   loopbackLatencyMs: number;
   /** How the link kinds were obtained: measured or the default. */
@@ -139,6 +143,7 @@ export const defaultLinks: LinkProfile = {
   piscinaHopMs: 0.08,
   grpc: { fixedMs: 0.25, msPerByte: 1.3e-6 },
   grpcCallMs: 0.8,
+  grpcNode: null,
   loopbackLatencyMs: 0.05,
   source: { threadHopMs: 'default', piscinaHopMs: 'default', grpc: 'default', grpcCallMs: 'default' },
 };
@@ -440,39 +445,95 @@ export async function calibrateRuntime(seed = 42, steps = 600): Promise<RuntimeP
  * round trips on a delivery stream to a node started here; the node decodes each message and
  * answers that no such stage is here, which costs what an acknowledgement costs.
  */
-async function grpcCost(codec: ModelProfile['codec']): Promise<{ stream: LinearCost; callMs: number }> {
-  const node = await startNode({ port: 0 });
-  const client = makeClient(node.address);
-  const link = new StreamLink(client, node.address, 30_000);
+/** CPU ms of another process (Linux: /proc/PID/stat, 10 ms ticks), or null. */
+function processCpu(pid: number): number | null {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** A `chainrule node` in a process of its own on a loopback port (as the bench starts them). */
+async function spawnNode(): Promise<{ address: string; pid: number; close(): void }> {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const bin = fileURLToPath(new URL(`./bin.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+  const child: ChildProcess = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const address = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error('chainrule node did not start within 30 s')), 30_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /listening on (\S+)/.exec(out);
+        if (m) { clearTimeout(timer); resolve(m[1]!); }
+      });
+      child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`chainrule node exited with ${code}`)); });
+    });
+    return { address, pid: child.pid!, close: () => { child.kill('SIGTERM'); } };
+  } catch (e) {
+    child.kill('SIGTERM');
+    throw e;
+  }
+}
+
+/**
+ * gRPC CPU per message on a delivery stream and per unary Call, both ends together, without
+ * the codec: round trips to a node that decodes each message and answers that no such stage is
+ * there (what an acknowledgement costs). The node runs in a process of its own where the
+ * per-process CPU clocks can be read (Linux): the sockets between processes cost far more than
+ * within one; elsewhere in this process.
+ */
+async function grpcCost(codec: ModelProfile['codec']): Promise<{ stream: LinearCost; callMs: number; where: 'process' | 'in-process' }> {
+  let child: Awaited<ReturnType<typeof spawnNode>> | null = null;
+  let node: RunningNode | null = null;
+  if (processCpu(process.pid) !== null) {
+    try {
+      child = await spawnNode();
+    } catch {
+      child = null;
+    }
+  }
+  if (!child) node = await startNode({ port: 0 });
+  const address = child ? child.address : node!.address;
+  const client = makeClient(address);
+  const link = new StreamLink(client, address, 30_000);
+  /** CPU ms per call of `fn`: this process and the node's, over enough rounds for the 10 ms ticks. */
+  const perRound = async (fn: () => Promise<unknown>, rounds: number): Promise<number> => {
+    for (let i = 0; i < 3; i++) await fn();
+    if (!child) {
+      const times: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const t = stopwatch();
+        await fn();
+        times.push(t());
+      }
+      return quantile(times, 0.25);
+    }
+    const c0 = cpuNow() + processCpu(child.pid)!;
+    for (let i = 0; i < rounds; i++) await fn();
+    return (cpuNow() + processCpu(child.pid)! - c0) / rounds;
+  };
   try {
     const point = async (floats: number, rounds: number) => {
       const msg = activation(floats);
-      const times: number[] = [];
-      for (let i = 0; i <= rounds; i++) {
-        // The CPU clock: both ends are this thread, and a loaded machine must not count.
-        const t = stopwatch();
-        await link.send(msg).catch(() => {});
-        if (i > 0) times.push(t());
-      }
+      const ms = await perRound(() => link.send(msg).catch(() => {}), rounds);
       const bytes = 4 * floats;
       const codecMs = codec.encode.fixedMs * 2 + codec.encode.msPerByte * bytes + codec.decode.fixedMs * 2 + codec.decode.msPerByte * bytes;
-      return { bytes, ms: Math.max(0, quantile(times, 0.25) - codecMs) };
+      return { bytes, ms: Math.max(0, ms - codecMs) };
     };
-    const small = await point(256, 100);
-    const large = await point(1 << 20, 10);
+    const small = await point(256, child ? 400 : 100);
+    const large = await point(1 << 20, child ? 25 : 10);
     // A unary Call to a stage that is not there: the request decoded, an error answered.
     const req = { type: 'gradSquares' as const, run: 'run-plan', stage: 9999, replica: 0, step: 0, microBatch: -1 };
-    const calls: number[] = [];
-    for (let i = 0; i <= 100; i++) {
-      const t = stopwatch();
-      await unary(client, node.address, 'Call', req, 30_000);
-      if (i > 0) calls.push(t());
-    }
-    return { stream: fitLinear(small, large), callMs: quantile(calls, 0.25) };
+    const callMs = await perRound(() => unary(client, address, 'Call', req, 30_000), child ? 300 : 100);
+    return { stream: fitLinear(small, large), callMs, where: child ? 'process' : 'in-process' };
   } finally {
     link.close();
     client.close();
-    await node.close();
+    child?.close();
+    await node?.close();
   }
 }
 
@@ -534,6 +595,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
       piscinaHopMs: await piscinaHop(),
       grpc: grpc.stream,
       grpcCallMs: grpc.callMs,
+      grpcNode: grpc.where,
       loopbackLatencyMs: defaultLinks.loopbackLatencyMs,
       source: { threadHopMs: 'measured', piscinaHopMs: 'measured', grpc: 'measured', grpcCallMs: 'measured' },
     };

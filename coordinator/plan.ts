@@ -470,6 +470,7 @@ Search:
   --micro-batches A,B,...    default 1,2,4,8
   --schedules A,B            default every registered schedule (${Object.keys(scheduleRegistry).join(', ')})
   --repeats N                timed repetitions per micro-batch size; default 5
+  --seed N                   seeds the weights and inputs profiled; default 42
   --default-links            skip measuring the thread, piscina and gRPC links; use the defaults
 
 Output:
