@@ -97,6 +97,11 @@ export interface ModelProfile {
   layers: LayerProfile[];
   /** The loss on the last stage's output (forward; backward). */
   loss: { forwardMs: BySize; backwardMs: BySize };
+  /**
+   * CPU of V8's helper threads per micro-batch through the whole model (forward and backward:
+   * freeing the tapes' array buffers), measured beside the layers (Linux; 0 elsewhere).
+   */
+  helperMs: BySize;
   /** Whether the loss targets are the inputs (an autoencoder): the last stage is sent the inputs too. */
   autoencoder: boolean;
   memory: {
@@ -201,7 +206,9 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   const lossF: number[] = [];
   const lossB: number[] = [];
   let targets: Targets | null = null;
+  let helpers0 = 0;
   for (let rep = 0; rep <= repeats; rep++) {
+    if (rep === 1) helpers0 = helperCpu();
     for (const [, p] of model.parameters()) p.zeroGrad();
     for (const pass of [0, 1]) {
       // Each layer on a tape of its own: a stage boundary may fall after any layer.
@@ -239,7 +246,9 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   // The median: on a quiet machine it is the fastest; on a loaded one it also counts the caches
   // the neighbours keep evicting, as a real step does.
   const mid = (xs: number[]) => quantile(xs, 0.5);
-  return { fwd: fwd.map(mid), bwd: bwd.map(mid), first: first.map(mid), lossF: mid(lossF), lossB: mid(lossB) };
+  // V8's helper threads (freeing the array buffers of the tapes): per micro-batch, forward and backward.
+  const helperMs = repeats > 0 ? Math.max(0, helperCpu() - helpers0) / (2 * repeats) : 0;
+  return { fwd: fwd.map(mid), bwd: bwd.map(mid), first: first.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
 }
 
 function fitLinear(small: { bytes: number; ms: number }, large: { bytes: number; ms: number }): LinearCost {
@@ -346,6 +355,15 @@ async function piscinaHop(rounds = 150, gapMs = 0.5): Promise<number> {
     await pool.destroy();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** CPU ms of this process's threads other than the main one (V8's helpers when no worker runs); 0 where unknown. */
+function helperCpu(): number {
+  const t = threadCpu();
+  if (!t) return 0;
+  let ms = 0;
+  for (const [tid, v] of t) if (tid !== String(process.pid)) ms += v;
+  return ms;
 }
 
 /** CPU ms of each thread of this process (Linux: /proc/self/task), or null elsewhere. */
@@ -555,6 +573,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
     forwardMs: {}, backwardMs: {}, backwardFirstMs: {}, optimizerMs: 0,
   }));
   const loss = { forwardMs: {} as BySize, backwardMs: {} as BySize };
+  const helperMs: BySize = {};
   const sizes = [...new Set(o.microBatchSizes)].sort((a, b) => b - a);
   for (const mb of sizes) {
     const tm = now();
@@ -566,6 +585,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
     }
     loss.forwardMs[mb] = r.lossF;
     loss.backwardMs[mb] = r.lossB;
+    helperMs[mb] = r.helperMs;
     log(`plan: profiled micro-batches of ${mb} in ${((now() - tm) / 1000).toFixed(1)} s`);
   }
   // Each layer's optimizer step, the layers in turn (so that a large model's parameters are
@@ -603,6 +623,6 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   }
   return {
     backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: sizes,
-    layers, loss, autoencoder: o.spec.autoencoder === true, memory, codec, links, runtime, seconds: (now() - t0) / 1000,
+    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, links, runtime, seconds: (now() - t0) / 1000,
   };
 }

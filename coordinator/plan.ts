@@ -71,6 +71,8 @@ export interface StageCost {
   outBytes: number;
   /** Bytes of this stage's request (inputs for stage 0, targets for the last stage). */
   requestBytes: number;
+  /** V8's helper threads per micro-batch (forward and backward) of this stage. */
+  helperMs?: number;
 }
 
 /** Everything the simulation of one step needs, hand-made in tests or derived from a profile by {@link stepModel}. */
@@ -285,7 +287,10 @@ export function stageCosts(profile: ModelProfile, bounds: number[], mb: number, 
     const layers = profile.layers.slice(bounds[k], bounds[k + 1]);
     const last = k === K - 1;
     const perSample = last ? (profile.autoencoder ? profile.inputSize * 4 : 4) : 0;
+    const share = (l: (typeof layers)[number]) => at(l.forwardMs, 'forward') + at(l.backwardMs, 'backward');
+    const all = sum(profile.layers.map(share));
     return {
+      helperMs: (profile.helperMs?.[mb] ?? 0) * (all > 0 ? sum(layers.map(share)) / all : 1 / K),
       forwardMs: sum(layers.map((l) => at(l.forwardMs, 'forward'))) + (last ? at(profile.loss.forwardMs, 'loss') : 0),
       backwardMs: sum(layers.map((l) => at(l.backwardMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
       backwardFirstMs: sum(layers.map((l) => at(l.backwardFirstMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
@@ -329,20 +334,21 @@ export function stepModel(profile: ModelProfile, config: PlanConfig, machine: Pl
       default: return grpcCost(from, to, bytes, kind);
     }
   };
-  // V8's helper threads (freeing array buffers): per action, per message end, per request to a worker.
+  // V8's helper threads (freeing array buffers): per action, per message end, per request to a worker, per micro-batch through the layers.
+  const stage = stageCosts(profile, bounds, mb, M);
   const helperMs: Record<number, number> = {};
   const reduceEnds = R > 1 && config.placement !== 'threads' ? 4 * (R - 1) : 0;
   for (let a = 0; a < R * K; a++) {
     const k = a % K;
     const ends = 2 * M * ((k > 0 ? 1 : 0) + (k < K - 1 ? 1 : 0)) + reduceEnds;
     const host = hostOf.get(layout.actorThread[a]!)!;
-    helperMs[host] = (helperMs[host] ?? 0) + 2 * M * runtime.helperActionMs + (ends / 2) * runtime.helperMessageMs + (config.placement === 'threads' ? runtime.helperRequestMs : 0);
+    helperMs[host] = (helperMs[host] ?? 0) + 2 * M * runtime.helperActionMs + (ends / 2) * runtime.helperMessageMs + (config.placement === 'threads' ? runtime.helperRequestMs : 0) + M * (stage[k]!.helperMs ?? 0);
   }
   if (config.placement === 'local') helperMs[0] = (helperMs[0] ?? 0) + runtime.helperStepMs;
   return {
     config, batchSize, bounds, helperMs, contention: machine.contention,
     schedule: getSchedule(config.schedule)(K, M),
-    stage: stageCosts(profile, bounds, mb, M),
+    stage,
     cores: layout.cores, threads: layout.threads, actorThread: layout.actorThread, coordinatorThread: 'main',
     link,
     reduce: config.placement === 'threads' ? 'shared' : 'messages',

@@ -76,7 +76,7 @@ async function measure(o: CoordinatorOptions, pids: number[], secs = seconds): P
 
 async function spawnNode(): Promise<{ address: string; pid: number; close(): void }> {
   const bin = fileURLToPath(new URL('../coordinator/bin.ts', import.meta.url));
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const address = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
