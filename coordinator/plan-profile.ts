@@ -189,7 +189,8 @@ function targetsFor(spec: ModelSpec, x: Tensor, out: Tensor, data: Dataset | und
   if (spec.autoencoder) return x;
   if ((spec.loss ?? 'softmaxCrossEntropy') === 'softmaxCrossEntropy') {
     const classes = out.shape[out.shape.length - 1]!;
-    return Int32Array.from({ length: out.shape[0]! }, (_, i) => (data ? data.labels[i % data.size]! % classes : rng.int(classes)));
+    const labels = data?.labels;
+    return Int32Array.from({ length: out.shape[0]! }, (_, i) => (labels ? labels[i % labels.length]! % classes : rng.int(classes)));
   }
   return new Tensor(Float32Array.from({ length: out.size }, () => rng.normal()), out.shape);
 }
