@@ -207,48 +207,56 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   const lossF: number[] = [];
   const lossB: number[] = [];
   let targets: Targets | null = null;
-  let helpers0 = 0;
-  for (let rep = 0; rep <= repeats; rep++) {
-    if (rep === 1) helpers0 = helperCpu();
-    for (const [, p] of model.parameters()) p.zeroGrad();
-    for (const pass of [0, 1]) {
-      // Each layer on a tape of its own: a stage boundary may fall after any layer.
-      const tapes: { tape: Tape; x: Tensor; out: Tensor }[] = [];
-      let h = x0;
-      for (let i = 0; i < L; i++) {
-        // Stage 0 never needs its input gradient; every later stage sends one back.
-        const x = new Tensor(h.data, h.shape, i > 0);
-        const tape = new Tape();
-        const t = stopwatch();
-        const out = tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: pass, auxLosses: [], index: i }));
-        if (rep > 0) fwd[i]!.push(t());
-        tapes.push({ tape, x, out });
-        h = out;
-      }
-      const y = new Tensor(h.data, h.shape, true);
-      targets ??= targetsFor(spec, x0, y, data, rng);
-      const lt = new Tape();
-      let t = stopwatch();
-      const l = lt.run(() => loss.compute(y, targets!, 'sum'));
-      if (rep > 0) lossF.push(t());
-      t = stopwatch();
-      lt.backwardFrom([[l, undefined]]);
-      if (rep > 0) lossB.push(t());
-      let dy = y.grad!;
-      for (let i = L - 1; i >= 0; i--) {
-        const { tape, x, out } = tapes[i]!;
-        const t0 = stopwatch();
-        tape.backwardFrom([[out, dy]]);
-        if (rep > 0) (pass === 0 ? first : bwd)[i]!.push(t0());
-        dy = x.grad ?? Tensor.zeros(x.shape, x.dtype);
-      }
+  /** One forward and backward through every layer, each on a tape of its own (a stage boundary may fall after any layer); `rep` > 0 records. */
+  const pass = (rep: number, which: number) => {
+    const tapes: { tape: Tape; x: Tensor; out: Tensor }[] = [];
+    let h = x0;
+    for (let i = 0; i < L; i++) {
+      // Stage 0 never needs its input gradient; every later stage sends one back.
+      const x = new Tensor(h.data, h.shape, i > 0);
+      const tape = new Tape();
+      const t = stopwatch();
+      const out = tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: which, auxLosses: [], index: i }));
+      if (rep > 0) fwd[i]!.push(t());
+      tapes.push({ tape, x, out });
+      h = out;
     }
+    const y = new Tensor(h.data, h.shape, true);
+    targets ??= targetsFor(spec, x0, y, data, rng);
+    const lt = new Tape();
+    let t = stopwatch();
+    const l = lt.run(() => loss.compute(y, targets!, 'sum'));
+    if (rep > 0) lossF.push(t());
+    t = stopwatch();
+    lt.backwardFrom([[l, undefined]]);
+    if (rep > 0) lossB.push(t());
+    let dy = y.grad!;
+    for (let i = L - 1; i >= 0; i--) {
+      const { tape, x, out } = tapes[i]!;
+      const t0 = stopwatch();
+      tape.backwardFrom([[out, dy]]);
+      if (rep > 0) (which === 0 ? first : bwd)[i]!.push(t0());
+      dy = x.grad ?? Tensor.zeros(x.shape, x.dtype);
+    }
+  };
+  for (let rep = 0; rep <= repeats; rep++) {
+    for (const [, p] of model.parameters()) p.zeroGrad();
+    pass(rep, 0);
+    pass(rep, 1);
+  }
+  // V8's helper threads (freeing the tapes' array buffers), per pass: over at least 300 ms of
+  // passes, as their clock ticks every 10 ms.
+  let helperMs = 0;
+  if (repeats > 0) {
+    const h0 = helperCpu();
+    const end = now() + 300;
+    let passes = 0;
+    while (passes < 2 || now() < end) { pass(0, 1); passes++; }
+    helperMs = Math.max(0, helperCpu() - h0) / passes;
   }
   // The median: on a quiet machine it is the fastest; on a loaded one it also counts the caches
   // the neighbours keep evicting, as a real step does.
   const mid = (xs: number[]) => quantile(xs, 0.5);
-  // V8's helper threads (freeing the array buffers of the tapes): per micro-batch, forward and backward.
-  const helperMs = repeats > 0 ? Math.max(0, helperCpu() - helpers0) / (2 * repeats) : 0;
   return { fwd: fwd.map(mid), bwd: bwd.map(mid), first: first.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
 }
 
