@@ -17,6 +17,7 @@ Commands:
   report    write DIR/report.html from a run trained with --log-dir DIR (chainrule report DIR)
   predict   predictions of a saved model (chainrule predict --model DIR --input FILE)
   evaluate  a saved model's loss and accuracy on a dataset (chainrule evaluate --model DIR --dataset NAME)
+  plan      predict samples/s and bubble of every R, K, M and schedule before running (chainrule plan --help)
   node      host actors for a remote coordinator (chainrule node --port P [--host H] [--tls DIR] [--token-file FILE])
   certs     make a CA, node and coordinator certificates and a token (chainrule certs DIR --hosts H1,H2,...)
 `;
@@ -92,6 +93,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'report') return await reportMain(rest);
     if (cmd === 'predict') return (await import('./model-cli.js')).predictMain(rest);
     if (cmd === 'evaluate') return (await import('./model-cli.js')).evaluateMain(rest);
+    if (cmd === 'plan') return await (await import('./plan.js')).planMain(rest);
     if (cmd === 'node') {
       const { nodeMain } = await import('../node/cli.js');
       return await nodeMain(rest);
@@ -102,7 +104,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === undefined || cmd === '--help' || cmd === '-h') { console.log(usage); return cmd === undefined ? 2 : 0; }
     if (cmd === '--version' || cmd === '-v') { console.log(`chainrule ${chainruleVersion()} (Node ${process.versions.node})`); return 0; }
-    throw new OptionError(`unknown command '${cmd}'; commands: train, report, predict, evaluate, node, certs`);
+    throw new OptionError(`unknown command '${cmd}'; commands: train, report, predict, evaluate, plan, node, certs`);
   } catch (e) {
     if (isUserError(e)) {
       console.error(`chainrule: ${e.message}`);
