@@ -66,10 +66,29 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
       const r = await c.loadCheckpoint(o.resume);
       note(`chainrule: resumed from ${r.path} (step ${r.step}, epoch ${r.epoch + 1}, minibatch ${r.batch} of ${c.stepsPerEpoch})${r.ignored.length ? `; passed over ${r.ignored.join(', ')} (interrupted writes)` : ''}`);
     }
-    const summary = await c.train();
+    // Ctrl-C finishes the step (and checkpoints when asked); a second one quits at once.
+    let interrupts = 0;
+    const onInterrupt = () => {
+      if (++interrupts > 1) process.exit(130);
+      bar?.stop();
+      io.err('chainrule: Ctrl-C: stopping after this step (Ctrl-C again to quit now)');
+      c.stop();
+    };
+    process.on('SIGINT', onInterrupt);
+    let summary;
+    try {
+      summary = await c.train();
+    } finally {
+      process.off('SIGINT', onInterrupt);
+    }
+    if (summary.stopped) {
+      const { step, checkpoint } = summary.stopped;
+      io.err(`chainrule: stopped after step ${step}; ${checkpoint ? `checkpoint written to ${checkpoint} (--resume ${o.checkpoint} goes on from it)` : 'no checkpoint was asked for (--checkpoint DIR keeps the progress)'}`);
+    }
     if (json) io.out(JSON.stringify(summary));
     else io.out(`weights sha256 ${summary.weightsSha256}`);
     if (o.logDir) note(`chainrule: run log in ${o.logDir} (chainrule report ${o.logDir} writes report.html)`);
+    if (summary.stopped) return 130;
   } finally {
     bar?.stop();
     await c.close();

@@ -194,12 +194,13 @@ export class Coordinator {
    * summary so far attached as `err.summary` (written to the log directory too).
    */
   async train(): Promise<TrainSummary> {
+    this.stopping = false;
     const started = performance.now();
     const log = this.options.logDir ? new RunLog(this.options.logDir) : null;
     const { plan, meter, keeper, backendName } = this;
     const host: TrainHost = { plan, meter, keeper, backendName, recoveries: this.recovery?.reports ?? [], group: () => this.group,
       step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: () => this.evaluate(), confusionMatrix: () => this.confusionMatrix(),
-      save: (dir, metadata) => this.save(dir, metadata) };
+      save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
     try {
       await this.open();
       return await trainRun(host, log, started);
@@ -207,6 +208,11 @@ export class Coordinator {
       log?.close();
     }
   }
+
+  private stopping = false;
+
+  /** Ends a running `train()` after the step it is in (with a checkpoint when one was asked for): what Ctrl-C does. */
+  stop(): void { this.stopping = true; }
 
   /**
    * Commits a checkpoint `dir/step-N` of every stage's state merged by name (independent of

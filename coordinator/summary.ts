@@ -97,6 +97,8 @@ export interface TrainSummary {
   versions: { chainrule: string; node: string };
   /** Set when the run resumed from a checkpoint. */
   resumedFrom?: ResumedFrom;
+  /** Set when the run was stopped early (Coordinator.stop, Ctrl-C): after which step, and the checkpoint written then. */
+  stopped?: { step: number; checkpoint: string | null };
 }
 
 /** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */

@@ -41,6 +41,8 @@ export interface TrainHost {
   evaluate(): Promise<Evaluation>;
   confusionMatrix(): Promise<number[][] | null>;
   save(dir: string, metadata: Record<string, unknown>): Promise<void>;
+  /** True once `Coordinator.stop()` was called (Ctrl-C): the loop ends after the step it is in. */
+  stopRequested(): boolean;
 }
 
 interface RunSoFar { history: EpochReport[]; started: number }
@@ -116,6 +118,7 @@ export async function trainRun(host: TrainHost, log: RunLog | null, started: num
   const totalSteps = o.epochs * plan.stepsPerEpoch;
   // The last steps of the run: past the warm-up, what a long run spends its time on.
   const tracer = log && o.traceSteps > 0 ? new StepTracer(Math.max(host.group().step, totalSteps - o.traceSteps), totalSteps) : null;
+  let lastTurn = performance.now();
   for (let e = keeper.cursor.epoch; e < o.epochs; e++) {
     const t0 = performance.now();
     const mark = meter.mark();
@@ -156,6 +159,20 @@ export async function trainRun(host: TrainHost, log: RunLog | null, started: num
       };
       log?.step({ ...info, stepMs: now - ts });
       await call(o.onStep, info, tracer);
+      // In-process steps never wait for I/O: give the event loop a turn now and then, so that
+      // signals (Ctrl-C), timers and the progress bar are served during a long epoch.
+      if (now - lastTurn > 50) { await new Promise<void>((r) => setImmediate(r)); lastTurn = performance.now(); }
+      if (host.stopRequested()) {
+        // Stopped between steps: the weights are a whole step's, checkpointed when asked for.
+        const justSaved = o.checkpoint && o.checkpointEvery && step % o.checkpointEvery === 0;
+        const checkpoint = o.checkpoint ? (justSaved ? `${o.checkpoint}/step-${step}` : await keeper.save(o.checkpoint)) : null;
+        trainedSamples += trained;
+        trainSeconds += (performance.now() - t0) / 1000;
+        const summary = await summarizeRun(host, last ?? current(), trainSeconds > 0 ? trainedSamples / trainSeconds : 0, batcher.droppedPerEpoch, run,
+          { epochs: last?.epoch ?? e, stopped: { step, checkpoint } });
+        await saveModel(summary);
+        return finish(summary, tracer);
+      }
     }
     const seconds = (performance.now() - t0) / 1000;
     const bubbleFraction = BubbleMeter.between(mark, meter.mark());

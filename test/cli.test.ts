@@ -101,3 +101,27 @@ describe('chainrule train', () => {
     expect(r.stderr).toMatch(/^chainrule: --placement must be one of local, threads, grpc, got 'carrier-pigeon'\n$/);
   });
 });
+
+describe('Ctrl-C', () => {
+  it('finishes the step, writes the checkpoint it was asked for, says so, exit 130', async () => {
+    const { spawn } = await import('node:child_process');
+    const { mkdtempSync: tmp, existsSync } = await import('node:fs');
+    const ck = join(tmp(join(tmpdir(), 'chainrule-sigint-')), 'ck');
+    const child = spawn(process.execPath, ['--import', 'tsx', bin, 'train', '--epochs', '50', '--batch-size', '16', '--checkpoint', ck, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    // Interrupt once training is under way (the start line is on stderr with --json).
+    await new Promise<void>((resolve) => child.stderr.on('data', (d: Buffer) => { err += d.toString(); if (/chainrule: training/.test(err)) resolve(); }));
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(130);
+    expect(err).toMatch(/Ctrl-C: stopping after this step/);
+    const m = /stopped after step (\d+); checkpoint written to (\S+)/.exec(err);
+    expect(m, err).not.toBeNull();
+    expect(existsSync(m![2]!)).toBe(true);
+    const s = JSON.parse(out.trim().split('\n').pop()!);
+    expect(s.stopped.step).toBe(Number(m![1]));
+  });
+});
