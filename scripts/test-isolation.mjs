@@ -2,7 +2,8 @@
 /**
  * Proves that the tests do not depend on each other: runs every test file on its own, then
  * single tests on their own (`-t`, anchored to the test's full name), and fails if any of
- * them fails alone or if a pattern does not select exactly that one test.
+ * them fails alone, if a pattern does not select exactly that one test, or if two tests of a
+ * file share a name.
  *
  *   node scripts/test-isolation.mjs                          # every file alone, and 5 random tests of each file alone
  *   node scripts/test-isolation.mjs --all pipeline,ops,grpc  # ... and every test of these files alone
@@ -72,6 +73,11 @@ for (const { name, file } of JSON.parse(listed.stdout)) {
 }
 
 const failures = [];
+// Two tests of one name cannot be run, or told apart in a report, alone.
+for (const [file, names] of byFile) {
+  const twice = [...new Set(names.filter((n, i) => names.indexOf(n) !== i))];
+  for (const n of twice) failures.push(`test/${basename(file)}: more than one test is named ${JSON.stringify(n)}`);
+}
 let runs = 0;
 const random = rng(Number(args.seed));
 for (const [file, names] of byFile) {
