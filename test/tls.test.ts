@@ -180,10 +180,11 @@ async function refusal(opts: ConstructorParameters<typeof GrpcTransport>[1], n =
 describe('strangers are refused, each with the right message, and logged by the node naming the peer', () => {
   it('a plaintext client', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const e = await refusal({});
     expect(e.code).toBe('TLS_HANDSHAKE');
     expect(e.message).toMatch(new RegExp(`^TLS handshake with node ${n.address} \\(stage 0\\) failed: node ${n.address} requires TLS, and this side speaks plaintext: pass --tls DIR`));
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: not TLS \(a plaintext client/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: not TLS \(a plaintext client/.test(l))).toBe(true));
   });
 
   it('a TLS client to a plaintext node', async () => {
@@ -194,6 +195,7 @@ describe('strangers are refused, each with the right message, and logged by the 
 
   it('a client without a certificate', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const tls = loadTls(certs, 'coordinator');
     const c = makeClient(n.address, grpc.credentials.createSsl(tls.ca));
     try {
@@ -203,15 +205,16 @@ describe('strangers are refused, each with the right message, and logged by the 
     } finally {
       c.close();
     }
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: it presented no client certificate/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: it presented no client certificate/.test(l))).toBe(true));
   });
 
   it('a foreign CA, either way round', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     // The coordinator does not trust the node's certificate.
     const e = await refusal({ tls: foreign, tokenFile });
     expect(e.message).toMatch(new RegExp(`^TLS handshake with node ${n.address} \\(stage 0\\) failed: node ${n.address}'s certificate is not signed by our CA \\(SELF_SIGNED_CERT_IN_CHAIN\\)`));
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/.test(l))).toBe(true));
     // A client that trusts the node but holds a certificate of another CA.
     const own = loadTls(certs, 'coordinator');
     const other = loadTls(foreign, 'coordinator');
@@ -224,7 +227,7 @@ describe('strangers are refused, each with the right message, and logged by the 
     }
     // What the coordinator would say of it (it cannot hold such a pair: loadTls refuses it).
     expect(await diagnoseTls(n.address, { ...own, cert: other.cert, key: other.key })).toMatch(new RegExp(`^node ${n.address} (closed the connection after the handshake: it refused our certificate|refused our certificate)`));
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: its client certificate is not valid for this node \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: its client certificate is not valid for this node \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/.test(l))).toBe(true));
   });
 
   it('a wrong token and a missing token (UNAUTHENTICATED), on calls and on streams', async () => {
