@@ -1,7 +1,7 @@
 /** The command line as a user runs it: a real process, real files, exit codes. */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../src/tensor/rng.js';
@@ -9,10 +9,15 @@ import { nativeKernel } from '../src/tensor/native/index.js';
 import { defaultBackendName } from '../src/tensor/select.js';
 
 const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
+// Each test writes files of its own names here.
 const dir = mkdtempSync(join(tmpdir(), 'chainrule-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// The runs choose their backend by default or by flag, whatever the caller's shell exports.
+const { CHAINRULE_BACKEND: _ignored, ...env } = process.env;
 
 function chainrule(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', bin, ...args], { encoding: 'utf8', timeout: 120_000, env });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

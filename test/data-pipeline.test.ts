@@ -1,8 +1,8 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Rng } from '../src/tensor/rng.js';
 import {
   Batcher, applyTransform, augmentBatch, augmentEpoch, augmentStream, checkFinite, fitTransform,
@@ -65,15 +65,13 @@ function imagesAndLabels(n: number, rows: number, cols: number, classes: number,
   return { images: idxBytes('ubyte', [n, rows, cols], pixels), labels: idxBytes('ubyte', [n], labelValues), pixels, labelValues };
 }
 
-let tmp: string;
-beforeAll(() => { tmp = mkdtempSync(join(tmpdir(), 'chainrule-idx-')); });
+// Each test writes files of its own names here, or into a directory of its own from dirWith.
+const tmp = mkdtempSync(join(tmpdir(), 'chainrule-idx-'));
 afterAll(() => { rmSync(tmp, { recursive: true, force: true }); });
 
-let dirCount = 0;
 /** A fresh directory holding the given files. */
 function dirWith(files: Record<string, Buffer>): string {
-  const dir = join(tmp, `d${dirCount++}`);
-  mkdirSync(dir);
+  const dir = mkdtempSync(join(tmp, 'd'));
   for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
   return dir;
 }

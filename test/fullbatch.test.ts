@@ -3,23 +3,25 @@
  * network and a subset of the built-in digits, CG, L-BFGS and Newton–CG each reach a
  * lower training loss than SGD given the same number of gradient evaluations.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/index.js';
 import { loadMnist, subset, type Dataset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
+import { backend, setBackend } from '../src/tensor/backend.js';
 
 const spec: ModelSpec = {
   inputShape: [784],
   layers: [{ type: 'dense', inputs: 784, units: 16, init: 'he' }, { type: 'tanh' }, { type: 'dense', inputs: 16, units: 10, init: 'xavier' }],
   loss: 'softmaxCrossEntropy',
 };
-let data: { train: Dataset; test: Dataset };
-const table: string[] = [];
-
-beforeAll(() => {
-  const m = loadMnist();
-  data = { train: subset(m.train, Array.from({ length: 512 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 200 }, (_, i) => i)) };
-});
+const m = loadMnist();
+const data: { train: Dataset; test: Dataset } = {
+  train: subset(m.train, Array.from({ length: 512 }, (_, i) => i)),
+  test: subset(m.test, Array.from({ length: 200 }, (_, i) => i)),
+};
+// A Coordinator installs the default backend in this process when it finds the reference one.
+const initialBackend = backend();
+afterEach(() => setBackend(initialBackend));
 
 async function run(optimizer: string, epochs: number, extra: Record<string, unknown> = {}) {
   const c = new Coordinator({ model: spec, dataset: data, optimizer, epochs, batchSize: 128, seed: 3, iterationsPerEpoch: 1, ...extra });
@@ -51,8 +53,7 @@ describe('full-batch methods beat SGD at equal gradient evaluations', () => {
       const s = await run(method, iters, method === 'newton' ? { placement: 'local', stages: 2 } : {});
       expect(s.gradEvals).toBeGreaterThan(0);
       const sgd = await sgdLoss(s.gradEvals!);
-      table.push(`${method}: ${s.gradEvals} gradient evaluations → training loss ${s.trainLoss.toFixed(4)}; SGD (lr 0.1) → ${sgd.toFixed(4)}`);
-      console.log(table[table.length - 1]);
+      console.log(`${method}: ${s.gradEvals} gradient evaluations → training loss ${s.trainLoss.toFixed(4)}; SGD (lr 0.1) → ${sgd.toFixed(4)}`);
       expect(s.trainLoss).toBeLessThan(sgd);
       expect(s.testAccuracy!).toBeGreaterThan(0.5);
     });
@@ -61,6 +62,7 @@ describe('full-batch methods beat SGD at equal gradient evaluations', () => {
   it('a NaN loss stops the run with an error naming the iteration', async () => {
     const bad = { train: { ...data.train, inputs: data.train.inputs.slice() }, test: data.test };
     bad.train.inputs[5] = NaN;
-    await expect(run('lbfgs', 2, { dataset: bad })).rejects.toThrow(/iteration 0|not finite|NaN/);
+    // The minimizer's own message: any error merely mentioning NaN (e.g. a rejected input) must not pass.
+    await expect(run('lbfgs', 2, { dataset: bad })).rejects.toThrow(/lbfgs: loss is NaN at iteration 0/);
   });
 });

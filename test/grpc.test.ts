@@ -1,5 +1,5 @@
 /** gRPC nodes on real loopback sockets: validation, errors that name the node, a node that is down. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createServer } from 'node:net';
 import { startNode, type RunningNode } from '../node/server.js';
@@ -7,6 +7,7 @@ import { makeClient, unary } from '../node/grpc-common.js';
 import { GrpcTransport, LocalTransport, TransportError, type StageHandle, type Transport } from '../coordinator/transports/index.js';
 import { Coordinator } from '../coordinator/index.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { backend, setBackend } from '../src/tensor/backend.js';
 import { encodeMessage, expectReply, decodeMessage, MAX_TENSOR_ELEMENTS, type NamedTensors, type Reply, type Request } from '../src/wire/index.js';
 import type { StageServiceClient } from '../node/grpc-common.js';
 
@@ -27,10 +28,15 @@ afterAll(async () => {
   client.close();
   await node.close();
 });
+// A Coordinator installs the default backend in this process (and so under the in-process
+// nodes) when it finds the reference one: put it back, so no test runs on another's choice.
+const initialBackend = backend();
+afterEach(() => setBackend(initialBackend));
 
-function rawCall(body: Uint8Array): Promise<Reply> {
+/** Sends raw bytes as the body of a Call for stage 0 of `run` on the shared node. */
+function rawCall(body: Uint8Array, run = 'g'): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    client.Call({ type: 'forward', run: 'g', stage: 0, body }, { deadline: new Date(Date.now() + 5000) }, (err, reply) => {
+    client.Call({ type: 'forward', run, stage: 0, body }, { deadline: new Date(Date.now() + 5000) }, (err, reply) => {
       if (err) reject(err);
       else resolve(decodeMessage(reply!.body, { actor: 'test' }) as Reply);
     });
@@ -52,13 +58,17 @@ describe('a gRPC node', () => {
   });
 
   it('rejects a tensor whose shape does not match its bytes, naming the field', async () => {
-    const good = encodeMessage({ ...h, type: 'evaluate', x: Tensor.zeros([2, 4]) });
+    // A run of its own, configured here: the node's stages outlive a test.
+    const hs = { ...h, run: 'shape' };
+    const configured = await unary(client, node.address, 'Call', { ...hs, type: 'configure', config: { model, start: 0, end: 3, seed: 1, capacity: 2 } }, 5000);
+    expect((configured as Reply).type).toBe('configured');
+    const good = encodeMessage({ ...hs, type: 'evaluate', x: Tensor.zeros([2, 4]) });
     // Same message with a lying shape: [2, 4] → [3, 4] (the byte length no longer matches).
-    const forged = { ...h, type: 'evaluate', x: { $tensor: 'float32', shape: [3, 4], bytes: new Uint8Array(32) } };
+    const forged = { ...hs, type: 'evaluate', x: { $tensor: 'float32', shape: [3, 4], bytes: new Uint8Array(32) } };
     const { Packr } = await import('msgpackr');
-    const r = await rawCall(new Packr({ useRecords: false }).pack(forged));
+    const r = await rawCall(new Packr({ useRecords: false }).pack(forged), 'shape');
     expect((r as { message: string }).message).toMatch(/field 'x': shape \[3, 4\] needs 48 bytes of float32, got 32/);
-    const fine = await rawCall(good);
+    const fine = await rawCall(good, 'shape');
     expect(fine.type).toBe('activations');
   });
 

@@ -243,7 +243,7 @@ describe('specs', () => {
     [{ type: 'batchNorm', channels: 2, momentum: 0.1, eps: 1e-5 }, [3, 2, 2, 2]],
   ];
   for (const [spec, shape] of specs) {
-    it(`${spec.type}: build → toSpec → JSON → build gives the same spec and output`, () => {
+    it(`${JSON.stringify(spec)}: build → toSpec → JSON → build gives the same spec and output`, () => {
       const a = build(spec, 42, 1);
       const s = a.toSpec();
       expect(s).toEqual(spec);

@@ -289,7 +289,7 @@ describe('specs: round trips and errors', () => {
     { type: 'gaussianSample', latent: 4, klWeight: 1, klWarmupSteps: 625 },
   ];
   for (const spec of specs) {
-    it(`${spec.type}: spec → layer → JSON → layer gives the same spec and weights`, () => {
+    it(`${JSON.stringify(spec)}: spec → layer → JSON → layer gives the same spec and weights`, () => {
       const a = build(spec, 5, 2);
       expect(a.toSpec()).toEqual(spec);
       const b = build(JSON.parse(JSON.stringify(a.toSpec())) as LayerSpec, 5, 2);

@@ -5,7 +5,7 @@
  * accuracy on every backend. (Its sgemm runs the shared suite in kernels.test.ts.)
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,7 +54,10 @@ describe('the native addon at install', () => {
   it('without a compiler, the install step says why, succeeds, and leaves no half-built addon', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chainrule-native-'));
     try {
-      for (const f of ['binding.gyp', 'addon.c', 'sgemm.c', 'elementwise.c', 'kernels.h']) cpSync(join(root, 'native', f), join(dir, f));
+      // Every source, so that the compiler is the only thing missing (a missing file would make the build fail anyway).
+      for (const f of readdirSync(join(root, 'native'))) if (/\.(gyp|c|h)$/.test(f)) cpSync(join(root, 'native', f), join(dir, f));
+      const gyp = JSON.parse(readFileSync(join(dir, 'binding.gyp'), 'utf8')) as { targets: { sources: string[] }[] };
+      for (const source of gyp.targets.flatMap((t) => t.sources)) expect(existsSync(join(dir, source)), `${source} copied`).toBe(true);
       const script = join(root, 'scripts', 'build-native.mjs');
       // A compiler that fails, and then a PATH with node alone (no cc, make or python3).
       const bin = join(dir, 'bin');
@@ -90,10 +93,10 @@ describe('the native addon at install', () => {
 
 describe.skipIf(!native)('native kernels give the reference bits', () => {
   const be = native!;
-  const rng = new Rng(77);
   const kinds: BinaryKind[] = ['add', 'sub', 'mul', 'div', 'max', 'min', 'reluGrad'];
 
   it('binary: same shapes, scalars, rows (a bias), either side, and shapes it hands to the reference', () => {
+    const rng = new Rng(77); // each test its own stream: its inputs do not depend on which ran before
     const cases: Array<[number[], number[], number[]]> = [
       [[5, 7], [5, 7], [5, 7]], [[5, 7], [1, 1], [5, 7]], [[1, 1], [5, 7], [5, 7]], [[5, 7], [1, 7], [5, 7]],
       [[1, 7], [5, 7], [5, 7]], [[2, 3, 4], [1, 1, 4], [2, 3, 4]], [[5, 7], [5, 1], [5, 7]], [[2, 3, 4], [2, 1, 4], [2, 3, 4]], [[], [], []],
@@ -113,6 +116,7 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
   });
 
   it('unary: neg, abs, relu and sqrt give the reference bits; exp, log, sigmoid, tanh and softplus are within one float32 ulp', () => {
+    const rng = new Rng(77);
     const x = values(rng, 4099);
     for (const kind of ['neg', 'sqrt', 'abs', 'relu'] as UnaryKind[]) {
       const got = new Float32Array(x.length);
@@ -140,6 +144,7 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
   });
 
   it('reduceSum: all, leading axes (a bias gradient), trailing axes, and a middle axis', () => {
+    const rng = new Rng(77);
     const cases: Array<[number[], number[]]> = [
       [[64, 10], [1, 1]], [[64, 10], [1, 10]], [[64, 10], [64, 1]], [[2, 3, 5], [1, 1, 5]], [[2, 3, 5], [2, 1, 1]],
       [[2, 3, 5], [2, 3, 1]], [[2, 3, 5], [2, 1, 5]], [[7], [1]], [[], []], [[0, 4], [1, 4]],
@@ -155,6 +160,7 @@ describe.skipIf(!native)('native kernels give the reference bits', () => {
   });
 
   it('im2col, col2im and max pooling: strides, padding, dilation, ties and NaN', () => {
+    const rng = new Rng(77);
     const conv = be.conv!;
     const { im2colT, col2imT, maxPool, maxPoolGrad, geometry, poolGeometry } = convReferenceLoops;
     const convCases: Array<[number[], number, number, [number, number], [number, number], [number, number]]> = [

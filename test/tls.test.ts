@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -146,14 +146,16 @@ describe('chainrule certs', () => {
 
 describe('the right credentials', () => {
   it('train to the weights of plaintext loopback, with one replica and with two', async () => {
+    // Only the log lines of this test's runs: the nodes are shared with the other tests.
+    const seen = new Map(secure.map((n) => [n, linesOf(n).length]));
     const reference = await train({ nodes: addresses(plain) });
     expect(await train({ nodes: addresses(secure), tls: certs, tokenFile })).toBe(reference);
     const replicated = await train({ nodes: addresses(plain), replicas: 2 });
     expect(await train({ nodes: addresses(secure), tls: certs, tokenFile, replicas: 2 })).toBe(replicated);
     // Every run ended with its coordinator: the one-run nodes are free again.
     for (const n of secure) {
-      expect(linesOf(n).filter((l) => / run run-\w+… opened by 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\)/.test(l))).toHaveLength(2);
-      expect(linesOf(n).filter((l) => /ended: its coordinator shut it down; it hosted [12] actors? for \d+ s/.test(l))).toHaveLength(2);
+      expect(linesOf(n).slice(seen.get(n)).filter((l) => / run run-\w+… opened by 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\)/.test(l))).toHaveLength(2);
+      expect(linesOf(n).slice(seen.get(n)).filter((l) => /ended: its coordinator shut it down; it hosted [12] actors? for \d+ s/.test(l))).toHaveLength(2);
     }
   });
 
@@ -180,10 +182,11 @@ async function refusal(opts: ConstructorParameters<typeof GrpcTransport>[1], n =
 describe('strangers are refused, each with the right message, and logged by the node naming the peer', () => {
   it('a plaintext client', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const e = await refusal({});
     expect(e.code).toBe('TLS_HANDSHAKE');
     expect(e.message).toMatch(new RegExp(`^TLS handshake with node ${n.address} \\(stage 0\\) failed: node ${n.address} requires TLS, and this side speaks plaintext: pass --tls DIR`));
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: not TLS \(a plaintext client/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: not TLS \(a plaintext client/.test(l))).toBe(true));
   });
 
   it('a TLS client to a plaintext node', async () => {
@@ -194,6 +197,7 @@ describe('strangers are refused, each with the right message, and logged by the 
 
   it('a client without a certificate', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const tls = loadTls(certs, 'coordinator');
     const c = makeClient(n.address, grpc.credentials.createSsl(tls.ca));
     try {
@@ -203,15 +207,16 @@ describe('strangers are refused, each with the right message, and logged by the 
     } finally {
       c.close();
     }
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: it presented no client certificate/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: it presented no client certificate/.test(l))).toBe(true));
   });
 
   it('a foreign CA, either way round', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     // The coordinator does not trust the node's certificate.
     const e = await refusal({ tls: foreign, tokenFile });
     expect(e.message).toMatch(new RegExp(`^TLS handshake with node ${n.address} \\(stage 0\\) failed: node ${n.address}'s certificate is not signed by our CA \\(SELF_SIGNED_CERT_IN_CHAIN\\)`));
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/.test(l))).toBe(true));
     // A client that trusts the node but holds a certificate of another CA.
     const own = loadTls(certs, 'coordinator');
     const other = loadTls(foreign, 'coordinator');
@@ -224,19 +229,20 @@ describe('strangers are refused, each with the right message, and logged by the 
     }
     // What the coordinator would say of it (it cannot hold such a pair: loadTls refuses it).
     expect(await diagnoseTls(n.address, { ...own, cert: other.cert, key: other.key })).toMatch(new RegExp(`^node ${n.address} (closed the connection after the handshake: it refused our certificate|refused our certificate)`));
-    await vi.waitFor(() => expect(linesOf(n).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: its client certificate is not valid for this node \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/.test(l))).toBe(true));
+    await vi.waitFor(() => expect(linesOf(n).slice(seen).some((l) => /refused TLS handshake from 127\.0\.0\.1:\d+ failed: its client certificate is not valid for this node \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/.test(l))).toBe(true));
   });
 
   it('a wrong token and a missing token (UNAUTHENTICATED), on calls and on streams', async () => {
     const n = secure[0]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const wrong = await refusal({ tls: certs, tokenFile: wrongTokenFile });
     expect(wrong.code).toBe('UNAUTHENTICATED');
     expect(wrong.message).toMatch(new RegExp(`^gRPC node ${n.address} \\(stage 0\\): connect: node ${n.address} refused the call: wrong bearer token`));
     const missing = await refusal({ tls: certs });
     expect(missing.code).toBe('UNAUTHENTICATED');
     expect(missing.message).toMatch(/refused the call: no bearer token \(metadata authorization: Bearer \.\.\.\); this node checks tokens: pass --token-file FILE/);
-    expect(linesOf(n).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): Call: wrong bearer token/.test(l))).toBe(true);
-    expect(linesOf(n).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): Call: no bearer token/.test(l))).toBe(true);
+    expect(linesOf(n).slice(seen).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): Call: wrong bearer token/.test(l))).toBe(true);
+    expect(linesOf(n).slice(seen).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): Call: no bearer token/.test(l))).toBe(true);
     // A stream with a wrong token ends at once with UNAUTHENTICATED.
     const tls = loadTls(certs, 'node');
     const c = makeClient(n.address, grpc.credentials.createSsl(tls.ca, tls.key, tls.cert));
@@ -252,11 +258,12 @@ describe('strangers are refused, each with the right message, and logged by the 
     } finally {
       c.close();
     }
-    expect(linesOf(n).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule node\): DeliverStream: wrong bearer token/.test(l))).toBe(true);
+    expect(linesOf(n).slice(seen).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule node\): DeliverStream: wrong bearer token/.test(l))).toBe(true);
   });
 
   it('a coordinator past --max-runs is told the node is busy, which run and since when; the run frees the node when it ends', async () => {
     const n = secure[1]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const first = new GrpcTransport([n.address], { tls: certs, tokenFile });
     try {
       await first.open({ replicas: 1, stages: 1 }, 'run-0123456789abcdef0123456789abcdef');
@@ -264,7 +271,7 @@ describe('strangers are refused, each with the right message, and logged by the 
       expect(e.code).toBe('NODE_BUSY');
       expect(e.message).toMatch(new RegExp(`^node ${n.address} is busy: it hosts run run-01234567… since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(last call \\d+ s ago\\) and takes at most 1 run at a time \\(--max-runs\\)`));
       expect(e.message).not.toMatch(/0123456789abcdef0123/); // the other run's id is not given away
-      expect(linesOf(n).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): run run-refused-\w{0,4}…: busy with run run-01234567…/.test(l))).toBe(true);
+      expect(linesOf(n).slice(seen).some((l) => /refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): run run-refused-\w{0,4}…: busy with run run-01234567…/.test(l))).toBe(true);
     } finally {
       await first.close();
     }
@@ -372,6 +379,7 @@ describe('a node answers failures with errors of ours and keeps serving', () => 
 
   it('a bug of ours is answered as INTERNAL naming the node and stage, its JavaScript text only in the log', async () => {
     const n = plain[1]!;
+    const seen = linesOf(n).length; // this test's log lines only: the node logs every test's
     const c = makeClient(n.address);
     const h = { run: 'run-buggy', stage: 0, step: 0, microBatch: -1 };
     try {
@@ -383,7 +391,7 @@ describe('a node answers failures with errors of ours and keeps serving', () => 
       const message = (r as { message: string }).message;
       expect(message).toMatch(new RegExp(`^node ${n.address}: stage 0: runStep \\(step 0\\): internal error #\\d+ \\(TypeError\\); the node's log has the details$`));
       expect(message).not.toMatch(/is not a function/);
-      expect(linesOf(n).some((l) => / error internal error #\d+ in stage 0: runStep \(step 0\): TypeError: .*is not a function/.test(l))).toBe(true);
+      expect(linesOf(n).slice(seen).some((l) => / error internal error #\d+ in stage 0: runStep \(step 0\): TypeError: .*is not a function/.test(l))).toBe(true);
       expect(((await unary(c, n.address, 'Call', { ...h, type: 'getParams' }, 3000)) as Reply).type).toBe('tensors');
     } finally {
       c.close();
@@ -402,29 +410,37 @@ describe('chainrule node as a real process', () => {
     p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     p.on('close', (status) => resolve({ status, stdout, stderr }));
   });
+  /** A `chainrule node` process with TLS and tokens, once it listens; its stderr so far. */
+  async function nodeProcess(): Promise<{ child: ChildProcessWithoutNullStreams; address: string; stderr(): string }> {
+    const p = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', '--tls', certs, '--token-file', tokenFile], { stdio: 'pipe' });
+    let err = '';
+    p.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    const at = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      p.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /chainrule node listening on (\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      p.once('exit', (code) => reject(new Error(`chainrule node exited with ${code}: ${err}`)));
+    });
+    return { child: p, address: at, stderr: () => err };
+  }
+  const started: ChildProcessWithoutNullStreams[] = [];
   let child: ChildProcessWithoutNullStreams;
-  let stderr = '';
   let address = '';
+  let nodeStderr: () => string = () => '';
   const csv = join(root, 'toy.csv');
 
   beforeAll(async () => {
     const rows = ['a,b,c,d,label'];
     for (let i = 0; i < 120; i++) rows.push([0, 1, 2, 3].map((j) => ((j === i % 3 ? 2 : 0) + ((i * 7 + j * 13) % 10) / 10).toFixed(2)).join(',') + `,${i % 3}`);
     writeFileSync(csv, rows.join('\n') + '\n');
-    child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', '--tls', certs, '--token-file', tokenFile], { stdio: 'pipe' });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    address = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        const m = /chainrule node listening on (\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      child.once('exit', (code) => reject(new Error(`chainrule node exited with ${code}: ${stderr}`)));
-    });
+    ({ child, address, stderr: nodeStderr } = await nodeProcess());
+    started.push(child);
   });
 
-  afterAll(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  afterAll(() => { for (const c of started) if (c.exitCode === null) c.kill('SIGKILL'); });
 
   const trainArgs = ['train', '--dataset', `csv:${csv}`, '--model', join(root, 'toy.json'), '--epochs', '1', '--batch-size', '20', '--seed', '4', '--lr', '0.1'];
 
@@ -443,19 +459,30 @@ describe('chainrule node as a real process', () => {
     const stranger = await chainrule(...trainArgs, '--placement', 'grpc', '--nodes', address, '--tls', foreign, '--token-file', tokenFile);
     expect(stranger.status).toBe(2);
     expect(stranger.stderr).toMatch(new RegExp(`chainrule: TLS handshake with node ${address} \\(stage 0\\) failed: node ${address}'s certificate is not signed by our CA`));
-    await vi.waitFor(() => expect(stderr).toMatch(/ refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/));
-    expect(stderr).toMatch(/chainrule node 127\.0\.0\.1:\d+ listening on 127\.0\.0\.1:\d+: mutual TLS \(chainrule node, CA from .*\), bearer tokens from .*token, at most 1 run at a time/);
-    expect(stderr).toMatch(/connection from 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\) \(first call: Call\)/);
-    expect(stderr).toMatch(/ run run-[0-9a-f]{8}… opened by 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\)/);
-    expect(stderr).toMatch(/ run run-[0-9a-f]{8}… ended: its coordinator shut it down/);
-    expect(stderr).toMatch(/ refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): Call: wrong bearer token/);
-    expect(stderr).toMatch(/ refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/);
+    await vi.waitFor(() => expect(nodeStderr()).toMatch(/ refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/));
+    expect(nodeStderr()).toMatch(/chainrule node 127\.0\.0\.1:\d+ listening on 127\.0\.0\.1:\d+: mutual TLS \(chainrule node, CA from .*\), bearer tokens from .*token, at most 1 run at a time/);
+    expect(nodeStderr()).toMatch(/connection from 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\) \(first call: Call\)/);
+    expect(nodeStderr()).toMatch(/ run run-[0-9a-f]{8}… opened by 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\)/);
+    expect(nodeStderr()).toMatch(/ run run-[0-9a-f]{8}… ended: its coordinator shut it down/);
+    expect(nodeStderr()).toMatch(/ refused 127\.0\.0\.1:\d+ \(CN=chainrule coordinator\): Call: wrong bearer token/);
+    expect(nodeStderr()).toMatch(/ refused TLS handshake from 127\.0\.0\.1:\d+ failed: the client hung up during the handshake/);
     // One event, one line: every line is a log line.
-    for (const l of stderr.trim().split('\n')) expect(l).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z chainrule node \S+ (listening|connection|run|refused|error|warning) /);
+    for (const l of nodeStderr().trim().split('\n')) expect(l).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z chainrule node \S+ (listening|connection|run|refused|error|warning) /);
   });
 
   it('stops on SIGTERM with exit 0', async () => {
-    const code = await new Promise<number | null>((resolve) => { child.once('exit', resolve); child.kill('SIGTERM'); });
+    // A node of its own: the other tests keep theirs running.
+    const { child: own, address: at, stderr: ownStderr } = await nodeProcess();
+    started.push(own);
+    // NOTE: the node prints its listening line before it installs its SIGTERM handler, so a
+    // signal sent on that line alone can beat the handler. Once it has answered a plaintext
+    // probe (and logged the refusal), its start-up code has run.
+    const [host, port] = [at.slice(0, at.lastIndexOf(':')), Number(at.slice(at.lastIndexOf(':') + 1))];
+    const probe = connect(port, host, () => probe.write('not TLS\r\n'));
+    probe.on('error', () => {});
+    await vi.waitFor(() => expect(ownStderr()).toMatch(/ refused TLS handshake from 127\.0\.0\.1:\d+ failed: not TLS/));
+    probe.destroy();
+    const code = await new Promise<number | null>((resolve) => { own.once('exit', resolve); own.kill('SIGTERM'); });
     expect(code).toBe(0);
   });
 
