@@ -134,6 +134,7 @@ export class StageActor {
     }
     if (config.backend && backend().name !== config.backend) selectBackend(config.backend);
     const model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
+    model.microBatching = true; // weights stay fixed within a step: layers share work across its micro-batches
     this.model = model;
     this.config = config;
     this.run = run;
@@ -264,6 +265,10 @@ export class StageActor {
       // the next action's computation holds the thread.
       if (pending.length > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
+    // The W pass: the weight gradients deferred by this step's backwards, before anyone reads them.
+    const tw = performance.now();
+    this.ready().model.flushDeferredGrads();
+    busy += performance.now() - tw;
     await Promise.all(pending);
     const report: StepReport = { losses: Array.from({ length: losses.length }, (_, i) => losses[i] ?? 0), busyMs: busy, wallMs: performance.now() - t0 };
     this.reports.clear();
