@@ -30,7 +30,7 @@ const INPUT_GRAD = 1;
 
 export class SharedWeight implements PendingGrad {
   private w: Tensor | null = null;
-  /** Whether packs may be reused: from zeroGrad until the gradient is read (closed until the first zeroGrad). */
+  /** Whether packs may be reused: from zeroGrad (or binding to a weight with no gradient yet) until the gradient is read. */
   private open = false;
   private packs: [PackedMatrix | null, PackedMatrix | null] = [null, null];
   private packed: [boolean, boolean] = [false, false];
@@ -57,6 +57,7 @@ export class SharedWeight implements PendingGrad {
     }
     if (w.rank !== 2) throw new ChainruleError('BAD_SHAPE', `SharedWeight: the weight must be a matrix, got shape ${fmtShape(w.shape)}`, { user: false });
     if (w.pendingGrad !== null) throw new ChainruleError('SHARED_WEIGHT_TAKEN', `SharedWeight: this weight (${fmtShape(w.shape)}) already has pending gradient work from another owner`, { user: false });
+    this.open = w.grad === null; // no gradient yet: as good as zeroed
     this.w = w;
     w.pendingGrad = this;
   }
