@@ -10,6 +10,8 @@
  *    python3-torch is installed, PyTorch on one thread, on the same model and data.
  * 3. Placements: one process, 2 stages on threads, 2 gRPC nodes on loopback, on a
  *    compute-bound model; measured bubble against GPipe's (K−1)/(M+K−1).
+ * 4. Micro-batch overhead: that model in one process with M=8 against M=1, interleaved
+ *    (bench/microbatch.ts): "wide MLP one process M=8 / M=1".
  */
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
@@ -21,6 +23,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchMicroBatches, microBatchRows } from './microbatch.js';
 import { benchSgemm } from './sgemm.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
 
@@ -234,6 +237,11 @@ place.push({ name: 'threads bubble (measured)', value: threads.bubble, unit: 'fr
 place.push({ name: 'theoretical bubble (K=2, M=8)', value: theory, unit: 'fraction' });
 printTable(place, `Placements (MLP 784-1024×5-10, batch 256, 2 stages balanced by parameters, M=${M}; gRPC nodes on loopback)`);
 rows.push(...place);
+
+// 4. Micro-batch overhead in one process (default backend), M=1 and M=8 windows interleaved.
+const micro = microBatchRows(await benchMicroBatches({ microBatches: M, seconds: quick ? 3 : 8, data: mnist }));
+printTable(micro, `Micro-batch overhead (MLP 784-1024×5-10, batch 256, SGD, one process, M=1 and M=${M} interleaved)`);
+rows.push(...micro);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
 emitJson(rows, { skipped, quick, defaultBackend: defaultBackendName(), nativeKernel: nativeKernel(), pytorch: torch?.version ?? null });

@@ -87,11 +87,54 @@ static void pack_block_a(const float *a, long m, long k, int trans_a, long i0, l
   }
 }
 
+#if CR_X86
+/* dst[p·ldd + j] = src[j·ld + p] for an 8×8 block: the transposing pack of b, eight at a time. */
+__attribute__((target("avx2")))
+static void transpose8(const float *src, long ld, float *dst, long ldd) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld), r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld), r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+#endif
+
+static int has_avx2(void) {
+#if CR_X86 && defined(__GNUC__)
+  static int known = -1;
+  if (known < 0) { __builtin_cpu_init(); known = __builtin_cpu_supports("avx2"); }
+  return known;
+#else
+  return 0;
+#endif
+}
+
 /* Packs op(b)[p0 .. p0+kc, j0 .. j0+nc] as panels of NR columns: panel j, step p at [j·kc·NR + p·NR]. */
 static void pack_block_b(const float *b, long n, long k, int trans_b, long p0, long kc, long j0, long nc, float *dst, const long NR) {
   for (long jr = 0; jr < nc; jr += NR) {
     long cols = nc - jr < NR ? nc - jr : NR;
     float *panel = dst + jr * kc;
+#if CR_X86
+    if (trans_b && cols == NR && NR % 8 == 0 && has_avx2()) { /* whole panels: 8×8 blocks in registers (a copy: same bits) */
+      long p = 0;
+      for (; p + 8 <= kc; p += 8)
+        for (long j = 0; j < NR; j += 8) transpose8(b + (j0 + jr + j) * k + p0 + p, k, panel + p * NR + j, NR);
+      for (; p < kc; p++)
+        for (long j = 0; j < NR; j++) panel[p * NR + j] = b[(j0 + jr + j) * k + p0 + p];
+      continue;
+    }
+#endif
     if (trans_b) { /* b is n×k: op(b)(p, j) = b[j·k + p] */
       for (long j = 0; j < NR; j++) {
         if (j < cols) {
