@@ -219,6 +219,15 @@ describe('SharedWeight', () => {
     const packed = microBatch(w, shared, x, 1).y; // packs W on the way
     w.data.fill(0);
     expect(bits(microBatch(w, shared, x, 2).y)).toEqual(bits(packed));
+    // After an accumulation of several, the next packs from its first product on; the pack is fresh.
+    void w.grad;
+    w.data.fill(0.25);
+    w.zeroGrad();
+    w.zeroGrad(); // a second zeroGrad in a row (the stage's optimizer step, then its next step) changes nothing
+    const first = microBatch(w, shared, x, 0).y;
+    expect(bits(first)).toEqual(bits(microBatch(new Tensor(w.data, w.shape, true), null, x, 0).y));
+    w.data.fill(0);
+    expect(bits(microBatch(w, shared, x, 1).y)).toEqual(bits(first));
   });
 
   it('serves one weight only', () => {

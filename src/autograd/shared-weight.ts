@@ -35,6 +35,8 @@ export class SharedWeight implements PendingGrad {
   private packs: [PackedMatrix | null, PackedMatrix | null] = [null, null];
   private packed: [boolean, boolean] = [false, false];
   private uses: [number, number] = [0, 0];
+  /** The use that packs: the second, or the first when the last accumulation had several. */
+  private packAt: [number, number] = [2, 2];
   private packBackend: Backend | null = null;
   /** The deferred rows: X [rows, k] and dY [rows, n], micro-batch after micro-batch. */
   private xs: Data | null = null;
@@ -76,7 +78,8 @@ export class SharedWeight implements PendingGrad {
 
   /**
    * The first use in an accumulation is a plain product (one micro-batch a step packs no more
-   * than before); the second packs W on the way, and the later ones reuse the pack.
+   * than before); the second packs W on the way, and the later ones reuse the pack. Once an
+   * accumulation has had several uses, the next ones pack from their first use on.
    */
   private multiply(which: 0 | 1, a: Tensor, n: number, k: number, transB: boolean): Tensor {
     const w = this.w!;
@@ -90,7 +93,8 @@ export class SharedWeight implements PendingGrad {
       this.packs = [null, null];
       this.packed = [false, false];
     }
-    if (a.shape[1] !== k || (!this.packed[which] && ++this.uses[which] < 2)) return matmulRaw(a, w, false, transB);
+    if (a.shape[1] !== k) return matmulRaw(a, w, false, transB);
+    if (++this.uses[which] < this.packAt[which] && !this.packed[which]) return matmulRaw(a, w, false, transB);
     const m = a.shape[0]!;
     const out = new Float32Array(m * n);
     if (this.packed[which]) {
@@ -176,6 +180,9 @@ export class SharedWeight implements PendingGrad {
     this.recordTags = [];
     this.open = true;
     this.packed = [false, false];
+    // An accumulation of one product packs nothing; after one of several, pack from the first.
+    // (A zeroGrad with no product since the last one, e.g. a second in a row, changes nothing.)
+    for (const which of [FORWARD, INPUT_GRAD]) if (this.uses[which] > 0) this.packAt[which] = this.uses[which] >= 2 ? 1 : 2;
     this.uses = [0, 0];
   }
 }
