@@ -3,6 +3,9 @@
  * (kept in L2/L3), op(a) into MC×KC row panels of MR rows (kept in L2), and a register-tiled
  * microkernel runs over the panels: 12×32 with AVX-512, 6×16 with AVX2/FMA, or a portable
  * 6×16, whichever is the fastest the CPU has at run time. Transposes are absorbed by packing.
+ * cr_sgemm_packing keeps the packed op(b) for later products (cr_sgemm_packed: a weight reused
+ * by a step's micro-batches); both run the same blocks through the same kernels, so the bits
+ * are cr_sgemm's.
  */
 #include "kernels.h"
 #include <stdlib.h>

@@ -1,7 +1,8 @@
 /**
  * The native backend: a Node addon (native/, built by node-gyp at install when a C compiler
  * is present) with a register-tiled sgemm (12×32 AVX-512, 6×16 AVX2/FMA or portable C,
- * chosen at run time by CPU detection), and element-wise, reduction, conv and optimizer
+ * chosen at run time by CPU detection; a packed right operand can be kept for later products,
+ * `Backend.packed`), and element-wise, reduction, conv and optimizer
  * kernels that give the reference kernels' exact bits (exp, log, sigmoid, tanh, softplus:
  * within one float32 ulp). Float32Arrays are handed over as they are (no copy); float64
  * data and the cases the addon does not cover go to `jsBackend`.
