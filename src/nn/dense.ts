@@ -1,6 +1,6 @@
 import { Tensor, fmtShape } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
-import { SharedWeight, add, matmul } from '../autograd/index.js';
+import { SharedWeight, linear } from '../autograd/index.js';
 import { Layer, registerLayer, type LayerContext } from './layer.js';
 import { initialize, initNames, type InitName } from './init.js';
 import { oneOf, positiveInt, type LayerSpec } from './spec.js';
@@ -25,8 +25,8 @@ export class Dense extends Layer {
     if (x.rank !== 2 || x.shape[1] !== this.inputs) {
       throw new ShapeError(`dense: expected input [batch, ${this.inputs}], got ${fmtShape(x.shape)}`);
     }
-    const y = ctx.microBatching && ctx.training ? matmul(x, this.weight, { weight: this.shared, microBatch: ctx.microBatch }) : matmul(x, this.weight);
-    return add(y, this.bias);
+    const shared = ctx.microBatching && ctx.training ? { weight: this.shared, microBatch: ctx.microBatch } : undefined;
+    return linear(x, this.weight, this.bias, shared);
   }
 
   override flushDeferredGrads(through?: number): void {
