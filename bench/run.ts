@@ -12,6 +12,8 @@
  *    R=2 thread replicas, K=2 thread stages (every registered schedule), R=2 and K=2 over 2
  *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
  *    threads (OMP_WAIT_POLICY=passive); measured bubble against (K−1)/(M+K−1).
+ * 4. Micro-batch overhead: the wide MLP in one process with M=8 against M=1, interleaved
+ *    (bench/microbatch.ts): "wide MLP one process M=8 / M=1".
  */
 import { Coordinator, schedules, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
@@ -23,6 +25,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchMicroBatches, microBatchRows } from './microbatch.js';
 import { benchSgemm } from './sgemm.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
 
@@ -280,6 +283,12 @@ try {
 }
 printTable(scaling, 'Scaling on this machine (2 cores): samples/s and ratios to one process with one micro-batch');
 rows.push(...scaling);
+
+// 4. Micro-batch overhead in one process (default backend), M=1 and M=8 windows interleaved.
+const M = 8;
+const micro = microBatchRows(await benchMicroBatches({ microBatches: M, seconds: quick ? 3 : 8, data: mnist }));
+printTable(micro, `Micro-batch overhead (MLP 784-1024×5-10, batch 256, SGD, one process, M=1 and M=${M} interleaved)`);
+rows.push(...micro);
 
 for (const [k, why] of Object.entries(skipped)) console.log(`skipped ${k}: ${why}`);
 emitJson(rows, { skipped, quick, defaultBackend: defaultBackendName(), nativeKernel: nativeKernel(), pytorch: torch?.version ?? null });

@@ -5,6 +5,8 @@
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include "kernels.h"
 
@@ -104,6 +106,88 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
   if (c.failed) return NULL;
   cr_sgemm(m, n, k, a, b, out, ta, tb, acc);
   return NULL;
+}
+
+/*
+ * A packed op(b) travels to JavaScript as an external tagged with this (so no other
+ * external is ever taken for one); the garbage collector frees it, and is told its size.
+ */
+static const napi_type_tag packed_tag = { 0x63686169726c7275ULL, 0x7061636b65646231ULL };
+
+static void packed_finalize(napi_env env, void *data, void *hint) {
+  int64_t adjusted;
+  napi_adjust_external_memory(env, -(int64_t)cr_sgemm_packed_bytes((cr_packed_b *)data), &adjusted);
+  cr_sgemm_packed_free((cr_packed_b *)data);
+}
+
+static cr_packed_b *packed_arg(call_t *c, size_t i, int nullable) {
+  if (c->failed) return NULL;
+  napi_valuetype t;
+  napi_typeof(c->env, c->argv[i], &t);
+  if (nullable && (t == napi_null || t == napi_undefined)) return NULL;
+  bool ok = false;
+  void *p = NULL;
+  if (t != napi_external || napi_check_object_type_tag(c->env, c->argv[i], &packed_tag, &ok) != napi_ok || !ok ||
+      napi_get_value_external(c->env, c->argv[i], &p) != napi_ok || !p) {
+    char msg[80];
+    snprintf(msg, sizeof msg, "argument %zu must be a pack from sgemmPacking", i);
+    fail(c, msg);
+    return NULL;
+  }
+  return (cr_packed_b *)p;
+}
+
+/* sgemmPacking(a, b, c, m, n, k, transA, transB, accumulate, into|null) → the pack of op(b); `into` (an earlier pack) is packed over in place and returned. */
+static napi_value js_sgemm_packing(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sgemmPacking", 10)) return NULL;
+  long m = count(&c, 3), n = count(&c, 4), k = count(&c, 5);
+  int ta = num(&c, 6) != 0, tb = num(&c, 7) != 0, acc = num(&c, 8) != 0;
+  const float *a = f32(&c, 0, (size_t)m * k, 0);
+  const float *b = f32(&c, 1, (size_t)k * n, 0);
+  float *out = f32(&c, 2, (size_t)m * n, 0);
+  cr_packed_b *into = packed_arg(&c, 9, 1);
+  if (c.failed) return NULL;
+  size_t before = cr_sgemm_packed_bytes(into);
+  cr_packed_b *p = cr_sgemm_packing(m, n, k, a, b, out, ta, tb, acc, into);
+  if (!p) { fail(&c, "out of memory"); return NULL; }
+  int64_t adjusted;
+  napi_adjust_external_memory(env, (int64_t)cr_sgemm_packed_bytes(p) - (int64_t)before, &adjusted);
+  if (into) return c.argv[9];
+  napi_value r;
+  if (napi_create_external(env, p, packed_finalize, NULL, &r) != napi_ok || napi_type_tag_object(env, r, &packed_tag) != napi_ok) {
+    packed_finalize(env, p, NULL);
+    fail(&c, "cannot wrap the packed matrix");
+    return NULL;
+  }
+  return r;
+}
+
+/* sgemmPacked(a, packed, c, m, transA, accumulate): c (m×n) (+)= op(a)·op(b), op(b) k×n from sgemmPacking. */
+static napi_value js_sgemm_packed(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "sgemmPacked", 6)) return NULL;
+  cr_packed_b *b = packed_arg(&c, 1, 0);
+  long m = count(&c, 3);
+  int ta = num(&c, 4) != 0, acc = num(&c, 5) != 0;
+  if (c.failed) return NULL;
+  long n = cr_sgemm_packed_n(b), k = cr_sgemm_packed_k(b);
+  const float *a = f32(&c, 0, (size_t)m * k, 0);
+  float *out = f32(&c, 2, (size_t)m * n, 0);
+  if (c.failed) return NULL;
+  cr_sgemm_packed(m, a, ta, b, out, acc);
+  return NULL;
+}
+
+/* packedKernel(packed) → the microkernel whose layout it holds */
+static napi_value js_packed_kernel(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "packedKernel", 1)) return NULL;
+  cr_packed_b *b = packed_arg(&c, 0, 0);
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_create_string_utf8(env, cr_sgemm_packed_kernel(b), NAPI_AUTO_LENGTH, &r);
+  return r;
 }
 
 static size_t operand_len(int mode, long n, long inner) { return mode == CR_FULL ? (size_t)n : mode == CR_SCALAR ? 1 : (size_t)inner; }
@@ -354,6 +438,9 @@ static void release(void *arg) {
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "sgemm", NULL, js_sgemm, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sgemmPacking", NULL, js_sgemm_packing, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sgemmPacked", NULL, js_sgemm_packed, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "packedKernel", NULL, js_packed_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
     { "binary", NULL, js_binary, NULL, NULL, NULL, napi_enumerable, NULL },
     { "unary", NULL, js_unary, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sumAll", NULL, js_sum_all, NULL, NULL, NULL, napi_enumerable, NULL },

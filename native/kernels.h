@@ -13,6 +13,20 @@
 void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
               int trans_a, int trans_b, int accumulate);
 
+/* cr_sgemm, keeping op(b) (k×n) packed in the current microkernel's layout for more products
+ * against it (a weight over a step's micro-batches): `into` (or NULL) is an earlier pack whose
+ * memory is reused. Returns the pack, NULL when out of memory. cr_sgemm_packed multiplies by a
+ * pack with the kernel that made it; both give cr_sgemm's bits. */
+typedef struct cr_packed_b cr_packed_b;
+cr_packed_b *cr_sgemm_packing(long m, long n, long k, const float *a, const float *b, float *c,
+                              int trans_a, int trans_b, int accumulate, cr_packed_b *into);
+void cr_sgemm_packed(long m, const float *a, int trans_a, const cr_packed_b *b, float *c, int accumulate);
+void cr_sgemm_packed_free(cr_packed_b *p);
+size_t cr_sgemm_packed_bytes(const cr_packed_b *p);
+long cr_sgemm_packed_n(const cr_packed_b *p);
+long cr_sgemm_packed_k(const cr_packed_b *p);
+const char *cr_sgemm_packed_kernel(const cr_packed_b *p);
+
 /* The microkernel in use ("avx512", "avx2+fma" or "generic"), the ones this CPU runs (fastest
  * first), and a way to choose one (returns 0 when the CPU cannot run it): for tests and benchmarks. */
 const char *cr_sgemm_kernel(void);

@@ -176,6 +176,7 @@ export class StageActor {
     this.backendClaim?.release();
     this.backendClaim = claim;
     const model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
+    model.microBatching = true; // weights stay fixed within a step: layers share work across its micro-batches
     this.model = model;
     this.config = config;
     this.run = run;
@@ -361,6 +362,13 @@ export class StageActor {
       // the next action's computation holds the thread.
       if (pending.size > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
+    // The W pass: the weight gradients deferred by this step's backwards, before anyone
+    // (the replicas' reduction, the optimizer) reads them.
+    const tw = performance.now();
+    this.ready().model.flushDeferredGrads();
+    const twe = performance.now();
+    busy += twe - tw;
+    spans?.push(SPAN.backward, -1, tw, twe);
     await pending.all();
     if (this.replicas > 1) {
       const tr = performance.now();

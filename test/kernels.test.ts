@@ -128,6 +128,54 @@ describe.each(backends.map((b) => [b.name, b] as const))('%s matmul', (_name, be
   });
 });
 
+// Products against a kept pack must give matmul's bits, whatever reuses the pack.
+describe.each(backends.filter((b) => b.packed).map((b) => [b.name, b] as const))('%s packed matmul', (_name, be) => {
+  const p = be.packed!;
+  const bitsOf = (x: Float32Array): number[] => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length));
+
+  it('matmulPacking and matmulPacked give matmul\'s bits on the edge shapes, every transpose and accumulate', () => {
+    let pack = null;
+    for (const [m, n, k] of [...edgeShapes, [32, 1024, 1024] as [number, number, number], [257, 70, 600] as [number, number, number]]) {
+      const rng = new Rng(m * 7 + n * 13 + k);
+      for (const tA of flags) for (const tB of flags) for (const acc of flags) {
+        const a = randomData(rng, m * k, 'float32') as Float32Array;
+        const b = randomData(rng, k * n, 'float32') as Float32Array;
+        const c0 = randomData(rng, m * n, 'float32') as Float32Array;
+        const want = Float32Array.from(c0);
+        be.matmul(a, b, want, m, n, k, tA, tB, acc);
+        const first = Float32Array.from(c0);
+        pack = p.matmulPacking(a, b, first, m, n, k, tA, tB, acc, pack); // one pack reused across shapes
+        expect(bitsOf(first), `packing ${m}×${k}·${k}×${n} ${tA} ${tB} ${acc}`).toEqual(bitsOf(want));
+        expect([pack.n, pack.k, pack.transB]).toEqual([n, k, tB]);
+        const again = Float32Array.from(c0);
+        p.matmulPacked(a, pack, again, m, tA, acc);
+        expect(bitsOf(again), `packed ${m}×${k}·${k}×${n} ${tA} ${tB} ${acc}`).toEqual(bitsOf(want));
+      }
+    }
+  });
+
+  it('a pack serves other left operands, of any row count', () => {
+    const rng = new Rng(5);
+    const b = randomData(rng, 300 * 200, 'float32') as Float32Array;
+    const pack = p.matmulPacking(new Float32Array(0), b, new Float32Array(0), 0, 200, 300, false, true, false, null);
+    for (const m of [1, 7, 12, 32, 145]) {
+      const a = randomData(rng, m * 300, 'float32') as Float32Array;
+      const want = new Float32Array(m * 200);
+      be.matmul(a, b, want, m, 200, 300, false, true, false);
+      const got = new Float32Array(m * 200);
+      p.matmulPacked(a, pack, got, m, false, false);
+      expect(bitsOf(got), `m=${m}`).toEqual(bitsOf(want));
+    }
+  });
+
+  it('refuses a pack it did not make, and operands too short for the pack', () => {
+    expect(() => p.matmulPacked(new Float32Array(4), { n: 2, k: 2, transB: false }, new Float32Array(4), 2, false, false)).toThrow(/pack/);
+    const pack = p.matmulPacking(new Float32Array(6), new Float32Array(12), new Float32Array(8), 2, 4, 3, false, false, false, null);
+    expect(() => p.matmulPacked(new Float32Array(5), pack, new Float32Array(8), 2, false, false)).toThrow(/argument 0 has 5 elements/);
+    expect(() => p.matmulPacked(new Float32Array(6), pack, new Float32Array(7), 2, false, false)).toThrow(/argument 2 has 7 elements/);
+  });
+});
+
 describe('wasm backend', () => {
   it('reuses its memory across growing and shrinking calls', () => {
     const be = createWasmBackend();

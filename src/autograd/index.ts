@@ -2,3 +2,4 @@ export { ACCUMULATED, Tape, activeTape, apply, backward, isGradEnabled, noGrad, 
 export { opRegistry, getOp, defineOp, type CheckCase, type Domain, type RegisteredOp } from './registry.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './gradcheck.js';
 export * from './ops/index.js';
+export { SharedWeight } from './shared-weight.js';

@@ -1,6 +1,6 @@
 import { Tensor, fmtShape } from '../tensor/tensor.js';
 import { ShapeError } from '../tensor/functional.js';
-import { add, matmul } from '../autograd/index.js';
+import { SharedWeight, linear } from '../autograd/index.js';
 import { Layer, registerLayer, type LayerContext } from './layer.js';
 import { initialize, initNames, type InitName } from './init.js';
 import { oneOf, positiveInt, type LayerSpec } from './spec.js';
@@ -11,6 +11,8 @@ export class Dense extends Layer {
   readonly type = 'dense';
   readonly weight: Tensor;
   readonly bias: Tensor;
+  /** The weight as the micro-batches of a step share it: packed once, its gradient deferred. */
+  private readonly shared = new SharedWeight();
 
   constructor(readonly inputs: number, readonly units: number, readonly init: InitName, rng: Rng) {
     super();
@@ -19,11 +21,16 @@ export class Dense extends Layer {
     this.params = [['weight', this.weight], ['bias', this.bias]];
   }
 
-  forward(x: Tensor, _ctx: LayerContext): Tensor {
+  forward(x: Tensor, ctx: LayerContext): Tensor {
     if (x.rank !== 2 || x.shape[1] !== this.inputs) {
       throw new ShapeError(`dense: expected input [batch, ${this.inputs}], got ${fmtShape(x.shape)}`);
     }
-    return add(matmul(x, this.weight), this.bias);
+    const shared = ctx.microBatching && ctx.training ? { weight: this.shared, microBatch: ctx.microBatch } : undefined;
+    return linear(x, this.weight, this.bias, shared);
+  }
+
+  override flushDeferredGrads(through?: number): void {
+    if (this.shared.weight !== null) this.shared.flush(through);
   }
 
   outputShape(inputShape: readonly number[]): number[] {

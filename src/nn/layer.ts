@@ -18,6 +18,11 @@ export interface ForwardContext {
    * summed over the batch. Whoever runs the backward adds them to the objective.
    */
   auxLosses?: Tensor[];
+  /**
+   * The step runs several micro-batches on weights fixed until its gradients are read (a
+   * pipeline stage): layers may share work across them (see SharedWeight). Set by Sequential.
+   */
+  microBatching?: boolean;
 }
 
 export interface LayerContext extends ForwardContext {
@@ -35,6 +40,11 @@ export abstract class Layer {
   abstract toSpec(): LayerSpec;
   /** The per-sample output shape for a per-sample input shape (throws on a mismatch). */
   abstract outputShape(inputShape: readonly number[]): number[];
+  /**
+   * Adds the weight gradients this layer deferred (micro-batches up to `through`, all by
+   * default) into its parameters' `.grad`: the W pass. Reading `.grad` does it too.
+   */
+  flushDeferredGrads(_through?: number): void {}
   /** A stream unique to this layer, step and micro-batch, wherever the layer runs. */
   protected rngFor(ctx: LayerContext): Rng {
     return Rng.derive(ctx.seed, ctx.index, ctx.step, ctx.microBatch);

@@ -85,13 +85,33 @@ export class Sequential {
     return new Sequential(all.slice(start, end), start, full.shapes[start]!);
   }
 
+  /**
+   * Micro-batch mode, for a pipeline stage: each step runs several forwards and backwards
+   * (micro-batches) on weights that stay fixed from `zeroGrad()` until the gradients are
+   * read, so layers share work across them (dense layers pack each weight once a step and
+   * compute its gradient in one product over all the micro-batches; see SharedWeight). The
+   * gradients are the same sums, in a different rounding when a step has several micro-batches.
+   */
+  microBatching = false;
+
   get inputShape(): number[] { return this.shapes[0]!; }
   get outputShape(): number[] { return this.shapes[this.shapes.length - 1]!; }
 
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     let h = x;
-    for (const [i, layer] of this.layers.entries()) h = layer.forward(h, { ...ctx, index: this.offset + i });
+    const microBatching = ctx.microBatching ?? this.microBatching;
+    for (const [i, layer] of this.layers.entries()) h = layer.forward(h, { ...ctx, microBatching, index: this.offset + i });
     return h;
+  }
+
+  /**
+   * The W pass: every weight gradient the layers deferred (micro-batches up to `through`, all
+   * by default) added into `.grad`. A stage calls it after the last backward of a step, so
+   * the work counts there; a zero-bubble schedule can run it as an action of its own.
+   * @example model.flushDeferredGrads(); // then read the gradients
+   */
+  flushDeferredGrads(through?: number): void {
+    for (const layer of this.layers) layer.flushDeferredGrads(through);
   }
 
   /** Named parameters in a fixed order: by layer, then the layer's own order. */

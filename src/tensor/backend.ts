@@ -30,8 +30,30 @@ export interface Backend {
   readonly optimizer?: OptimizerKernels;
   /** The data movement around convolution and pooling (float32), when the backend has it; same bits as conv.ts's loops. */
   readonly conv?: ConvKernels;
+  /**
+   * Products against a float32 matrix packed once (a weight over a step's micro-batches: it
+   * does not change within a step), when the backend has them; the same bits as `matmul`.
+   */
+  readonly packed?: PackedMatmul;
 }
 
+/** op(b), k×n, in a backend's own packed layout (opaque). */
+export interface PackedMatrix {
+  readonly n: number;
+  readonly k: number;
+  readonly transB: boolean;
+}
+
+export interface PackedMatmul {
+  /**
+   * `Backend.matmul`, keeping op(b) packed for `matmulPacked`: into `into` (an earlier pack,
+   * whose memory is reused) or a new pack; returns the pack.
+   */
+  matmulPacking(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, accumulate: boolean, into: PackedMatrix | null): PackedMatrix;
+  /** c (m×n) = op(a)·op(b), plus the old c when `accumulate`, with op(b) from `matmulPacking`. */
+  matmulPacked(a: Float32Array, b: PackedMatrix, c: Float32Array, m: number, transA: boolean, accumulate: boolean): void;
+}
 /** Convolution or pooling geometry over an NCHW batch (pooling: padding 0, dilation 1). */
 export interface ConvGeometry {
   n: number; c: number; h: number; w: number;

@@ -39,12 +39,25 @@ export function sameShape(a: Shape, b: Shape): boolean {
   return true;
 }
 
+/**
+ * Gradient work a backward pass left pending on a tensor (autograd's deferred weight
+ * gradients): done before `.grad` is read, dropped when the gradient is zeroed.
+ */
+export interface PendingGrad {
+  /** Adds the pending contributions into the gradient (its buffer from `ownGrad`). */
+  flush(): void;
+  /** The gradient was zeroed: drop what is pending. */
+  reset(): void;
+}
+
 export class Tensor {
   readonly shape: Shape;
   readonly data: Data;
   /** Leaves with requiresGrad get `.grad` filled (accumulated) by backward. */
   requiresGrad: boolean;
-  grad: Tensor | null = null;
+  /** Set by whoever defers gradient work on this tensor (see PendingGrad). */
+  pendingGrad: PendingGrad | null = null;
+  private storedGrad: Tensor | null = null;
   /** Name of the op that produced this tensor on a tape; null for leaves. */
   producer: string | null = null;
   /** Optional name (parameters carry theirs, e.g. `0.weight`). */
@@ -121,14 +134,33 @@ export class Tensor {
     return new Tensor(d, this.shape, this.requiresGrad);
   }
 
+  /** The accumulated gradient, pending work included (null before any backward reached it). */
+  get grad(): Tensor | null {
+    if (this.pendingGrad !== null) this.pendingGrad.flush();
+    return this.storedGrad;
+  }
+
+  /** Replaces the gradient (pending work is done first, into the gradient being replaced). */
+  set grad(g: Tensor | null) {
+    if (this.pendingGrad !== null) this.pendingGrad.flush();
+    this.storedGrad = g;
+  }
+
+  /** The gradient buffer as it stands, without doing pending work; a zeroed one when there is none. */
+  ownGrad(): Tensor {
+    this.storedGrad ??= this.zeroedGradBuffer();
+    return this.storedGrad;
+  }
+
   /**
-   * Clears the accumulated gradient (`grad` becomes null). Its buffer is kept for the next
-   * backward, so training allocates no gradient buffers per step: a gradient read before
-   * zeroGrad must be copied if it is needed after the next backward.
+   * Clears the accumulated gradient (`grad` becomes null) and drops pending work. Its buffer
+   * is kept for the next backward, so training allocates no gradient buffers per step: a
+   * gradient read before zeroGrad must be copied if it is needed after the next backward.
    */
   zeroGrad(): void {
-    if (this.grad !== null) this.spareGrad = this.grad;
-    this.grad = null;
+    this.pendingGrad?.reset();
+    if (this.storedGrad !== null) this.spareGrad = this.storedGrad;
+    this.storedGrad = null;
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * The native backend: a Node addon (native/, built by node-gyp at install when a C compiler
  * is present) with a register-tiled sgemm (12×32 AVX-512, 6×16 AVX2/FMA or portable C,
- * chosen at run time by CPU detection), and element-wise, reduction, conv and optimizer
+ * chosen at run time by CPU detection; a packed right operand can be kept for later products,
+ * `Backend.packed`), and element-wise, reduction, conv and optimizer
  * kernels that give the reference kernels' exact bits (exp, log, sigmoid, tanh, softplus:
  * within one float32 ulp). Float32Arrays are handed over as they are (no copy); float64
  * data and the cases the addon does not cover go to `jsBackend`.
@@ -13,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend, BinaryKind, ConvGeometry, ConvKernels, OptimizerKernels, UnaryKind } from '../backend.js';
+import type { Backend, BinaryKind, ConvGeometry, ConvKernels, OptimizerKernels, PackedMatmul, PackedMatrix, UnaryKind } from '../backend.js';
 import { jsBackend } from '../kernels-js.js';
 import type { Data, Shape } from '../tensor.js';
 
@@ -22,6 +23,9 @@ interface Addon {
   kernels(): string[];
   useKernel(name: string): void;
   sgemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: number, transB: number, accumulate: number): void;
+  sgemmPacking(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: number, transB: number, accumulate: number, into: unknown): unknown;
+  sgemmPacked(a: Float32Array, packed: unknown, c: Float32Array, m: number, transA: number, accumulate: number): void;
+  packedKernel(packed: unknown): string;
   binary(kind: number, a: Float32Array, aMode: number, b: Float32Array, bMode: number, out: Float32Array, n: number, inner: number): void;
   unary(kind: number, x: Float32Array, out: Float32Array, n: number): void;
   sumAll(x: Float32Array, n: number): number;
@@ -142,14 +146,38 @@ export function createNativeBackend(kernel?: string): Backend {
   if (kernel !== undefined && !nat.kernels().includes(kernel)) {
     throw new Error(`native kernel '${kernel}' does not run on this CPU; it runs ${nat.kernels().map((k) => `'${k}'`).join(', ')}`);
   }
-  const sgemm = kernel === undefined ? nat.sgemm : (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, tA: number, tB: number, acc: number): void => {
+  /** Runs f with this backend's microkernel (when pinned) and restores the addon's choice. */
+  const pinned = <T>(f: () => T): T => {
+    if (kernel === undefined) return f();
     const before = nat.kernel();
     nat.useKernel(kernel);
     try {
-      nat.sgemm(a, b, c, m, n, k, tA, tB, acc);
+      return f();
     } finally {
       nat.useKernel(before);
     }
+  };
+  const sgemm = kernel === undefined ? nat.sgemm : (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, tA: number, tB: number, acc: number): void =>
+    pinned(() => nat.sgemm(a, b, c, m, n, k, tA, tB, acc));
+
+  // A pack holds the layout of the kernel that made it; products against it run that kernel.
+  class NativePacked implements PackedMatrix {
+    constructor(readonly handle: unknown, public n: number, public k: number, public transB: boolean) {}
+  }
+  const packed: PackedMatmul = {
+    matmulPacking(a, b, c, m, n, k, transA, transB, accumulate, into) {
+      const reuse = into instanceof NativePacked ? into : null;
+      const handle = pinned(() => nat.sgemmPacking(a, b, c, m, n, k, transA ? 1 : 0, transB ? 1 : 0, accumulate ? 1 : 0, reuse ? reuse.handle : null));
+      if (!reuse) return new NativePacked(handle, n, k, transB);
+      reuse.n = n; // packed over in place: the same handle, now holding this op(b)
+      reuse.k = k;
+      reuse.transB = transB;
+      return reuse;
+    },
+    matmulPacked(a, b, c, m, transA, accumulate) {
+      if (!(b instanceof NativePacked)) throw new TypeError('native matmulPacked: the pack must come from this backend\'s matmulPacking');
+      nat.sgemmPacked(a, b.handle, c, m, transA ? 1 : 0, accumulate ? 1 : 0);
+    },
   };
 
   const optimizer: OptimizerKernels = {
@@ -211,5 +239,6 @@ export function createNativeBackend(kernel?: string): Backend {
     },
     optimizer,
     conv,
+    packed,
   };
 }
