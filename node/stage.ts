@@ -368,7 +368,6 @@ export class StageActor {
     this.ready().model.flushDeferredGrads();
     const twe = performance.now();
     busy += twe - tw;
-    spans?.push(SPAN.backward, -1, tw, twe);
     await pending.all();
     if (this.replicas > 1) {
       const tr = performance.now();
