@@ -4,7 +4,7 @@
  * everywhere, so test/pipeline.test.ts checks the exact equality across placements.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { SharedWeight, Tape, matmul, noGrad, sum } from '../src/autograd/index.js';
+import { SharedWeight, Tape, add, linear, matmul, noGrad, sum } from '../src/autograd/index.js';
 import { Sequential, getLoss, mlpSpec } from '../src/nn/index.js';
 import { backend, jsBackend, setBackend, type Backend } from '../src/tensor/backend.js';
 import { createNativeBackend, nativeKernels } from '../src/tensor/native/index.js';
@@ -245,6 +245,24 @@ describe('SharedWeight', () => {
     const y = noGrad(() => matmul(x, w, { weight: shared, microBatch: 0 }));
     expect(bits(y)).toEqual(bits(noGrad(() => matmul(x, w))));
     expect(shared.weight).toBeNull();
+  });
+});
+
+describe.each(backends.map((b) => [b.name, b] as const))('linear on %s', (_name, be) => {
+  it('gives the bits of add(matmul(x, W), b), forward and backward', () => {
+    setBackend(be);
+    const run = (fused: boolean): Tensor[] => {
+      const x = randomTensor(new Rng(1), [13, 37]);
+      const w = randomTensor(new Rng(2), [37, 29]);
+      const b = randomTensor(new Rng(3), [29]);
+      for (const t of [x, w, b]) t.requiresGrad = true;
+      const tape = new Tape();
+      const y = tape.run(() => (fused ? linear(x, w, b) : add(matmul(x, w), b)));
+      tape.backward(y, randomTensor(new Rng(4), [13, 29]));
+      return [y, x.grad!, w.grad!, b.grad!];
+    };
+    const plain = run(false);
+    for (const [i, t] of run(true).entries()) expect(bits(t), ['y', 'dx', 'dW', 'db'][i]).toEqual(bits(plain[i]!));
   });
 });
 
