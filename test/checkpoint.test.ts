@@ -38,7 +38,7 @@ let killed: Promise<KillFigures | Error>;
 
 beforeAll(async () => {
   const work = join(dir, 'kill');
-  killed = killLoop({ kills: 10, dir: join(work, 'ck'), train: killFixture(work, { epochs: 10 }), maxDelayMs: 300, seed: 2 }).catch((e: Error) => e);
+  killed = killLoop({ kills: 10, dir: join(work, 'ck'), train: killFixture(work, { epochs: 40 }), maxDelayMs: 300, seed: 2 }).catch((e: Error) => e);
   const m = loadMnist();
   // 8 minibatches of 32 per epoch; augmentation (shift, noise) and an lr schedule per step.
   data = { train: subset(m.train, Array.from({ length: 256 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 100 }, (_, i) => i)) };
