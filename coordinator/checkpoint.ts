@@ -32,8 +32,9 @@
  * writeCheckpoint('runs/a', content, { keep: 3 });          // → { path: 'runs/a/step-120', ... }
  * const { path, content } = readCheckpoint('runs/a', expect); // the newest, verified
  */
+import { fsyncDir, writeDurable } from './durable.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ChainruleError } from '../src/errors.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -431,30 +432,7 @@ export function datasetSha256(ds: { inputShape: readonly number[]; size: number;
   return h.digest('hex');
 }
 
-function writeDurable(path: string, bytes: Uint8Array): void {
-  const fd = openSync(path, 'wx', 0o644);
-  try {
-    for (let at = 0; at < bytes.length;) at += writeSync(fd, bytes, at, bytes.length - at);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
-/** Makes a directory's entries (a new file, a rename) durable. */
-function fsyncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch (e) {
-    // Windows cannot fsync a directory, and a few file systems refuse to: the renames stand regardless.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (!(process.platform === 'win32' || code === 'EINVAL' || code === 'ENOTSUP' || code === 'EISDIR' || code === 'EPERM')) throw e;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
 
 function readBounded(path: string, max: number, bad: (what: string) => never): Uint8Array {
   const name = path.split(/[\\/]/).at(-1)!;

@@ -11,7 +11,8 @@
  * old model or the new one, never a torn file. Loading checks everything against the spec and
  * names the file and what is wrong.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { fsyncDir, writeDurable } from './durable.js';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChainruleError } from '../src/errors.js';
@@ -141,27 +142,10 @@ function build(spec: unknown, where: string, code: 'BAD_SPEC' | 'BAD_MODEL'): { 
 /** Writes `bytes` to a temporary file beside `path`, fsynced; returns the temporary's path. */
 function writeTemp(path: string, bytes: Uint8Array): string {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    for (let at = 0; at < bytes.length;) at += writeSync(fd, bytes, at, bytes.length - at);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeDurable(tmp, bytes);
   return tmp;
 }
 
-function fsyncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Some platforms (Windows) cannot open or fsync a directory; the renames stand regardless.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
 
 /**
  * Saves a trained model to `dir` (created if needed): `model.safetensors` and `model.json`.
