@@ -65,8 +65,9 @@ export async function nodeMain(argv: string[]): Promise<number> {
     console.error(m.startsWith('chainrule node') ? m : `chainrule node: ${m}`);
     return isUserError(e) && (e as { code?: string }).code !== 'LISTEN_FAILED' ? 2 : 1;
   }
-  console.log(`chainrule node listening on ${node.address}`);
-  await new Promise<void>((resolve) => {
+  // The handlers come before the line that says the node is up: a signal sent as soon as it
+  // appears must stop the node cleanly, not kill it.
+  const stopped = new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
@@ -75,6 +76,8 @@ export async function nodeMain(argv: string[]): Promise<number> {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
+  console.log(`chainrule node listening on ${node.address}`);
+  await stopped;
   await node.close();
   return 0;
 }
