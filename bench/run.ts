@@ -15,8 +15,8 @@
  * 4. Micro-batch overhead: the wide MLP in one process with M=8 against M=1, interleaved
  *    (bench/microbatch.ts): "wide MLP one process M=8 / M=1".
  */
-import { Coordinator, schedules, type CoordinatorOptions } from '../coordinator/index.js';
-import { Batcher, loadMnist } from '../src/data/index.js';
+import { schedules, type CoordinatorOptions } from '../coordinator/index.js';
+import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchMicroBatches, microBatchRows } from './microbatch.js';
 import { benchSgemm } from './sgemm.js';
+import { measureThroughput } from './throughput.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
 
 const quick = process.argv.includes('--quick');
@@ -36,35 +37,7 @@ const skipped: Record<string, string> = {};
 const mnist = loadMnist();
 
 /** Samples/s of training steps (after warm-up) through the Coordinator, best of three windows. */
-async function chainruleThroughput(o: CoordinatorOptions, secs = seconds): Promise<{ samplesPerSecond: number; bubble: number }> {
-  const c = new Coordinator({ dataset: mnist, epochs: 1, ...o });
-  try {
-    await c.open();
-    const batches = [...new Batcher(mnist.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
-    for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
-    const before = c.meter;
-    const busy0 = before.busyMs;
-    const wall0 = before.actorWallMs;
-    // The best of three windows (the machines are shared: a neighbour's burst only slows).
-    let n = 0;
-    let best = 0;
-    for (let w = 0; w < 3; w++) {
-      let samples = 0;
-      const t0 = performance.now();
-      while (performance.now() - t0 < (secs * 1000) / 3) {
-        const b = batches[n++ % batches.length]!;
-        await c.step(b.x, b.y);
-        samples += b.y.length;
-      }
-      best = Math.max(best, samples / ((performance.now() - t0) / 1000));
-    }
-    const busy = before.busyMs - busy0;
-    const wall = before.actorWallMs - wall0;
-    return { samplesPerSecond: best, bubble: wall > 0 ? 1 - busy / wall : 0 };
-  } finally {
-    await c.close();
-  }
-}
+const chainruleThroughput = (o: CoordinatorOptions, secs = seconds) => measureThroughput(o, mnist, secs);
 
 async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = seconds): Promise<number | null> {
   try {

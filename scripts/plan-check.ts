@@ -11,10 +11,11 @@
 import { spawn, execSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import type { CoordinatorOptions } from '../coordinator/index.js';
+import { measureThroughput } from '../bench/throughput.js';
 import { schedules } from '../coordinator/schedules/index.js';
 import { candidateConfigs, configName, formatPlanTable, neededSizes, planFromProfile, profileModel, type PlanConfig, type PlanMachine, type PlanOptions } from '../coordinator/plan.js';
-import { Batcher, loadMnist } from '../src/data/index.js';
+import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec, layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { selectBackend } from '../src/tensor/select.js';
 
@@ -43,35 +44,10 @@ function cpuMs(pids: number[]): number {
   return ms;
 }
 
-/** As bench/run.ts measures: samples/s of training steps after warm-up, best of three windows; the measured bubble; CPU ms per step. */
+/** As bench/run.ts measures (bench/throughput.ts), with the CPU ms per step of every process in `pids`. */
 async function measure(o: CoordinatorOptions, pids: number[], secs = seconds): Promise<{ samplesPerSecond: number; bubble: number; cpuMsPerStep: number }> {
-  const c = new Coordinator({ dataset: mnist, epochs: 1, ...o });
-  try {
-    await c.open();
-    const batches = [...new Batcher(mnist.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
-    for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
-    const busy0 = c.meter.busyMs;
-    const wall0 = c.meter.actorWallMs;
-    const cpu0 = cpuMs(pids);
-    let n = 0;
-    let best = 0;
-    for (let w = 0; w < 3; w++) {
-      let samples = 0;
-      const t0 = performance.now();
-      while (performance.now() - t0 < (secs * 1000) / 3) {
-        const b = batches[n++ % batches.length]!;
-        await c.step(b.x, b.y);
-        samples += b.y.length;
-      }
-      best = Math.max(best, samples / ((performance.now() - t0) / 1000));
-    }
-    const cpuMsPerStep = (cpuMs(pids) - cpu0) / n;
-    const busy = c.meter.busyMs - busy0;
-    const wall = c.meter.actorWallMs - wall0;
-    return { samplesPerSecond: best, bubble: wall > 0 ? 1 - busy / wall : 0, cpuMsPerStep };
-  } finally {
-    await c.close();
-  }
+  const r = await measureThroughput(o, mnist, secs, () => cpuMs(pids));
+  return { samplesPerSecond: r.samplesPerSecond, bubble: r.bubble, cpuMsPerStep: r.cpuMs / r.steps };
 }
 
 async function spawnNode(): Promise<{ address: string; pid: number; close(): void }> {

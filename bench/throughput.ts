@@ -1,0 +1,41 @@
+/**
+ * The one way the benchmarks and the planner's check measure training speed: samples/s of
+ * Coordinator steps after a warm-up, the best of three windows (a neighbour's burst on a
+ * shared machine only slows), with the measured bubble over the same steps.
+ *
+ * @example const { samplesPerSecond } = await measureThroughput({ model: 'mlp' }, mnist, 4);
+ */
+import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import { Batcher, type Dataset } from '../src/data/index.js';
+
+export interface Throughput { samplesPerSecond: number; bubble: number; steps: number; cpuMs: number }
+
+/** `cpu()`, when given, reads a CPU-time counter (ms) before and after the windows. */
+export async function measureThroughput(o: CoordinatorOptions, data: { train: Dataset; test: Dataset }, seconds: number, cpu: () => number = () => 0): Promise<Throughput> {
+  const c = new Coordinator({ dataset: data, epochs: 1, ...o });
+  try {
+    await c.open();
+    const batches = [...new Batcher(data.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
+    for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
+    const busy0 = c.meter.busyMs;
+    const wall0 = c.meter.actorWallMs;
+    const cpu0 = cpu();
+    let n = 0;
+    let best = 0;
+    for (let w = 0; w < 3; w++) {
+      let samples = 0;
+      const t0 = performance.now();
+      while (performance.now() - t0 < (seconds * 1000) / 3) {
+        const b = batches[n++ % batches.length]!;
+        await c.step(b.x, b.y);
+        samples += b.x.shape[0]!;
+      }
+      best = Math.max(best, samples / ((performance.now() - t0) / 1000));
+    }
+    const busy = c.meter.busyMs - busy0;
+    const wall = c.meter.actorWallMs - wall0;
+    return { samplesPerSecond: best, bubble: wall > 0 ? 1 - busy / wall : 0, steps: n, cpuMs: cpu() - cpu0 };
+  } finally {
+    await c.close();
+  }
+}
