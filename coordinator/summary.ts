@@ -56,16 +56,11 @@ export function testMetrics(m: Metrics): Pick<EpochReport, 'testMse' | 'testMae'
   return { testMse: m.mse, testMae: m.mae, testLabelAccuracy: m.labelAccuracy };
 }
 
-export interface TrainSummary {
+/** The last epoch's losses and metrics; samplesPerSecond over the run, droppedSamples over every epoch. */
+type EpochFigures = Pick<EpochReport, 'trainLoss' | 'testLoss' | 'testAccuracy' | 'testMse' | 'testMae' | 'testLabelAccuracy' | 'samplesPerSecond' | 'droppedSamples'>;
+
+export interface TrainSummary extends EpochFigures {
   epochs: number;
-  trainLoss: number;
-  testLoss: number;
-  testAccuracy: number | null;
-  testMse: number | null;
-  testMae: number | null;
-  testLabelAccuracy: number | null;
-  samplesPerSecond: number;
-  droppedSamples: number;
   droppedPerEpoch: number;
   weightsSha256: string;
   placement: string;

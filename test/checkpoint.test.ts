@@ -16,6 +16,7 @@ import type { ModelSpec } from '../src/nn/index.js';
 import type { NamedTensors } from '../src/wire/index.js';
 import { startNode } from '../node/server.js';
 import { killFixture, killLoop, type KillFigures } from '../scripts/checkpoint-kill.js';
+import { worstRelativeError } from './helpers.js';
 
 // Every kind of state a resume must carry: BatchNorm buffers, dropout streams, Adam's slots and t.
 const spec: ModelSpec = {
@@ -69,16 +70,7 @@ async function run(o: CoordinatorOptions): Promise<Run> {
   }
 }
 
-function relativeError(a: NamedTensors, b: NamedTensors): number {
-  let num = 0;
-  let den = 0;
-  for (const name of Object.keys(a)) {
-    const x = a[name]!.data;
-    const y = b[name]!.data;
-    for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
-  }
-  return Math.sqrt(num / den);
-}
+const relativeError = (a: NamedTensors, b: NamedTensors) => worstRelativeError(a, b).value;
 
 /** The report fields that must not depend on where the run was interrupted. */
 const trajectory = (r: EpochReport) => ({ epoch: r.epoch, trainLoss: r.trainLoss, testLoss: r.testLoss, testAccuracy: r.testAccuracy, droppedSamples: r.droppedSamples });

@@ -13,6 +13,7 @@ import { loadMnist, subset, type Dataset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { NamedTensors } from '../src/wire/index.js';
 import { startNode, type RunningNode } from '../node/server.js';
+import { worstRelativeError } from './helpers.js';
 
 const spec: ModelSpec = {
   inputShape: [784],
@@ -50,18 +51,7 @@ async function train(o: CoordinatorOptions): Promise<{ sha: string; params: Name
   }
 }
 
-function relativeError(a: NamedTensors, b: NamedTensors): number {
-  let worst = 0;
-  for (const name of Object.keys(a)) {
-    const x = a[name]!.data;
-    const y = b[name]!.data;
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
-    worst = Math.max(worst, Math.sqrt(num / den));
-  }
-  return worst;
-}
+const relativeError = (a: NamedTensors, b: NamedTensors) => worstRelativeError(a, b).value;
 
 const localRuns = new Map<string, Promise<Awaited<ReturnType<typeof train>>>>();
 /** The local run for these options, computed once per file whichever test asks first. */
