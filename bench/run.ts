@@ -230,6 +230,8 @@ try {
     add(`one process, M=${m.M}`, (await chainruleThroughput({ ...base, microBatches: m.M })).samplesPerSecond);
     const r2 = (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2 })).samplesPerSecond;
     add('threads, R=2 replicas', r2);
+    // The recovery commit moves every stage's state each step: its cost, measured beside.
+    add('threads, R=2 replicas, --commit-every 0', (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2, commitEvery: 0 })).samplesPerSecond);
     let threadsK2 = 0;
     for (const schedule of twoStageSchedules) {
       const r = await chainruleThroughput({ ...base, placement: 'threads', stages: 2, microBatches: m.M, schedule });
