@@ -11,13 +11,14 @@ import { isUserError } from '../src/errors.js';
 import { startNode } from './server.js';
 import { isLoopback } from './tls.js';
 
-const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--insecure]
+const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--health-port P] [--insecure]
   --port P             0..65535 (0 picks a free one)
   --host H             the address to listen on (default 127.0.0.1; 0.0.0.0 accepts other hosts, and needs --tls)
   --tls DIR            serve mutual TLS with DIR/ca.pem, DIR/node.pem, DIR/node-key.pem (from chainrule certs)
   --token-file FILE    accept only calls whose bearer token is in FILE (one a line; re-read when it changes)
   --max-runs N         runs hosted at once; another coordinator is told the node is busy (default 1)
   --run-timeout T      close a run whose coordinator has made no call for T (600, 90s, 10m, 1h; default 10m)
+  --health-port P      also serve only the gRPC health service, in plaintext, on port P (for probes without a certificate, e.g. Kubernetes')
   --insecure           listen on a non-loopback host without TLS (anyone who reaches the port can drive the node)`;
 
 /** `600`, `90s`, `10m`, `1h` in milliseconds, or null. */
@@ -30,13 +31,13 @@ export function parseDuration(text: string): number | null {
 
 /** Exit codes: 0 stopped by a signal (or --help), 1 could not listen, 2 bad command line or security files. */
 export async function nodeMain(argv: string[]): Promise<number> {
-  let values: { port?: string; host?: string; tls?: string; 'token-file'?: string; 'max-runs'?: string; 'run-timeout'?: string; insecure?: boolean; help?: boolean };
+  let values: { port?: string; host?: string; tls?: string; 'token-file'?: string; 'max-runs'?: string; 'run-timeout'?: string; 'health-port'?: string; insecure?: boolean; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv, strict: true, allowPositionals: false,
       options: {
         port: { type: 'string' }, host: { type: 'string' }, tls: { type: 'string' }, 'token-file': { type: 'string' },
-        'max-runs': { type: 'string' }, 'run-timeout': { type: 'string' }, insecure: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'max-runs': { type: 'string' }, 'run-timeout': { type: 'string' }, 'health-port': { type: 'string' }, insecure: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (e) {
@@ -49,6 +50,8 @@ export async function nodeMain(argv: string[]): Promise<number> {
   if (values.port === undefined) return bad('--port is required');
   const port = Number(values.port);
   if (!/^\d{1,5}$/.test(values.port) || port > 65535) return bad(`--port must be an integer in 0..65535, got '${values.port}'`);
+  const healthPort = values['health-port'] === undefined ? undefined : Number(values['health-port']);
+  if (values['health-port'] !== undefined && (!/^\d{1,5}$/.test(values['health-port']) || healthPort! > 65535)) return bad(`--health-port must be an integer in 0..65535, got '${values['health-port']}'`);
   const host = values.host ?? '127.0.0.1';
   if (host.trim() === '') return bad('--host must not be empty');
   const maxRuns = values['max-runs'] === undefined ? 1 : Number(values['max-runs']);
@@ -59,7 +62,7 @@ export async function nodeMain(argv: string[]): Promise<number> {
   if (values.insecure && isLoopback(host)) return bad(`--insecure only matters off loopback, and --host ${host} is loopback`);
   let node;
   try {
-    node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs });
+    node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs, healthPort });
   } catch (e) {
     const m = (e as Error).message;
     console.error(m.startsWith('chainrule node') ? m : `chainrule node: ${m}`);
@@ -76,7 +79,7 @@ export async function nodeMain(argv: string[]): Promise<number> {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
-  console.log(`chainrule node listening on ${node.address}`);
+  console.log(`chainrule node listening on ${node.address}${node.healthPort === undefined ? '' : `, health checks in plaintext on port ${node.healthPort}`}`);
   await stopped;
   await node.close();
   return 0;

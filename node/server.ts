@@ -18,6 +18,7 @@ import { NodeLog, stderrSink, type LogSink } from './log.js';
 import { RunTable, releaseActor, shortRun, type Run } from './runs.js';
 import { NodeGuard, isRefusal, type Caller, type Refusal } from './guard.js';
 import { codeOf, isOurError } from './internal.js';
+import { startHealthPort } from './health-port.js';
 import { SecurityError, TLS_FILES, TokenSet, clientCredentials, isLoopback, loadTls, readableByOthers, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
 
 export interface NodeOptions {
@@ -43,10 +44,15 @@ export interface NodeOptions {
   runTimeoutMs?: number;
   /** Where the node's log lines go (default stderr; false: nowhere). */
   log?: LogSink | false;
+  /**
+   * Also serve the health service alone, in plaintext, on this port of `host` (0 picks one):
+   * for probes that carry no client certificate (Kubernetes). See node/health-port.ts.
+   */
+  healthPort?: number;
 }
 
 function checkOptions(opts: NodeOptions): void {
-  const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs } = opts;
+  const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs, healthPort } = opts;
   if (maxRuns !== undefined && !(maxRuns === Infinity || (Number.isSafeInteger(maxRuns) && maxRuns >= 1))) {
     throw new RangeError(`options.maxRuns must be a positive integer, got ${JSON.stringify(maxRuns)}`);
   }
@@ -55,6 +61,9 @@ function checkOptions(opts: NodeOptions): void {
   }
   if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
     throw new RangeError(`options.port must be an integer in 0..65535, got ${JSON.stringify(port)}`);
+  }
+  if (healthPort !== undefined && !(Number.isInteger(healthPort) && healthPort >= 0 && healthPort <= 65535)) {
+    throw new RangeError(`options.healthPort must be an integer in 0..65535, got ${JSON.stringify(healthPort)}`);
   }
   if (deliverDeadlineMs !== undefined && !(Number.isFinite(deliverDeadlineMs) && deliverDeadlineMs > 0)) {
     throw new RangeError(`options.deliverDeadlineMs must be a positive number, got ${JSON.stringify(deliverDeadlineMs)}`);
@@ -71,6 +80,8 @@ export interface RunningNode {
   /** host:port as bound (the port is the real one when 0 was asked for). */
   address: string;
   port: number;
+  /** The plaintext health port as bound, with `healthPort`. */
+  healthPort?: number;
   close(): Promise<void>;
 }
 
@@ -236,7 +247,9 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     call.on('end', () => call.end());
   };
   // The standard gRPC health service, so load balancers and orchestrators can probe a node.
-  new HealthImplementation({ '': 'SERVING', 'chainrule.StageService': 'SERVING' }).addToServer(server);
+  // With --health-port the same object also answers there, in plaintext (node/health-port.ts).
+  const health = new HealthImplementation({ '': 'SERVING', 'chainrule.StageService': 'SERVING' });
+  health.addToServer(server);
   server.addService(stageService().StageService.service, { Call: handleUnary, DeliverStream: deliverStream });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port ?? 0}`, tls ? serverCredentials(tls) : grpc.ServerCredentials.createInsecure(), (err, p) => {
@@ -245,12 +258,15 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     });
   }).catch(async (e: unknown) => { await runs.close(); throw e; });
   address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const healthPort = opts.healthPort === undefined ? null
+    : await startHealthPort(health, { host, port: opts.healthPort }).catch(async (e: unknown) => { server.forceShutdown(); await runs.close(); throw e; });
   if (tls && !guard.watchHandshakes(server)) log.line('warning', 'this version of @grpc/grpc-js hides its HTTP/2 servers: refused TLS handshakes will not be logged');
   const security = [
     tls ? `mutual TLS (${tls.name}, CA from ${tls.dir})` : 'plaintext',
     tokens ? `bearer tokens from ${tokens.path}` : 'no token check',
     runs.limits.maxRuns === Infinity ? 'any number of runs' : `at most ${runs.limits.maxRuns} run${runs.limits.maxRuns === 1 ? '' : 's'} at a time`,
     `runs closed after ${runs.limits.timeoutMs / 1000} s without a call`,
+    ...(healthPort ? [`health checks in plaintext on ${healthPort.address}`] : []),
   ];
   log.line('listening', `on ${address}: ${security.join(', ')}`);
   if (!tls && !isLoopback(host)) log.line('warning', `listening on ${address} without TLS (--insecure): anyone who can reach this port can drive this node`);
@@ -261,9 +277,11 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   return {
     address,
     port,
+    ...(healthPort ? { healthPort: healthPort.port } : {}),
     close: async () => {
       if (closed) return;
       closed = true;
+      await healthPort?.close();
       await runs.close();
       for (const c of clients.values()) c.close();
       // tryShutdown can wait forever on a stuck call: back it with forceShutdown.
