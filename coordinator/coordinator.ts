@@ -53,7 +53,7 @@ export class Coordinator {
     const plan = planRun(opts);
     this.plan = plan;
     this.group = new StageGroup(newRunId(), plan.options.replicas, plan.stages);
-    this.pool = new NodePool(plan.options.nodes, plan.options.spares);
+    this.pool = new NodePool(plan.options.nodes, plan.options.spares, { advertise: plan.options.advertise, tls: plan.options.tls, tokenFile: plan.options.tokenFile });
     this.keeper = new CheckpointKeeper(plan, () => this.group);
     this.recovery = plan.commitEvery > 0 ? new Recovery(plan.commitEvery, {
       reopen: (lost, commit) => this.reopen(lost, commit),

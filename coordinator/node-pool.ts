@@ -1,14 +1,18 @@
 /**
  * The gRPC nodes a run uses, and where a lost one's actors go: the next spare, else (once) a
  * node started in this process. A second loss with no spare left ends the run with NO_SPARE.
+ * The node in this process listens and is advertised as `own` says (--advertise, --tls and
+ * --token-file: see transports/own-stages.ts); with nodes on other hosts and no --advertise
+ * it cannot be reached from them, and the run ends with NO_ADVERTISE instead.
  *
  * @example
  * const pool = new NodePool(['h1:7000', 'h2:7000'], ['h3:7000']);
  * await pool.replace(['h2:7000'], { step: 40, commitStep: 40, keep: () => null });   // 'h3:7000'
  * pool.nodes   // ['h1:7000', 'h3:7000']
  */
-import { startNode, type RunningNode } from '../node/server.js';
+import type { RunningNode } from '../node/server.js';
 import { ChainruleError } from '../src/errors.js';
+import { ownStages, startOwnNode, unreachableFrom, type OwnStages, type OwnStagesOptions } from './transports/own-stages.js';
 
 export class NodePool {
   /** The nodes in use, in the order actors are placed on them; undefined when the placement takes no node list. */
@@ -16,10 +20,12 @@ export class NodePool {
   private readonly spares: string[];
   /** Nodes this process started in place of lost ones: closed with the pool. */
   private readonly own: RunningNode[] = [];
+  private readonly ownStages: OwnStages;
 
-  constructor(nodes: readonly string[] | undefined, spares: readonly string[] = []) {
+  constructor(nodes: readonly string[] | undefined, spares: readonly string[] = [], own: OwnStagesOptions = {}) {
     this.nodes = nodes ? [...nodes] : undefined;
     this.spares = [...spares];
+    this.ownStages = ownStages(own, 'options');
   }
 
   /**
@@ -42,10 +48,17 @@ export class NodePool {
           { hint: 'start more nodes and pass them with --spares, then --resume the checkpoint' });
       }
       if (spare === undefined) {
+        const far = unreachableFrom(this.ownStages, this.nodes.filter((n) => n !== address));
+        if (far !== undefined) {
+          const written = at.keep();
+          throw new ChainruleError('NO_ADVERTISE', `node ${address} was lost at step ${at.step} and no spare is left; this process cannot take over its actors, since node ${far} on another host would reach them at 127.0.0.1`
+            + (written ? `; the checkpoint of step ${at.commitStep} was written to ${written}` : ''),
+          { hint: 'pass --spares, or --advertise HOST (the name or IP by which the nodes reach this host, with --tls naming it), then --resume the checkpoint' });
+        }
         console.warn(`chainrule: node ${address} was lost and no spare is left: its actors now run in this process`);
-        const n = await startNode({ port: 0 });
-        this.own.push(n);
-        spare = n.address;
+        const { node, address: at2 } = await startOwnNode(this.ownStages);
+        this.own.push(node);
+        spare = at2;
       }
       for (let j = 0; j < this.nodes.length; j++) if (this.nodes[j] === address) this.nodes[j] = spare;
       replacement = spare;

@@ -128,6 +128,7 @@ export const optionTable = {
 
   tls: def<string>({ kind: 'string', group: 'Security', arg: 'DIR', help: 'mutual TLS with the gRPC nodes: DIR/ca.pem, DIR/coordinator.pem, DIR/coordinator-key.pem (from chainrule certs)' }),
   tokenFile: def<string>({ kind: 'string', group: 'Security', arg: 'FILE', help: 'send the bearer token in FILE with every call to the gRPC nodes' }),
+  advertise: def<string>({ kind: 'string', group: 'Security', arg: 'HOST', help: "this host's name or IP as nodes on other hosts reach it: stages this process serves (taking over a lost node) listen on every interface, advertised as HOST; needs --tls with node.pem naming HOST" }),
 
   checkpoint: def<string>({ kind: 'string', group: 'Checkpoints', arg: 'DIR', help: 'commit crash-safe checkpoints DIR/step-N (fsynced, hashed, renamed into place)' }),
   checkpointEvery: def<number>({ kind: 'int', group: 'Checkpoints', arg: 'N', min: 1, defaultText: 'every epoch', help: 'checkpoint every N optimizer steps (mid-epoch too)' }),
@@ -263,7 +264,7 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   if (o.nodes && typeof o.placement === 'string' && o.placement !== 'grpc') {
     throw new OptionError(`${naming('nodes')} is only used with ${naming('placement')} grpc (got ${o.placement})`);
   }
-  for (const k of ['tls', 'tokenFile'] as const) {
+  for (const k of ['tls', 'tokenFile', 'advertise'] as const) {
     if (o[k] !== undefined && o.placement !== 'grpc') {
       throw new OptionError(`${naming(k)} is only used with ${naming('placement')} grpc (got ${typeof o.placement === 'string' ? o.placement : `a ${o.placement.kind} Transport object, which takes its own`})`);
     }

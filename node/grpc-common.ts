@@ -194,8 +194,14 @@ export class StreamLink {
     return s;
   }
 
+  /** Ends the stream; a send still unacknowledged fails now, its deadline timer cleared. */
   close(): void {
     this.stream?.end();
     this.stream = null;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new GrpcError('LINK_CLOSED', `gRPC node ${this.address}: the link was closed before the neighbour acknowledged a delivery`));
+      this.pending.delete(id);
+    }
   }
 }

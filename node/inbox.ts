@@ -16,6 +16,7 @@ export class Inbox {
   private counts = new Map<InboxKind, number>();
   private seen = new Set<string>();
   private takers = new Map<string, (t: Tensor) => void>();
+  private cancels = new Map<string, (e: Error) => void>();
   private waitingSpace = new Map<InboxKind, (() => void)[]>();
   private step = -1;
 
@@ -43,6 +44,7 @@ export class Inbox {
     const taker = this.takers.get(k);
     if (taker) {
       this.takers.delete(k);
+      this.cancels.delete(k);
       taker(t);
       return;
     }
@@ -69,10 +71,25 @@ export class Inbox {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.takers.delete(k);
+        this.cancels.delete(k);
         reject(new ChainruleError('PEER_TIMEOUT', `${this.actor}: waited ${this.timeoutMs / 1000} s for ${what} (step ${step}); is the neighbouring actor alive?`, { user: false }));
       }, this.timeoutMs);
       this.takers.set(k, (v) => { clearTimeout(timer); resolve(v); });
+      this.cancels.set(k, (e) => { clearTimeout(timer); this.takers.delete(k); reject(e); });
     });
+  }
+
+  /**
+   * Fails every wait with `why` and drops what is held: a released actor must not keep a
+   * step waiting (and its timer keeping the process alive) for a neighbour that will never send.
+   */
+  close(why: string): void {
+    const cancels = [...this.cancels.values()];
+    this.cancels.clear();
+    for (const c of cancels) c(new ChainruleError('ACTOR_RELEASED', `${this.actor}: ${why}`, { user: false }));
+    this.items.clear();
+    this.counts.clear();
+    for (const q of this.waitingSpace.values()) for (const wake of q.splice(0)) wake();
   }
 
   get size(): number { return this.items.size; }

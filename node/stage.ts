@@ -476,6 +476,7 @@ export class StageActor {
 
   /** Frees what this actor holds: its tapes and its claim on the process's backend. */
   release(): void {
+    this.inbox.close('released (its run was shut down) while waiting for a neighbour');
     this.tapes.clear();
     this.backendClaim?.release();
     this.backendClaim = null;

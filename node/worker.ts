@@ -14,7 +14,7 @@ export type WorkerTask =
   | { kind: 'init'; stage: number; replica?: number; prev?: MessagePort; next?: MessagePort; peers?: (MessagePort | undefined)[]; sharedReduce?: SharedArrayBuffer; backend?: string }
   | { kind: 'request'; bytes: Uint8Array }
   /** Serve stages over gRPC from this thread (a mixed placement): answers host:port. */
-  | { kind: 'listen'; host?: string; backend?: string };
+  | { kind: 'listen'; host?: string; backend?: string; tls?: string; tokenFile?: string };
 
 let actor: StageActor | null = null;
 let node: RunningNode | null = null;
@@ -22,7 +22,7 @@ let node: RunningNode | null = null;
 export default async function handle(task: WorkerTask): Promise<Uint8Array | string> {
   if (task.kind === 'listen') {
     selectBackend(task.backend);
-    node ??= await startNode({ host: task.host ?? '127.0.0.1', port: 0 });
+    node ??= await startNode({ host: task.host ?? '127.0.0.1', port: 0, tls: task.tls, tokenFile: task.tokenFile });
     return node.address;
   }
   if (task.kind === 'init') {

@@ -8,6 +8,7 @@ import { lookup } from '../../src/errors.js';
 
 export * from './transport.js';
 export { LocalTransport, ThreadsTransport, GrpcTransport, MixedTransport };
+export type { MixedTransportOptions } from './mixed.js';
 
 export interface TransportOptions {
   nodes?: string[];

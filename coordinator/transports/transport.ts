@@ -42,7 +42,7 @@ export interface Transport {
 }
 
 export class TransportError extends ChainruleError {
-  constructor(code: string, message: string) {
-    super(code, message);
+  constructor(code: string, message: string, hint?: string) {
+    super(code, message, { hint });
   }
 }
