@@ -18,7 +18,10 @@ import { makeCerts } from '../coordinator/certs.js';
 import { NodePool } from '../coordinator/node-pool.js';
 import { MixedTransport, TransportError } from '../coordinator/transports/index.js';
 import { Coordinator } from '../coordinator/index.js';
-import { healthy, makeClient } from '../node/grpc-common.js';
+import { healthy, makeClient, unary } from '../node/grpc-common.js';
+import { startNode } from '../node/server.js';
+import type { Reply } from '../src/wire/index.js';
+import { createServer } from 'node:net';
 import { Inbox } from '../node/inbox.js';
 import { TLS_FILES, clientCredentials, loadTls } from '../node/tls.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -190,6 +193,31 @@ describe('taking over a lost node', () => {
       }
     } finally {
       await pool.close();
+    }
+  });
+});
+
+describe('a node told a replica peer it cannot reach (an address of another host, say)', () => {
+  it('answers the step with an error naming the peer, and keeps serving', async () => {
+    const n = await startNode({ port: 0, log: false });
+    const dead = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => { const p = (srv.address() as { port: number }).port; srv.close(() => resolve(p)); });
+    });
+    const c = makeClient(n.address);
+    const h = { run: 'run-peerless', stage: 0, replica: 0, step: 0, microBatch: -1 };
+    const model = { inputShape: [4], layers: [{ type: 'dense', inputs: 4, units: 3 }], loss: 'softmaxCrossEntropy' };
+    try {
+      expect(((await unary(c, n.address, 'Call', { ...h, type: 'configure', config: { model, start: 0, end: 1, seed: 1, capacity: 1, replicas: 2 } }, 3000)) as Reply).type).toBe('configured');
+      expect(((await unary(c, n.address, 'Call', { ...h, type: 'connect', peers: [null, { address: `127.0.0.1:${dead}`, stage: 0, replica: 1 }] }, 3000)) as Reply).type).toBe('ok');
+      const r = (await unary(c, n.address, 'Call', { ...h, type: 'runStep', actions: ['0F0', '0B0'], inputs: [Tensor.ones([2, 4])], targets: [Int32Array.from([0, 1])] }, 10_000)) as Reply & { code: string; message: string };
+      expect(r.type).toBe('error');
+      expect(r.code).toBe('NODE_UNREACHABLE');
+      expect(r.message).toMatch(new RegExp(`^node ${n.address}: stage 0 of replica 0: runStep \\(step 0\\): gRPC node 127\\.0\\.0\\.1:${dead}: delivery stream broke`));
+      expect(((await unary(c, n.address, 'Call', { ...h, type: 'getParams' }, 3000)) as Reply).type).toBe('tensors');
+      expect(((await unary(c, n.address, 'Call', { ...h, type: 'shutdown' }, 3000)) as Reply).type).toBe('ok');
+    } finally {
+      c.close();
+      await n.close();
     }
   });
 });
