@@ -175,6 +175,15 @@ describe('taking over a lost node', () => {
     await pool.close();
   });
 
+  it('--advertise is a run option of the grpc placement: it needs --tls, and means nothing elsewhere', async () => {
+    const o = { model: { inputShape: [784], layers: [{ type: 'dense', inputs: 784, units: 10 }], loss: 'softmaxCrossEntropy' } };
+    expect(() => new Coordinator({ ...o, placement: 'grpc', nodes: ['hosta.example:7001'], advertise: 'localhost' })).toThrow(/options\.advertise \(--advertise\) localhost: this process's stages would listen on every interface without TLS/);
+    expect(() => new Coordinator({ ...o, placement: 'grpc', nodes: ['hosta.example:7001'], advertise: 'host:1', tls: certs })).toThrow(/options\.advertise \(--advertise\) must be a host name or IP address without a port, got "host:1"/);
+    expect(() => new Coordinator({ ...o, advertise: 'localhost' })).toThrow(/options\.advertise is only used with options\.placement grpc \(got local\)/);
+    const c = new Coordinator({ ...o, placement: 'grpc', nodes: ['hosta.example:7001'], advertise: 'localhost', tls: certs, tokenFile });
+    await c.close();
+  });
+
   it('with advertise, serves the actors on every interface with the run\'s TLS and token, under the advertised name', async () => {
     expect(() => new NodePool(['hosta.example:7001'], [], { advertise: 'localhost' })).toThrow(/options\.advertise \(--advertise\) localhost: this process's stages would listen on every interface without TLS/);
     const pool = new NodePool(['hosta.example:7001', 'hostb.example:7001'], [], { advertise: 'localhost', tls: certs, tokenFile });
