@@ -272,6 +272,9 @@ export function diagnoseTls(address: string, tls: TlsMaterial | null, timeoutMs 
       setTimeout(() => finish(null), 300);
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
+      // The connection itself failed (nothing listens, no route): the node is unreachable, not
+      // refused by TLS; calling that a TLS failure would also hide a lost node from recovery.
+      if (!handshook && NOT_CONNECTED.has(e.code ?? '')) { finish(null); return; }
       if (!tls) {
         // A TLS alert (no client certificate, say) means the node speaks TLS; anything else
         // (refused, reset, not TLS at all) means the problem is not TLS.
@@ -286,11 +289,12 @@ export function diagnoseTls(address: string, tls: TlsMaterial | null, timeoutMs 
   });
 }
 
+const NOT_CONNECTED: ReadonlySet<string> = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
+
 /** Node's TLS error codes and OpenSSL reasons in words, naming whose certificate is at fault. */
 export function explainTlsError(e: NodeJS.ErrnoException & { reason?: string }, address: string): string {
   const code = e.code ?? '';
   const text = e.message;
-  if (code === 'ECONNREFUSED') return `nothing listens at ${address}`;
   if (/wrong version number|packet length too long|unknown protocol|record layer failure/i.test(text)) return `node ${address} does not speak TLS (was it started without --tls?)`;
   if (code === 'SELF_SIGNED_CERT_IN_CHAIN' || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY' || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') {
     return `node ${address}'s certificate is not signed by our CA (${code}): the two sides use certificates from different \`chainrule certs\` runs`;

@@ -23,7 +23,7 @@ import { startNode } from '../node/server.js';
 import type { Reply } from '../src/wire/index.js';
 import { createServer } from 'node:net';
 import { Inbox } from '../node/inbox.js';
-import { TLS_FILES, clientCredentials, loadTls } from '../node/tls.js';
+import { TLS_FILES, clientCredentials, diagnoseTls, loadTls } from '../node/tls.js';
 import { Tensor } from '../src/tensor/tensor.js';
 
 const root = mkdtempSync(join(tmpdir(), 'chainrule-mixed-hosts-'));
@@ -228,5 +228,14 @@ describe('a node told a replica peer it cannot reach (an address of another host
       c.close();
       await n.close();
     }
+  });
+});
+
+describe('a node that is gone, in a TLS run', () => {
+  it('is unreachable, not a TLS failure: the diagnosis finds nothing wrong with TLS, so recovery treats it as a lost node', async () => {
+    const dead = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => { const p = (srv.address() as { port: number }).port; srv.close(() => resolve(p)); });
+    });
+    expect(await diagnoseTls(`127.0.0.1:${dead}`, loadTls(certs, 'coordinator'))).toBe(null);
   });
 });
