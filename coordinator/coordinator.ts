@@ -26,7 +26,8 @@ import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan } from './fullbatch.js';
 import { BubbleMeter, type ResumedFrom, type TrainSummary } from './summary.js';
 import { initialState, saveModel } from './saved-model.js';
-import { Recovery } from './recovery.js';
+import { Recovery, type CommitKeeping } from './recovery.js';
+import { mergeStates } from './stage-group.js';
 import { RunLog } from './run-log.js';
 import { planRun, type RunPlan } from './run-plan.js';
 import { trainRun, type StepResult, type TrainHost } from './train-loop.js';
@@ -118,17 +119,29 @@ export class Coordinator {
   private async stepWith(x: Tensor, y: Targets, trace?: TraceAsk): Promise<StepResult> {
     await this.open();
     const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
-    const run = () => this.runParts(parts, trace);
-    const loss = this.recovery ? await this.recovery.run(this.group.step, parts, () => this.transport!, run, () => this.group.state()) : await run();
+    const loss = this.recovery
+      ? await this.recovery.run(this.group.step, parts, () => this.transport!, (commit) => this.runParts(parts, trace, commit), () => this.commitKeeping())
+      : await this.runParts(parts, trace);
     return { loss, ...this.lastStep };
   }
 
-  private async runParts(parts: MicroBatch[][], trace?: TraceAsk): Promise<number> {
+  /** Where this run's recovery commits are kept: by the actors when their transport can keep them safe. */
+  private commitKeeping(): CommitKeeping {
+    const state = () => this.group.state();
+    const t = this.transport;
+    if (!t?.keepsCommits?.(this.group) || !t.keptCommit) return { where: 'coordinator', state };
+    return { where: 'actors', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)) };
+  }
+
+  /** `commit`: the actors first keep their state as the recovery commit of this step. */
+  private async runParts(parts: MicroBatch[][], trace?: TraceAsk, commit = false): Promise<number> {
     const { plan, options: o } = this;
     const lr = plan.lrAt ? plan.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
     const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0);
+    const keepers = commit ? this.transport!.keepsCommits!(this.group) : null;
     const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter,
-      { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace });
+      { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace,
+        commit: keepers === null ? undefined : (replica) => keepers === 'every-replica' || replica === 0 });
     this.group.step++;
     this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
     return r.loss;

@@ -27,7 +27,7 @@ export interface TraceAsk { tracer: StepTracer; epoch: number }
  * Runs the schedule on every actor; returns the summed loss of all stages (auxiliary
  * terms included) in (replica, micro-batch) order: the order of one replica with R·M micro-batches.
  */
-export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk): Promise<number> {
+export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: (replica: number) => boolean): Promise<number> {
   const K = group.stages;
   const tracing = trace?.tracer.wants(group.step) === true;
   const body = (r: number, k: number) => ({
@@ -37,6 +37,7 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
     targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
     optimize,
     ...(tracing ? { trace: true } : {}),
+    ...(commit?.(r) ? { commit: true } : {}),
   }) satisfies Partial<Extract<Request, { type: 'runStep' }>>;
   let replies;
   if (tracing) {
@@ -67,6 +68,8 @@ export interface StepPlan {
   gradScale: number;
   clipNorm?: number;
   trace?: TraceAsk;
+  /** Which replicas' actors first keep their state as this step's recovery commit. */
+  commit?: (replica: number) => boolean;
 }
 
 /**
@@ -75,8 +78,8 @@ export interface StepPlan {
  */
 export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number }> {
   const { optimizer, lr, clipNorm } = plan;
-  if (clipNorm === undefined) return { loss: await pipelineStep(group, spec, parts, schedule, meter, { optimizer, lr, gradScale: plan.gradScale }, plan.trace) };
-  const loss = await pipelineStep(group, spec, parts, schedule, meter, undefined, plan.trace);
+  if (clipNorm === undefined) return { loss: await pipelineStep(group, spec, parts, schedule, meter, { optimizer, lr, gradScale: plan.gradScale }, plan.trace, plan.commit) };
+  const loss = await pipelineStep(group, spec, parts, schedule, meter, undefined, plan.trace, plan.commit);
   // The global norm needs every stage's share (of the reduced gradients: replica 0's suffice).
   let squares = 0;
   for (let k = 0; k < group.stages; k++) squares += (await group.ask(k, { type: 'gradSquares' }, 'value')).value;

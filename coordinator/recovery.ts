@@ -1,7 +1,7 @@
 /**
- * Surviving the loss of an actor. Every `commitEvery` steps the coordinator takes a commit
- * (every stage's parameters, buffers and optimizer slots, merged by name) and keeps the
- * inputs of the steps since. When a step fails because an actor is gone (a killed or hung
+ * Surviving the loss of an actor. Every `commitEvery` steps a commit is taken (every stage's
+ * parameters, buffers and optimizer slots: kept by the actors where their copies survive a
+ * loss, else fetched by the coordinator) and the inputs of the steps since are kept. When a step fails because an actor is gone (a killed or hung
  * node, a crashed worker thread), it is noticed (a failed request, or a health probe every
  * 0.5 s while the step runs), the run is rebuilt with the lost host replaced (a spare, else
  * this process), restored from the commit, the logged steps are replayed and the failed one
@@ -42,40 +42,66 @@ export interface Rebuild {
   replay(parts: MicroBatch[][]): Promise<void>;
 }
 
+/**
+ * Where commits are kept. 'coordinator': every stage's state is fetched at each commit.
+ * 'actors': the step's own runStep asks the actors to copy their state where they live
+ * (node/commit-store.ts), and only after a loss is it read (`read`), from memory that
+ * outlived the lost actor or from a surviving replica.
+ */
+export type CommitKeeping =
+  | { where: 'coordinator'; state: () => Promise<StageState> }
+  | { where: 'actors'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState> };
+
 export class Recovery {
-  private commit: { step: number; state: StageState } | null = null;
+  /** `state` null: kept by the actors, read after a loss. */
+  private commit: { step: number; state: StageState | null } | null = null;
+  /** The inputs of the steps since the commit. */
   private log: MicroBatch[][][] = [];
   readonly reports: RecoveryReport[] = [];
 
   constructor(private readonly commitEvery: number, private readonly rebuild: Rebuild) {}
 
-  /** Takes the commit a lost actor is rebuilt from (after the step `step` - 1). */
-  async take(step: number, state: () => Promise<StageState>): Promise<void> {
-    this.commit = { step, state: await state() };
-    this.log = [];
-  }
-
-  /** Runs one step; on the loss of an actor, recovers and runs it again. */
-  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: () => Promise<number>, state: () => Promise<StageState>): Promise<number> {
-    if (!this.commit) await this.take(step, state);
+  /**
+   * Runs one step (`fn(commit)`: with `commit`, its runStep asks the actors to keep a commit
+   * first); on the loss of an actor, recovers and runs it again.
+   */
+  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: (commit: boolean) => Promise<number>, keeping: () => CommitKeeping): Promise<number> {
+    const keep = keeping();
+    // The first commit comes from the coordinator in any case: no step has run to carry it.
+    if (!this.commit) await this.take(step, keep.state);
+    // The actors keep a commit at the start of its step; the coordinator takes one right
+    // after the step before (below), so that nothing happening between steps can lose it.
+    const byActors = keep.where === 'actors' && step % this.commitEvery === 0 && step !== this.commit!.step;
     const t0 = performance.now();
     let loss: number;
     try {
-      loss = await watch(fn(), transport());
+      loss = await watch(fn(byActors), transport());
     } catch (e) {
       if (!isActorLoss(e) || !this.commit) throw e;
       const detected = performance.now();
       const lost = (await transport().probe?.(1_000)) ?? [];
       const failed = lost.length > 0 ? lost.join(', ') : (e as Error).message;
-      const replacement = await this.rebuild.reopen(lost, this.commit);
-      await this.rebuild.restore(this.commit.state, this.commit.step);
+      if (this.commit.state === null) {
+        if (keep.where !== 'actors') throw e;
+        this.commit.state = await keep.read(this.commit.step, lost);
+      }
+      const commit = { step: this.commit.step, state: this.commit.state };
+      const replacement = await this.rebuild.reopen(lost, commit);
+      await this.rebuild.restore(commit.state, commit.step);
       for (const logged of this.log) await this.rebuild.replay(logged);
       this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
-      return this.run(step, parts, transport, fn, state);
+      return this.run(step, parts, transport, fn, keeping);
     }
+    if (byActors) { this.commit = { step, state: null }; this.log = []; }
     this.log.push(parts);
-    if ((step + 1) % this.commitEvery === 0) await this.take(step + 1, state);
+    if (keep.where === 'coordinator' && (step + 1) % this.commitEvery === 0) await this.take(step + 1, keep.state);
     return loss;
+  }
+
+  /** Takes the commit a lost actor is rebuilt from (the state before step `step`), here. */
+  private async take(step: number, state: () => Promise<StageState>): Promise<void> {
+    this.commit = { step, state: await state() };
+    this.log = [];
   }
 }
 

@@ -15,6 +15,7 @@ import {
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
 import { SharedReduce } from './shared-reduce.js';
+import { CommitStore } from './commit-store.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
 import { backend } from '../src/tensor/backend.js';
@@ -71,6 +72,8 @@ export class StageActor {
   /** Replicas on threads of one process reduce through this shared buffer instead of messages. */
   sharedReduceBuffer: SharedArrayBuffer | null = null;
   private shared: SharedReduce | null = null;
+  /** The recovery commits kept here (their buffers reach the coordinator when threads host this actor). */
+  readonly commits = new CommitStore();
 
   constructor(readonly index: number, readonly replica = 0, private readonly timeoutMs = 120_000) {
     this.inbox = new Inbox(() => 1, timeoutMs, this.name);
@@ -126,6 +129,7 @@ export class StageActor {
       case 'configure': return this.configure(req.run, req.config, req.params);
       case 'runStep': {
         const tracing = req.trace === true;
+        if (req.commit === true && !this.reports.has(req.step) && !this.running.has(req.step)) this.keepCommit(req.step);
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
         if (req.optimize) {
           const t0 = epochNow();
@@ -152,6 +156,7 @@ export class StageActor {
       case 'setParams': this.setParams(req.params); return { type: 'ok' };
       case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
       case 'getState': return { type: 'state', state: this.getState() };
+      case 'getCommit': return { type: 'state', state: CommitStore.read(this.commits.buffers, req.step, this.name) };
       case 'setState': this.setState(req.state); return { type: 'ok' };
       case 'evaluate': {
         const aux: Tensor[] = [];
@@ -539,6 +544,19 @@ export class StageActor {
     const { model, config } = this.ready();
     this.checkInput(input, 'the evaluation batch');
     return noGrad(() => model.forward(new Tensor(input.data, input.shape), { training: false, seed: config.seed, step: 0, microBatch: 0, auxLosses: aux }));
+  }
+
+  /** Copies this actor's state as the recovery commit of `step` (kept here, read by the coordinator or a peer after a loss). */
+  keepCommit(step: number): void {
+    const { model } = this.ready();
+    // A restored state's slots are Float32Arrays (setState makes them so).
+    const opt = this.optimizer?.peekState() ?? (this.restoredOptimizer as ReturnType<ElementwiseOptimizer['peekState']> | null);
+    this.commits.write(step, {
+      params: model.parameters().map(([name, p]) => [name, p.data, p.shape]),
+      buffers: Object.entries(this.namedBuffers()).map(([name, t]) => [name, t.data, t.shape]),
+      optimizer: opt,
+      lastStep: this.lastOptimizerStep,
+    });
   }
 
   getState(): StageState {

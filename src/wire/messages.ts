@@ -46,8 +46,9 @@ export type Request =
   /**
    * `optimize`: apply this optimizer step right after the actions (saves a round trip).
    * `trace`: record this step's spans into the report (src/wire/trace.ts).
+   * `commit`: first keep this actor's state as the recovery commit of this step (node/commit-store.ts).
    */
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean })
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: boolean })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
@@ -56,6 +57,8 @@ export type Request =
   | (Header & { type: 'setParams'; params: NamedTensors })
   | (Header & { type: 'optimizerStep' } & OptimizerStepArgs)
   | (Header & { type: 'getState' })
+  /** The recovery commit of `step` this actor kept (a replica peer's copy, after a loss). */
+  | (Header & { type: 'getCommit' })
   | (Header & { type: 'setState'; state: StageState })
   | (Header & { type: 'evaluate'; x: Tensor })
   | (Header & { type: 'shutdown' });
@@ -105,7 +108,7 @@ export type Message = Request | PeerMessage | Reply;
 
 export const requestTypes = [
   'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
-  'optimizerStep', 'getState', 'setState', 'evaluate', 'shutdown',
+  'optimizerStep', 'getState', 'getCommit', 'setState', 'evaluate', 'shutdown',
 ] as const;
 export const peerTypes = ['activation', 'gradient', 'reduce'] as const;
 
