@@ -118,8 +118,8 @@ export const optionTable = {
   placement: withDefault<string | Transport>({ kind: 'string', group: 'Pipeline', arg: 'KIND', default: 'local', choices: () => Object.keys(transports), help: 'where the stage actors run' }),
   nodes: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'gRPC nodes for --placement grpc (actors placed replica-major, round robin)' }),
   replicas: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'R', default: 1, min: 1, help: 'data-parallel replicas of the pipeline (each takes a shard of every minibatch)' }),
-  stages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'K', default: (o) => (o.partition as number[] | undefined)?.length ?? 1, defaultText: '1', min: 1, help: 'pipeline stages, balanced by parameter count' }),
-  partition: def<number[]>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...', help: 'explicit layers per stage instead' }),
+  stages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'K', default: (o) => (Array.isArray(o.partition) ? o.partition.length : 1), defaultText: '1', min: 1, help: 'pipeline stages, balanced by parameter count' }),
+  partition: def<number[] | 'auto'>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...|auto', accepts: (v) => v === 'auto', help: 'explicit layers per stage instead; auto: balance the stages by measured time (each layer timed for a few passes first)' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
   commitEvery: def<number>({ kind: 'int', group: 'Pipeline', arg: 'N', min: 0, defaultText: '1 (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery' }),
@@ -193,7 +193,8 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
       if (!Array.isArray(v) || v.length === 0 || !v.every((s) => typeof s === 'string' && s.length > 0)) bad('a non-empty list of names');
       return;
     case 'intList':
-      if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isSafeInteger(s) && s > 0)) bad('a list of positive integers');
+      if (typeof v === 'string' && d.accepts?.(v)) return;
+      if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isSafeInteger(s) && s > 0)) bad(`a list of positive integers${d.accepts ? ` or ${d.arg?.split('|')[1]}` : ''}`);
       return;
     case 'columns':
       if (!Array.isArray(v) || v.length === 0 || !v.every((s) => (typeof s === 'string' && s.length > 0) || (Number.isSafeInteger(s) && s >= 0))) {
@@ -237,7 +238,7 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
     raw[k] = typeof d.default === 'function' ? (d.default as (o: RawOptions) => unknown)(raw) : d.default;
   }
   const o = raw as ResolvedOptions;
-  if (o.partition && opts.stages !== undefined && o.partition.length !== o.stages) {
+  if (Array.isArray(o.partition) && opts.stages !== undefined && o.partition.length !== o.stages) {
     throw new OptionError(`${naming('partition')} lists ${o.partition.length} stages but ${naming('stages')} is ${o.stages}`);
   }
   const shards = o.replicas * o.microBatches;
@@ -287,7 +288,7 @@ function fromText(key: string, d: Def<unknown>, text: string): unknown {
       return x;
     }
     case 'list': return text.split(',').map((s) => s.trim()).filter(Boolean);
-    case 'intList': return text.split(',').map(int);
+    case 'intList': return d.accepts?.(text) ? text : text.split(',').map(int);
     case 'columns': return text.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
     default: return key === 'labelColumn' && /^\d+$/.test(text) ? Number(text) : text;
   }

@@ -15,6 +15,7 @@ import type { Schedule } from '../src/wire/index.js';
 import { lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
+import { timedPartition, type TimedPartition } from './partition-auto.js';
 import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { checkModelFitsData } from './fit.js';
@@ -33,6 +34,8 @@ export interface RunPlan {
   /** Stage k runs the layers [bounds[k], bounds[k+1]). */
   readonly bounds: number[];
   readonly stages: number;
+  /** With `--partition auto`: the measured layer costs behind the cut. */
+  readonly timedPartition: TimedPartition | null;
   /** Parameters per stage, from the spec and the partition. */
   readonly stageParameters: number[];
   readonly stepsPerEpoch: number;
@@ -70,7 +73,10 @@ export function planRun(opts: CoordinatorOptions = {}): RunPlan {
   const lrSchedule = schedule ? schedule(o.epochs * stepsPerEpoch) : null;
   const lrAt = lrSchedule ? createLrSchedule(lrSchedule) : null;
   const counts = layerParameterCounts(spec);
-  const bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
+  const timed = o.partition === 'auto' && o.stages > 1 && !fullBatch
+    ? timedPartition(spec, o.stages, { microBatch: o.batchSize / (o.replicas * o.microBatches), microBatches: o.microBatches, optimizer: optimizerSpec, layerParameters: counts, data: data.train, seed: o.seed, backend: o.backend })
+    : null;
+  const bounds = timed ? timed.bounds : Array.isArray(o.partition) ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
   const stages = bounds.length - 1;
   const stageParameters = bounds.slice(1).map((end, k) => counts.slice(bounds[k], end).reduce((a, b) => a + b, 0));
   const schedulePlan = getSchedule(o.schedule)(stages, o.microBatches);
@@ -80,6 +86,6 @@ export function planRun(opts: CoordinatorOptions = {}): RunPlan {
   if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${placementName})`);
   return {
     options: o, data, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
-    bounds, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery: fullBatch ? 0 : commitEvery, placementName,
+    bounds, timedPartition: timed, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery: fullBatch ? 0 : commitEvery, placementName,
   };
 }

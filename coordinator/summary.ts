@@ -67,6 +67,8 @@ export interface TrainSummary extends EpochFigures {
   replicas: number;
   stages: number;
   partition: number[];
+  /** With `--partition auto`: each stage's measured compute per step (ms) under the cut, and under the cut by parameters. */
+  timedPartition?: { stageMs: number[]; byParameters: { partition: number[]; stageMs: number[] } };
   microBatches: number;
   schedule: string;
   bubbleFraction: number;

@@ -209,7 +209,12 @@ async function summarizeRun(
     backend: host.backendName, optimizer: host.plan.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: host.plan.optimizerSpec.lr,
     parameters: layerParameterCounts(spec).reduce((a, b) => a + b, 0), transform: host.plan.transformSpec, recoveries: host.recoveries,
     history: run.history, started: run.started, resumedFrom: host.keeper.resumedFrom,
-  }, last, samplesPerSecond, droppedPerEpoch, extra);
+  }, last, samplesPerSecond, droppedPerEpoch, { ...timedFacts(host.plan.timedPartition), ...extra });
+}
+
+const sizes = (bounds: number[]) => bounds.slice(1).map((b, i) => b - bounds[i]!);
+function timedFacts(t: RunPlan['timedPartition']): Partial<TrainSummary> {
+  return t ? { timedPartition: { stageMs: t.stageMs, byParameters: { partition: sizes(t.byParameters.bounds), stageMs: t.byParameters.stageMs } } } : {};
 }
 
 /** Ends the run log: the summary as returned, the trace, and what the report needs besides. */
