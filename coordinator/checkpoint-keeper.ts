@@ -41,10 +41,10 @@ export class CheckpointKeeper {
 
   /** Keeps the cursor of the steps a recovery's commit may still be at. */
   remember(): void {
-    if (this.plan.commitEvery === 0) return;
+    if (this.plan.commitLag === 0) return;
     const step = this.group().step;
     this.cursors.set(step, this.at);
-    for (const k of this.cursors.keys()) if (k < step - this.plan.commitEvery) this.cursors.delete(k);
+    for (const k of this.cursors.keys()) if (k < step - this.plan.commitLag) this.cursors.delete(k);
   }
 
   /** What a checkpoint must share with the run that resumes it. */

@@ -56,7 +56,7 @@ export class Coordinator {
     this.group = new StageGroup(newRunId(), plan.options.replicas, plan.stages);
     this.pool = new NodePool(plan.options.nodes, plan.options.spares);
     this.keeper = new CheckpointKeeper(plan, () => this.group);
-    this.recovery = plan.commitEvery > 0 ? new Recovery(plan.commitEvery, {
+    this.recovery = plan.commitEvery !== 0 ? new Recovery(plan.commitEvery, {
       reopen: (lost, commit) => this.reopen(lost, commit),
       restore: async (state, step) => { await this.group.setState(state); this.group.step = step; },
       replay: async (parts) => { await this.runParts(parts); },

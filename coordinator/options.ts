@@ -122,7 +122,7 @@ export const optionTable = {
   partition: def<number[] | 'auto'>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...|auto', accepts: (v) => v === 'auto', help: 'explicit layers per stage instead; auto: balance the stages by measured time (each layer timed for a few passes first)' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
-  commitEvery: def<number>({ kind: 'int', group: 'Pipeline', arg: 'N', min: 0, defaultText: '1 (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery' }),
+  commitEvery: def<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', min: 0, accepts: (v) => v === 'auto', defaultText: 'auto (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery; auto: every step where the actors keep the commits (threads, replicas over several nodes), else as often as costs 5% of the time (at least every 64 steps)' }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
 
@@ -177,6 +177,7 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
   const bad = (what: string) => { throw new OptionError(`${where} must be ${what}, got ${describeValue(v)}`); };
   switch (d.kind) {
     case 'int':
+      if (typeof v === 'string' && d.accepts?.(v)) return;
       if (typeof v !== 'number' || !Number.isSafeInteger(v)) bad(d.min === 1 ? 'a positive integer' : d.min === 0 ? 'a non-negative integer' : 'an integer');
       if (d.min !== undefined && (v as number) < d.min) bad(d.min === 1 ? 'a positive integer' : `an integer >= ${d.min}`);
       return;
@@ -281,7 +282,7 @@ function fromText(key: string, d: Def<unknown>, text: string): unknown {
     return Number(s);
   };
   switch (d.kind) {
-    case 'int': return int(text);
+    case 'int': return d.accepts?.(text) ? text : int(text);
     case 'number': {
       const x = Number(text);
       if (text.trim() === '' || !Number.isFinite(x)) throw new OptionError(`${flag} must be a number, got '${text}'`);

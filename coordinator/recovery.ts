@@ -52,14 +52,23 @@ export type CommitKeeping =
   | { where: 'coordinator'; state: () => Promise<StageState> }
   | { where: 'actors'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState> };
 
+/** With `commitEvery: 'auto'`, a fetched commit costs at most this share of the training time... */
+export const AUTO_COMMIT_SHARE = 0.05;
+/** ...and is taken at least this often (the most steps a recovery replays). */
+export const AUTO_COMMIT_MAX_STEPS = 64;
+
 export class Recovery {
   /** `state` null: kept by the actors, read after a loss. */
   private commit: { step: number; state: StageState | null } | null = null;
   /** The inputs of the steps since the commit. */
   private log: MicroBatch[][][] = [];
+  /** How long the last fetched commit took, and the steps since it. */
+  private lastTakeMs = 0;
+  private stepMsSince = 0;
   readonly reports: RecoveryReport[] = [];
 
-  constructor(private readonly commitEvery: number, private readonly rebuild: Rebuild) {}
+  /** `commitEvery`: steps between commits, or 'auto': every step where the actors keep them, else as often as costs AUTO_COMMIT_SHARE of the time. */
+  constructor(private readonly commitEvery: number | 'auto', private readonly rebuild: Rebuild) {}
 
   /**
    * Runs one step (`fn(commit)`: with `commit`, its runStep asks the actors to keep a commit
@@ -71,7 +80,7 @@ export class Recovery {
     if (!this.commit) await this.take(step, keep.state);
     // The actors keep a commit at the start of its step; the coordinator takes one right
     // after the step before (below), so that nothing happening between steps can lose it.
-    const byActors = keep.where === 'actors' && step % this.commitEvery === 0 && step !== this.commit!.step;
+    const byActors = keep.where === 'actors' && this.dueAt(step, 'actors');
     const t0 = performance.now();
     let loss: number;
     try {
@@ -92,16 +101,31 @@ export class Recovery {
       this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
       return this.run(step, parts, transport, fn, keeping);
     }
-    if (byActors) { this.commit = { step, state: null }; this.log = []; }
+    if (byActors) { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; }
     this.log.push(parts);
-    if (keep.where === 'coordinator' && (step + 1) % this.commitEvery === 0) await this.take(step + 1, keep.state);
+    this.stepMsSince += performance.now() - t0;
+    if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) await this.take(step + 1, keep.state);
     return loss;
+  }
+
+  /** Whether the commit before step `step` is due. */
+  private dueAt(step: number, where: CommitKeeping['where']): boolean {
+    const since = step - this.commit!.step;
+    if (since <= 0) return false;
+    if (this.commitEvery !== 'auto') return step % this.commitEvery === 0;
+    if (where === 'actors') return true;
+    // A fetched commit moves every stage's state through the coordinator: taken once the
+    // steps since have run long enough that it costs at most its share of the time.
+    return since >= AUTO_COMMIT_MAX_STEPS || this.lastTakeMs <= AUTO_COMMIT_SHARE * this.stepMsSince;
   }
 
   /** Takes the commit a lost actor is rebuilt from (the state before step `step`), here. */
   private async take(step: number, state: () => Promise<StageState>): Promise<void> {
+    const t0 = performance.now();
     this.commit = { step, state: await state() };
     this.log = [];
+    this.lastTakeMs = performance.now() - t0;
+    this.stepMsSince = 0;
   }
 }
 

@@ -16,6 +16,7 @@ import { lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
 import { timedPartition, type TimedPartition } from './partition-auto.js';
+import { AUTO_COMMIT_MAX_STEPS } from './recovery.js';
 import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { checkModelFitsData } from './fit.js';
@@ -42,7 +43,9 @@ export interface RunPlan {
   readonly schedulePlan: Schedule;
   readonly augment: Required<AugmentOptions> | null;
   /** Steps between the commits a lost actor is rebuilt from; 0: no recovery (local placement by default, full-batch methods). */
-  readonly commitEvery: number;
+  readonly commitEvery: number | 'auto';
+  /** The most steps a recovery's commit can lag behind (0: no recovery). */
+  readonly commitLag: number;
   readonly placementName: string;
 }
 
@@ -82,10 +85,10 @@ export function planRun(opts: CoordinatorOptions = {}): RunPlan {
   const schedulePlan = getSchedule(o.schedule)(stages, o.microBatches);
   validateSchedule(schedulePlan, stages, o.microBatches);
   const placementName = typeof o.placement === 'string' ? o.placement : o.placement.kind;
-  const commitEvery = o.commitEvery ?? (o.placement === 'local' ? 0 : 1);
+  const commitEvery = fullBatch ? 0 : o.commitEvery ?? (o.placement === 'local' ? 0 : 'auto');
   if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${placementName})`);
   return {
     options: o, data, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
-    bounds, timedPartition: timed, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery: fullBatch ? 0 : commitEvery, placementName,
+    bounds, timedPartition: timed, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery, commitLag: commitEvery === 'auto' ? AUTO_COMMIT_MAX_STEPS : commitEvery, placementName,
   };
 }

@@ -59,7 +59,7 @@ describe('surviving the loss of an actor', () => {
       const [a, b, spare] = [await nodeProcess(), await nodeProcess(), await nodeProcess()];
       let killed = false;
       const s = await run({
-        placement: 'grpc', nodes: [a.address, b.address], spares: [spare.address],
+        placement: 'grpc', nodes: [a.address, b.address], spares: [spare.address], commitEvery: 1,
         onStep: (r) => { if (r.step === 4 && !killed) { killed = true; b.child.kill(signal); } },
       });
       expect(s.weightsSha256).toBe(await reference());
@@ -75,6 +75,15 @@ describe('surviving the loss of an actor', () => {
     });
   }
 
+  it('by default (auto) the coordinator fetches commits as often as they cost 5% of the time: a lost node still ends with the same weights', async () => {
+    const [a, b, spare] = [await nodeProcess(), await nodeProcess(), await nodeProcess()];
+    let killed = false;
+    const s = await run({ placement: 'grpc', nodes: [a.address, b.address], spares: [spare.address], onStep: (r) => { if (r.step === 7 && !killed) { killed = true; b.child.kill('SIGKILL'); } } });
+    expect(s.weightsSha256).toBe(await reference());
+    expect(s.recoveries).toHaveLength(1);
+    expect(s.recoveries[0]!.stepsReplayed).toBeLessThanOrEqual(7);
+  });
+
   it('a node lost with no spare: its actors move into this process, with a warning, same weights', async () => {
     const [a, b] = [await nodeProcess(), await nodeProcess()];
     let killed = false;
@@ -89,7 +98,7 @@ describe('surviving the loss of an actor', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chainrule-faults-'));
     let kills = 0;
     const err = await run({
-      placement: 'grpc', nodes: [a.address, b.address], checkpoint: join(dir, 'ckpt'),
+      placement: 'grpc', nodes: [a.address, b.address], checkpoint: join(dir, 'ckpt'), commitEvery: 1,
       onStep: (r) => { if (r.step === 3 && kills === 0) { kills++; b.child.kill('SIGKILL'); } else if (r.step === 6 && kills === 1) { kills++; a.child.kill('SIGKILL'); } },
     }).catch((e: Error) => e);
     expect(err).toBeInstanceOf(Error);
