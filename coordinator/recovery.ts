@@ -98,8 +98,11 @@ export class Recovery {
     return loss;
   }
 
-  /** Takes the commit a lost actor is rebuilt from (the state before step `step`), here. */
-  private async take(step: number, state: () => Promise<StageState>): Promise<void> {
+  /**
+   * Takes the commit a lost actor is rebuilt from (the state before step `step`), here; also
+   * after a state is set between steps (early stopping's restore), which no earlier commit holds.
+   */
+  async take(step: number, state: () => Promise<StageState>): Promise<void> {
     this.commit = { step, state: await state() };
     this.log = [];
   }
