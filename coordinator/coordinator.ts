@@ -24,13 +24,13 @@ import { StageGroup } from './stage-group.js';
 import { evaluate, isClassifier, type Evaluation } from './evaluate.js';
 import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan } from './fullbatch.js';
-import { BubbleMeter, type ResumedFrom, type TrainSummary } from './summary.js';
+import { BubbleMeter, type EpochReport, type ResumedFrom, type TrainSummary } from './summary.js';
 import { initialState, saveModel } from './saved-model.js';
 import { Recovery, type CommitKeeping } from './recovery.js';
 import { mergeStates } from './stage-group.js';
 import { RunLog } from './run-log.js';
 import { planRun, type RunPlan } from './run-plan.js';
-import { trainRun, type StepResult, type TrainHost } from './train-loop.js';
+import { trainEpochs, trainRun, type StepResult, type TrainHost } from './train-loop.js';
 import { CheckpointKeeper } from './checkpoint-keeper.js';
 import { NodePool } from './node-pool.js';
 
@@ -66,7 +66,10 @@ export class Coordinator {
   }
 
   get options(): ResolvedOptions { return this.plan.options; }
+  /** The training split (without the held-out samples) and the test split. */
   get data(): DataSplit { return this.plan.data; }
+  /** The samples held out of the training set by `validationSplit`, or null. */
+  get validation(): Dataset | null { return this.plan.validation; }
   get spec(): ModelSpec { return this.plan.spec; }
   get transformSpec(): TransformSpec | undefined { return this.plan.transformSpec; }
   get optimizerSpec(): OptimizerSpec { return this.plan.optimizerSpec; }
@@ -202,24 +205,47 @@ export class Coordinator {
   }
 
   /**
-   * Trains for the configured epochs and returns the summary (the `--json` object).
+   * Trains and returns the summary (the `--json` object): up to `options.epochs` epochs, or
+   * with `{ epochs: N }` N more epochs from where training is. Called again, it goes on where
+   * the last call (or the checkpoint resumed) stopped, as one longer run would: the epoch
+   * numbers, the data order (epoch e's shuffle is drawn from (seed, e) alone), the step count
+   * (the learning-rate schedule; a cosine's length stays the one options.epochs gave), the
+   * optimizer's state and early stopping's best so far all go on, so `train()` for 2 epochs
+   * then `train({ epochs: 1 })` ends with the weights of one 3-epoch run. The summary's
+   * `history` holds every epoch since the Coordinator was made; `--log-dir` appends to its
+   * metrics.jsonl and rewrites the summary. A full-batch method trains once.
    * `onStep` and `onEpoch` are awaited; one that throws ends training with its error, the
    * summary so far attached as `err.summary` (written to the log directory too).
+   * @example
+   * const c = new Coordinator({ epochs: 2 });
+   * await c.train();                          // epochs 1-2
+   * const s = await c.train({ epochs: 1 });   // epoch 3; s.history has all three
+   * @throws OptionError when `options.epochs` are done and no `epochs` is given
    */
-  async train(): Promise<TrainSummary> {
+  async train(opts: { epochs?: number } = {}): Promise<TrainSummary> {
+    const more = trainEpochs(opts);
     this.stopping = false;
     const started = performance.now();
-    const log = this.options.logDir ? new RunLog(this.options.logDir) : null;
-    const { plan, meter, keeper, backendName } = this;
-    const host: TrainHost = { plan, meter, keeper, backendName, recoveries: this.recovery?.reports ?? [], group: () => this.group,
-      step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: () => this.evaluate(), confusionMatrix: () => this.confusionMatrix(),
-      save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
+    const log = this.options.logDir ? new RunLog(this.options.logDir, { append: this.history.length > 0 }) : null;
+    const { plan, meter, keeper, backendName, history } = this;
+    const host: TrainHost = { plan, meter, keeper, backendName, history, recoveries: this.recovery?.reports ?? [], group: () => this.group,
+      step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: (ds) => this.evaluate(ds), confusionMatrix: () => this.confusionMatrix(),
+      restoreState: (state) => this.restoreState(state), save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
     try {
       await this.open();
-      return await trainRun(host, log, started);
+      return await trainRun(host, log, started, more);
     } finally {
       log?.close();
     }
+  }
+
+  /** Every epoch's report since the Coordinator was made, over every train(). */
+  private readonly history: EpochReport[] = [];
+
+  /** A state put back between steps (early stopping): the actors, and the commit a lost actor would be rebuilt from. */
+  private async restoreState(state: StageState): Promise<void> {
+    await this.group.setState({ ...state, lastStep: this.group.step - 1 });
+    await this.recovery?.take(this.group.step, () => this.group.state());
   }
 
   private stopping = false;

@@ -45,6 +45,8 @@ interface Def<T> {
   min?: number;
   /** number: strictly above `min` (a positive number is min 0, exclusive). */
   exclusive?: boolean;
+  /** number: strictly below this (a fraction in [0, 1) is min 0, below 1). */
+  below?: number;
   /** The names allowed (strings), from the registry that holds them. */
   choices?: () => readonly string[];
   /** Extra names allowed besides `choices` (e.g. a path for --model). */
@@ -95,6 +97,8 @@ export const optionTable = {
   seed: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 42, help: 'seeds the initial weights, the shuffling, dropout and augmentation' }),
   evalBatchSize: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 500, min: 1, help: 'samples per evaluation batch' }),
   clipNorm: def<number>({ kind: 'number', group: 'Training', arg: 'X', min: 0, exclusive: true, help: 'clip the global gradient norm (over every stage) to X' }),
+  validationSplit: withDefault<number>({ kind: 'number', group: 'Training', arg: 'F', default: 0, min: 0, below: 1, help: 'hold out the last fraction F of the training set (before shuffling) as a validation set, reported each epoch (valLoss, valAccuracy...); never trained on' }),
+  earlyStop: def<number>({ kind: 'int', group: 'Training', arg: 'PATIENCE', min: 1, help: "stop once the validation loss has not improved for PATIENCE epochs, and restore the best epoch's weights and optimizer state (needs --validation-split)" }),
   fullBatchSize: def<number>({ kind: 'int', group: 'Training', arg: 'N', min: 1, defaultText: 'all', help: 'full-batch methods: samples per iteration' }),
   iterationsPerEpoch: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 10, min: 1, help: 'full-batch methods: iterations per reported epoch' }),
 
@@ -182,9 +186,11 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
       if (d.min !== undefined && (v as number) < d.min) bad(d.min === 1 ? 'a positive integer' : `an integer >= ${d.min}`);
       return;
     case 'number': {
-      const what = d.min === 0 ? (d.exclusive ? 'a positive number' : 'a non-negative number') : d.min !== undefined ? `a number ${d.exclusive ? '>' : '>='} ${d.min}` : 'a finite number';
+      const what = d.below !== undefined ? `a number in ${d.exclusive ? '(' : '['}${d.min ?? '-∞'}, ${d.below})`
+        : d.min === 0 ? (d.exclusive ? 'a positive number' : 'a non-negative number') : d.min !== undefined ? `a number ${d.exclusive ? '>' : '>='} ${d.min}` : 'a finite number';
       if (typeof v !== 'number' || !Number.isFinite(v)) bad(what);
       if (d.min !== undefined && ((v as number) < d.min || (d.exclusive && v === d.min))) bad(what);
+      if (d.below !== undefined && (v as number) >= d.below) bad(what);
       return;
     }
     case 'boolean':
@@ -250,6 +256,9 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   const scheduleParams = (['gamma', 'stepEpochs', 'minLr', 'warmupSteps'] as const).filter((k) => o[k] !== undefined);
   if (scheduleParams.length > 0 && typeof o.lrSchedule !== 'string') {
     throw new OptionError(`${scheduleParams.map(naming).join(', ')} ${scheduleParams.length > 1 ? 'are' : 'is'} only used with ${naming('lrSchedule')} NAME`);
+  }
+  if (o.earlyStop !== undefined && !(o.validationSplit > 0)) {
+    throw new OptionError(`${naming('earlyStop')} needs ${naming('validationSplit')} F > 0: it watches the loss on the held-out samples`, `set ${naming('validationSplit')} to 0.1, for instance (the last 10% of the training set)`);
   }
   for (const k of ['checkpointEvery', 'keep'] as const) {
     if (opts[k] !== undefined && o.checkpoint === undefined) throw new OptionError(`${naming(k)} is only used with ${naming('checkpoint')} DIR`);

@@ -119,8 +119,11 @@ export class Recovery {
     return since >= AUTO_COMMIT_MAX_STEPS || this.lastTakeMs <= AUTO_COMMIT_SHARE * this.stepMsSince;
   }
 
-  /** Takes the commit a lost actor is rebuilt from (the state before step `step`), here. */
-  private async take(step: number, state: () => Promise<StageState>): Promise<void> {
+  /**
+   * Takes the commit a lost actor is rebuilt from (the state before step `step`), here; also
+   * after a state is set between steps (early stopping's restore), which no earlier commit holds.
+   */
+  async take(step: number, state: () => Promise<StageState>): Promise<void> {
     const t0 = performance.now();
     this.commit = { step, state: await state() };
     this.log = [];

@@ -32,6 +32,16 @@ export interface EpochReport {
   testMae: number | null;
   /** Multi-label (loss bce): share of right label decisions (sigmoid > 0.5); else null. */
   testLabelAccuracy: number | null;
+  /**
+   * With validationSplit: the loss and metrics on the held-out samples, as the test ones
+   * (accuracy for classifiers, MSE/MAE for regression, label accuracy for multi-label; the
+   * others null). Absent without a validation set.
+   */
+  valLoss?: number;
+  valAccuracy?: number | null;
+  valMse?: number | null;
+  valMae?: number | null;
+  valLabelAccuracy?: number | null;
   samplesPerSecond: number;
   droppedSamples: number;
   seconds: number;
@@ -56,8 +66,19 @@ export function testMetrics(m: Metrics): Pick<EpochReport, 'testMse' | 'testMae'
   return { testMse: m.mse, testMae: m.mae, testLabelAccuracy: m.labelAccuracy };
 }
 
-/** The last epoch's losses and metrics; samplesPerSecond over the run, droppedSamples over every epoch. */
-type EpochFigures = Pick<EpochReport, 'trainLoss' | 'testLoss' | 'testAccuracy' | 'testMse' | 'testMae' | 'testLabelAccuracy' | 'samplesPerSecond' | 'droppedSamples'>;
+/** The validation figures an EpochReport carries, from an evaluation of the held-out samples. */
+export function valMetrics(ev: Metrics & { loss: number }): Required<Pick<EpochReport, ValKey>> {
+  return { valLoss: ev.loss, valAccuracy: ev.accuracy, valMse: ev.mse, valMae: ev.mae, valLabelAccuracy: ev.labelAccuracy };
+}
+
+type ValKey = 'valLoss' | 'valAccuracy' | 'valMse' | 'valMae' | 'valLabelAccuracy';
+const VAL_KEYS: readonly ValKey[] = ['valLoss', 'valAccuracy', 'valMse', 'valMae', 'valLabelAccuracy'];
+
+/**
+ * The last epoch's losses and metrics (with early stopping: the best epoch's, whose weights the
+ * run ends with); samplesPerSecond over the run, droppedSamples over every epoch.
+ */
+type EpochFigures = Pick<EpochReport, 'trainLoss' | 'testLoss' | 'testAccuracy' | 'testMse' | 'testMae' | 'testLabelAccuracy' | ValKey | 'samplesPerSecond' | 'droppedSamples'>;
 
 export interface TrainSummary extends EpochFigures {
   epochs: number;
@@ -96,6 +117,11 @@ export interface TrainSummary extends EpochFigures {
   resumedFrom?: ResumedFrom;
   /** Set when the run was stopped early (Coordinator.stop, Ctrl-C): after which step, and the checkpoint written then. */
   stopped?: { step: number; checkpoint: string | null };
+  /**
+   * Set when early stopping ended the run: the epoch it stopped after, and the best epoch
+   * (lowest validation loss), whose weights, buffers and optimizer state the run ends with.
+   */
+  stoppedEarly?: { epoch: number; bestEpoch: number; bestValLoss: number };
 }
 
 /** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */
@@ -113,7 +139,8 @@ export function summarize(
 ): TrainSummary {
   return {
     epochs: run.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy,
-    testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy, samplesPerSecond,
+    testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy,
+    ...Object.fromEntries(VAL_KEYS.filter((k) => last[k] !== undefined).map((k) => [k, last[k]])), samplesPerSecond,
     droppedSamples: droppedPerEpoch * run.epochs, droppedPerEpoch, weightsSha256: run.weightsSha256,
     placement: run.placement, replicas: run.replicas, stages: run.stages, partition: run.partition,
     microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
@@ -127,11 +154,21 @@ export function summarize(
   };
 }
 
+const fmt = (v: number) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toFixed(4));
+
 /** The regression and multi-label part of a progress line: `  test mse 0.0123  mae 0.0871`, `  label acc 93.10%`, or ''. */
 export function metricsText(r: Pick<EpochReport, 'testMse' | 'testMae' | 'testLabelAccuracy'>): string {
-  const fmt = (v: number) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toFixed(4));
   return (r.testMse === null || r.testMse === undefined ? '' : `  test mse ${fmt(r.testMse)}  mae ${fmt(r.testMae ?? NaN)}`)
     + (r.testLabelAccuracy === null || r.testLabelAccuracy === undefined ? '' : `  label acc ${(r.testLabelAccuracy * 100).toFixed(2)}%`);
+}
+
+/** The validation part of a progress line: `  val loss 0.3120  val acc 91.25%` (or val mse/mae, label acc), or ''. */
+export function valText(r: Pick<EpochReport, ValKey>): string {
+  if (r.valLoss === undefined) return '';
+  return `  val loss ${fmt(r.valLoss)}`
+    + (r.valAccuracy === null || r.valAccuracy === undefined ? '' : `  val acc ${(r.valAccuracy * 100).toFixed(2)}%`)
+    + (r.valMse === null || r.valMse === undefined ? '' : `  val mse ${fmt(r.valMse)}  mae ${fmt(r.valMae ?? NaN)}`)
+    + (r.valLabelAccuracy === null || r.valLabelAccuracy === undefined ? '' : `  val label acc ${(r.valLabelAccuracy * 100).toFixed(2)}%`);
 }
 
 /** GPipe's bubble: the share of stage time idle while the pipeline fills and drains. */

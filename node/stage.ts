@@ -560,7 +560,8 @@ export class StageActor {
   }
 
   getState(): StageState {
-    const opt = this.optimizer?.getState() ?? null;
+    // A state set and not yet stepped on is still this stage's: a checkpoint or commit taken then must keep its slots.
+    const opt = this.optimizer?.getState() ?? this.restoredOptimizer;
     const slots: Record<string, Record<string, Tensor>> = {};
     if (opt) {
       for (const [name, s] of Object.entries(opt.slots)) {
