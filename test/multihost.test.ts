@@ -40,7 +40,7 @@ function makeHosts(): string | null {
   return null;
 }
 function removeHosts(): void {
-  for (const h of hosts) ip('netns', 'del', h.ns);
+  for (const [i, h] of hosts.entries()) { ip('link', 'del', `${tag}v${i}`); ip('netns', 'del', h.ns); }
   ip('link', 'del', bridge);
 }
 
@@ -79,8 +79,8 @@ describe.skipIf(skipReason !== null)(`two hosts in network namespaces${skipReaso
     makeCerts(certs, { hosts: hosts.map((h) => h.ip) });
     addresses = await Promise.all(hosts.map(nodeOn));
   }, 60_000);
-  afterAll(() => {
-    for (const c of children) c.kill('SIGKILL');
+  afterAll(async () => {
+    await Promise.all(children.map((c) => new Promise((resolve) => { if (c.exitCode !== null || c.signalCode !== null) resolve(null); else { c.once('exit', resolve); c.kill('SIGKILL'); } })));
     removeHosts();
   });
 
