@@ -144,7 +144,7 @@ export class Coordinator {
     const keepers = commit ? this.transport!.keepsCommits!(this.group) : null;
     const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter,
       { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace,
-        commit: keepers === null ? undefined : (replica) => keepers === 'every-replica' || replica === 0 });
+        commit: keepers === null ? undefined : keepers === 'shares' ? 'share' : 'whole' });
     this.group.step++;
     this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
     return r.loss;

@@ -27,7 +27,7 @@ export interface TraceAsk { tracer: StepTracer; epoch: number }
  * Runs the schedule on every actor; returns the summed loss of all stages (auxiliary
  * terms included) in (replica, micro-batch) order: the order of one replica with R·M micro-batches.
  */
-export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: (replica: number) => boolean): Promise<number> {
+export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<number> {
   const K = group.stages;
   const tracing = trace?.tracer.wants(group.step) === true;
   const body = (r: number, k: number) => ({
@@ -37,7 +37,7 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
     targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
     optimize,
     ...(tracing ? { trace: true } : {}),
-    ...(commit?.(r) ? { commit: true } : {}),
+    ...(commit ? { commit } : {}),
   }) satisfies Partial<Extract<Request, { type: 'runStep' }>>;
   let replies;
   if (tracing) {
@@ -68,8 +68,8 @@ export interface StepPlan {
   gradScale: number;
   clipNorm?: number;
   trace?: TraceAsk;
-  /** Which replicas' actors first keep their state as this step's recovery commit. */
-  commit?: (replica: number) => boolean;
+  /** The actors first keep their state (or each replica its share) as this step's recovery commit. */
+  commit?: 'whole' | 'share';
 }
 
 /**

@@ -129,7 +129,7 @@ export class StageActor {
       case 'configure': return this.configure(req.run, req.config, req.params);
       case 'runStep': {
         const tracing = req.trace === true;
-        if (req.commit === true && !this.reports.has(req.step) && !this.running.has(req.step)) this.keepCommit(req.step);
+        if (req.commit !== undefined && !this.reports.has(req.step) && !this.running.has(req.step)) this.keepCommit(req.step, req.commit === 'share');
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
         if (req.optimize) {
           const t0 = epochNow();
@@ -156,7 +156,7 @@ export class StageActor {
       case 'setParams': this.setParams(req.params); return { type: 'ok' };
       case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
       case 'getState': return { type: 'state', state: this.getState() };
-      case 'getCommit': return { type: 'state', state: CommitStore.read(this.commits.buffers, req.step, this.name) };
+      case 'getCommit': return { type: 'state', state: CommitStore.read([this.commits.buffers], req.step, this.name) };
       case 'setState': this.setState(req.state); return { type: 'ok' };
       case 'evaluate': {
         const aux: Tensor[] = [];
@@ -546,8 +546,8 @@ export class StageActor {
     return noGrad(() => model.forward(new Tensor(input.data, input.shape), { training: false, seed: config.seed, step: 0, microBatch: 0, auxLosses: aux }));
   }
 
-  /** Copies this actor's state as the recovery commit of `step` (kept here, read by the coordinator or a peer after a loss). */
-  keepCommit(step: number): void {
+  /** Copies this actor's state (or with `share`, this replica's share of it) as the recovery commit of `step`, kept here. */
+  keepCommit(step: number, share = false): void {
     const { model } = this.ready();
     // A restored state's slots are Float32Arrays (setState makes them so).
     const opt = this.optimizer?.peekState() ?? (this.restoredOptimizer as ReturnType<ElementwiseOptimizer['peekState']> | null);
@@ -556,7 +556,7 @@ export class StageActor {
       buffers: Object.entries(this.namedBuffers()).map(([name, t]) => [name, t.data, t.shape]),
       optimizer: opt,
       lastStep: this.lastOptimizerStep,
-    });
+    }, share ? { index: this.replica, of: this.replicas } : undefined);
   }
 
   getState(): StageState {

@@ -161,12 +161,12 @@ export class GrpcTransport implements Transport {
   }
 
   /** With replicas spread over several nodes, each keeps its commits and a lost one's stage is read from a surviving peer. */
-  keepsCommits({ replicas, stages }: ActorLayout): 'every-replica' | null {
+  keepsCommits({ replicas, stages }: ActorLayout): 'copies' | null {
     if (replicas < 2) return null;
     for (let k = 0; k < stages; k++) {
       if (new Set(Array.from({ length: replicas }, (_, r) => this.nodeOf(r * stages + k))).size < 2) return null;
     }
-    return 'every-replica';
+    return 'copies';
   }
 
   async keptCommit(step: number, lost: readonly string[]): Promise<StageState[]> {

@@ -100,12 +100,12 @@ export class ThreadsTransport implements Transport {
     return this.pools.flatMap((p, a) => (p.threads.length === 0 ? [`the worker thread of actor ${a}`] : []));
   }
 
-  /** Replica 0 keeps the commits in shared memory, which survives its thread: the replicas hold the same state. */
-  keepsCommits(): 'first-replica' { return 'first-replica'; }
+  /** Commits go to shared memory, which survives a thread; the replicas of a stage hold the same state, so each copies its share. */
+  keepsCommits(): 'shares' { return 'shares'; }
 
   async keptCommit(step: number): Promise<StageState[]> {
-    const stages = this.layout?.stages ?? 0;
-    return Array.from({ length: stages }, (_, k) => CommitStore.read(this.commits[k] ?? [], step, `${actorName(k, 0, this.layout!.replicas)} (threads)`));
+    const { stages, replicas } = this.layout ?? { stages: 0, replicas: 1 };
+    return Array.from({ length: stages }, (_, k) => CommitStore.read(Array.from({ length: replicas }, (_, r) => this.commits[r * stages + k] ?? []), step, `stage ${k} (threads)`));
   }
 
   async close(): Promise<void> {

@@ -40,12 +40,13 @@ export interface Transport {
    */
   probe?(timeoutMs: number): Promise<string[]>;
   /**
-   * Which actors keep the recovery commits themselves (node/commit-store.ts), so the
-   * coordinator need not fetch every stage's state at each commit: 'first-replica' when their
-   * copies outlive a lost actor (threads: shared memory), 'every-replica' when a lost actor's
-   * stage is read from a surviving replica; null (or absent): the coordinator keeps them.
+   * Whether the actors keep the recovery commits themselves (node/commit-store.ts), so the
+   * coordinator need not fetch every stage's state at each commit: 'shares' when what they
+   * keep outlives a lost actor (threads: shared memory), each replica of a stage keeping its
+   * share; 'copies' when every replica keeps it all and a lost actor's stage is read from a
+   * surviving replica; null (or absent): the coordinator keeps them.
    */
-  keepsCommits?(layout: ActorLayout): 'first-replica' | 'every-replica' | null;
+  keepsCommits?(layout: ActorLayout): 'shares' | 'copies' | null;
   /** Each stage's commit of `step`, kept by the actors, read without the `lost` hosts. */
   keptCommit?(step: number, lost: readonly string[]): Promise<StageState[]>;
 }

@@ -46,9 +46,10 @@ export type Request =
   /**
    * `optimize`: apply this optimizer step right after the actions (saves a round trip).
    * `trace`: record this step's spans into the report (src/wire/trace.ts).
-   * `commit`: first keep this actor's state as the recovery commit of this step (node/commit-store.ts).
+   * `commit`: first keep this actor's state as the recovery commit of this step (node/commit-store.ts):
+   * all of it, or this replica's share of it (the replicas' shares together are the commit).
    */
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: boolean })
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: 'whole' | 'share' })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
