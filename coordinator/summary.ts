@@ -4,6 +4,7 @@ import type { Metrics } from '../src/nn/index.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import type { RecoveryReport } from './recovery.js';
 import { chainruleVersion } from './saved-model.js';
+import { theoreticalBubble as scheduleBubble } from './schedules/index.js';
 
 export interface StepInfo {
   /** Steps done so far in this run (1 after the first). */
@@ -144,7 +145,8 @@ export function summarize(
     droppedSamples: droppedPerEpoch * run.epochs, droppedPerEpoch, weightsSha256: run.weightsSha256,
     placement: run.placement, replicas: run.replicas, stages: run.stages, partition: run.partition,
     microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
-    theoreticalBubbleFraction: theoreticalBubble(run.stages, run.microBatches),
+    // (A full-batch run's extra gives its own: its micro-batch count is not the option's.)
+    theoreticalBubbleFraction: extra.theoreticalBubbleFraction ?? theoreticalBubble(run.stages, run.microBatches, run.schedule),
     backend: run.backend, backendKernel: run.backend === 'native' ? nativeKernel() : null,
     optimizer: run.optimizer, seed: run.seed, batchSize: run.batchSize, lr: run.lr,
     parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, ...extra,
@@ -171,9 +173,13 @@ export function valText(r: Pick<EpochReport, ValKey>): string {
     + (r.valLabelAccuracy === null || r.valLabelAccuracy === undefined ? '' : `  val label acc ${(r.valLabelAccuracy * 100).toFixed(2)}%`);
 }
 
-/** GPipe's bubble: the share of stage time idle while the pipeline fills and drains. */
-export function theoreticalBubble(stages: number, microBatches: number): number {
-  return (stages - 1) / (microBatches + stages - 1);
+/**
+ * The schedule's bubble in theory (GPipe's when none is named): the share of stage time idle
+ * while the pipeline fills and drains, with equal forward, backward and weight-gradient times.
+ * @example theoreticalBubble(2, 8, 'zb-h1') // 1/25, against 1/9 for '1f1b'
+ */
+export function theoreticalBubble(stages: number, microBatches: number, schedule = 'gpipe'): number {
+  return scheduleBubble(schedule, stages, microBatches);
 }
 
 /** Totals of a BubbleMeter at one moment (to measure the bubble between two moments). */

@@ -115,7 +115,7 @@ export async function trainRun(host: TrainHost, log: RunLog | null, started: num
     const group = host.group();
     const tracer = log && o.traceSteps > 0 ? new StepTracer(group.step, group.step + o.traceSteps) : null;
     const extra = (epochs: number): Partial<TrainSummary> => ({
-      epochs, microBatches: fb.microBatches, theoreticalBubbleFraction: theoreticalBubble(plan.stages, fb.microBatches),
+      epochs, microBatches: fb.microBatches, theoreticalBubbleFraction: theoreticalBubble(plan.stages, fb.microBatches, o.schedule),
     });
     soFar = () => {
       const last = history[history.length - 1];

@@ -327,6 +327,20 @@ export class StageActor {
       const a = parseAction(text);
       if (a.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: action ${text} belongs to stage ${a.stage}`);
       const mb = a.microBatch;
+      if (a.kind === 'W') {
+        // A split backward's weight gradient (zero-bubble schedules): the products the
+        // backwards deferred through this micro-batch (tagged by stream, as in the forward),
+        // one GEMM per deferring layer (dense). Layers that compute their weight gradients in
+        // the backward (conv, recurrent, normalization...) have nothing deferred: for them W
+        // is a no-op and B did all the work.
+        if (mb > this.lastBackward) throw new StageError('WEIGHT_BEFORE_BACKWARD', `${this.name}: weight gradient of micro-batch ${mb} before its backward`);
+        const tb = performance.now();
+        this.ready().model.flushDeferredGrads(this.replica * microBatches + mb);
+        const te = performance.now();
+        busy += te - tb;
+        spans?.push(SPAN.weight, mb, tb, te);
+        continue;
+      }
       if (a.kind === 'F') {
         let x: Tensor;
         if (this.isFirst) {
@@ -368,7 +382,8 @@ export class StageActor {
       if (pending.size > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
     // The W pass: the weight gradients deferred by this step's backwards, before anyone
-    // (the replicas' reduction, the optimizer) reads them.
+    // (the replicas' reduction, the optimizer) reads them. After a W action for every
+    // micro-batch nothing is left to compute; this still ends the step's reuse of packs.
     const tw = performance.now();
     this.ready().model.flushDeferredGrads();
     const twe = performance.now();
