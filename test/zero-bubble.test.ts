@@ -141,6 +141,16 @@ describe('simulated bubble', () => {
     }
   });
 
+  it("against chainrule's own 1F1B, whose W all come after the step's last backward: (K-1)·W shorter", () => {
+    for (const [F, B, W] of [[1, 1, 1], [2, 1, 1], [1, 2, 1], [3, 1, 1], [2, 2, 1]] as const) {
+      for (const [K, M] of cases) {
+        const trailing = oneFOneB(K, M).map((list, stage) => [...list, ...Array.from({ length: M }, (_, m): Action => ({ stage, kind: 'W', microBatch: m }))]);
+        const ticks = { forwardTicks: F, backwardTicks: B, weightTicks: W };
+        expect(simulateSchedule(trailing, ticks).ticks - simulateSchedule(zbH1(K, M), ticks).ticks, `F=${F} B=${B} W=${W} K=${K} M=${M}`).toBe((K - 1) * W);
+      }
+    }
+  });
+
   it("the paper's figure (K=4, M=8): stage 0 idles once, after its warm-up; the last stage only before its first forward", () => {
     const sim = simulateSchedule(zbH1(4, 8), { weightTicks: 1 });
     const rows = [0, 3].map((s) => sim.timeline.map((r) => (r[s] ? formatAction(r[s]!) : '.')).join(' '));
