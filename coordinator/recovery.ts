@@ -30,7 +30,7 @@ export interface RecoveryReport {
 /** An error that means an actor is gone (not a bad input): the run can go on without it. */
 export function isActorLoss(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  return typeof code === 'string' && ['NODE_UNREACHABLE', 'WORKER_FAILED', 'DEADLINE_EXCEEDED', 'PEER_TIMEOUT', 'ACTOR_LOST', 'NOT_INITIALIZED', 'UNKNOWN_STAGE', 'GRPC_UNAVAILABLE', 'GRPC_CANCELLED'].includes(code);
+  return typeof code === 'string' && ['NODE_UNREACHABLE', 'NODE_DRAINING', 'WORKER_FAILED', 'DEADLINE_EXCEEDED', 'PEER_TIMEOUT', 'ACTOR_LOST', 'NOT_INITIALIZED', 'UNKNOWN_STAGE', 'GRPC_UNAVAILABLE', 'GRPC_CANCELLED'].includes(code);
 }
 
 export interface Rebuild {
@@ -55,7 +55,11 @@ export class Recovery {
     this.log = [];
   }
 
-  /** Runs one step; on the loss of an actor, recovers and runs it again. */
+  /**
+   * Runs one step; on the loss of an actor, recovers and runs it again. A loss while the
+   * commit after the step is taken (the step applied, the node gone before it was read back)
+   * is recovered the same way: the replay runs this step too, then the commit is taken.
+   */
   async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: () => Promise<number>, state: () => Promise<StageState>): Promise<number> {
     if (!this.commit) await this.take(step, state);
     const t0 = performance.now();
@@ -63,19 +67,31 @@ export class Recovery {
     try {
       loss = await watch(fn(), transport());
     } catch (e) {
-      if (!isActorLoss(e) || !this.commit) throw e;
-      const detected = performance.now();
-      const lost = (await transport().probe?.(1_000)) ?? [];
-      const failed = lost.length > 0 ? lost.join(', ') : (e as Error).message;
-      const replacement = await this.rebuild.reopen(lost, this.commit);
-      await this.rebuild.restore(this.commit.state, this.commit.step);
-      for (const logged of this.log) await this.rebuild.replay(logged);
-      this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
+      await this.recover(e, step, t0, transport);
       return this.run(step, parts, transport, fn, state);
     }
     this.log.push(parts);
-    if ((step + 1) % this.commitEvery === 0) await this.take(step + 1, state);
+    if ((step + 1) % this.commitEvery === 0) {
+      try {
+        await this.take(step + 1, state);
+      } catch (e) {
+        await this.recover(e, step, t0, transport);
+        await this.take(step + 1, state);
+      }
+    }
     return loss;
+  }
+
+  /** Rebuilds the run at the last commit and replays the logged steps; rethrows what is not the loss of an actor. */
+  private async recover(e: unknown, step: number, t0: number, transport: () => Transport): Promise<void> {
+    if (!isActorLoss(e) || !this.commit) throw e;
+    const detected = performance.now();
+    const lost = (await transport().probe?.(1_000)) ?? [];
+    const failed = lost.length > 0 ? `${lost.join(', ')}: ${(e as Error).message}` : (e as Error).message;
+    const replacement = await this.rebuild.reopen(lost, this.commit);
+    await this.rebuild.restore(this.commit.state, this.commit.step);
+    for (const logged of this.log) await this.rebuild.replay(logged);
+    this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
   }
 }
 
@@ -90,7 +106,7 @@ async function watch<T>(step: Promise<T>, transport: Transport): Promise<T> {
       if (stopped) return;
       const down = await probe(1_000).catch(() => []);
       if (stopped) return;
-      if (down.length > 0) reject(new ChainruleError('ACTOR_LOST', `no answer from ${down.join(', ')} within 1 s`, { user: false }));
+      if (down.length > 0) reject(new ChainruleError('ACTOR_LOST', `no healthy answer from ${down.join(', ')} within 1 s (down, hung or draining)`, { user: false }));
       else timer = setTimeout(tick, 500);
     };
     timer = setTimeout(tick, 500);
