@@ -17,6 +17,7 @@ import { Inbox } from './inbox.js';
 import { SharedReduce } from './shared-reduce.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
+import { FiniteWatch } from './finite-watch.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
@@ -55,6 +56,8 @@ export class StageActor {
   private lastOptimizerStep = -1;
   private restoredOptimizer: OptimizerState | null = null;
   private backendClaim: ReturnType<typeof claimBackend> | null = null;
+  /** The buffers (BatchNorm statistics) as they were before the current step, for a skipStep. */
+  private buffersBefore: { step: number; data: Float32Array[] } | null = null;
   /** The whole gradient as one vector while it is reduced across replicas (kept between steps). */
   private flatGrad: Float32Array | null = null;
   /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
@@ -127,7 +130,8 @@ export class StageActor {
       case 'runStep': {
         const tracing = req.trace === true;
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
-        if (req.optimize) {
+        // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
+        if (req.optimize && !report.nonFinite) {
           const t0 = epochNow();
           const applied = this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
           if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
@@ -151,6 +155,7 @@ export class StageActor {
       case 'getParams': return { type: 'tensors', tensors: this.namedParams() };
       case 'setParams': this.setParams(req.params); return { type: 'ok' };
       case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
+      case 'skipStep': this.skipStep(req.step); return { type: 'ok' };
       case 'getState': return { type: 'state', state: this.getState() };
       case 'setState': this.setState(req.state); return { type: 'ok' };
       case 'evaluate': {
@@ -207,6 +212,18 @@ export class StageActor {
     this.lastBackward = -1;
     this.tapes.clear();
     this.inbox.beginStep(step);
+    this.zeroGrads();
+    const buffers = this.ready().model.layers.flatMap((l) => l.buffers.map(([, b]) => b.data as Float32Array));
+    this.buffersBefore = buffers.length > 0 ? { step, data: buffers.map((b) => b.slice()) } : null;
+  }
+
+  /** Drops step `step`: no update (none was applied), its gradients cleared, buffers as before it. */
+  private skipStep(step: number): void {
+    const before = this.buffersBefore;
+    if (before && before.step === step) {
+      const buffers = this.ready().model.layers.flatMap((l) => l.buffers.map(([, b]) => b.data));
+      for (const [i, b] of buffers.entries()) b.set(before.data[i]!);
+    }
     this.zeroGrads();
   }
 
@@ -318,6 +335,7 @@ export class StageActor {
     // (at its next wait), never the process.
     const pending = new SendGroup();
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
+    const watch = new FiniteWatch(this.ready().model, (mb) => ({ training: true, seed: config.seed, step, microBatch: this.replica * microBatches + mb, auxLosses: [] }));
     for (const text of actions) {
       const a = parseAction(text);
       if (a.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: action ${text} belongs to stage ${a.stage}`);
@@ -339,8 +357,9 @@ export class StageActor {
         busy += te - tb;
         spans?.push(SPAN.forward, mb, tb, te);
         losses[mb] = (r.loss ?? 0) + r.aux;
+        const y = watch.forward(mb, x, r.out, losses[mb]!);
         if (!this.isLast) {
-          pending.add(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
+          pending.add(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: y }), mb));
         }
       } else {
         let dy: Tensor | undefined;
@@ -354,7 +373,7 @@ export class StageActor {
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.backward, mb, tb, te);
-        if (dx) pending.add(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
+        if (dx) pending.add(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx: watch.backward(mb, dx) }), mb));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.size >= config.capacity) await pending.shift();
@@ -366,6 +385,7 @@ export class StageActor {
     // (the replicas' reduction, the optimizer) reads them.
     const tw = performance.now();
     this.ready().model.flushDeferredGrads();
+    watch.gradients();
     const twe = performance.now();
     busy += twe - tw;
     await pending.all();
@@ -377,6 +397,7 @@ export class StageActor {
       spans?.push(SPAN.reduce, -1, tr, te);
     }
     const report: StepReport = { losses: Array.from({ length: losses.length }, (_, i) => losses[i] ?? 0), busyMs: busy, wallMs: performance.now() - t0 };
+    if (watch.found) report.nonFinite = watch.found;
     if (spans) {
       const origin = performance.timeOrigin;
       for (let i = 2; i < spans.length; i += 4) { spans[i] += origin; spans[i + 1] += origin; }
