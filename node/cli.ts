@@ -13,7 +13,7 @@ import { isUserError } from '../src/errors.js';
 import { startNode } from './server.js';
 import { isLoopback } from './tls.js';
 
-const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--drain-timeout T] [--insecure]
+const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--drain-timeout T] [--max-params N] [--insecure]
   --port P             0..65535 (0 picks a free one)
   --host H             the address to listen on (default 127.0.0.1; 0.0.0.0 accepts other hosts, and needs --tls)
   --tls DIR            serve mutual TLS with DIR/ca.pem, DIR/node.pem, DIR/node-key.pem (from chainrule certs)
@@ -21,6 +21,7 @@ const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-fi
   --max-runs N         runs hosted at once; another coordinator is told the node is busy (default 1)
   --run-timeout T      close a run whose coordinator has made no call for T (600, 90s, 10m, 1h; default 10m)
   --drain-timeout T    on SIGTERM or SIGINT, wait up to T for the calls in flight before closing (500ms, 10s; default 10s)
+  --max-params N       refuse a model of more parameters, or more for all this node's stages together (default 268435456)
   --insecure           listen on a non-loopback host without TLS (anyone who reaches the port can drive the node)`;
 
 /** `600`, `90s`, `10m`, `1h` in milliseconds, or null. */
@@ -36,13 +37,13 @@ export function parseDuration(text: string): number | null {
  * calls off at the drain deadline, 2 bad command line or security files.
  */
 export async function nodeMain(argv: string[]): Promise<number> {
-  let values: { port?: string; host?: string; tls?: string; 'token-file'?: string; 'max-runs'?: string; 'run-timeout'?: string; 'drain-timeout'?: string; insecure?: boolean; help?: boolean };
+  let values: { port?: string; host?: string; tls?: string; 'token-file'?: string; 'max-runs'?: string; 'run-timeout'?: string; 'drain-timeout'?: string; 'max-params'?: string; insecure?: boolean; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv, strict: true, allowPositionals: false,
       options: {
         port: { type: 'string' }, host: { type: 'string' }, tls: { type: 'string' }, 'token-file': { type: 'string' },
-        'max-runs': { type: 'string' }, 'run-timeout': { type: 'string' }, 'drain-timeout': { type: 'string' }, insecure: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'max-runs': { type: 'string' }, 'run-timeout': { type: 'string' }, 'drain-timeout': { type: 'string' }, 'max-params': { type: 'string' }, insecure: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (e) {
@@ -63,11 +64,13 @@ export async function nodeMain(argv: string[]): Promise<number> {
   if (runTimeoutMs === null) return bad(`--run-timeout must be a positive duration (600, 90s, 10m, 1h), got '${values['run-timeout']}'`);
   const drainTimeoutMs = values['drain-timeout'] === undefined ? 10_000 : parseDuration(values['drain-timeout']);
   if (drainTimeoutMs === null) return bad(`--drain-timeout must be a positive duration (500ms, 10s, 1m), got '${values['drain-timeout']}'`);
+  const maxParams = values['max-params'] === undefined ? undefined : Number(values['max-params']);
+  if (maxParams !== undefined && !(/^\d+$/.test(values['max-params']!) && Number.isSafeInteger(maxParams) && maxParams >= 1)) return bad(`--max-params must be a positive integer, got '${values['max-params']}'`);
   if (values.tls !== undefined && values.insecure) return bad('--tls and --insecure contradict each other; give one');
   if (values.insecure && isLoopback(host)) return bad(`--insecure only matters off loopback, and --host ${host} is loopback`);
   let node;
   try {
-    node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs });
+    node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs, maxParams });
   } catch (e) {
     const m = (e as Error).message;
     console.error(m.startsWith('chainrule node') ? m : `chainrule node: ${m}`);

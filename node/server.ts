@@ -19,6 +19,7 @@ import { RunTable, releaseActor, shortRun, type Run } from './runs.js';
 import { NodeGuard, isRefusal, type Caller, type Refusal } from './guard.js';
 import { codeOf, isOurError } from './internal.js';
 import { InFlight, drain, drainingError, type DrainOutcome } from './drain.js';
+import { DEFAULT_MAX_PARAMS } from './caps.js';
 import { SecurityError, TLS_FILES, TokenSet, clientCredentials, isLoopback, loadTls, readableByOthers, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
 
 export interface NodeOptions {
@@ -42,12 +43,20 @@ export interface NodeOptions {
   maxRuns?: number;
   /** Close a run whose coordinator has made no call for this long (default 10 min). */
   runTimeoutMs?: number;
+  /**
+   * Parameters one configure may make this node allocate, and all its actors hold together
+   * (default DEFAULT_MAX_PARAMS, 2^28); a larger model is refused naming its largest layer.
+   */
+  maxParams?: number;
   /** Where the node's log lines go (default stderr; false: nowhere). */
   log?: LogSink | false;
 }
 
 function checkOptions(opts: NodeOptions): void {
-  const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs } = opts;
+  const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs, maxParams } = opts;
+  if (maxParams !== undefined && !(Number.isSafeInteger(maxParams) && maxParams >= 1)) {
+    throw new RangeError(`options.maxParams must be a positive integer, got ${JSON.stringify(maxParams)}`);
+  }
   if (maxRuns !== undefined && !(maxRuns === Infinity || (Number.isSafeInteger(maxRuns) && maxRuns >= 1))) {
     throw new RangeError(`options.maxRuns must be a positive integer, got ${JSON.stringify(maxRuns)}`);
   }
@@ -171,6 +180,11 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         actor = new StageActor(req.stage, req.replica ?? 0);
         actor.flushAfterSend = true;
         actor.onInternalError = (e, where) => asReply(e, where).message;
+        const self = actor;
+        actor.caps = {
+          maxParams: opts.maxParams ?? DEFAULT_MAX_PARAMS,
+          held: () => { let n = 0; for (const a of runs.actors()) if (a !== self) n += a.parameterCount; return n; },
+        };
         run.actors.set(k, actor);
         run.hosted++;
       }
@@ -271,6 +285,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     tokens ? `bearer tokens from ${tokens.path}` : 'no token check',
     runs.limits.maxRuns === Infinity ? 'any number of runs' : `at most ${runs.limits.maxRuns} run${runs.limits.maxRuns === 1 ? '' : 's'} at a time`,
     `runs closed after ${runs.limits.timeoutMs / 1000} s without a call`,
+    `at most ${(opts.maxParams ?? DEFAULT_MAX_PARAMS).toLocaleString('en-US')} parameters`,
   ];
   log.line('listening', `on ${address}: ${security.join(', ')}`);
   if (!tls && !isLoopback(host)) log.line('warning', `listening on ${address} without TLS (--insecure): anyone who can reach this port can drive this node`);

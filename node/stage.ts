@@ -18,6 +18,7 @@ import { SharedReduce } from './shared-reduce.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
 import { FiniteWatch } from './finite-watch.js';
+import { checkShapeCaps, checkSpecCaps, type NodeCaps } from './caps.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
@@ -67,6 +68,11 @@ export class StageActor {
    * it and answers with an incident number. Without it the engine's text is included.
    */
   onInternalError: ((e: unknown, where: string) => string) | null = null;
+  /**
+   * A node's limits on what a configure may allocate (node/caps.ts), and the parameters its
+   * other actors hold; null in a coordinator's own process and threads.
+   */
+  caps: (NodeCaps & { held(): number }) | null = null;
   prev: PeerLink | null = null;
   next: PeerLink | null = null;
   /** The same stage in every replica, by replica index (null at this actor's own). */
@@ -84,6 +90,8 @@ export class StageActor {
   get isFirst(): boolean { return this.config !== null && this.config.start === 0; }
   get isLast(): boolean { return this.config !== null && this.config.end === this.config.model.layers.length; }
   get inFlight(): number { return this.tapes.size; }
+  /** The parameters this actor holds (0 before its configure). */
+  get parameterCount(): number { return this.model?.parameterCount() ?? 0; }
 
   /** Answers one request; any failure becomes an error reply naming this actor and the message. */
   async handle(req: Request): Promise<Reply> {
@@ -177,10 +185,18 @@ export class StageActor {
       throw new StageError('BAD_CONFIG', `${this.name}: config.replicas must be a positive integer above this actor's replica index ${this.replica}, got ${JSON.stringify(config.replicas)}`);
     }
     // Kernels are per process (per thread): refused, not swapped, if another run here uses others.
+    if (this.caps) checkSpecCaps(config, this.caps, this.caps.held(), this.name);
     const claim = claimBackend(config.backend, this.name);
+    let model: Sequential;
+    try {
+      model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
+      if (this.caps) checkShapeCaps(model, this.name);
+    } catch (e) {
+      claim.release(); // refused: the actor stays as it was
+      throw e;
+    }
     this.backendClaim?.release();
     this.backendClaim = claim;
-    const model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
     model.microBatching = true; // weights stay fixed within a step: layers share work across its micro-batches
     this.model = model;
     this.config = config;

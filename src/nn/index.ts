@@ -14,3 +14,4 @@ export * from './models-seq.js';
 export * from './models-cnn.js';
 export * from './metrics.js';
 export * from './finite.js';
+export * from './size.js';
