@@ -10,8 +10,7 @@
  * // NONFINITE: step 17 (epoch 1): the gradient of layer 2 (dense 'weight') on stage 1 (summed over the step's micro-batches) is not finite: first NaN at index 1234
  */
 import { ChainruleError } from '../src/errors.js';
-import { checkNonFiniteReport, describeNonFinite, type NonFiniteReport, type StepReport } from '../src/wire/index.js';
-import { RemoteError } from '../src/wire/messages.js';
+import { RemoteError, checkNonFiniteReport, describeNonFinite, type NonFiniteReport, type StepReport } from '../src/wire/index.js';
 import { actorName } from './transports/index.js';
 
 export interface NonFiniteAt {

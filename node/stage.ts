@@ -184,8 +184,9 @@ export class StageActor {
     if (!Number.isSafeInteger(replicas) || replicas < 1 || this.replica >= replicas) {
       throw new StageError('BAD_CONFIG', `${this.name}: config.replicas must be a positive integer above this actor's replica index ${this.replica}, got ${JSON.stringify(config.replicas)}`);
     }
-    // Kernels are per process (per thread): refused, not swapped, if another run here uses others.
+    // On a node: refused before a layer is built when the model is larger than the node allows.
     if (this.caps) checkSpecCaps(config, this.caps, this.caps.held(), this.name);
+    // Kernels are per process (per thread): refused, not swapped, if another run here uses others.
     const claim = claimBackend(config.backend, this.name);
     let model: Sequential;
     try {
