@@ -33,6 +33,7 @@ import { planRun, type RunPlan } from './run-plan.js';
 import { trainEpochs, trainRun, type StepResult, type TrainHost } from './train-loop.js';
 import { CheckpointKeeper } from './checkpoint-keeper.js';
 import { NodePool } from './node-pool.js';
+import { describeNonFiniteStep } from './nonfinite.js';
 
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
@@ -47,8 +48,12 @@ export class Coordinator {
   /** Busy and wall time of every actor so far: the measured bubble. */
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
-  /** The learning rate and (with clipping) the gradient norm of the last step runParts ran. */
-  private lastStep: { lr: number; gradNorm?: number } = { lr: 0 };
+  /** The learning rate, (with clipping) the gradient norm, and whether it was skipped, of the last step runParts ran. */
+  private lastStep: { lr: number; gradNorm?: number; skipped?: boolean } = { lr: 0 };
+  /** Steps every actor dropped for a NaN or infinity (skipNonFinite), by step: a replayed one counts once. */
+  private readonly skipped = new Map<number, string>();
+  /** Set while train() runs: the keeper's cursor then holds the epoch of the step running. */
+  private training = false;
 
   constructor(opts: CoordinatorOptions = {}) {
     const plan = planRun(opts);
@@ -84,6 +89,8 @@ export class Coordinator {
   get backendName(): string { return this.backendClaim.backend.name; }
   /** Unguessable (a node tells runs apart by it); a new one after a recovery. */
   get run(): string { return this.group.run; }
+  /** Steps dropped by every actor because a NaN or infinity appeared in them (with skipNonFinite). */
+  get skippedSteps(): number { return this.skipped.size; }
   /** The checkpoint this run resumed from, once loaded. */
   get resumedFrom(): ResumedFrom | null { return this.keeper.resumedFrom; }
 
@@ -142,11 +149,17 @@ export class Coordinator {
     const lr = plan.lrAt ? plan.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
     const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0);
     const keepers = commit ? this.transport!.keepsCommits!(this.group) : null;
+    const epoch = this.training ? this.keeper.cursor.epoch + 1 : undefined;
     const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter,
-      { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace,
+      { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace, skipNonFinite: o.skipNonFinite, epoch,
         commit: keepers === null ? undefined : keepers === 'shares' ? 'share' : 'whole' });
+    if (r.skipped && !this.skipped.has(this.group.step)) {
+      const what = describeNonFiniteStep(this.group.step, epoch, r.skipped);
+      this.skipped.set(this.group.step, what);
+      console.warn(`chainrule: warning: skipped ${what} (--skip-nonfinite; ${this.skipped.size} skipped so far)`);
+    }
     this.group.step++;
-    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
+    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }), ...(r.skipped ? { skipped: true } : {}) };
     return r.loss;
   }
 
@@ -228,13 +241,15 @@ export class Coordinator {
     const started = performance.now();
     const log = this.options.logDir ? new RunLog(this.options.logDir, { append: this.history.length > 0 }) : null;
     const { plan, meter, keeper, backendName, history } = this;
-    const host: TrainHost = { plan, meter, keeper, backendName, history, recoveries: this.recovery?.reports ?? [], group: () => this.group,
+    const host: TrainHost = { plan, meter, keeper, backendName, history, recoveries: this.recovery?.reports ?? [], skippedSteps: () => this.skipped.size, group: () => this.group,
       step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: (ds) => this.evaluate(ds), confusionMatrix: () => this.confusionMatrix(),
       restoreState: (state) => this.restoreState(state), save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
+    this.training = true;
     try {
       await this.open();
       return await trainRun(host, log, started, more);
     } finally {
+      this.training = false;
       log?.close();
     }
   }

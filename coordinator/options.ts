@@ -57,6 +57,8 @@ interface Def<T> {
   only?: 'cli' | 'api';
   /** Short flag. */
   short?: string;
+  /** The flag's name when it is not the key in kebab case (`skip-nonfinite`). */
+  flag?: string;
   /** Phantom: the option's TypeScript type. */
   readonly type?: T;
 }
@@ -99,6 +101,7 @@ export const optionTable = {
   clipNorm: def<number>({ kind: 'number', group: 'Training', arg: 'X', min: 0, exclusive: true, help: 'clip the global gradient norm (over every stage) to X' }),
   validationSplit: withDefault<number>({ kind: 'number', group: 'Training', arg: 'F', default: 0, min: 0, below: 1, help: 'hold out the last fraction F of the training set (before shuffling) as a validation set, reported each epoch (valLoss, valAccuracy...); never trained on' }),
   earlyStop: def<number>({ kind: 'int', group: 'Training', arg: 'PATIENCE', min: 1, help: "stop once the validation loss has not improved for PATIENCE epochs, and restore the best epoch's weights and optimizer state (needs --validation-split)" }),
+  skipNonFinite: def<boolean>({ kind: 'boolean', group: 'Training', flag: 'skip-nonfinite', help: 'skip a step in which a NaN or infinity appears (no update on any stage or replica; counted as skippedSteps, a warning each) instead of stopping the run' }),
   fullBatchSize: def<number>({ kind: 'int', group: 'Training', arg: 'N', min: 1, defaultText: 'all', help: 'full-batch methods: samples per iteration' }),
   iterationsPerEpoch: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 10, min: 1, help: 'full-batch methods: iterations per reported epoch' }),
 
@@ -163,7 +166,7 @@ export type CoordinatorOptions = { [K in ApiKey]?: TypeOf<Table[K]> };
 export type ResolvedOptions = CoordinatorOptions & { [K in Defaulted]: TypeOf<Table[K]> };
 type RawOptions = Record<string, unknown>;
 
-const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const kebab = (k: string) => lookup(optionTable as Record<string, Def<unknown>>, k)?.flag ?? k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 export const flagOf = (key: string) => `--${kebab(key)}`;
 const entries = Object.entries(optionTable) as [keyof Table, Def<unknown>][];
 
@@ -345,7 +348,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new OptionError(`--config ${path}: must hold a JSON object of options, got ${describeValue(json)}`);
   const out: Record<string, unknown> = {};
   for (const [name, v] of Object.entries(json)) {
-    const key = name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const key = entries.find(([k]) => kebab(k) === name)?.[0] ?? name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
     const d = lookup(optionTable as Record<string, Def<unknown>>, key);
     if (!d || d.only !== undefined) throw new OptionError(`--config ${path}: '${name}' is not an option of chainrule train (see chainrule train --help)`);
     // Strings go through the flag's own parsing ("--epochs 3" and "epochs": "3" mean the same).

@@ -30,7 +30,7 @@ export interface RecoveryReport {
 /** An error that means an actor is gone (not a bad input): the run can go on without it. */
 export function isActorLoss(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  return typeof code === 'string' && ['NODE_UNREACHABLE', 'WORKER_FAILED', 'DEADLINE_EXCEEDED', 'PEER_TIMEOUT', 'ACTOR_LOST', 'NOT_INITIALIZED', 'UNKNOWN_STAGE', 'GRPC_UNAVAILABLE', 'GRPC_CANCELLED'].includes(code);
+  return typeof code === 'string' && ['NODE_UNREACHABLE', 'NODE_DRAINING', 'WORKER_FAILED', 'DEADLINE_EXCEEDED', 'PEER_TIMEOUT', 'ACTOR_LOST', 'NOT_INITIALIZED', 'UNKNOWN_STAGE', 'GRPC_UNAVAILABLE', 'GRPC_CANCELLED'].includes(code);
 }
 
 export interface Rebuild {
@@ -72,7 +72,9 @@ export class Recovery {
 
   /**
    * Runs one step (`fn(commit)`: with `commit`, its runStep asks the actors to keep a commit
-   * first); on the loss of an actor, recovers and runs it again.
+   * first); on the loss of an actor, recovers and runs it again. A loss while the commit after
+   * the step is taken (the step applied, the node gone before it was read back) is recovered
+   * the same way: the replay runs this step too, then the commit is taken.
    */
   async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: (commit: boolean) => Promise<number>, keeping: () => CommitKeeping): Promise<number> {
     const keep = keeping();
@@ -86,25 +88,20 @@ export class Recovery {
     try {
       loss = await watch(fn(byActors), transport());
     } catch (e) {
-      if (!isActorLoss(e) || !this.commit) throw e;
-      const detected = performance.now();
-      const lost = (await transport().probe?.(1_000)) ?? [];
-      const failed = lost.length > 0 ? lost.join(', ') : (e as Error).message;
-      if (this.commit.state === null) {
-        if (keep.where !== 'actors') throw e;
-        this.commit.state = await keep.read(this.commit.step, lost);
-      }
-      const commit = { step: this.commit.step, state: this.commit.state };
-      const replacement = await this.rebuild.reopen(lost, commit);
-      await this.rebuild.restore(commit.state, commit.step);
-      for (const logged of this.log) await this.rebuild.replay(logged);
-      this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
+      await this.recover(e, step, t0, transport, keep);
       return this.run(step, parts, transport, fn, keeping);
     }
     if (byActors) { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; }
     this.log.push(parts);
     this.stepMsSince += performance.now() - t0;
-    if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) await this.take(step + 1, keep.state);
+    if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) {
+      try {
+        await this.take(step + 1, keep.state);
+      } catch (e) {
+        await this.recover(e, step, t0, transport, keep);
+        await this.take(step + 1, keep.state);
+      }
+    }
     return loss;
   }
 
@@ -130,6 +127,23 @@ export class Recovery {
     this.lastTakeMs = performance.now() - t0;
     this.stepMsSince = 0;
   }
+
+  /** Rebuilds the run at the last commit and replays the logged steps; rethrows what is not the loss of an actor. */
+  private async recover(e: unknown, step: number, t0: number, transport: () => Transport, keep: CommitKeeping): Promise<void> {
+    if (!isActorLoss(e) || !this.commit) throw e;
+    const detected = performance.now();
+    const lost = (await transport().probe?.(1_000)) ?? [];
+    const failed = lost.length > 0 ? `${lost.join(', ')}: ${(e as Error).message}` : (e as Error).message;
+    if (this.commit.state === null) {
+      if (keep.where !== 'actors') throw e;
+      this.commit.state = await keep.read(this.commit.step, lost);
+    }
+    const commit = { step: this.commit.step, state: this.commit.state };
+    const replacement = await this.rebuild.reopen(lost, commit);
+    await this.rebuild.restore(commit.state, commit.step);
+    for (const logged of this.log) await this.rebuild.replay(logged);
+    this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
+  }
 }
 
 /** The step, or a rejection as soon as a probe finds a host that does not answer. */
@@ -143,7 +157,7 @@ async function watch<T>(step: Promise<T>, transport: Transport): Promise<T> {
       if (stopped) return;
       const down = await probe(1_000).catch(() => []);
       if (stopped) return;
-      if (down.length > 0) reject(new ChainruleError('ACTOR_LOST', `no answer from ${down.join(', ')} within 1 s`, { user: false }));
+      if (down.length > 0) reject(new ChainruleError('ACTOR_LOST', `no healthy answer from ${down.join(', ')} within 1 s (down, hung or draining)`, { user: false }));
       else timer = setTimeout(tick, 500);
     };
     timer = setTimeout(tick, 500);

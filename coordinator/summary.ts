@@ -109,6 +109,8 @@ export interface TrainSummary extends EpochFigures {
   transform?: TransformSpec;
   /** Each lost actor the run survived: what, when, how long detection and recovery took, steps replayed. */
   recoveries: RecoveryReport[];
+  /** Steps dropped by every actor because a NaN or infinity appeared in them (skipNonFinite). */
+  skippedSteps: number;
   /** Every epoch's report, in order. */
   history: EpochReport[];
   /** From train() to the summary, opening the actors included. */
@@ -127,7 +129,7 @@ export interface TrainSummary extends EpochFigures {
 
 /** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */
 export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'partition' | 'microBatches' | 'schedule'
-  | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries'>
+  | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries' | 'skippedSteps'>
   & { history: readonly EpochReport[]; started: number; resumedFrom: ResumedFrom | null };
 
 /**
@@ -149,7 +151,7 @@ export function summarize(
     theoreticalBubbleFraction: extra.theoreticalBubbleFraction ?? theoreticalBubble(run.stages, run.microBatches, run.schedule),
     backend: run.backend, backendKernel: run.backend === 'native' ? nativeKernel() : null,
     optimizer: run.optimizer, seed: run.seed, batchSize: run.batchSize, lr: run.lr,
-    parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, ...extra,
+    parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, skippedSteps: run.skippedSteps, ...extra,
     history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
     versions: { chainrule: chainruleVersion(), node: process.versions.node },
     ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),

@@ -28,8 +28,8 @@ import type { StageGroup } from './stage-group.js';
 import { writeRunLog, type RunLog } from './run-log.js';
 import { StepTracer } from './trace.js';
 
-/** One step's outcome: the summed loss, the learning rate it used and (with clipping) the gradient norm. */
-export interface StepResult { loss: number; lr: number; gradNorm?: number }
+/** One step's outcome: the summed loss, the learning rate it used, (with clipping) the gradient norm, and whether every actor dropped it (skipNonFinite). */
+export interface StepResult { loss: number; lr: number; gradNorm?: number; skipped?: boolean }
 
 /** What the training loop needs of the Coordinator, its actors opened. */
 export interface TrainHost {
@@ -39,6 +39,8 @@ export interface TrainHost {
   readonly backendName: string;
   /** The lost actors survived so far. */
   readonly recoveries: RecoveryReport[];
+  /** Steps dropped for a NaN or infinity so far. */
+  skippedSteps(): number;
   /** The stage group now: a recovery replaces it. */
   group(): StageGroup;
   /** Every epoch's report, over every train() of the Coordinator: the loop appends to it. */
@@ -187,9 +189,9 @@ export async function trainRun(host: TrainHost, log: RunLog | null, started: num
       b++;
       const ts = performance.now();
       const r = await host.step(input, y, trace);
-      lossSum += r.loss;
       const n = x.shape[0]!;
-      samples += n;
+      // A skipped step's loss (NaN, say) is no part of the epoch's.
+      if (!r.skipped) { lossSum += r.loss; samples += n; }
       trained += n;
       keeper.moveTo(position(e, b, lossSum, samples));
       const step = host.group().step;
@@ -263,7 +265,7 @@ async function summarizeRun(
     partition: bounds.slice(1).map((b, i) => b - bounds[i]!), microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: host.meter.fraction,
     backend: host.backendName, optimizer: host.plan.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: host.plan.optimizerSpec.lr,
     parameters: layerParameterCounts(spec).reduce((a, b) => a + b, 0), transform: host.plan.transformSpec, recoveries: host.recoveries,
-    history: run.history, started: run.started, resumedFrom: host.keeper.resumedFrom,
+    skippedSteps: host.skippedSteps(), history: run.history, started: run.started, resumedFrom: host.keeper.resumedFrom,
   }, last, samplesPerSecond, droppedPerEpoch, { ...timedFacts(host.plan.timedPartition), ...extra });
 }
 

@@ -5,6 +5,7 @@
  */
 import { ChainruleError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { NonFiniteReport } from './nonfinite.js';
 
 /**
  * Where a message belongs: the actor (stage of a replica) it is addressed to, its step, and
@@ -57,6 +58,11 @@ export type Request =
   | (Header & { type: 'getParams' })
   | (Header & { type: 'setParams'; params: NamedTensors })
   | (Header & { type: 'optimizerStep' } & OptimizerStepArgs)
+  /**
+   * The step is dropped on every actor (a NaN or infinity appeared somewhere, and the run skips
+   * such steps): no optimizer update, and buffers (BatchNorm statistics) put back as they were before it.
+   */
+  | (Header & { type: 'skipStep' })
   | (Header & { type: 'getState' })
   /** The recovery commit of `step` this actor kept (a replica peer's copy, after a loss). */
   | (Header & { type: 'getCommit' })
@@ -92,6 +98,11 @@ export interface StepReport {
   trace?: number[];
   /** Only with `trace`: the actor's epoch clock when it took the request and when it replied (for clock offsets). */
   clock?: [number, number];
+  /**
+   * The earliest NaN or infinity this actor met in the step (src/wire/nonfinite.ts). It then
+   * sent zeros in its place, so that its neighbours finish the step, and applied no update.
+   */
+  nonFinite?: NonFiniteReport;
 }
 
 export type Reply =
@@ -109,7 +120,7 @@ export type Message = Request | PeerMessage | Reply;
 
 export const requestTypes = [
   'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
-  'optimizerStep', 'getState', 'getCommit', 'setState', 'evaluate', 'shutdown',
+  'optimizerStep', 'skipStep', 'getState', 'getCommit', 'setState', 'evaluate', 'shutdown',
 ] as const;
 export const peerTypes = ['activation', 'gradient', 'reduce'] as const;
 
