@@ -11,11 +11,13 @@
  * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8),
  *    R=2 thread replicas, K=2 thread stages (every registered schedule), R=2 and K=2 over 2
  *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
- *    threads (OMP_WAIT_POLICY=passive); measured bubble against (K−1)/(M+K−1).
+ *    threads (OMP_WAIT_POLICY=passive); measured bubble against the schedule's theoretical one
+ *    ((K−1)/(M+K−1) for gpipe and 1f1b, (K−1)/(3M+K−1) for zb-h1).
  * 4. Micro-batch overhead: the wide MLP in one process with M=8 against M=1, interleaved
  *    (bench/microbatch.ts): "wide MLP one process M=8 / M=1".
  */
 import { schedules, type CoordinatorOptions } from '../coordinator/index.js';
+import { bubbleFormula, theoreticalBubble } from '../coordinator/schedules/index.js';
 import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
@@ -237,7 +239,8 @@ try {
       const r = await chainruleThroughput({ ...base, placement: 'threads', stages: 2, microBatches: m.M, schedule });
       add(`threads, K=2 stages, ${schedule}, M=${m.M}`, r.samplesPerSecond);
       if (schedule === '1f1b') threadsK2 = r.samplesPerSecond;
-      scaling.push({ name: name(`bubble, threads K=2 ${schedule} M=${m.M} (measured)`), value: r.bubble, unit: 'fraction', ratio: ratioTo(r.bubble, `theoretical (K-1)/(M+K-1) = ${(1 / (m.M + 1)).toFixed(3)}`, 1 / (m.M + 1)) });
+      const theory = theoreticalBubble(schedule, 2, m.M);
+      scaling.push({ name: name(`bubble, threads K=2 ${schedule} M=${m.M} (measured)`), value: r.bubble, unit: 'fraction', ratio: ratioTo(r.bubble, `theoretical ${bubbleFormula(schedule)} = ${theory.toFixed(3)}`, theory) });
     }
     const g2 = (await chainruleThroughput({ ...base, placement: 'grpc', nodes, replicas: 2 })).samplesPerSecond;
     add('grpc (2 nodes, loopback), R=2 replicas', g2);

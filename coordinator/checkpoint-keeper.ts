@@ -15,9 +15,13 @@ import { checkStateFits, datasetSha256, readCheckpoint, writeCheckpoint, type Ru
 import type { RunPlan } from './run-plan.js';
 import type { StageGroup } from './stage-group.js';
 import type { ResumedFrom } from './summary.js';
+import type { EarlyStopState } from './early-stop.js';
 
-/** A position in training: epoch, the next minibatch in it, and that epoch's summed loss and samples so far. */
-export interface Cursor { epoch: number; batch: number; lossSum: number; samples: number }
+/**
+ * A position in training: epoch, the next minibatch in it, and that epoch's summed loss and
+ * samples so far; with early stopping, its state there (it changes at epoch ends only).
+ */
+export interface Cursor { epoch: number; batch: number; lossSum: number; samples: number; earlyStop?: EarlyStopState }
 
 export class CheckpointKeeper {
   /** Where training goes on: epoch, next minibatch in it, and that epoch's loss and samples so far. */
@@ -41,10 +45,10 @@ export class CheckpointKeeper {
 
   /** Keeps the cursor of the steps a recovery's commit may still be at. */
   remember(): void {
-    if (this.plan.commitEvery === 0) return;
+    if (this.plan.commitLag === 0) return;
     const step = this.group().step;
     this.cursors.set(step, this.at);
-    for (const k of this.cursors.keys()) if (k < step - this.plan.commitEvery) this.cursors.delete(k);
+    for (const k of this.cursors.keys()) if (k < step - this.plan.commitLag) this.cursors.delete(k);
   }
 
   /** What a checkpoint must share with the run that resumes it. */
@@ -68,7 +72,7 @@ export class CheckpointKeeper {
       run: this.runIdentity(), step, epoch: at.epoch, batch: at.batch, batchesPerEpoch: spe, droppedPerEpoch: this.plan.data.train.size % o.batchSize,
       epochLossSum: at.lossSum, epochSamples: at.samples, lrSchedule: this.plan.lrSchedule,
       writtenBy: { placement: placementName, replicas: o.replicas, stages, microBatches: o.microBatches },
-      state,
+      state, earlyStop: at.earlyStop ?? null,
     }, { keep: o.keep }).path;
   }
 
@@ -77,10 +81,13 @@ export class CheckpointKeeper {
     const group = this.group();
     const { path, content: cp, ignored } = readCheckpoint(dir, this.runIdentity());
     const slotNames = createOptimizer(this.plan.optimizerSpec).slotNames;
-    checkStateFits(cp.state, await group.state(), slotNames, path);
+    const model = await group.state();
+    checkStateFits(cp.state, model, slotNames, path);
+    const best = cp.earlyStop?.best;
+    if (best && best.heldAt === -1) checkStateFits(best.state, model, slotNames, `${path} (best-*.safetensors)`);
     await group.setState(cp.state);
     group.step = cp.step;
-    this.at = { epoch: cp.epoch, batch: cp.batch, lossSum: cp.epochLossSum, samples: cp.epochSamples };
+    this.at = { epoch: cp.epoch, batch: cp.batch, lossSum: cp.epochLossSum, samples: cp.epochSamples, ...(cp.earlyStop ? { earlyStop: cp.earlyStop } : {}) };
     this.resumedFrom = { path, step: cp.step, epoch: cp.epoch, batch: cp.batch, ignored };
     return this.resumedFrom;
   }

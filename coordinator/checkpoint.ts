@@ -10,7 +10,10 @@
  *   state.json             the counters: step, epoch, the next minibatch in it, the resumed
  *                          epoch's loss so far, the optimizer's step count t, and what the run
  *                          must share with the one that wrote it (model, seed, optimizer,
- *                          batch size, training set)
+ *                          batch size, training set); with early stopping its state too (the
+ *                          best epoch, its validation loss and report, the epochs since)
+ *   best-*.safetensors     with early stopping, when the best epoch is not this step: its
+ *                          weights, buffers and optimizer slots, which a stop restores
  *   manifest.json          each file's size and SHA-256, and its own SHA-256
  *
  * Writing: the files go into `DIR/.tmp-step-N-<random>/`, each fsynced; the manifest last;
@@ -42,12 +45,18 @@ import { decodeSafetensors, encodeSafetensors, type StoredTensor } from '../src/
 import type { NamedTensors, StageState } from '../src/wire/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { LrScheduleSpec, OptimizerSpec } from '../src/optim/index.js';
+import type { EarlyStopState } from './early-stop.js';
+import type { EpochReport } from './summary.js';
 
 export const CHECKPOINT_FORMAT = 'chainrule-checkpoint';
 export const CHECKPOINT_VERSION = 2;
 
 /** The files of a checkpoint besides its manifest, in the manifest's order. */
 export const CHECKPOINT_FILES = ['buffers.safetensors', 'optimizer.safetensors', 'state.json', 'weights.safetensors'] as const;
+/** The best epoch's state (early stopping), all three or none: absent when it is the checkpoint's own. */
+export const BEST_STATE_FILES = ['best-buffers.safetensors', 'best-optimizer.safetensors', 'best-weights.safetensors'] as const;
+type FileName = (typeof CHECKPOINT_FILES)[number] | (typeof BEST_STATE_FILES)[number];
+type CheckpointFiles = Record<(typeof CHECKPOINT_FILES)[number], Uint8Array> & Partial<Record<(typeof BEST_STATE_FILES)[number], Uint8Array>>;
 const MANIFEST = 'manifest.json';
 /** JSON files above this are refused before they are read (a spec and counters are far smaller). */
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
@@ -88,6 +97,8 @@ export interface CheckpointContent {
   lrSchedule: LrScheduleSpec | null;
   writtenBy: { placement: string; replicas: number; stages: number; microBatches: number };
   state: StageState;
+  /** With early stopping: its state at this step (null or absent: none recorded). */
+  earlyStop?: EarlyStopState | null;
 }
 
 export interface CheckpointRef { step: number; path: string }
@@ -134,8 +145,9 @@ export function writeCheckpoint(dir: string, content: CheckpointContent, opts: {
     if (made !== undefined) fsyncDir(dirname(made));
     mkdirSync(tmp);
     const entries: Record<string, ManifestEntry> = {};
-    for (const file of CHECKPOINT_FILES) {
+    for (const file of [...CHECKPOINT_FILES, ...BEST_STATE_FILES]) {
       const bytes = files[file];
+      if (bytes === undefined) continue;
       writeDurable(join(tmp, file), bytes);
       entries[file] = { bytes: bytes.length, sha256: sha256(bytes) };
     }
@@ -241,7 +253,7 @@ function manifestText(m: Manifest): string {
  * @returns every file's bytes, by name
  * @throws CheckpointError BAD_CHECKPOINT naming the file and what differs
  */
-export function verifyCheckpoint(path: string): Record<(typeof CHECKPOINT_FILES)[number], Uint8Array> {
+export function verifyCheckpoint(path: string): CheckpointFiles {
   const bad = (what: string, hint?: string): never => { throw new CheckpointError('BAD_CHECKPOINT', `checkpoint ${path}: ${what}`, hint); };
   const manifestPath = join(path, MANIFEST);
   if (!isFile(manifestPath)) bad(`${MANIFEST} is missing: not a complete checkpoint`);
@@ -257,24 +269,27 @@ export function verifyCheckpoint(path: string): Record<(typeof CHECKPOINT_FILES)
   if (!Number.isSafeInteger(m.step) || m.step < 0) bad(`${MANIFEST}: step must be a non-negative integer, got ${JSON.stringify(m.step)}`);
   const files = m.files;
   if (files === null || typeof files !== 'object' || Array.isArray(files)) bad(`${MANIFEST}: files must be an object`);
+  const known: readonly string[] = [...CHECKPOINT_FILES, ...BEST_STATE_FILES];
   for (const name of Object.keys(files)) {
-    if (!(CHECKPOINT_FILES as readonly string[]).includes(name)) bad(`${MANIFEST} lists ${JSON.stringify(name)}, which is not a checkpoint file (${CHECKPOINT_FILES.join(', ')})`);
+    if (!known.includes(name)) bad(`${MANIFEST} lists ${JSON.stringify(name)}, which is not a checkpoint file (${known.join(', ')})`);
     const f = files[name]!;
     if (f === null || typeof f !== 'object' || !Number.isSafeInteger(f.bytes) || f.bytes < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) {
       bad(`${MANIFEST}: the entry of ${name} must be { bytes, sha256 }`);
     }
   }
   for (const name of CHECKPOINT_FILES) if (!Object.hasOwn(files, name)) bad(`${MANIFEST} does not list ${name}`);
+  const best = BEST_STATE_FILES.filter((n) => Object.hasOwn(files, n));
+  if (best.length > 0 && best.length < BEST_STATE_FILES.length) bad(`${MANIFEST} lists ${best.join(', ')} but not ${BEST_STATE_FILES.filter((n) => !best.includes(n)).join(', ')}: the best epoch's state comes whole`);
   if (new TextDecoder().decode(text) !== manifestText(m)) bad(`${MANIFEST} does not match its own SHA-256: the file was altered`);
   const want = m.step;
   const dirName = path.split(/[\\/]/).filter(Boolean).at(-1)!;
   const named = STEP_DIR.exec(dirName);
   if (named && Number(named[1]) !== want) bad(`${MANIFEST} is for step ${want}, but the directory is ${dirName}`);
   for (const name of readdirSync(path)) {
-    if (name !== MANIFEST && !Object.hasOwn(files, name)) bad(`holds ${name}, which its manifest does not list`, `a checkpoint directory holds only ${[...CHECKPOINT_FILES, MANIFEST].join(', ')}; it was altered`);
+    if (name !== MANIFEST && !Object.hasOwn(files, name)) bad(`holds ${name}, which its manifest does not list`, `a checkpoint directory holds only ${[...CHECKPOINT_FILES, MANIFEST].join(', ')} (and ${BEST_STATE_FILES.join(', ')} with early stopping); it was altered`);
   }
-  const out = {} as Record<(typeof CHECKPOINT_FILES)[number], Uint8Array>;
-  for (const name of CHECKPOINT_FILES) {
+  const out = {} as CheckpointFiles;
+  for (const name of [...CHECKPOINT_FILES, ...best]) {
     const p = join(path, name);
     const entry = files[name]!;
     let size: number;
@@ -296,30 +311,46 @@ export function verifyCheckpoint(path: string): Record<(typeof CHECKPOINT_FILES)
 }
 
 /** The files of a checkpoint (all but the manifest). */
-function encodeCheckpoint(c: CheckpointContent): Record<(typeof CHECKPOINT_FILES)[number], Uint8Array> {
+function encodeCheckpoint(c: CheckpointContent): CheckpointFiles {
   const meta = { format: CHECKPOINT_FORMAT, version: String(CHECKPOINT_VERSION) };
-  const slots: Record<string, StoredTensor> = {};
-  for (const [param, s] of Object.entries(c.state.optimizer?.slots ?? {})) {
-    for (const [slot, t] of Object.entries(s)) slots[`${param}/${slot}`] = t;
-  }
+  const encode = (st: StageState) => {
+    const slots: Record<string, StoredTensor> = {};
+    for (const [param, s] of Object.entries(st.optimizer?.slots ?? {})) {
+      for (const [slot, t] of Object.entries(s)) slots[`${param}/${slot}`] = t;
+    }
+    return { weights: encodeSafetensors(st.params, meta), buffers: encodeSafetensors(st.buffers, meta), optimizer: encodeSafetensors(slots, meta) };
+  };
+  const best = c.earlyStop?.best ?? null;
+  // The best epoch's state is stored only when the actors no longer hold it at this step.
+  const bestState = best && best.heldAt !== c.step ? best.state : null;
+  const earlyStop = c.earlyStop ? {
+    wait: c.earlyStop.wait,
+    best: best ? {
+      epoch: best.epoch, valLoss: jsonNumber(best.valLoss), report: best.report, stored: bestState !== null,
+      ...(bestState ? { optimizerState: bestState.optimizer ? { type: bestState.optimizer.type, t: bestState.optimizer.t } : null, lastStep: bestState.lastStep } : {}),
+    } : null,
+  } : null;
+  const own = encode(c.state);
+  const kept = bestState ? encode(bestState) : null;
   const state = {
     format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION,
     step: c.step, epoch: c.epoch, batch: c.batch, batchesPerEpoch: c.batchesPerEpoch, droppedPerEpoch: c.droppedPerEpoch,
     epochLossSum: jsonNumber(c.epochLossSum), epochSamples: c.epochSamples,
     optimizerState: c.state.optimizer ? { type: c.state.optimizer.type, t: c.state.optimizer.t } : null,
     lastStep: c.state.lastStep,
-    run: c.run, lrSchedule: c.lrSchedule, writtenBy: c.writtenBy, writtenAt: new Date().toISOString(),
+    run: c.run, lrSchedule: c.lrSchedule, writtenBy: c.writtenBy, earlyStop, writtenAt: new Date().toISOString(),
   };
   return {
-    'weights.safetensors': encodeSafetensors(c.state.params, meta),
-    'buffers.safetensors': encodeSafetensors(c.state.buffers, meta),
-    'optimizer.safetensors': encodeSafetensors(slots, meta),
+    'weights.safetensors': own.weights,
+    'buffers.safetensors': own.buffers,
+    'optimizer.safetensors': own.optimizer,
     'state.json': new TextEncoder().encode(`${JSON.stringify(state, null, 1)}\n`),
+    ...(kept ? { 'best-weights.safetensors': kept.weights, 'best-buffers.safetensors': kept.buffers, 'best-optimizer.safetensors': kept.optimizer } : {}),
   };
 }
 
 /** Decodes verified files; their contents are still checked, as a foreign writer may have made them. */
-function decodeCheckpoint(files: Record<(typeof CHECKPOINT_FILES)[number], Uint8Array>, path: string): CheckpointContent {
+function decodeCheckpoint(files: CheckpointFiles, path: string): CheckpointContent {
   const bad = (file: string, what: string): never => { throw new CheckpointError('BAD_CHECKPOINT', `checkpoint ${path}: ${file}: ${what}`); };
   let s: Record<string, unknown>;
   try {
@@ -346,22 +377,63 @@ function decodeCheckpoint(files: Record<(typeof CHECKPOINT_FILES)[number], Uint8
     || !Number.isSafeInteger(run.batchSize) || !Number.isSafeInteger(run.trainSize) || typeof run.trainSha256 !== 'string') {
     bad('state.json', 'run must hold model, seed, optimizer, batchSize, trainSize and trainSha256');
   }
-  const opt = s['optimizerState'] as { type?: unknown; t?: unknown } | null;
-  if (opt !== null && (typeof opt !== 'object' || typeof opt.type !== 'string' || !Number.isSafeInteger(opt.t) || (opt.t as number) < 0)) bad('state.json', 'optimizerState must be null or { type, t }');
+  const optimizerState = (v: unknown, where: string): { type: string; t: number } | null => {
+    const opt = v as { type?: unknown; t?: unknown } | null;
+    if (opt !== null && (typeof opt !== 'object' || typeof opt.type !== 'string' || !Number.isSafeInteger(opt.t) || (opt.t as number) < 0)) bad('state.json', `${where} must be null or { type, t }`);
+    return opt as { type: string; t: number } | null;
+  };
+  const state = decodeState(files, '', optimizerState(s['optimizerState'], 'optimizerState'), lastStep, bad, path);
 
-  const tensors = (file: 'weights.safetensors' | 'buffers.safetensors' | 'optimizer.safetensors'): Record<string, Tensor> => {
+  // Early stopping's state: absent in checkpoints of runs without it.
+  let earlyStop: EarlyStopState | null = null;
+  const es = s['earlyStop'] as { wait?: unknown; best?: Record<string, unknown> | null } | null | undefined;
+  if (es !== undefined && es !== null) {
+    if (typeof es !== 'object' || !Number.isSafeInteger(es.wait) || (es.wait as number) < 0) bad('state.json', 'earlyStop must be null or { wait, best }');
+    const b = es.best;
+    const storedFiles = files['best-weights.safetensors'] !== undefined;
+    if (b === null || b === undefined) {
+      if (storedFiles) bad('best-weights.safetensors', 'holds a best epoch, but state.json records none');
+      earlyStop = { wait: es.wait as number, best: null };
+    } else {
+      const valLoss = fromJsonNumber(b['valLoss']);
+      if (typeof b !== 'object' || !Number.isSafeInteger(b['epoch']) || (b['epoch'] as number) < 1 || valLoss === undefined
+        || b['report'] === null || typeof b['report'] !== 'object' || typeof b['stored'] !== 'boolean') {
+        bad('state.json', 'earlyStop.best must be { epoch, valLoss, report, stored }');
+      }
+      if (b['stored'] !== storedFiles) bad('state.json', `earlyStop.best says its state is ${b['stored'] ? '' : 'not '}stored, but the best-*.safetensors files are ${storedFiles ? '' : 'not '}there`);
+      const bestState = storedFiles
+        ? decodeState(files, 'best-', optimizerState(b['optimizerState'] ?? null, 'earlyStop.best.optimizerState'), Number.isSafeInteger(b['lastStep']) ? b['lastStep'] as number : -1, bad, path)
+        : state;
+      earlyStop = {
+        wait: es.wait as number,
+        best: { epoch: b['epoch'] as number, valLoss: valLoss!, report: b['report'] as unknown as EpochReport, state: bestState, heldAt: storedFiles ? -1 : step },
+      };
+    }
+  }
+  return {
+    run, step, epoch, batch, batchesPerEpoch, droppedPerEpoch: int('droppedPerEpoch'), epochLossSum: epochLossSum!, epochSamples: int('epochSamples'),
+    lrSchedule: (s['lrSchedule'] ?? null) as LrScheduleSpec | null, writtenBy: s['writtenBy'] as CheckpointContent['writtenBy'],
+    state, earlyStop,
+  };
+}
+
+/** One state from its three files (`prefix` '' for the checkpoint's own, 'best-' for the best epoch's). */
+function decodeState(files: CheckpointFiles, prefix: '' | 'best-', opt: { type: string; t: number } | null, lastStep: number,
+  bad: (file: string, what: string) => never, path: string): StageState {
+  const tensors = (kind: 'weights' | 'buffers' | 'optimizer'): Record<string, Tensor> => {
+    const file = `${prefix}${kind}.safetensors` as FileName;
     let decoded: ReturnType<typeof decodeSafetensors>;
     try {
-      decoded = decodeSafetensors(files[file], `checkpoint ${path}: ${file}`);
+      decoded = decodeSafetensors(files[file]!, `checkpoint ${path}: ${file}`);
     } catch (e) {
       throw new CheckpointError('BAD_CHECKPOINT', (e as Error).message);
     }
     for (const [name, t] of Object.entries(decoded.tensors)) if (!(t instanceof Tensor)) bad(file, `tensor ${JSON.stringify(name)} is ${t.dtype}, expected F32 or F64`);
     return decoded.tensors as Record<string, Tensor>;
   };
-  const params: NamedTensors = tensors('weights.safetensors');
-  const buffers: NamedTensors = tensors('buffers.safetensors');
-  const flat = tensors('optimizer.safetensors');
+  const params: NamedTensors = tensors('weights');
+  const buffers: NamedTensors = tensors('buffers');
+  const flat = tensors('optimizer');
   let optimizer: StageState['optimizer'] = null;
   if (opt) {
     const slots: Record<string, Record<string, Tensor>> = Object.create(null);
@@ -369,18 +441,14 @@ function decodeCheckpoint(files: Record<(typeof CHECKPOINT_FILES)[number], Uint8
       const cut = key.lastIndexOf('/');
       const param = key.slice(0, cut);
       const slot = key.slice(cut + 1);
-      if (cut <= 0 || slot === '' || !Object.hasOwn(params, param) || Object.hasOwn(Object.prototype, slot)) bad('optimizer.safetensors', `slot ${JSON.stringify(key)} is not PARAM/SLOT of a parameter in weights.safetensors`);
+      if (cut <= 0 || slot === '' || !Object.hasOwn(params, param) || Object.hasOwn(Object.prototype, slot)) bad(`${prefix}optimizer.safetensors`, `slot ${JSON.stringify(key)} is not PARAM/SLOT of a parameter in ${prefix}weights.safetensors`);
       (slots[param] ??= {})[slot] = t;
     }
-    optimizer = { type: opt.type as string, t: opt.t as number, slots: { ...slots } };
+    optimizer = { type: opt.type, t: opt.t, slots: { ...slots } };
   } else if (Object.keys(flat).length > 0) {
-    bad('optimizer.safetensors', 'holds slots, but state.json has no optimizer state');
+    bad(`${prefix}optimizer.safetensors`, 'holds slots, but state.json has no optimizer state');
   }
-  return {
-    run, step, epoch, batch, batchesPerEpoch, droppedPerEpoch: int('droppedPerEpoch'), epochLossSum: epochLossSum!, epochSamples: int('epochSamples'),
-    lrSchedule: (s['lrSchedule'] ?? null) as LrScheduleSpec | null, writtenBy: s['writtenBy'] as CheckpointContent['writtenBy'],
-    state: { params, buffers, optimizer, lastStep },
-  };
+  return { params, buffers, optimizer, lastStep };
 }
 
 function checkIdentity(got: RunIdentity, want: RunIdentity, path: string): void {
@@ -391,7 +459,7 @@ function checkIdentity(got: RunIdentity, want: RunIdentity, path: string): void 
   }
   if (got.batchSize !== want.batchSize) refuse(`was written with batch size ${got.batchSize}; this run's is ${want.batchSize}`, 'its position within the epoch counts minibatches: resume with the same --batch-size');
   if (got.trainSize !== want.trainSize || got.trainSha256 !== want.trainSha256) {
-    refuse(`was written for another training set (${got.trainSize} samples, SHA-256 ${got.trainSha256.slice(0, 12)}…; this run has ${want.trainSize}, ${want.trainSha256.slice(0, 12)}…)`, 'resume with the same --dataset, --transform and --label-column');
+    refuse(`was written for another training set (${got.trainSize} samples, SHA-256 ${got.trainSha256.slice(0, 12)}…; this run has ${want.trainSize}, ${want.trainSha256.slice(0, 12)}…)`, 'resume with the same --dataset, --transform, --label-column and --validation-split');
   }
 }
 

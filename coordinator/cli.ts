@@ -6,7 +6,7 @@
  */
 import { Coordinator } from './coordinator.js';
 import { parseCliOptions, trainUsage, OptionError } from './options.js';
-import { metricsText, type EpochReport } from './summary.js';
+import { metricsText, valText, type EpochReport } from './summary.js';
 import { EpochProgress } from './progress.js';
 import { isUserError } from '../src/errors.js';
 import { chainruleVersion } from './saved-model.js';
@@ -37,7 +37,7 @@ const processOutput = (): CliOutput => ({
 });
 
 function progressLine(r: EpochReport, epochs: number): string {
-  const acc = (r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`) + metricsText(r);
+  const acc = (r.testAccuracy === null ? '' : `  test acc ${(r.testAccuracy * 100).toFixed(2)}%`) + metricsText(r) + valText(r);
   return `epoch ${String(r.epoch).padStart(String(epochs).length)}/${epochs}  train loss ${r.trainLoss.toFixed(4)}  test loss ${r.testLoss.toFixed(4)}${acc}  ${Math.round(r.samplesPerSecond)} samples/s  (${r.droppedSamples} dropped)`;
 }
 
@@ -61,7 +61,7 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
   try {
     const o = c.options;
     const layout = `${o.replicas > 1 ? `${o.replicas} replicas × ` : ''}${c.stages} stage(s)`;
-    note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}`);
+    note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train${c.validation ? ` / ${c.validation.size} validation` : ''} / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}`);
     if (o.resume) {
       const r = await c.loadCheckpoint(o.resume);
       note(`chainrule: resumed from ${r.path} (step ${r.step}, epoch ${r.epoch + 1}, minibatch ${r.batch} of ${c.stepsPerEpoch})${r.ignored.length ? `; passed over ${r.ignored.join(', ')} (interrupted writes)` : ''}`);
@@ -84,6 +84,10 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
     if (summary.stopped) {
       const { step, checkpoint } = summary.stopped;
       io.err(`chainrule: stopped after step ${step}; ${checkpoint ? `checkpoint written to ${checkpoint} (--resume ${o.checkpoint} goes on from it)` : 'no checkpoint was asked for (--checkpoint DIR keeps the progress)'}`);
+    }
+    if (summary.stoppedEarly) {
+      const { epoch, bestEpoch, bestValLoss } = summary.stoppedEarly;
+      note(`chainrule: stopped early after epoch ${epoch}: the validation loss has not improved for ${o.earlyStop} epoch(s); restored epoch ${bestEpoch}'s weights and optimizer state (val loss ${bestValLoss.toFixed(4)})`);
     }
     if (json) io.out(JSON.stringify(summary));
     else io.out(`weights sha256 ${summary.weightsSha256}`);

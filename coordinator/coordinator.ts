@@ -24,14 +24,16 @@ import { StageGroup } from './stage-group.js';
 import { evaluate, isClassifier, type Evaluation } from './evaluate.js';
 import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan } from './fullbatch.js';
-import { BubbleMeter, type ResumedFrom, type TrainSummary } from './summary.js';
+import { BubbleMeter, type EpochReport, type ResumedFrom, type TrainSummary } from './summary.js';
 import { initialState, saveModel } from './saved-model.js';
-import { Recovery } from './recovery.js';
+import { Recovery, type CommitKeeping } from './recovery.js';
+import { mergeStates } from './stage-group.js';
 import { RunLog } from './run-log.js';
 import { planRun, type RunPlan } from './run-plan.js';
-import { trainRun, type StepResult, type TrainHost } from './train-loop.js';
+import { trainEpochs, trainRun, type StepResult, type TrainHost } from './train-loop.js';
 import { CheckpointKeeper } from './checkpoint-keeper.js';
 import { NodePool } from './node-pool.js';
+import { describeNonFiniteStep } from './nonfinite.js';
 
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
@@ -46,8 +48,12 @@ export class Coordinator {
   /** Busy and wall time of every actor so far: the measured bubble. */
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
-  /** The learning rate and (with clipping) the gradient norm of the last step runParts ran. */
-  private lastStep: { lr: number; gradNorm?: number } = { lr: 0 };
+  /** The learning rate, (with clipping) the gradient norm, and whether it was skipped, of the last step runParts ran. */
+  private lastStep: { lr: number; gradNorm?: number; skipped?: boolean } = { lr: 0 };
+  /** Steps every actor dropped for a NaN or infinity (skipNonFinite), by step: a replayed one counts once. */
+  private readonly skipped = new Map<number, string>();
+  /** Set while train() runs: the keeper's cursor then holds the epoch of the step running. */
+  private training = false;
 
   constructor(opts: CoordinatorOptions = {}) {
     const plan = planRun(opts);
@@ -55,7 +61,7 @@ export class Coordinator {
     this.group = new StageGroup(newRunId(), plan.options.replicas, plan.stages);
     this.pool = new NodePool(plan.options.nodes, plan.options.spares, { advertise: plan.options.advertise, tls: plan.options.tls, tokenFile: plan.options.tokenFile });
     this.keeper = new CheckpointKeeper(plan, () => this.group);
-    this.recovery = plan.commitEvery > 0 ? new Recovery(plan.commitEvery, {
+    this.recovery = plan.commitEvery !== 0 ? new Recovery(plan.commitEvery, {
       reopen: (lost, commit) => this.reopen(lost, commit),
       restore: async (state, step) => { await this.group.setState(state); this.group.step = step; },
       replay: async (parts) => { await this.runParts(parts); },
@@ -65,7 +71,10 @@ export class Coordinator {
   }
 
   get options(): ResolvedOptions { return this.plan.options; }
+  /** The training split (without the held-out samples) and the test split. */
   get data(): DataSplit { return this.plan.data; }
+  /** The samples held out of the training set by `validationSplit`, or null. */
+  get validation(): Dataset | null { return this.plan.validation; }
   get spec(): ModelSpec { return this.plan.spec; }
   get transformSpec(): TransformSpec | undefined { return this.plan.transformSpec; }
   get optimizerSpec(): OptimizerSpec { return this.plan.optimizerSpec; }
@@ -80,6 +89,8 @@ export class Coordinator {
   get backendName(): string { return this.backendClaim.backend.name; }
   /** Unguessable (a node tells runs apart by it); a new one after a recovery. */
   get run(): string { return this.group.run; }
+  /** Steps dropped by every actor because a NaN or infinity appeared in them (with skipNonFinite). */
+  get skippedSteps(): number { return this.skipped.size; }
   /** The checkpoint this run resumed from, once loaded. */
   get resumedFrom(): ResumedFrom | null { return this.keeper.resumedFrom; }
 
@@ -118,19 +129,37 @@ export class Coordinator {
   private async stepWith(x: Tensor, y: Targets, trace?: TraceAsk): Promise<StepResult> {
     await this.open();
     const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
-    const run = () => this.runParts(parts, trace);
-    const loss = this.recovery ? await this.recovery.run(this.group.step, parts, () => this.transport!, run, () => this.group.state()) : await run();
+    const loss = this.recovery
+      ? await this.recovery.run(this.group.step, parts, () => this.transport!, (commit) => this.runParts(parts, trace, commit), () => this.commitKeeping())
+      : await this.runParts(parts, trace);
     return { loss, ...this.lastStep };
   }
 
-  private async runParts(parts: MicroBatch[][], trace?: TraceAsk): Promise<number> {
+  /** Where this run's recovery commits are kept: by the actors when their transport can keep them safe. */
+  private commitKeeping(): CommitKeeping {
+    const state = () => this.group.state();
+    const t = this.transport;
+    if (!t?.keepsCommits?.(this.group) || !t.keptCommit) return { where: 'coordinator', state };
+    return { where: 'actors', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)) };
+  }
+
+  /** `commit`: the actors first keep their state as the recovery commit of this step. */
+  private async runParts(parts: MicroBatch[][], trace?: TraceAsk, commit = false): Promise<number> {
     const { plan, options: o } = this;
     const lr = plan.lrAt ? plan.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
     const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0);
+    const keepers = commit ? this.transport!.keepsCommits!(this.group) : null;
+    const epoch = this.training ? this.keeper.cursor.epoch + 1 : undefined;
     const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter,
-      { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace });
+      { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace, skipNonFinite: o.skipNonFinite, epoch,
+        commit: keepers === null ? undefined : keepers === 'shares' ? 'share' : 'whole' });
+    if (r.skipped && !this.skipped.has(this.group.step)) {
+      const what = describeNonFiniteStep(this.group.step, epoch, r.skipped);
+      this.skipped.set(this.group.step, what);
+      console.warn(`chainrule: warning: skipped ${what} (--skip-nonfinite; ${this.skipped.size} skipped so far)`);
+    }
     this.group.step++;
-    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }) };
+    this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }), ...(r.skipped ? { skipped: true } : {}) };
     return r.loss;
   }
 
@@ -189,24 +218,49 @@ export class Coordinator {
   }
 
   /**
-   * Trains for the configured epochs and returns the summary (the `--json` object).
+   * Trains and returns the summary (the `--json` object): up to `options.epochs` epochs, or
+   * with `{ epochs: N }` N more epochs from where training is. Called again, it goes on where
+   * the last call (or the checkpoint resumed) stopped, as one longer run would: the epoch
+   * numbers, the data order (epoch e's shuffle is drawn from (seed, e) alone), the step count
+   * (the learning-rate schedule; a cosine's length stays the one options.epochs gave), the
+   * optimizer's state and early stopping's best so far all go on, so `train()` for 2 epochs
+   * then `train({ epochs: 1 })` ends with the weights of one 3-epoch run. The summary's
+   * `history` holds every epoch since the Coordinator was made; `--log-dir` appends to its
+   * metrics.jsonl and rewrites the summary. A full-batch method trains once.
    * `onStep` and `onEpoch` are awaited; one that throws ends training with its error, the
    * summary so far attached as `err.summary` (written to the log directory too).
+   * @example
+   * const c = new Coordinator({ epochs: 2 });
+   * await c.train();                          // epochs 1-2
+   * const s = await c.train({ epochs: 1 });   // epoch 3; s.history has all three
+   * @throws OptionError when `options.epochs` are done and no `epochs` is given
    */
-  async train(): Promise<TrainSummary> {
+  async train(opts: { epochs?: number } = {}): Promise<TrainSummary> {
+    const more = trainEpochs(opts);
     this.stopping = false;
     const started = performance.now();
-    const log = this.options.logDir ? new RunLog(this.options.logDir) : null;
-    const { plan, meter, keeper, backendName } = this;
-    const host: TrainHost = { plan, meter, keeper, backendName, recoveries: this.recovery?.reports ?? [], group: () => this.group,
-      step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: () => this.evaluate(), confusionMatrix: () => this.confusionMatrix(),
-      save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
+    const log = this.options.logDir ? new RunLog(this.options.logDir, { append: this.history.length > 0 }) : null;
+    const { plan, meter, keeper, backendName, history } = this;
+    const host: TrainHost = { plan, meter, keeper, backendName, history, recoveries: this.recovery?.reports ?? [], skippedSteps: () => this.skipped.size, group: () => this.group,
+      step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: (ds) => this.evaluate(ds), confusionMatrix: () => this.confusionMatrix(),
+      restoreState: (state) => this.restoreState(state), save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
+    this.training = true;
     try {
       await this.open();
-      return await trainRun(host, log, started);
+      return await trainRun(host, log, started, more);
     } finally {
+      this.training = false;
       log?.close();
     }
+  }
+
+  /** Every epoch's report since the Coordinator was made, over every train(). */
+  private readonly history: EpochReport[] = [];
+
+  /** A state put back between steps (early stopping): the actors, and the commit a lost actor would be rebuilt from. */
+  private async restoreState(state: StageState): Promise<void> {
+    await this.group.setState({ ...state, lastStep: this.group.step - 1 });
+    await this.recovery?.take(this.group.step, () => this.group.state());
   }
 
   private stopping = false;

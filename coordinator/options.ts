@@ -45,6 +45,8 @@ interface Def<T> {
   min?: number;
   /** number: strictly above `min` (a positive number is min 0, exclusive). */
   exclusive?: boolean;
+  /** number: strictly below this (a fraction in [0, 1) is min 0, below 1). */
+  below?: number;
   /** The names allowed (strings), from the registry that holds them. */
   choices?: () => readonly string[];
   /** Extra names allowed besides `choices` (e.g. a path for --model). */
@@ -55,6 +57,8 @@ interface Def<T> {
   only?: 'cli' | 'api';
   /** Short flag. */
   short?: string;
+  /** The flag's name when it is not the key in kebab case (`skip-nonfinite`). */
+  flag?: string;
   /** Phantom: the option's TypeScript type. */
   readonly type?: T;
 }
@@ -95,6 +99,9 @@ export const optionTable = {
   seed: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 42, help: 'seeds the initial weights, the shuffling, dropout and augmentation' }),
   evalBatchSize: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 500, min: 1, help: 'samples per evaluation batch' }),
   clipNorm: def<number>({ kind: 'number', group: 'Training', arg: 'X', min: 0, exclusive: true, help: 'clip the global gradient norm (over every stage) to X' }),
+  validationSplit: withDefault<number>({ kind: 'number', group: 'Training', arg: 'F', default: 0, min: 0, below: 1, help: 'hold out the last fraction F of the training set (before shuffling) as a validation set, reported each epoch (valLoss, valAccuracy...); never trained on' }),
+  earlyStop: def<number>({ kind: 'int', group: 'Training', arg: 'PATIENCE', min: 1, help: "stop once the validation loss has not improved for PATIENCE epochs, and restore the best epoch's weights and optimizer state (needs --validation-split)" }),
+  skipNonFinite: def<boolean>({ kind: 'boolean', group: 'Training', flag: 'skip-nonfinite', help: 'skip a step in which a NaN or infinity appears (no update on any stage or replica; counted as skippedSteps, a warning each) instead of stopping the run' }),
   fullBatchSize: def<number>({ kind: 'int', group: 'Training', arg: 'N', min: 1, defaultText: 'all', help: 'full-batch methods: samples per iteration' }),
   iterationsPerEpoch: withDefault<number>({ kind: 'int', group: 'Training', arg: 'N', default: 10, min: 1, help: 'full-batch methods: iterations per reported epoch' }),
 
@@ -118,11 +125,11 @@ export const optionTable = {
   placement: withDefault<string | Transport>({ kind: 'string', group: 'Pipeline', arg: 'KIND', default: 'local', choices: () => Object.keys(transports), help: 'where the stage actors run' }),
   nodes: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'gRPC nodes for --placement grpc (actors placed replica-major, round robin)' }),
   replicas: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'R', default: 1, min: 1, help: 'data-parallel replicas of the pipeline (each takes a shard of every minibatch)' }),
-  stages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'K', default: (o) => (o.partition as number[] | undefined)?.length ?? 1, defaultText: '1', min: 1, help: 'pipeline stages, balanced by parameter count' }),
-  partition: def<number[]>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...', help: 'explicit layers per stage instead' }),
+  stages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'K', default: (o) => (Array.isArray(o.partition) ? o.partition.length : 1), defaultText: '1', min: 1, help: 'pipeline stages, balanced by parameter count' }),
+  partition: def<number[] | 'auto'>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...|auto', accepts: (v) => v === 'auto', help: 'explicit layers per stage instead; auto: balance the stages by measured time (each layer timed for a few passes first)' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
-  commitEvery: def<number>({ kind: 'int', group: 'Pipeline', arg: 'N', min: 0, defaultText: '1 (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery' }),
+  commitEvery: def<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', min: 0, accepts: (v) => v === 'auto', defaultText: 'auto (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery; auto: every step where the actors keep the commits (threads, replicas over several nodes), else as often as costs 5% of the time (at least every 64 steps)' }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
 
@@ -160,7 +167,7 @@ export type CoordinatorOptions = { [K in ApiKey]?: TypeOf<Table[K]> };
 export type ResolvedOptions = CoordinatorOptions & { [K in Defaulted]: TypeOf<Table[K]> };
 type RawOptions = Record<string, unknown>;
 
-const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const kebab = (k: string) => lookup(optionTable as Record<string, Def<unknown>>, k)?.flag ?? k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 export const flagOf = (key: string) => `--${kebab(key)}`;
 const entries = Object.entries(optionTable) as [keyof Table, Def<unknown>][];
 
@@ -178,13 +185,16 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
   const bad = (what: string) => { throw new OptionError(`${where} must be ${what}, got ${describeValue(v)}`); };
   switch (d.kind) {
     case 'int':
+      if (typeof v === 'string' && d.accepts?.(v)) return;
       if (typeof v !== 'number' || !Number.isSafeInteger(v)) bad(d.min === 1 ? 'a positive integer' : d.min === 0 ? 'a non-negative integer' : 'an integer');
       if (d.min !== undefined && (v as number) < d.min) bad(d.min === 1 ? 'a positive integer' : `an integer >= ${d.min}`);
       return;
     case 'number': {
-      const what = d.min === 0 ? (d.exclusive ? 'a positive number' : 'a non-negative number') : d.min !== undefined ? `a number ${d.exclusive ? '>' : '>='} ${d.min}` : 'a finite number';
+      const what = d.below !== undefined ? `a number in ${d.exclusive ? '(' : '['}${d.min ?? '-∞'}, ${d.below})`
+        : d.min === 0 ? (d.exclusive ? 'a positive number' : 'a non-negative number') : d.min !== undefined ? `a number ${d.exclusive ? '>' : '>='} ${d.min}` : 'a finite number';
       if (typeof v !== 'number' || !Number.isFinite(v)) bad(what);
       if (d.min !== undefined && ((v as number) < d.min || (d.exclusive && v === d.min))) bad(what);
+      if (d.below !== undefined && (v as number) >= d.below) bad(what);
       return;
     }
     case 'boolean':
@@ -194,7 +204,8 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
       if (!Array.isArray(v) || v.length === 0 || !v.every((s) => typeof s === 'string' && s.length > 0)) bad('a non-empty list of names');
       return;
     case 'intList':
-      if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isSafeInteger(s) && s > 0)) bad('a list of positive integers');
+      if (typeof v === 'string' && d.accepts?.(v)) return;
+      if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isSafeInteger(s) && s > 0)) bad(`a list of positive integers${d.accepts ? ` or ${d.arg?.split('|')[1]}` : ''}`);
       return;
     case 'columns':
       if (!Array.isArray(v) || v.length === 0 || !v.every((s) => (typeof s === 'string' && s.length > 0) || (Number.isSafeInteger(s) && s >= 0))) {
@@ -238,7 +249,7 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
     raw[k] = typeof d.default === 'function' ? (d.default as (o: RawOptions) => unknown)(raw) : d.default;
   }
   const o = raw as ResolvedOptions;
-  if (o.partition && opts.stages !== undefined && o.partition.length !== o.stages) {
+  if (Array.isArray(o.partition) && opts.stages !== undefined && o.partition.length !== o.stages) {
     throw new OptionError(`${naming('partition')} lists ${o.partition.length} stages but ${naming('stages')} is ${o.stages}`);
   }
   const shards = o.replicas * o.microBatches;
@@ -249,6 +260,9 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
   const scheduleParams = (['gamma', 'stepEpochs', 'minLr', 'warmupSteps'] as const).filter((k) => o[k] !== undefined);
   if (scheduleParams.length > 0 && typeof o.lrSchedule !== 'string') {
     throw new OptionError(`${scheduleParams.map(naming).join(', ')} ${scheduleParams.length > 1 ? 'are' : 'is'} only used with ${naming('lrSchedule')} NAME`);
+  }
+  if (o.earlyStop !== undefined && !(o.validationSplit > 0)) {
+    throw new OptionError(`${naming('earlyStop')} needs ${naming('validationSplit')} F > 0: it watches the loss on the held-out samples`, `set ${naming('validationSplit')} to 0.1, for instance (the last 10% of the training set)`);
   }
   for (const k of ['checkpointEvery', 'keep'] as const) {
     if (opts[k] !== undefined && o.checkpoint === undefined) throw new OptionError(`${naming(k)} is only used with ${naming('checkpoint')} DIR`);
@@ -281,14 +295,14 @@ function fromText(key: string, d: Def<unknown>, text: string): unknown {
     return Number(s);
   };
   switch (d.kind) {
-    case 'int': return int(text);
+    case 'int': return d.accepts?.(text) ? text : int(text);
     case 'number': {
       const x = Number(text);
       if (text.trim() === '' || !Number.isFinite(x)) throw new OptionError(`${flag} must be a number, got '${text}'`);
       return x;
     }
     case 'list': return text.split(',').map((s) => s.trim()).filter(Boolean);
-    case 'intList': return text.split(',').map(int);
+    case 'intList': return d.accepts?.(text) ? text : text.split(',').map(int);
     case 'columns': return text.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
     default: return key === 'labelColumn' && /^\d+$/.test(text) ? Number(text) : text;
   }
@@ -335,7 +349,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new OptionError(`--config ${path}: must hold a JSON object of options, got ${describeValue(json)}`);
   const out: Record<string, unknown> = {};
   for (const [name, v] of Object.entries(json)) {
-    const key = name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const key = entries.find(([k]) => kebab(k) === name)?.[0] ?? name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
     const d = lookup(optionTable as Record<string, Def<unknown>>, key);
     if (!d || d.only !== undefined) throw new OptionError(`--config ${path}: '${name}' is not an option of chainrule train (see chainrule train --help)`);
     // Strings go through the flag's own parsing ("--epochs 3" and "epochs": "3" mean the same).

@@ -2,7 +2,8 @@
  * One pipelined step over every actor: each replica takes its contiguous shard of the
  * minibatch, cut into micro-batches; the stages run the schedule, sum their gradients in
  * micro-batch order and reduce them across replicas among themselves; then the optimizer
- * steps, in the same request when nothing global (a clipping norm) is needed first.
+ * steps, in the same request when nothing global (a clipping norm, the decision to skip a step
+ * with a NaN or infinity) is needed first.
  */
 import { splitMicroBatches, type MicroBatch, type Targets } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
@@ -13,6 +14,7 @@ import { targetsOf } from './evaluate.js';
 import type { StageGroup } from './stage-group.js';
 import type { BubbleMeter } from './summary.js';
 import type { StepTracer } from './trace.js';
+import { NonFiniteError, earliestNonFinite, type NonFiniteAt } from './nonfinite.js';
 
 /** Shard r of the minibatch (`y`: labels or float targets) as micro-batches: parts[r][m]. */
 export function shardMinibatch(x: Tensor, y: Targets, replicas: number, microBatches: number): MicroBatch[][] {
@@ -26,8 +28,17 @@ export interface TraceAsk { tracer: StepTracer; epoch: number }
 /**
  * Runs the schedule on every actor; returns the summed loss of all stages (auxiliary
  * terms included) in (replica, micro-batch) order: the order of one replica with R·M micro-batches.
+ * NaN when a NaN or infinity appeared anywhere in the step (the stages then passed zeros on in
+ * its place, so the loss they computed means nothing): a full-batch minimizer refuses it,
+ * naming its iteration.
  */
-export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk): Promise<number> {
+export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<number> {
+  const r = await runSchedule(group, spec, parts, schedule, meter, optimize, trace, commit);
+  return r.nonFinite ? NaN : r.loss;
+}
+
+/** pipelineStep, with the earliest NaN or infinity of the step returned rather than thrown. */
+async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<{ loss: number; nonFinite: NonFiniteAt | null }> {
   const K = group.stages;
   const tracing = trace?.tracer.wants(group.step) === true;
   const body = (r: number, k: number) => ({
@@ -37,6 +48,7 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
     targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
     optimize,
     ...(tracing ? { trace: true } : {}),
+    ...(commit ? { commit } : {}),
   }) satisfies Partial<Extract<Request, { type: 'runStep' }>>;
   let replies;
   if (tracing) {
@@ -57,7 +69,7 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
   for (let r = 0; r < group.replicas; r++) {
     for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
   }
-  return loss;
+  return { loss, nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names) };
 }
 
 export interface StepPlan {
@@ -67,16 +79,39 @@ export interface StepPlan {
   gradScale: number;
   clipNorm?: number;
   trace?: TraceAsk;
+  /** The actors first keep their state (or each replica its share) as this step's recovery commit. */
+  commit?: 'whole' | 'share';
+  /**
+   * Skip a step with a NaN or infinity (every actor drops it) instead of stopping. The optimizer
+   * then waits for every actor's report: one more round of requests per step, as clipping.
+   */
+  skipNonFinite?: boolean;
+  /** For messages: the epoch (1-based) the step belongs to. */
+  epoch?: number;
 }
 
 /**
  * One optimizer step on one minibatch (sharded already); returns the summed loss, and with
- * clipping the global gradient norm (of the mean gradient, before clipping).
+ * clipping the global gradient norm (of the mean gradient, before clipping). With
+ * `skipNonFinite`, a step in which a NaN or infinity appeared is dropped by every actor and
+ * returned as `skipped` (where it appeared first).
+ * @throws NonFiniteError without `skipNonFinite`
  */
-export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number }> {
+export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number; skipped?: NonFiniteAt }> {
   const { optimizer, lr, clipNorm } = plan;
-  if (clipNorm === undefined) return { loss: await pipelineStep(group, spec, parts, schedule, meter, { optimizer, lr, gradScale: plan.gradScale }, plan.trace) };
-  const loss = await pipelineStep(group, spec, parts, schedule, meter, undefined, plan.trace);
+  const fused = clipNorm === undefined && !plan.skipNonFinite;
+  const { loss, nonFinite } = await runSchedule(group, spec, parts, schedule, meter, fused ? { optimizer, lr, gradScale: plan.gradScale } : undefined, plan.trace, plan.commit);
+  if (nonFinite) {
+    if (!plan.skipNonFinite) throw new NonFiniteError(group.step, plan.epoch, nonFinite);
+    // Decided here, where every actor's report meets: all of them drop the step, or none.
+    await group.all(() => ({ type: 'skipStep' }), 'ok');
+    return { loss, skipped: nonFinite };
+  }
+  if (fused) return { loss };
+  if (clipNorm === undefined) {
+    await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale: plan.gradScale }), 'ok');
+    return { loss };
+  }
   // The global norm needs every stage's share (of the reduced gradients: replica 0's suffice).
   let squares = 0;
   for (let k = 0; k < group.stages; k++) squares += (await group.ask(k, { type: 'gradSquares' }, 'value')).value;

@@ -196,7 +196,8 @@ function targetsFor(spec: ModelSpec, x: Tensor, out: Tensor, data: Dataset | und
 }
 
 /** Times one micro-batch size: per layer forward, first backward, accumulating backward; the loss. */
-function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: number, data: Dataset | undefined, seed: number) {
+/** Each layer's forward and backward (median ms) at micro-batches of `mb`; `helpers`: also V8's helper-thread CPU per pass (300 ms more). */
+export function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: number, data: Dataset | undefined, seed: number, helpers = true) {
   const rng = new Rng(seed);
   const L = model.layers.length;
   const loss = getLoss(spec.loss ?? 'softmaxCrossEntropy');
@@ -247,7 +248,7 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   // V8's helper threads (freeing the tapes' array buffers), per pass: over at least 300 ms of
   // passes, as their clock ticks every 10 ms.
   let helperMs = 0;
-  if (repeats > 0) {
+  if (repeats > 0 && helpers) {
     const h0 = helperCpu();
     const end = now() + 300;
     let passes = 0;

@@ -20,7 +20,7 @@ import type { Schedule } from '../src/wire/index.js';
 import { lookup } from '../src/errors.js';
 import { claimBackend } from '../src/tensor/select.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
-import { getSchedule, schedules as scheduleRegistry } from './schedules/index.js';
+import { getSchedule, schedules as scheduleRegistry, theoreticalBubble as scheduleBubble } from './schedules/index.js';
 import { balancedPartition } from './partition.js';
 import { resolveDataset, resolveModel } from './inputs.js';
 import { OptionError, defaultOptimizer, defaultLr } from './options.js';
@@ -65,6 +65,11 @@ export interface StageCost {
   backwardMs: number;
   /** The step's first backward (zero-filling the gradient buffers). */
   backwardFirstMs: number;
+  /**
+   * The weight-gradient share of a backward (both backward times include it): what a W action
+   * costs in a schedule that splits the backward, whose B then costs the rest. Default 0.
+   */
+  weightMs?: number;
   optimizerMs: number;
   parameters: number;
   /** Bytes of one micro-batch's activation leaving this stage (and of the gradient coming back). */
@@ -113,7 +118,7 @@ export interface Prediction {
   samplesPerSecond: number;
   /** As the runtime's BubbleMeter measures it: 1 − Σ busy / (actors × the slowest actor's wall time). */
   bubble: number;
-  /** GPipe's (K−1)/(M+K−1), for comparison. */
+  /** The schedule's bubble in theory, with equal F, B and W times (1f1b: (K−1)/(M+K−1)), for comparison. */
   theoreticalBubble: number;
   /** Milliseconds of the step in the all-reduce (the slowest actor's), and in the optimizer. */
   allReduceMs: number;
@@ -149,9 +154,17 @@ export function simulateStep(m: StepModel): Prediction {
     yield { wait: [`req:${a}`] };
     yield { mark: 'wall' };
     let firstBackward = true;
+    const split = m.schedule.some((list) => list.some((act) => act.kind === 'W'));
+    const weightMs = split ? (s.weightMs ?? 0) : 0;
     for (const act of m.schedule[k]!) {
       const mb = act.microBatch;
-      if (act.kind === 'F') {
+      if (act.kind === 'W') {
+        // Nobody waits for a weight gradient: local work only.
+        yield { work: m.actionOverheadMs };
+        yield { mark: 'busy' };
+        yield { work: weightMs };
+        yield { mark: 'idle' };
+      } else if (act.kind === 'F') {
         if (k > 0) yield { wait: [`act:${a}:${mb}`] };
         yield { work: m.actionOverheadMs };
         yield { mark: 'busy' };
@@ -162,7 +175,7 @@ export function simulateStep(m: StepModel): Prediction {
         if (k < K - 1) yield { wait: [`grad:${a}:${mb}`] };
         yield { work: m.actionOverheadMs };
         yield { mark: 'busy' };
-        yield { work: firstBackward ? s.backwardFirstMs : s.backwardMs };
+        yield { work: Math.max(0, (firstBackward ? s.backwardFirstMs : s.backwardMs) - weightMs) };
         yield { mark: 'idle' };
         firstBackward = false;
         if (k > 0) yield* send(a - 1, `grad:${a - 1}:${mb}`, m.stage[k - 1]!.outBytes);
@@ -243,7 +256,7 @@ export function simulateStep(m: StepModel): Prediction {
   return {
     config: m.config, actors: A, partition: [], microBatchSize: m.batchSize / (R * M), stepMs,
     samplesPerSecond: stepMs > 0 ? (m.batchSize / stepMs) * 1000 : Infinity,
-    bubble, theoreticalBubble: (K - 1) / (M + K - 1), allReduceMs, optimizerMs,
+    bubble, theoreticalBubble: scheduleBubble(m.config.schedule, K, M), allReduceMs, optimizerMs,
     cpuMs: Object.values(res.threadWorkMs).reduce((x, y) => x + y, 0),
   };
 }
@@ -294,6 +307,10 @@ export function stageCosts(profile: ModelProfile, bounds: number[], mb: number, 
       forwardMs: sum(layers.map((l) => at(l.forwardMs, 'forward'))) + (last ? at(profile.loss.forwardMs, 'loss') : 0),
       backwardMs: sum(layers.map((l) => at(l.backwardMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
       backwardFirstMs: sum(layers.map((l) => at(l.backwardFirstMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
+      // An estimate: the profile times whole backwards. A dense layer's backward is two GEMMs
+      // of one size (dX, dW) but the model's first layer computes no dX; the other layers
+      // compute their weight gradients in B, so their W costs nothing.
+      weightMs: sum(layers.map((l, i) => (l.type !== 'dense' ? 0 : at(l.backwardMs, 'backward') * (bounds[k]! + i === 0 ? 1 : 0.5)))),
       optimizerMs: sum(layers.map((l) => l.optimizerMs)),
       parameters: sum(layers.map((l) => l.parameters)),
       outBytes: mb * layers[layers.length - 1]!.outputSize * 4,

@@ -1,7 +1,7 @@
 /**
- * Surviving the loss of an actor. Every `commitEvery` steps the coordinator takes a commit
- * (every stage's parameters, buffers and optimizer slots, merged by name) and keeps the
- * inputs of the steps since. When a step fails because an actor is gone (a killed or hung
+ * Surviving the loss of an actor. Every `commitEvery` steps a commit is taken (every stage's
+ * parameters, buffers and optimizer slots: kept by the actors where their copies survive a
+ * loss, else fetched by the coordinator) and the inputs of the steps since are kept. When a step fails because an actor is gone (a killed or hung
  * node, a crashed worker thread), it is noticed (a failed request, or a health probe every
  * 0.5 s while the step runs), the run is rebuilt with the lost host replaced (a spare, else
  * this process), restored from the commit, the logged steps are replayed and the failed one
@@ -30,7 +30,7 @@ export interface RecoveryReport {
 /** An error that means an actor is gone (not a bad input): the run can go on without it. */
 export function isActorLoss(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  return typeof code === 'string' && ['NODE_UNREACHABLE', 'WORKER_FAILED', 'DEADLINE_EXCEEDED', 'PEER_TIMEOUT', 'ACTOR_LOST', 'NOT_INITIALIZED', 'UNKNOWN_STAGE', 'GRPC_UNAVAILABLE', 'GRPC_CANCELLED'].includes(code);
+  return typeof code === 'string' && ['NODE_UNREACHABLE', 'NODE_DRAINING', 'WORKER_FAILED', 'DEADLINE_EXCEEDED', 'PEER_TIMEOUT', 'ACTOR_LOST', 'NOT_INITIALIZED', 'UNKNOWN_STAGE', 'GRPC_UNAVAILABLE', 'GRPC_CANCELLED'].includes(code);
 }
 
 export interface Rebuild {
@@ -42,40 +42,107 @@ export interface Rebuild {
   replay(parts: MicroBatch[][]): Promise<void>;
 }
 
+/**
+ * Where commits are kept. 'coordinator': every stage's state is fetched at each commit.
+ * 'actors': the step's own runStep asks the actors to copy their state where they live
+ * (node/commit-store.ts), and only after a loss is it read (`read`), from memory that
+ * outlived the lost actor or from a surviving replica.
+ */
+export type CommitKeeping =
+  | { where: 'coordinator'; state: () => Promise<StageState> }
+  | { where: 'actors'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState> };
+
+/** With `commitEvery: 'auto'`, a fetched commit costs at most this share of the training time... */
+export const AUTO_COMMIT_SHARE = 0.05;
+/** ...and is taken at least this often (the most steps a recovery replays). */
+export const AUTO_COMMIT_MAX_STEPS = 64;
+
 export class Recovery {
-  private commit: { step: number; state: StageState } | null = null;
+  /** `state` null: kept by the actors, read after a loss. */
+  private commit: { step: number; state: StageState | null } | null = null;
+  /** The inputs of the steps since the commit. */
   private log: MicroBatch[][][] = [];
+  /** How long the last fetched commit took, and the steps since it. */
+  private lastTakeMs = 0;
+  private stepMsSince = 0;
   readonly reports: RecoveryReport[] = [];
 
-  constructor(private readonly commitEvery: number, private readonly rebuild: Rebuild) {}
+  /** `commitEvery`: steps between commits, or 'auto': every step where the actors keep them, else as often as costs AUTO_COMMIT_SHARE of the time. */
+  constructor(private readonly commitEvery: number | 'auto', private readonly rebuild: Rebuild) {}
 
-  /** Takes the commit a lost actor is rebuilt from (after the step `step` - 1). */
-  async take(step: number, state: () => Promise<StageState>): Promise<void> {
-    this.commit = { step, state: await state() };
-    this.log = [];
-  }
-
-  /** Runs one step; on the loss of an actor, recovers and runs it again. */
-  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: () => Promise<number>, state: () => Promise<StageState>): Promise<number> {
-    if (!this.commit) await this.take(step, state);
+  /**
+   * Runs one step (`fn(commit)`: with `commit`, its runStep asks the actors to keep a commit
+   * first); on the loss of an actor, recovers and runs it again. A loss while the commit after
+   * the step is taken (the step applied, the node gone before it was read back) is recovered
+   * the same way: the replay runs this step too, then the commit is taken.
+   */
+  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: (commit: boolean) => Promise<number>, keeping: () => CommitKeeping): Promise<number> {
+    const keep = keeping();
+    // The first commit comes from the coordinator in any case: no step has run to carry it.
+    if (!this.commit) await this.take(step, keep.state);
+    // The actors keep a commit at the start of its step; the coordinator takes one right
+    // after the step before (below), so that nothing happening between steps can lose it.
+    const byActors = keep.where === 'actors' && this.dueAt(step, 'actors');
     const t0 = performance.now();
     let loss: number;
     try {
-      loss = await watch(fn(), transport());
+      loss = await watch(fn(byActors), transport());
     } catch (e) {
-      if (!isActorLoss(e) || !this.commit) throw e;
-      const detected = performance.now();
-      const lost = (await transport().probe?.(1_000)) ?? [];
-      const failed = lost.length > 0 ? lost.join(', ') : (e as Error).message;
-      const replacement = await this.rebuild.reopen(lost, this.commit);
-      await this.rebuild.restore(this.commit.state, this.commit.step);
-      for (const logged of this.log) await this.rebuild.replay(logged);
-      this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
-      return this.run(step, parts, transport, fn, state);
+      await this.recover(e, step, t0, transport, keep);
+      return this.run(step, parts, transport, fn, keeping);
     }
+    if (byActors) { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; }
     this.log.push(parts);
-    if ((step + 1) % this.commitEvery === 0) await this.take(step + 1, state);
+    this.stepMsSince += performance.now() - t0;
+    if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) {
+      try {
+        await this.take(step + 1, keep.state);
+      } catch (e) {
+        await this.recover(e, step, t0, transport, keep);
+        await this.take(step + 1, keep.state);
+      }
+    }
     return loss;
+  }
+
+  /** Whether the commit before step `step` is due. */
+  private dueAt(step: number, where: CommitKeeping['where']): boolean {
+    const since = step - this.commit!.step;
+    if (since <= 0) return false;
+    if (this.commitEvery !== 'auto') return step % this.commitEvery === 0;
+    if (where === 'actors') return true;
+    // A fetched commit moves every stage's state through the coordinator: taken once the
+    // steps since have run long enough that it costs at most its share of the time.
+    return since >= AUTO_COMMIT_MAX_STEPS || this.lastTakeMs <= AUTO_COMMIT_SHARE * this.stepMsSince;
+  }
+
+  /**
+   * Takes the commit a lost actor is rebuilt from (the state before step `step`), here; also
+   * after a state is set between steps (early stopping's restore), which no earlier commit holds.
+   */
+  async take(step: number, state: () => Promise<StageState>): Promise<void> {
+    const t0 = performance.now();
+    this.commit = { step, state: await state() };
+    this.log = [];
+    this.lastTakeMs = performance.now() - t0;
+    this.stepMsSince = 0;
+  }
+
+  /** Rebuilds the run at the last commit and replays the logged steps; rethrows what is not the loss of an actor. */
+  private async recover(e: unknown, step: number, t0: number, transport: () => Transport, keep: CommitKeeping): Promise<void> {
+    if (!isActorLoss(e) || !this.commit) throw e;
+    const detected = performance.now();
+    const lost = (await transport().probe?.(1_000)) ?? [];
+    const failed = lost.length > 0 ? `${lost.join(', ')}: ${(e as Error).message}` : (e as Error).message;
+    if (this.commit.state === null) {
+      if (keep.where !== 'actors') throw e;
+      this.commit.state = await keep.read(this.commit.step, lost);
+    }
+    const commit = { step: this.commit.step, state: this.commit.state };
+    const replacement = await this.rebuild.reopen(lost, commit);
+    await this.rebuild.restore(commit.state, commit.step);
+    for (const logged of this.log) await this.rebuild.replay(logged);
+    this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
   }
 }
 
@@ -90,7 +157,7 @@ async function watch<T>(step: Promise<T>, transport: Transport): Promise<T> {
       if (stopped) return;
       const down = await probe(1_000).catch(() => []);
       if (stopped) return;
-      if (down.length > 0) reject(new ChainruleError('ACTOR_LOST', `no answer from ${down.join(', ')} within 1 s`, { user: false }));
+      if (down.length > 0) reject(new ChainruleError('ACTOR_LOST', `no healthy answer from ${down.join(', ')} within 1 s (down, hung or draining)`, { user: false }));
       else timer = setTimeout(tick, 500);
     };
     timer = setTimeout(tick, 500);

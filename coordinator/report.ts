@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { RunLogError, runLogFiles, type RunRecord } from './run-log.js';
 import type { EpochReport, TrainSummary } from './summary.js';
 import type { ChromeTrace, TraceEvent } from './trace.js';
+import { bubbleFormula } from './schedules/index.js';
 
 export interface RunLogContents {
   dir: string;
@@ -90,8 +91,9 @@ const pct = (x: number | null | undefined, digits = 1) => (typeof x === 'number'
 const num = (x: unknown, digits = 4) => (typeof x === 'number' && Number.isFinite(x) ? (Number.isInteger(x) ? String(x) : x.toFixed(digits)) : x === null || x === undefined ? '–' : esc(typeof x === 'object' ? JSON.stringify(x) : x));
 
 export const kindColors: Record<string, string> = {
-  forward: '#4e79a7', backward: '#f28e2b', wait: '#d9d9d9', send: '#b07aa1', reduce: '#e15759', optimizer: '#59a14f',
+  forward: '#4e79a7', backward: '#f28e2b', weight: '#edc948', wait: '#d9d9d9', send: '#b07aa1', reduce: '#e15759', optimizer: '#59a14f',
 };
+const kindLetter: Record<string, string> = { forward: 'F', backward: 'B', weight: 'W' };
 
 /** About `count` round tick values covering [lo, hi]. */
 function ticks(lo: number, hi: number, count = 5): number[] {
@@ -186,7 +188,7 @@ function timeline(c: RunLogContents): string {
       const [yy, hh] = kind === 'send' ? [y + barH + 1, 4] : [y, barH];
       const mb = (e.args as { microBatch?: number } | undefined)?.microBatch ?? -1;
       parts.push(`<rect class="span ${esc(kind)}" data-kind="${esc(kind)}" x="${x.toFixed(2)}" y="${yy}" width="${w.toFixed(2)}" height="${hh}" fill="${kindColors[kind] ?? '#999'}"><title>${esc(`${name}: ${e.name} — ${(e.dur / 1000).toFixed(3)} ms`)}</title></rect>`);
-      if (kind !== 'send' && kind !== 'wait' && mb >= 0 && w > 14) parts.push(`<text class="mb" x="${(x + w / 2).toFixed(2)}" y="${y + barH / 2 + 4}" text-anchor="middle">${kind === 'forward' ? 'F' : 'B'}${mb}</text>`);
+      if (kindLetter[kind] && mb >= 0 && w > 14) parts.push(`<text class="mb" x="${(x + w / 2).toFixed(2)}" y="${y + barH / 2 + 4}" text-anchor="middle">${kindLetter[kind]}${mb}</text>`);
     }
     parts.push('</g>');
   }
@@ -194,7 +196,9 @@ function timeline(c: RunLogContents): string {
   parts.push(`<line class="axis" x1="${L}" x2="${W - R}" y1="${axisY}" y2="${axisY}"/>`);
   for (const t of ticks(0, (t1 - t0) / 1000, 8)) parts.push(`<text class="tick" x="${sx(t0 + t * 1000).toFixed(1)}" y="${axisY + 14}" text-anchor="middle">${esc(t)}</text>`);
   parts.push(`<text class="label" x="${(L + W - R) / 2}" y="${axisY + 29}" text-anchor="middle">ms from the coordinator's send</text></svg>`);
-  const legend = Object.entries(kindColors).map(([k, col]) => `<span class="key"><i style="background:${col}"></i>${k === 'wait' ? 'receive (wait)' : k}</span>`).join('');
+  // The weight key only where W spans are (zero-bubble schedules): elsewhere B includes it.
+  const kinds = new Set(own.map((e) => e.cat));
+  const legend = Object.entries(kindColors).filter(([k]) => k !== 'weight' || kinds.has('weight')).map(([k, col]) => `<span class="key"><i style="background:${col}"></i>${k === 'wait' ? 'receive (wait)' : k === 'weight' ? 'weight gradient (W)' : k}</span>`).join('');
   const offsets = trace?.otherData?.offsets ?? [];
   const applied = offsets.filter((o) => o.applied).length;
   const caption = step === null
@@ -211,8 +215,8 @@ function bubble(c: RunLogContents): string {
   const epochRows = perEpoch.map((e) => `<tr><td>${e.epoch}</td><td>${pct(e.bubbleFraction)}</td></tr>`).join('');
   return `<section id="bubble"><h2>Bubble: measured vs theoretical</h2>
 ${bar('measured-bubble', 'measured', s.bubbleFraction, '#e15759')}
-${bar('theoretical-bubble', `theoretical (K−1)/(M+K−1), K=${s.stages}, M=${s.microBatches}`, s.theoreticalBubbleFraction, '#bab0ac')}
-<p class="note">Measured: the share of actor time in the run's steps not spent computing (forward, backward, replica reduce), against each step's slowest actor — the summary's <code>bubbleFraction</code>. The theory counts only pipeline fill and drain; the measurement adds transfer, waiting on a slower stage and the coordinator's round trip.</p>
+${bar('theoretical-bubble', `theoretical ${bubbleFormula(s.schedule)}, K=${s.stages}, M=${s.microBatches}`, s.theoreticalBubbleFraction, '#bab0ac')}
+<p class="note">Measured: the share of actor time in the run's steps not spent computing (forward, backward, weight gradient, replica reduce), against each step's slowest actor — the summary's <code>bubbleFraction</code>. The theory counts only pipeline fill and drain; the measurement adds transfer, waiting on a slower stage and the coordinator's round trip.</p>
 ${epochRows ? `<table class="small"><tr><th>epoch</th><th>measured bubble</th></tr>${epochRows}</table>` : ''}</section>`;
 }
 

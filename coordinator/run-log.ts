@@ -50,10 +50,11 @@ export type StepLine = StepInfo & { stepMs: number };
 export class RunLog {
   private fd: number | null;
 
-  constructor(readonly dir: string) {
+  /** `append`: go on with metrics.jsonl (a Coordinator's train() called again) instead of starting it anew. */
+  constructor(readonly dir: string, opts: { append?: boolean } = {}) {
     try {
       mkdirSync(dir, { recursive: true });
-      this.fd = openSync(join(dir, runLogFiles.metrics), 'w');
+      this.fd = openSync(join(dir, runLogFiles.metrics), opts.append ? 'a' : 'w');
     } catch (e) {
       throw new RunLogError('WRITE_FAILED', `--log-dir ${dir}: cannot create the run log: ${(e as Error).message}`);
     }

@@ -8,20 +8,26 @@
  * const plan = planRun({ model: 'mlp', dataset: 'mnist', stages: 2 });
  * plan.bounds   // stage k runs the layers [bounds[k], bounds[k+1])
  */
-import { fitTransform, applyTransform, validateAugmentOptions, type AugmentOptions, type TransformSpec } from '../src/data/index.js';
+import { fitTransform, applyTransform, validateAugmentOptions, type AugmentOptions, type Dataset, type TransformSpec } from '../src/data/index.js';
 import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, createLrSchedule, fullBatchMethods, type LrSchedule, type LrScheduleSpec, type OptimizerSpec } from '../src/optim/index.js';
 import type { Schedule } from '../src/wire/index.js';
 import { lookup } from '../src/errors.js';
 import { getSchedule, validateSchedule } from './schedules/index.js';
 import { balancedPartition, explicitPartition } from './partition.js';
+import { timedPartition, type TimedPartition } from './partition-auto.js';
+import { AUTO_COMMIT_MAX_STEPS } from './recovery.js';
 import { resolveDataset, resolveModel, type DataSplit } from './inputs.js';
 import { OptionError, resolveOptions, optimizerSpecOf, lrScheduleOf, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 import { checkModelFitsData } from './fit.js';
+import { holdOut } from './validation.js';
 
 export interface RunPlan {
   readonly options: ResolvedOptions;
+  /** The training split without its held-out part, and the test split. */
   readonly data: DataSplit;
+  /** The last `validationSplit` of the training set (transformed as the rest), or null. */
+  readonly validation: Dataset | null;
   readonly spec: ModelSpec;
   readonly transformSpec: TransformSpec | undefined;
   readonly optimizerSpec: OptimizerSpec;
@@ -33,13 +39,17 @@ export interface RunPlan {
   /** Stage k runs the layers [bounds[k], bounds[k+1]). */
   readonly bounds: number[];
   readonly stages: number;
+  /** With `--partition auto`: the measured layer costs behind the cut. */
+  readonly timedPartition: TimedPartition | null;
   /** Parameters per stage, from the spec and the partition. */
   readonly stageParameters: number[];
   readonly stepsPerEpoch: number;
   readonly schedulePlan: Schedule;
   readonly augment: Required<AugmentOptions> | null;
   /** Steps between the commits a lost actor is rebuilt from; 0: no recovery (local placement by default, full-batch methods). */
-  readonly commitEvery: number;
+  readonly commitEvery: number | 'auto';
+  /** The most steps a recovery's commit can lag behind (0: no recovery). */
+  readonly commitLag: number;
   readonly placementName: string;
 }
 
@@ -50,36 +60,44 @@ export function planRun(opts: CoordinatorOptions = {}): RunPlan {
   const given = Object.values(augment).some((v) => v !== undefined);
   const augmentation = given ? validateAugmentOptions(Object.fromEntries(Object.entries(augment).filter(([, v]) => v !== undefined))) : null;
   let data = typeof o.dataset === 'string' ? resolveDataset(o.dataset, { labelColumn: o.labelColumn, targetColumns: o.targetColumns, seed: o.seed }) : o.dataset;
+  // Held out before the transform is fitted: no statistic of the validation samples reaches the model.
+  const held = holdOut(data.train, o.validationSplit, o.batchSize);
+  if (held.validation) data = { train: held.train, test: data.test };
+  let validation = held.validation;
   let transformSpec: TransformSpec | undefined;
   if (o.transform !== 'none') {
-    // Statistics from the training split only; the test split reuses them.
+    // Statistics from the training split only; the test and validation splits reuse them.
     transformSpec = fitTransform(o.transform, data.train);
     data = { train: applyTransform(transformSpec, data.train), test: applyTransform(transformSpec, data.test) };
+    if (validation) validation = applyTransform(transformSpec, validation);
   }
   if (o.batchSize > data.train.size) throw new OptionError(`options.batchSize ${o.batchSize} is larger than the training set (${data.train.size} samples)`);
   const spec = resolveModel(o.model, data);
-  checkModelFitsData(spec, [data.train, data.test], typeof o.model === 'string' ? o.model : 'model spec');
+  checkModelFitsData(spec, [data.train, data.test, ...(validation ? [validation] : [])], typeof o.model === 'string' ? o.model : 'model spec');
   const optimizerSpec = optimizerSpecOf(o);
   const fullBatch = lookup(fullBatchMethods, optimizerSpec.type) ? optimizerSpec.type : null;
   if (!fullBatch) createOptimizer(optimizerSpec); // validates the hyperparameters now
-  if (fullBatch && (o.checkpoint || o.resume)) {
-    throw new OptionError(`options.${o.checkpoint ? 'checkpoint' : 'resume'} is not supported with the full-batch optimizer ${fullBatch}`);
+  if (fullBatch && (o.checkpoint || o.resume || o.earlyStop)) {
+    throw new OptionError(`options.${o.checkpoint ? 'checkpoint' : o.resume ? 'resume' : 'earlyStop'} is not supported with the full-batch optimizer ${fullBatch}`);
   }
   const stepsPerEpoch = Math.floor(data.train.size / o.batchSize);
   const schedule = lrScheduleOf(o);
   const lrSchedule = schedule ? schedule(o.epochs * stepsPerEpoch) : null;
   const lrAt = lrSchedule ? createLrSchedule(lrSchedule) : null;
   const counts = layerParameterCounts(spec);
-  const bounds = o.partition ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
+  const timed = o.partition === 'auto' && o.stages > 1 && !fullBatch
+    ? timedPartition(spec, o.stages, { microBatch: o.batchSize / (o.replicas * o.microBatches), microBatches: o.microBatches, optimizer: optimizerSpec, layerParameters: counts, data: data.train, seed: o.seed, backend: o.backend })
+    : null;
+  const bounds = timed ? timed.bounds : Array.isArray(o.partition) ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
   const stages = bounds.length - 1;
   const stageParameters = bounds.slice(1).map((end, k) => counts.slice(bounds[k], end).reduce((a, b) => a + b, 0));
   const schedulePlan = getSchedule(o.schedule)(stages, o.microBatches);
   validateSchedule(schedulePlan, stages, o.microBatches);
   const placementName = typeof o.placement === 'string' ? o.placement : o.placement.kind;
-  const commitEvery = o.commitEvery ?? (o.placement === 'local' ? 0 : 1);
+  const commitEvery = fullBatch ? 0 : o.commitEvery ?? (o.placement === 'local' ? 0 : 'auto');
   if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${placementName})`);
   return {
-    options: o, data, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
-    bounds, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery: fullBatch ? 0 : commitEvery, placementName,
+    options: o, data, validation, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
+    bounds, timedPartition: timed, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery, commitLag: commitEvery === 'auto' ? AUTO_COMMIT_MAX_STEPS : commitEvery, placementName,
   };
 }

@@ -110,18 +110,9 @@ export class StageGroup {
 
   /** Every stage's state (parameters, buffers, optimizer slots) merged by name: independent of the layout. */
   async state(): Promise<StageState> {
-    const merged: StageState = { params: {}, buffers: {}, optimizer: null, lastStep: -1 };
-    for (let k = 0; k < this.stages; k++) {
-      const st = (await this.ask(k, { type: 'getState' }, 'state')).state;
-      Object.assign(merged.params, st.params);
-      Object.assign(merged.buffers, st.buffers);
-      merged.lastStep = Math.max(merged.lastStep, st.lastStep);
-      if (st.optimizer) {
-        merged.optimizer ??= { type: st.optimizer.type, t: st.optimizer.t, slots: {} };
-        Object.assign(merged.optimizer.slots, st.optimizer.slots);
-      }
-    }
-    return merged;
+    const states: StageState[] = [];
+    for (let k = 0; k < this.stages; k++) states.push((await this.ask(k, { type: 'getState' }, 'state')).state);
+    return mergeStates(states);
   }
 
   /** Restores a merged state into every actor, each taking its own stage's share. */
@@ -140,4 +131,19 @@ export class StageGroup {
       };
     }, 'ok');
   }
+}
+
+/** Stage states merged by name (a state independent of the layout that held it). */
+export function mergeStates(states: readonly StageState[]): StageState {
+  const merged: StageState = { params: {}, buffers: {}, optimizer: null, lastStep: -1 };
+  for (const st of states) {
+    Object.assign(merged.params, st.params);
+    Object.assign(merged.buffers, st.buffers);
+    merged.lastStep = Math.max(merged.lastStep, st.lastStep);
+    if (st.optimizer) {
+      merged.optimizer ??= { type: st.optimizer.type, t: st.optimizer.t, slots: {} };
+      Object.assign(merged.optimizer.slots, st.optimizer.slots);
+    }
+  }
+  return merged;
 }

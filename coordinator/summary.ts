@@ -4,6 +4,7 @@ import type { Metrics } from '../src/nn/index.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import type { RecoveryReport } from './recovery.js';
 import { chainruleVersion } from './saved-model.js';
+import { theoreticalBubble as scheduleBubble } from './schedules/index.js';
 
 export interface StepInfo {
   /** Steps done so far in this run (1 after the first). */
@@ -32,6 +33,16 @@ export interface EpochReport {
   testMae: number | null;
   /** Multi-label (loss bce): share of right label decisions (sigmoid > 0.5); else null. */
   testLabelAccuracy: number | null;
+  /**
+   * With validationSplit: the loss and metrics on the held-out samples, as the test ones
+   * (accuracy for classifiers, MSE/MAE for regression, label accuracy for multi-label; the
+   * others null). Absent without a validation set.
+   */
+  valLoss?: number;
+  valAccuracy?: number | null;
+  valMse?: number | null;
+  valMae?: number | null;
+  valLabelAccuracy?: number | null;
   samplesPerSecond: number;
   droppedSamples: number;
   seconds: number;
@@ -56,8 +67,19 @@ export function testMetrics(m: Metrics): Pick<EpochReport, 'testMse' | 'testMae'
   return { testMse: m.mse, testMae: m.mae, testLabelAccuracy: m.labelAccuracy };
 }
 
-/** The last epoch's losses and metrics; samplesPerSecond over the run, droppedSamples over every epoch. */
-type EpochFigures = Pick<EpochReport, 'trainLoss' | 'testLoss' | 'testAccuracy' | 'testMse' | 'testMae' | 'testLabelAccuracy' | 'samplesPerSecond' | 'droppedSamples'>;
+/** The validation figures an EpochReport carries, from an evaluation of the held-out samples. */
+export function valMetrics(ev: Metrics & { loss: number }): Required<Pick<EpochReport, ValKey>> {
+  return { valLoss: ev.loss, valAccuracy: ev.accuracy, valMse: ev.mse, valMae: ev.mae, valLabelAccuracy: ev.labelAccuracy };
+}
+
+type ValKey = 'valLoss' | 'valAccuracy' | 'valMse' | 'valMae' | 'valLabelAccuracy';
+const VAL_KEYS: readonly ValKey[] = ['valLoss', 'valAccuracy', 'valMse', 'valMae', 'valLabelAccuracy'];
+
+/**
+ * The last epoch's losses and metrics (with early stopping: the best epoch's, whose weights the
+ * run ends with); samplesPerSecond over the run, droppedSamples over every epoch.
+ */
+type EpochFigures = Pick<EpochReport, 'trainLoss' | 'testLoss' | 'testAccuracy' | 'testMse' | 'testMae' | 'testLabelAccuracy' | ValKey | 'samplesPerSecond' | 'droppedSamples'>;
 
 export interface TrainSummary extends EpochFigures {
   epochs: number;
@@ -67,6 +89,8 @@ export interface TrainSummary extends EpochFigures {
   replicas: number;
   stages: number;
   partition: number[];
+  /** With `--partition auto`: each stage's measured compute per step (ms) under the cut, and under the cut by parameters. */
+  timedPartition?: { stageMs: number[]; byParameters: { partition: number[]; stageMs: number[] } };
   microBatches: number;
   schedule: string;
   bubbleFraction: number;
@@ -85,6 +109,8 @@ export interface TrainSummary extends EpochFigures {
   transform?: TransformSpec;
   /** Each lost actor the run survived: what, when, how long detection and recovery took, steps replayed. */
   recoveries: RecoveryReport[];
+  /** Steps dropped by every actor because a NaN or infinity appeared in them (skipNonFinite). */
+  skippedSteps: number;
   /** Every epoch's report, in order. */
   history: EpochReport[];
   /** From train() to the summary, opening the actors included. */
@@ -94,11 +120,16 @@ export interface TrainSummary extends EpochFigures {
   resumedFrom?: ResumedFrom;
   /** Set when the run was stopped early (Coordinator.stop, Ctrl-C): after which step, and the checkpoint written then. */
   stopped?: { step: number; checkpoint: string | null };
+  /**
+   * Set when early stopping ended the run: the epoch it stopped after, and the best epoch
+   * (lowest validation loss), whose weights, buffers and optimizer state the run ends with.
+   */
+  stoppedEarly?: { epoch: number; bestEpoch: number; bestValLoss: number };
 }
 
 /** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */
 export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'partition' | 'microBatches' | 'schedule'
-  | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries'>
+  | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries' | 'skippedSteps'>
   & { history: readonly EpochReport[]; started: number; resumedFrom: ResumedFrom | null };
 
 /**
@@ -111,30 +142,46 @@ export function summarize(
 ): TrainSummary {
   return {
     epochs: run.epochs, trainLoss: last.trainLoss, testLoss: last.testLoss, testAccuracy: last.testAccuracy,
-    testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy, samplesPerSecond,
+    testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy,
+    ...Object.fromEntries(VAL_KEYS.filter((k) => last[k] !== undefined).map((k) => [k, last[k]])), samplesPerSecond,
     droppedSamples: droppedPerEpoch * run.epochs, droppedPerEpoch, weightsSha256: run.weightsSha256,
     placement: run.placement, replicas: run.replicas, stages: run.stages, partition: run.partition,
     microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
-    theoreticalBubbleFraction: theoreticalBubble(run.stages, run.microBatches),
+    // (A full-batch run's extra gives its own: its micro-batch count is not the option's.)
+    theoreticalBubbleFraction: extra.theoreticalBubbleFraction ?? theoreticalBubble(run.stages, run.microBatches, run.schedule),
     backend: run.backend, backendKernel: run.backend === 'native' ? nativeKernel() : null,
     optimizer: run.optimizer, seed: run.seed, batchSize: run.batchSize, lr: run.lr,
-    parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, ...extra,
+    parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, skippedSteps: run.skippedSteps, ...extra,
     history: [...run.history], wallSeconds: (performance.now() - run.started) / 1000,
     versions: { chainrule: chainruleVersion(), node: process.versions.node },
     ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),
   };
 }
 
+const fmt = (v: number) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toFixed(4));
+
 /** The regression and multi-label part of a progress line: `  test mse 0.0123  mae 0.0871`, `  label acc 93.10%`, or ''. */
 export function metricsText(r: Pick<EpochReport, 'testMse' | 'testMae' | 'testLabelAccuracy'>): string {
-  const fmt = (v: number) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toFixed(4));
   return (r.testMse === null || r.testMse === undefined ? '' : `  test mse ${fmt(r.testMse)}  mae ${fmt(r.testMae ?? NaN)}`)
     + (r.testLabelAccuracy === null || r.testLabelAccuracy === undefined ? '' : `  label acc ${(r.testLabelAccuracy * 100).toFixed(2)}%`);
 }
 
-/** GPipe's bubble: the share of stage time idle while the pipeline fills and drains. */
-export function theoreticalBubble(stages: number, microBatches: number): number {
-  return (stages - 1) / (microBatches + stages - 1);
+/** The validation part of a progress line: `  val loss 0.3120  val acc 91.25%` (or val mse/mae, label acc), or ''. */
+export function valText(r: Pick<EpochReport, ValKey>): string {
+  if (r.valLoss === undefined) return '';
+  return `  val loss ${fmt(r.valLoss)}`
+    + (r.valAccuracy === null || r.valAccuracy === undefined ? '' : `  val acc ${(r.valAccuracy * 100).toFixed(2)}%`)
+    + (r.valMse === null || r.valMse === undefined ? '' : `  val mse ${fmt(r.valMse)}  mae ${fmt(r.valMae ?? NaN)}`)
+    + (r.valLabelAccuracy === null || r.valLabelAccuracy === undefined ? '' : `  val label acc ${(r.valLabelAccuracy * 100).toFixed(2)}%`);
+}
+
+/**
+ * The schedule's bubble in theory (GPipe's when none is named): the share of stage time idle
+ * while the pipeline fills and drains, with equal forward, backward and weight-gradient times.
+ * @example theoreticalBubble(2, 8, 'zb-h1') // 1/25, against 1/9 for '1f1b'
+ */
+export function theoreticalBubble(stages: number, microBatches: number, schedule = 'gpipe'): number {
+  return scheduleBubble(schedule, stages, microBatches);
 }
 
 /** Totals of a BubbleMeter at one moment (to measure the bubble between two moments). */

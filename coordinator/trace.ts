@@ -1,6 +1,7 @@
 /**
  * The measured pipeline timeline: the spans every actor records of a traced step (its
- * forward, backward, send, receive wait, replica reduce and optimizer per micro-batch),
+ * forward, backward, weight gradient (the W actions of a zero-bubble schedule), send,
+ * receive wait, replica reduce and optimizer per micro-batch),
  * aligned on one clock and written in the Chrome trace event format (Perfetto, chrome://tracing).
  *
  * Clocks: each actor stamps its spans with `performance.timeOrigin + performance.now()`
@@ -68,7 +69,7 @@ export interface ChromeTrace {
 }
 
 /** The tracks of one actor, in display order; a track with overlapping spans gets more lanes. */
-const trackOf: Record<SpanKind, string> = { forward: 'compute', backward: 'compute', optimizer: 'compute', wait: 'wait', send: 'send', reduce: 'reduce' };
+const trackOf: Record<SpanKind, string> = { forward: 'compute', backward: 'compute', weight: 'compute', optimizer: 'compute', wait: 'wait', send: 'send', reduce: 'reduce' };
 const trackOrder = ['compute', 'wait', 'send', 'reduce'];
 /** tid = track index × LANES + lane + 1. */
 const LANES = 1000;

@@ -246,6 +246,17 @@ static napi_value js_sum_cols(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_all_finite(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "allFinite", 2)) return NULL;
+  long n = count(&c, 1);
+  const float *x = f32(&c, 0, (size_t)n, 0);
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_get_boolean(env, cr_all_finite(x, n) != 0, &r);
+  return r;
+}
+
 static napi_value js_sum_all(napi_env env, napi_callback_info info) {
   call_t c;
   if (!start(&c, env, info, "sumAll", 2)) return NULL;
@@ -444,6 +455,7 @@ NAPI_MODULE_INIT() {
     { "binary", NULL, js_binary, NULL, NULL, NULL, napi_enumerable, NULL },
     { "unary", NULL, js_unary, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sumAll", NULL, js_sum_all, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "allFinite", NULL, js_all_finite, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sumRows", NULL, js_sum_rows, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sumCols", NULL, js_sum_cols, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sgd", NULL, js_sgd, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -6,6 +6,8 @@
  */
 #include "kernels.h"
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 /* AVX2 and AVX-512 copies of the streaming loops, picked at load time by the CPU (GCC's
  * function multiversioning). The same IEEE operations in wider registers: the bits do not change. */
@@ -76,6 +78,18 @@ CR_CLONES void cr_unary(int kind, const float *x, float *out, long n) {
       }
       break;
   }
+}
+
+/* NaN and ±Infinity are the floats whose exponent bits are all set. Integer tests, so the loop
+ * vectorizes without reassociating any float arithmetic; memcpy reads the bits without aliasing. */
+CR_CLONES int cr_all_finite(const float *x, long n) {
+  uint32_t bad = 0;
+  for (long i = 0; i < n; i++) {
+    uint32_t v;
+    memcpy(&v, x + i, sizeof v);
+    bad |= (v & 0x7f800000u) == 0x7f800000u;
+  }
+  return bad == 0;
 }
 
 float cr_sum_all(const float *x, long n) {

@@ -53,6 +53,8 @@ float cr_sum_all(const float *x, long n);
 void cr_sum_rows(const float *x, long rows, long cols, float *out);
 /* out[i] = Σ_j x[i·cols + j] (double accumulator, as the reference). */
 void cr_sum_cols(const float *x, long rows, long cols, float *out);
+/* 1 when no element of x is NaN or ±Infinity, else 0. */
+int cr_all_finite(const float *x, long n);
 
 /* Optimizer updates, PyTorch's formulas as in src/optim; g is scaled by `scale` (rounded to float32) first. */
 void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd);

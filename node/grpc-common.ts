@@ -105,17 +105,30 @@ export function unary(client: StageServiceClient, address: string, method: 'Call
   });
 }
 
+/** What a node's health service says; `unreachable` for no answer at all. */
+export type HealthStatus = 'SERVING' | 'NOT_SERVING' | 'UNKNOWN' | 'unreachable';
+
 /**
- * Asks the node's standard health service (grpc.health.v1) whether it serves, on the client's
- * own channel; resolves false on any failure or no answer within `timeoutMs` (a hung process
- * keeps its socket open but answers nothing).
+ * Asks the node's standard health service (grpc.health.v1) how it serves, on the client's own
+ * channel; `unreachable` on any failure or no answer within `timeoutMs` (a hung process keeps
+ * its socket open but answers nothing). A draining node answers NOT_SERVING.
  */
-export function healthy(client: StageServiceClient, timeoutMs: number): Promise<boolean> {
+export function healthStatus(client: StageServiceClient, timeoutMs: number): Promise<HealthStatus> {
   return new Promise((resolve) => {
-    // HealthCheckRequest { service: "" } encodes as zero bytes; any answer is a live node.
+    // HealthCheckRequest { service: "" } encodes as zero bytes; the response is field 1, the
+    // status enum (a varint): absent for UNKNOWN, 08 01 for SERVING, 08 02 for NOT_SERVING.
     client.makeUnaryRequest('/grpc.health.v1.Health/Check', () => Buffer.alloc(0), (b: Buffer) => b, {}, { deadline: new Date(Date.now() + timeoutMs) },
-      (err: grpc.ServiceError | null) => resolve(err === null));
+      (err: grpc.ServiceError | null, b?: Buffer) => {
+        if (err) { resolve('unreachable'); return; }
+        const status = b && b.length >= 2 && b[0] === 0x08 ? b[1] : 0;
+        resolve(status === 1 ? 'SERVING' : status === 2 ? 'NOT_SERVING' : 'UNKNOWN');
+      });
   });
+}
+
+/** Whether the node answers its health check with SERVING (false for a draining, hung or dead one). */
+export async function healthy(client: StageServiceClient, timeoutMs: number): Promise<boolean> {
+  return (await healthStatus(client, timeoutMs)) === 'SERVING';
 }
 
 /** Resolves when the client's channel is connected, or rejects naming the node. */

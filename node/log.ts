@@ -7,7 +7,7 @@
  */
 export type LogSink = (line: string) => void;
 
-export type LogKind = 'listening' | 'connection' | 'run' | 'refused' | 'error' | 'warning';
+export type LogKind = 'listening' | 'connection' | 'run' | 'refused' | 'error' | 'warning' | 'draining' | 'stopped';
 
 /** Refusals are what a stranger can provoke at will: at most this many lines per window. */
 const REFUSALS_PER_WINDOW = 100;

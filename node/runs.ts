@@ -100,6 +100,11 @@ export class RunTable {
     return run;
   }
 
+  /** Every actor of every open run. */
+  *actors(): IterableIterator<StageActor> {
+    for (const r of this.runs.values()) yield* r.actors.values();
+  }
+
   /** Whether an open run was opened with this token. */
   heldBy(token: TokenId): boolean {
     for (const r of this.runs.values()) if (r.token !== null && sameToken(r.token, token)) return true;

@@ -18,7 +18,9 @@ import { NodeLog, stderrSink, type LogSink } from './log.js';
 import { RunTable, releaseActor, shortRun, type Run } from './runs.js';
 import { NodeGuard, isRefusal, type Caller, type Refusal } from './guard.js';
 import { codeOf, isOurError } from './internal.js';
+import { InFlight, drain, drainingError, type DrainOutcome } from './drain.js';
 import { startHealthPort } from './health-port.js';
+import { DEFAULT_MAX_PARAMS } from './caps.js';
 import { SecurityError, TLS_FILES, TokenSet, clientCredentials, isLoopback, loadTls, readableByOthers, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
 
 export interface NodeOptions {
@@ -42,6 +44,11 @@ export interface NodeOptions {
   maxRuns?: number;
   /** Close a run whose coordinator has made no call for this long (default 10 min). */
   runTimeoutMs?: number;
+  /**
+   * Parameters one configure may make this node allocate, and all its actors hold together
+   * (default DEFAULT_MAX_PARAMS, 2^28); a larger model is refused naming its largest layer.
+   */
+  maxParams?: number;
   /** Where the node's log lines go (default stderr; false: nowhere). */
   log?: LogSink | false;
   /**
@@ -52,7 +59,10 @@ export interface NodeOptions {
 }
 
 function checkOptions(opts: NodeOptions): void {
-  const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs, healthPort } = opts;
+  const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs, maxParams, healthPort } = opts;
+  if (maxParams !== undefined && !(Number.isSafeInteger(maxParams) && maxParams >= 1)) {
+    throw new RangeError(`options.maxParams must be a positive integer, got ${JSON.stringify(maxParams)}`);
+  }
   if (maxRuns !== undefined && !(maxRuns === Infinity || (Number.isSafeInteger(maxRuns) && maxRuns >= 1))) {
     throw new RangeError(`options.maxRuns must be a positive integer, got ${JSON.stringify(maxRuns)}`);
   }
@@ -83,6 +93,11 @@ export interface RunningNode {
   /** The plaintext health port as bound, with `healthPort`. */
   healthPort?: number;
   close(): Promise<void>;
+  /**
+   * Stops taking work (health NOT_SERVING, new calls refused with NODE_DRAINING), waits for
+   * the calls in flight, then closes, forcing it after `timeoutMs` (node/drain.ts).
+   */
+  drain(reason: string, timeoutMs: number): Promise<DrainOutcome>;
 }
 
 export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
@@ -106,6 +121,9 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const guard = new NodeGuard(tokens, log, () => address, (id) => runs.heldBy(id));
   const clients = new Map<string, StageServiceClient>();
   const key = (stage: number, replica = 0) => `${replica}/${stage}`;
+  // Set by a drain: every new call but `shutdown` is refused, naming why.
+  let draining: string | null = null;
+  const inFlight = new InFlight();
 
   // One client per neighbouring node, reused; each link opens its stream with its run's token.
   const linkTo = (peer: PeerAddress, run: Run): PeerLink => {
@@ -151,6 +169,9 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address} stage ${env.stage}: Call carries requests, not '${msg.type}'` };
     }
     const req = msg as Request;
+    if (draining !== null && req.type !== 'shutdown') {
+      return { type: 'error', code: 'NODE_DRAINING', message: drainingError(address, draining).message };
+    }
     const opens = req.type === 'configure' || req.type === 'connect';
     let run = runs.get(req.run);
     if (run) {
@@ -170,6 +191,11 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         actor = new StageActor(req.stage, req.replica ?? 0);
         actor.flushAfterSend = true;
         actor.onInternalError = (e, where) => asReply(e, where).message;
+        const self = actor;
+        actor.caps = {
+          maxParams: opts.maxParams ?? DEFAULT_MAX_PARAMS,
+          held: () => { let n = 0; for (const a of runs.actors()) if (a !== self) n += a.parameterCount; return n; },
+        };
         run.actors.set(k, actor);
         run.hosted++;
       }
@@ -211,11 +237,12 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const handleUnary: grpc.handleUnaryCall<Envelope__Output, Envelope> = (call, cb) => {
     const caller = guard.admit(call, 'Call');
     if (isRefusal(caller)) { cb(caller); return; }
-    handleCall(call.request, caller).then(
+    inFlight.enter();
+    handleCall(call.request, caller).finally(() => inFlight.leave()).then(
       (reply) => {
         if ('code' in reply && typeof reply.code === 'number') { cb(reply as Refusal); return; }
         const r = reply as Reply;
-        if (r.type === 'error') log.line('error', `${caller.peer}: ${r.code}: ${r.message}`);
+        if (r.type === 'error') log.line(r.code === 'NODE_DRAINING' ? 'refused' : 'error', `${caller.peer}: ${r.code}: ${r.message}`);
         answer(cb, r);
       },
       (e: unknown) => {
@@ -228,6 +255,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   };
 
   const server = new grpc.Server({ ...serverOptions, ...caps });
+  // Open delivery streams: a drain ends them once the calls in flight are answered.
+  const streams = new Set<grpc.ServerDuplexStream<Envelope__Output, Envelope>>();
   // The streamed form of Deliver: every envelope is answered with its id once accepted.
   const deliverStream: grpc.handleBidiStreamingCall<Envelope__Output, Envelope> = (call) => {
     call.on('error', () => { /* the peer went away; its link fails its own pending sends */ });
@@ -236,8 +265,12 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       call.emit('error', { code: caller.code, details: caller.details });
       return;
     }
+    streams.add(call);
+    call.on('close', () => streams.delete(call));
     call.on('data', (env: Envelope__Output) => {
+      inFlight.enter();
       handleDeliver(env, caller).catch((e: unknown): Reply => asReply(e, `a delivery for stage ${env.stage}`))
+        .finally(() => inFlight.leave())
         .then((reply) => {
           if (reply.type === 'error') log.line('error', `${caller.peer}: ${reply.code}: ${reply.message}`);
           if (!call.writableEnded) call.write({ id: env.id, type: reply.type, body: encodeMessage(reply) });
@@ -266,6 +299,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     tokens ? `bearer tokens from ${tokens.path}` : 'no token check',
     runs.limits.maxRuns === Infinity ? 'any number of runs' : `at most ${runs.limits.maxRuns} run${runs.limits.maxRuns === 1 ? '' : 's'} at a time`,
     `runs closed after ${runs.limits.timeoutMs / 1000} s without a call`,
+    `at most ${(opts.maxParams ?? DEFAULT_MAX_PARAMS).toLocaleString('en-US')} parameters`,
     ...(healthPort ? [`health checks in plaintext on ${healthPort.address}`] : []),
   ];
   log.line('listening', `on ${address}: ${security.join(', ')}`);
@@ -278,10 +312,31 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     address,
     port,
     ...(healthPort ? { healthPort: healthPort.port } : {}),
+    drain: async (reason, timeoutMs) => {
+      if (closed) return { clean: true, cutOff: 0, ms: 0 };
+      closed = true;
+      // The health port answers NOT_SERVING while the node drains, and goes with it.
+      return drain({
+        log, inFlight,
+        stopServing: (why) => {
+          draining = why;
+          for (const service of ['', 'chainrule.StageService']) health.setStatus(service, 'NOT_SERVING');
+        },
+        closeRuns: async () => {
+          await runs.close();
+          for (const c of clients.values()) c.close();
+        },
+        endStreams: () => {
+          for (const c of streams) if (!c.writableEnded) c.end();
+          streams.clear();
+        },
+        tryShutdown: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+        forceShutdown: () => server.forceShutdown(),
+      }, reason, timeoutMs).finally(() => healthPort?.close());
+    },
     close: async () => {
       if (closed) return;
       closed = true;
-      await healthPort?.close();
       await runs.close();
       for (const c of clients.values()) c.close();
       // tryShutdown can wait forever on a stuck call: back it with forceShutdown.
@@ -289,6 +344,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, 2_000);
         server.tryShutdown(() => { clearTimeout(timer); resolve(); });
       });
+      await healthPort?.close();
     },
   };
 }

@@ -15,8 +15,11 @@ import {
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
 import { SharedReduce } from './shared-reduce.js';
+import { CommitStore } from './commit-store.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
+import { FiniteWatch } from './finite-watch.js';
+import { checkShapeCaps, checkSpecCaps, type NodeCaps } from './caps.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
@@ -55,6 +58,8 @@ export class StageActor {
   private lastOptimizerStep = -1;
   private restoredOptimizer: OptimizerState | null = null;
   private backendClaim: ReturnType<typeof claimBackend> | null = null;
+  /** The buffers (BatchNorm statistics) as they were before the current step, for a skipStep. */
+  private buffersBefore: { step: number; data: Float32Array[] } | null = null;
   /** The whole gradient as one vector while it is reduced across replicas (kept between steps). */
   private flatGrad: Float32Array | null = null;
   /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
@@ -64,6 +69,11 @@ export class StageActor {
    * it and answers with an incident number. Without it the engine's text is included.
    */
   onInternalError: ((e: unknown, where: string) => string) | null = null;
+  /**
+   * A node's limits on what a configure may allocate (node/caps.ts), and the parameters its
+   * other actors hold; null in a coordinator's own process and threads.
+   */
+  caps: (NodeCaps & { held(): number }) | null = null;
   prev: PeerLink | null = null;
   next: PeerLink | null = null;
   /** The same stage in every replica, by replica index (null at this actor's own). */
@@ -71,6 +81,8 @@ export class StageActor {
   /** Replicas on threads of one process reduce through this shared buffer instead of messages. */
   sharedReduceBuffer: SharedArrayBuffer | null = null;
   private shared: SharedReduce | null = null;
+  /** The recovery commits kept here (their buffers reach the coordinator when threads host this actor). */
+  readonly commits = new CommitStore();
 
   constructor(readonly index: number, readonly replica = 0, private readonly timeoutMs = 120_000) {
     this.inbox = new Inbox(() => 1, timeoutMs, this.name);
@@ -81,6 +93,8 @@ export class StageActor {
   get isFirst(): boolean { return this.config !== null && this.config.start === 0; }
   get isLast(): boolean { return this.config !== null && this.config.end === this.config.model.layers.length; }
   get inFlight(): number { return this.tapes.size; }
+  /** The parameters this actor holds (0 before its configure). */
+  get parameterCount(): number { return this.model?.parameterCount() ?? 0; }
 
   /** Answers one request; any failure becomes an error reply naming this actor and the message. */
   async handle(req: Request): Promise<Reply> {
@@ -126,8 +140,10 @@ export class StageActor {
       case 'configure': return this.configure(req.run, req.config, req.params);
       case 'runStep': {
         const tracing = req.trace === true;
+        if (req.commit !== undefined && !this.reports.has(req.step) && !this.running.has(req.step)) this.keepCommit(req.step, req.commit === 'share');
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
-        if (req.optimize) {
+        // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
+        if (req.optimize && !report.nonFinite) {
           const t0 = epochNow();
           const applied = this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
           if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
@@ -151,7 +167,9 @@ export class StageActor {
       case 'getParams': return { type: 'tensors', tensors: this.namedParams() };
       case 'setParams': this.setParams(req.params); return { type: 'ok' };
       case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
+      case 'skipStep': this.skipStep(req.step); return { type: 'ok' };
       case 'getState': return { type: 'state', state: this.getState() };
+      case 'getCommit': return { type: 'state', state: CommitStore.read([this.commits.buffers], req.step, this.name) };
       case 'setState': this.setState(req.state); return { type: 'ok' };
       case 'evaluate': {
         const aux: Tensor[] = [];
@@ -171,11 +189,20 @@ export class StageActor {
     if (!Number.isSafeInteger(replicas) || replicas < 1 || this.replica >= replicas) {
       throw new StageError('BAD_CONFIG', `${this.name}: config.replicas must be a positive integer above this actor's replica index ${this.replica}, got ${JSON.stringify(config.replicas)}`);
     }
+    // On a node: refused before a layer is built when the model is larger than the node allows.
+    if (this.caps) checkSpecCaps(config, this.caps, this.caps.held(), this.name);
     // Kernels are per process (per thread): refused, not swapped, if another run here uses others.
     const claim = claimBackend(config.backend, this.name);
+    let model: Sequential;
+    try {
+      model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
+      if (this.caps) checkShapeCaps(model, this.name);
+    } catch (e) {
+      claim.release(); // refused: the actor stays as it was
+      throw e;
+    }
     this.backendClaim?.release();
     this.backendClaim = claim;
-    const model = Sequential.fromSpec(config.model, config.seed, config.start, config.end);
     model.microBatching = true; // weights stay fixed within a step: layers share work across its micro-batches
     this.model = model;
     this.config = config;
@@ -207,6 +234,18 @@ export class StageActor {
     this.lastBackward = -1;
     this.tapes.clear();
     this.inbox.beginStep(step);
+    this.zeroGrads();
+    const buffers = this.ready().model.layers.flatMap((l) => l.buffers.map(([, b]) => b.data as Float32Array));
+    this.buffersBefore = buffers.length > 0 ? { step, data: buffers.map((b) => b.slice()) } : null;
+  }
+
+  /** Drops step `step`: no update (none was applied), its gradients cleared, buffers as before it. */
+  private skipStep(step: number): void {
+    const before = this.buffersBefore;
+    if (before && before.step === step) {
+      const buffers = this.ready().model.layers.flatMap((l) => l.buffers.map(([, b]) => b.data));
+      for (const [i, b] of buffers.entries()) b.set(before.data[i]!);
+    }
     this.zeroGrads();
   }
 
@@ -318,10 +357,25 @@ export class StageActor {
     // (at its next wait), never the process.
     const pending = new SendGroup();
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
+    const watch = new FiniteWatch(this.ready().model, (mb) => ({ training: true, seed: config.seed, step, microBatch: this.replica * microBatches + mb, auxLosses: [] }));
     for (const text of actions) {
       const a = parseAction(text);
       if (a.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: action ${text} belongs to stage ${a.stage}`);
       const mb = a.microBatch;
+      if (a.kind === 'W') {
+        // A split backward's weight gradient (zero-bubble schedules): the products the
+        // backwards deferred through this micro-batch (tagged by stream, as in the forward),
+        // one GEMM per deferring layer (dense). Layers that compute their weight gradients in
+        // the backward (conv, recurrent, normalization...) have nothing deferred: for them W
+        // is a no-op and B did all the work.
+        if (mb > this.lastBackward) throw new StageError('WEIGHT_BEFORE_BACKWARD', `${this.name}: weight gradient of micro-batch ${mb} before its backward`);
+        const tb = performance.now();
+        this.ready().model.flushDeferredGrads(this.replica * microBatches + mb);
+        const te = performance.now();
+        busy += te - tb;
+        spans?.push(SPAN.weight, mb, tb, te);
+        continue;
+      }
       if (a.kind === 'F') {
         let x: Tensor;
         if (this.isFirst) {
@@ -339,8 +393,9 @@ export class StageActor {
         busy += te - tb;
         spans?.push(SPAN.forward, mb, tb, te);
         losses[mb] = (r.loss ?? 0) + r.aux;
+        const y = watch.forward(mb, x, r.out, losses[mb]!);
         if (!this.isLast) {
-          pending.add(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: r.out }), mb));
+          pending.add(traced(this.link('next').send({ type: 'activation', run: this.run, stage: this.index + 1, replica: this.replica, step, microBatch: mb, x: y }), mb));
         }
       } else {
         let dy: Tensor | undefined;
@@ -354,7 +409,7 @@ export class StageActor {
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.backward, mb, tb, te);
-        if (dx) pending.add(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx }), mb));
+        if (dx) pending.add(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx: watch.backward(mb, dx) }), mb));
       }
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.size >= config.capacity) await pending.shift();
@@ -363,9 +418,11 @@ export class StageActor {
       if (pending.size > 0 && this.flushAfterSend) await new Promise<void>((r) => setImmediate(r));
     }
     // The W pass: the weight gradients deferred by this step's backwards, before anyone
-    // (the replicas' reduction, the optimizer) reads them.
+    // (the replicas' reduction, the optimizer) reads them. After a W action for every
+    // micro-batch nothing is left to compute; this still ends the step's reuse of packs.
     const tw = performance.now();
     this.ready().model.flushDeferredGrads();
+    watch.gradients();
     const twe = performance.now();
     busy += twe - tw;
     await pending.all();
@@ -377,6 +434,7 @@ export class StageActor {
       spans?.push(SPAN.reduce, -1, tr, te);
     }
     const report: StepReport = { losses: Array.from({ length: losses.length }, (_, i) => losses[i] ?? 0), busyMs: busy, wallMs: performance.now() - t0 };
+    if (watch.found) report.nonFinite = watch.found;
     if (spans) {
       const origin = performance.timeOrigin;
       for (let i = 2; i < spans.length; i += 4) { spans[i] += origin; spans[i + 1] += origin; }
@@ -542,8 +600,22 @@ export class StageActor {
     return noGrad(() => model.forward(new Tensor(input.data, input.shape), { training: false, seed: config.seed, step: 0, microBatch: 0, auxLosses: aux }));
   }
 
+  /** Copies this actor's state (or with `share`, this replica's share of it) as the recovery commit of `step`, kept here. */
+  keepCommit(step: number, share = false): void {
+    const { model } = this.ready();
+    // A restored state's slots are Float32Arrays (setState makes them so).
+    const opt = this.optimizer?.peekState() ?? (this.restoredOptimizer as ReturnType<ElementwiseOptimizer['peekState']> | null);
+    this.commits.write(step, {
+      params: model.parameters().map(([name, p]) => [name, p.data, p.shape]),
+      buffers: Object.entries(this.namedBuffers()).map(([name, t]) => [name, t.data, t.shape]),
+      optimizer: opt,
+      lastStep: this.lastOptimizerStep,
+    }, share ? { index: this.replica, of: this.replicas } : undefined);
+  }
+
   getState(): StageState {
-    const opt = this.optimizer?.getState() ?? null;
+    // A state set and not yet stepped on is still this stage's: a checkpoint or commit taken then must keep its slots.
+    const opt = this.optimizer?.getState() ?? this.restoredOptimizer;
     const slots: Record<string, Record<string, Tensor>> = {};
     if (opt) {
       for (const [name, s] of Object.entries(opt.slots)) {

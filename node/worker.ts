@@ -19,7 +19,10 @@ export type WorkerTask =
 let actor: StageActor | null = null;
 let node: RunningNode | null = null;
 
-export default async function handle(task: WorkerTask): Promise<Uint8Array | string> {
+/** A reply, with the actor's commit buffers when they were (re)allocated: the coordinator keeps the references (they outlive this thread). */
+export type WorkerReply = Uint8Array | { bytes: Uint8Array; commits: SharedArrayBuffer[] };
+
+export default async function handle(task: WorkerTask): Promise<WorkerReply | string> {
   if (task.kind === 'listen') {
     selectBackend(task.backend);
     node ??= await startNode({ host: task.host ?? '127.0.0.1', port: 0, tls: task.tls, tokenFile: task.tokenFile });
@@ -47,5 +50,7 @@ export default async function handle(task: WorkerTask): Promise<Uint8Array | str
       reply = { type: 'error', code: (e as { code?: string }).code ?? 'BAD_MESSAGE', message: (e as Error).message };
     }
   }
-  return encodeMessage(reply);
+  const bytes = encodeMessage(reply);
+  const commits = a?.commits.takeNewBuffers();
+  return commits ? { bytes, commits } : bytes;
 }

@@ -59,7 +59,7 @@ describe('surviving the loss of an actor', () => {
       const [a, b, spare] = [await nodeProcess(), await nodeProcess(), await nodeProcess()];
       let killed = false;
       const s = await run({
-        placement: 'grpc', nodes: [a.address, b.address], spares: [spare.address],
+        placement: 'grpc', nodes: [a.address, b.address], spares: [spare.address], commitEvery: 1,
         onStep: (r) => { if (r.step === 4 && !killed) { killed = true; b.child.kill(signal); } },
       });
       expect(s.weightsSha256).toBe(await reference());
@@ -75,6 +75,15 @@ describe('surviving the loss of an actor', () => {
     });
   }
 
+  it('by default (auto) the coordinator fetches commits as often as they cost 5% of the time: a lost node still ends with the same weights', async () => {
+    const [a, b, spare] = [await nodeProcess(), await nodeProcess(), await nodeProcess()];
+    let killed = false;
+    const s = await run({ placement: 'grpc', nodes: [a.address, b.address], spares: [spare.address], onStep: (r) => { if (r.step === 7 && !killed) { killed = true; b.child.kill('SIGKILL'); } } });
+    expect(s.weightsSha256).toBe(await reference());
+    expect(s.recoveries).toHaveLength(1);
+    expect(s.recoveries[0]!.stepsReplayed).toBeLessThanOrEqual(7);
+  });
+
   it('a node lost with no spare: its actors move into this process, with a warning, same weights', async () => {
     const [a, b] = [await nodeProcess(), await nodeProcess()];
     let killed = false;
@@ -89,12 +98,37 @@ describe('surviving the loss of an actor', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chainrule-faults-'));
     let kills = 0;
     const err = await run({
-      placement: 'grpc', nodes: [a.address, b.address], checkpoint: join(dir, 'ckpt'),
+      placement: 'grpc', nodes: [a.address, b.address], checkpoint: join(dir, 'ckpt'), commitEvery: 1,
       onStep: (r) => { if (r.step === 3 && kills === 0) { kills++; b.child.kill('SIGKILL'); } else if (r.step === 6 && kills === 1) { kills++; a.child.kill('SIGKILL'); } },
     }).catch((e: Error) => e);
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(new RegExp(`node ${a.address.replace(/\./g, '\\.')} was lost at step 6 and no spare is left.*checkpoint of step 6 written to .*ckpt`));
     expect(existsSync(join(dir, 'ckpt'))).toBe(true);
+  });
+
+  it('replicas on gRPC keep their own commits: a lost node\'s stages are read from the surviving replica, same weights', async () => {
+    const [a, b, spare] = [await nodeProcess(), await nodeProcess(), await nodeProcess()];
+    let killed = false;
+    // Four actors on two nodes, replica-major: replica 0 on a, replica 1 on b.
+    const o = { replicas: 2, commitEvery: 3 } as const;
+    const s = await run({ ...o, placement: 'grpc', nodes: [a.address, a.address, b.address, b.address], spares: [spare.address],
+      onStep: (r) => { if (r.step === 7 && !killed) { killed = true; a.child.kill('SIGKILL'); } } });
+    const local = await run({ ...o, placement: 'local' });
+    expect(s.weightsSha256).toBe(local.weightsSha256);
+    expect(s.recoveries).toHaveLength(1);
+    expect(s.recoveries[0]!.failed).toContain(a.address);
+    expect(s.recoveries[0]!.stepsReplayed).toBe(1); // commits kept as steps 3 and 6 start: 6 is replayed, 7 run again
+  });
+
+  it('thread replicas keep their commits in shared memory, which outlives a terminated thread: same weights', async () => {
+    const transport = new ThreadsTransport();
+    let killed = false;
+    const o = { replicas: 2, commitEvery: 4, optimizer: 'adam', lr: 0.01 } as const;
+    const s = await run({ ...o, placement: transport, onStep: (r) => { if (r.step === 9 && !killed) { killed = true; void transport.threads[0]!.terminate(); } } });
+    const local = await run({ ...o, placement: 'local' });
+    expect(s.weightsSha256).toBe(local.weightsSha256);
+    expect(s.recoveries).toHaveLength(1);
+    expect(s.recoveries[0]!.stepsReplayed).toBeGreaterThanOrEqual(1); // the commit kept as step 8 started
   });
 
   it('a worker thread terminated mid-epoch: rebuilt, same weights', async () => {

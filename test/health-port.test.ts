@@ -3,7 +3,7 @@
  * the standard gRPC health check in plaintext on P (what Kubernetes' gRPC probe sends: no
  * certificate, no token), serves nothing else there, and its main port still refuses plaintext.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -15,6 +15,9 @@ import { makeCerts } from '../coordinator/certs.js';
 import { startNode } from '../node/server.js';
 import { makeClient, unary } from '../node/grpc-common.js';
 import { TLS_FILES } from '../node/tls.js';
+import { gpipe } from '../coordinator/schedules/index.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { formatAction, type Reply } from '../src/wire/index.js';
 
 const root = mkdtempSync(join(tmpdir(), 'chainrule-health-'));
 const certs = join(root, 'certs');
@@ -150,5 +153,57 @@ describe('--health-port on the command line and in the API', () => {
     // Free again: another node can take it.
     const again = await startNode({ port: 0, healthPort: want, log: false });
     await again.close();
+  });
+});
+
+describe('the health port reports what the main server does', () => {
+  it('NOT_SERVING while the node drains a call in flight at SIGTERM, then gone with the node (exit 0)', async () => {
+    // Stage 1 on the node process waits for stage 0's activation, sent only after the signal.
+    const child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', '--health-port', '0', '--drain-timeout', '60s'], { stdio: 'pipe' });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const [address, health] = await new Promise<[string, string]>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /listening on (127\.0\.0\.1):(\d+), health checks in plaintext on port (\d+)/.exec(out);
+        if (m) resolve([`${m[1]}:${m[2]}`, `${m[1]}:${m[3]}`]);
+      });
+      void exited.then((code) => reject(new Error(`chainrule node exited with ${code}: ${err}`)));
+    });
+    const n0 = await startNode({ port: 0, log: false });
+    const c0 = makeClient(n0.address);
+    const c1 = makeClient(address);
+    try {
+      const model = { inputShape: [4], layers: [{ type: 'dense', inputs: 4, units: 8 }, { type: 'relu' }, { type: 'dense', inputs: 8, units: 3 }], loss: 'softmaxCrossEntropy' };
+      const at = (k: number) => ({ run: 'health-drain', stage: k, replica: 0, step: 0, microBatch: -1 });
+      const call = async (k: number, body: object): Promise<Reply> => (await unary(k === 0 ? c0 : c1, k === 0 ? n0.address : address, 'Call', { ...at(k), ...body } as never, 30_000)) as Reply;
+      expect((await call(0, { type: 'configure', config: { model, start: 0, end: 2, seed: 1, capacity: 1 } })).type).toBe('configured');
+      expect((await call(1, { type: 'configure', config: { model, start: 2, end: 3, seed: 1, capacity: 1 } })).type).toBe('configured');
+      expect((await call(0, { type: 'connect', next: { address, stage: 1 } })).type).toBe('ok');
+      expect((await call(1, { type: 'connect', prev: { address: n0.address, stage: 0 } })).type).toBe('ok');
+      const actions = gpipe(2, 1).map((a) => a.map(formatAction));
+      const stage1 = call(1, { type: 'runStep', actions: actions[1], targets: [Int32Array.from([0, 2])] });
+      // Calls on one channel reach the node in order: once this one is answered, the runStep is being served.
+      expect((await call(1, { type: 'getParams' })).type).toBe('tensors');
+      expect(await check(health, '')).toBe('SERVING');
+
+      child.kill('SIGTERM');
+      await vi.waitFor(() => expect(err).toMatch(/draining SIGTERM: .*1 call in flight/), { timeout: 30_000 });
+      expect(await check(health, '')).toBe('NOT_SERVING');
+      expect(await check(health, 'chainrule.StageService')).toBe('NOT_SERVING');
+
+      expect((await call(0, { type: 'runStep', actions: actions[0], inputs: [new Tensor(Float32Array.from({ length: 8 }, (_, i) => i / 8), [2, 4])] })).type).toBe('stepDone');
+      expect((await stage1).type).toBe('stepDone');
+      expect(await exited).toBe(0);
+      const after = await check(health, '').catch((e: grpc.ServiceError) => e);
+      expect((after as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
+    } finally {
+      c0.close();
+      c1.close();
+      await n0.close();
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
   });
 });

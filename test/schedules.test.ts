@@ -9,6 +9,7 @@ import {
   oneFOneB,
   schedules,
   simulateSchedule,
+  splitsBackward,
   validateSchedule,
 } from '../coordinator/schedules/index.js';
 
@@ -35,24 +36,26 @@ describe('Action text', () => {
   it('formats stage, kind and micro-batch', () => {
     expect(formatAction({ stage: 1, kind: 'F', microBatch: 0 })).toBe('1F0');
     expect(formatAction({ stage: 12, kind: 'B', microBatch: 345 })).toBe('12B345');
+    expect(formatAction({ stage: 1, kind: 'W', microBatch: 3 })).toBe('1W3');
   });
 
   it('round-trips format and parse', () => {
     for (const stage of [0, 1, 7, 12])
-      for (const kind of ['F', 'B'] as const)
+      for (const kind of ['F', 'B', 'W'] as const)
         for (const microBatch of [0, 3, 10, 999]) {
           const a: Action = { stage, kind, microBatch };
           expect(parseAction(formatAction(a))).toEqual(a);
           expect(formatAction(parseAction(formatAction(a)))).toBe(formatAction(a));
         }
     expect(parseAction('1B3')).toEqual({ stage: 1, kind: 'B', microBatch: 3 });
+    expect(parseAction('1W3')).toEqual({ stage: 1, kind: 'W', microBatch: 3 });
   });
 
-  it.each(['', '1X3', '1F', 'F0', '-1F0', '1f0', '01F0', '1F03', ' 1F0', '1F0 ', '1.5F0', '1F1e3'])(
+  it.each(['', '1X3', '1F', 'F0', '-1F0', '1f0', '1w0', '1W', '01W0', '1FW0', '01F0', '1F03', ' 1F0', '1F0 ', '1.5F0', '1F1e3'])(
     'rejects %j with a message naming the text and the form',
     (bad) => {
       expect(() => parseAction(bad)).toThrow(`parseAction: ${JSON.stringify(bad)} is not an action`);
-      expect(() => parseAction(bad)).toThrow('<stage><F|B><microBatch>');
+      expect(() => parseAction(bad)).toThrow('<stage><F|B|W><microBatch>');
     },
   );
 });
@@ -72,18 +75,22 @@ describe('every registered schedule', () => {
           const sim = validateSchedule(s, K, M);
           expect(sim.ok).toBe(true);
           expect(sim.deadlock).toBeNull();
+          // A schedule that splits the backward runs one W per micro-batch on every stage.
+          const kinds = splitsBackward(s) ? (['F', 'B', 'W'] as const) : (['F', 'B'] as const);
           for (let stage = 0; stage < K; stage++) {
             const seen = s[stage]!.map(formatAction).sort();
             const want: string[] = [];
-            for (let m = 0; m < M; m++) want.push(`${stage}F${m}`, `${stage}B${m}`);
+            for (let m = 0; m < M; m++) for (const kind of kinds) want.push(`${stage}${kind}${m}`);
             expect(seen).toEqual(want.sort());
-            // backwards ascending on every stage: gradients accumulate in micro-batch order
-            const bs = s[stage]!.filter((a) => a.kind === 'B').map((a) => a.microBatch);
-            expect(bs).toEqual([...bs].sort((a, b) => a - b));
+            // backwards (and weight gradients) ascending on every stage: gradients accumulate in micro-batch order
+            for (const kind of kinds.slice(1)) {
+              const ms = s[stage]!.filter((a) => a.kind === kind).map((a) => a.microBatch);
+              expect(ms).toEqual([...ms].sort((a, b) => a - b));
+            }
           }
-          // the timeline runs each action once, on its own stage
+          // the timeline (unit-time actions) runs each action once, on its own stage
           const ran = sim.timeline.flatMap((r, t) => r.map((a, st) => ({ a, st, t }))).filter((x) => x.a !== null);
-          expect(ran).toHaveLength(2 * K * M);
+          expect(ran).toHaveLength(kinds.length * K * M);
           for (const x of ran) expect(x.a!.stage).toBe(x.st);
         });
       }
@@ -94,7 +101,7 @@ describe('every registered schedule', () => {
     const e = scheduleError(() => getSchedule('interleaved'));
     expect(e.code).toBe('SCHEDULE_UNKNOWN_NAME');
     expect(e.message).toContain('unknown schedule "interleaved"');
-    expect(e.message).toContain('gpipe, 1f1b');
+    expect(e.message).toContain(Object.keys(schedules).join(', '));
     expect(() => getSchedule('toString')).toThrow(ScheduleError);
   });
 
@@ -279,7 +286,7 @@ describe('validateSchedule rejects, with the grid and the fault marked', () => {
   it('micro-batch out of range', () => {
     const e = scheduleError(() => validateSchedule(grid('0F0 0F1 0B0 0B1 0F2'), 1, 2));
     expect(e.code).toBe('SCHEDULE_BAD_ACTION');
-    expect(e.message).toContain('stage 0, step 4: 0F2 is not a forward or backward of a micro-batch in 0..1');
+    expect(e.message).toContain('stage 0, step 4: 0F2 is not a forward, backward or weight gradient of a micro-batch in 0..1');
   });
 });
 

@@ -5,7 +5,8 @@
 import type { Schedule } from '../../src/wire/action.js';
 import { gpipe } from './gpipe.js';
 import { oneFOneB } from './one-f-one-b.js';
-import { ScheduleError } from './validate.js';
+import { zbH1 } from './zb-h1.js';
+import { ScheduleError, simulateSchedule } from './validate.js';
 
 /** Builds the per-stage action lists for `stages` stages and `microBatches` micro-batches. */
 export type ScheduleFn = (stages: number, microBatches: number) => Schedule;
@@ -13,6 +14,7 @@ export type ScheduleFn = (stages: number, microBatches: number) => Schedule;
 export const schedules: Record<string, ScheduleFn> = {
   gpipe,
   '1f1b': oneFOneB,
+  'zb-h1': zbH1,
 };
 
 /**
@@ -33,14 +35,33 @@ export function getSchedule(name: string): ScheduleFn {
   return fn;
 }
 
+/**
+ * The bubble of the registered schedule `name` in theory: its idle share simulated with equal
+ * F, B and W times (the whole backward, 2 units, where the schedule does not split it), which
+ * is (K-1)/(M+K-1) for gpipe and 1f1b and (K-1)/(3M+K-1) for zb-h1.
+ * @example theoreticalBubble('zb-h1', 2, 8) // 1/25
+ * @throws ScheduleError as the schedule does for (stages, microBatches), or for an unknown name.
+ */
+export function theoreticalBubble(name: string, stages: number, microBatches: number): number {
+  return simulateSchedule(getSchedule(name)(stages, microBatches), { weightTicks: 1 }).idleFraction;
+}
+
+/** {@link theoreticalBubble} as a formula, for reports; a schedule without one is described instead. */
+export function bubbleFormula(name: string): string {
+  const known: Record<string, string> = { gpipe: '(K−1)/(M+K−1)', '1f1b': '(K−1)/(M+K−1)', 'zb-h1': '(K−1)/(3M+K−1)' };
+  return Object.hasOwn(known, name) ? known[name]! : 'simulated with equal F, B and W times';
+}
+
 export { gpipe } from './gpipe.js';
 export { oneFOneB } from './one-f-one-b.js';
+export { zbH1 } from './zb-h1.js';
 export {
   ScheduleError,
   checkCounts,
   formatScheduleGrid,
   formatTimeline,
   simulateSchedule,
+  splitsBackward,
   validateSchedule,
 } from './validate.js';
 export type {

@@ -1,11 +1,12 @@
 /**
  * Checks a schedule before anything runs: structure (every stage runs the forward and the
  * backward of every micro-batch exactly once, backward after forward, backwards in ascending
- * micro-batch order) and, by simulation, that it cannot deadlock.
+ * micro-batch order; in a schedule that splits the backward, one weight gradient W after each
+ * backward, in the same order) and, by simulation, that it cannot deadlock.
  */
 import { ChainruleError } from '../../src/errors.js';
 import { formatAction } from '../../src/wire/action.js';
-import type { Action, Schedule } from '../../src/wire/action.js';
+import type { Action, ActionKind, Schedule } from '../../src/wire/action.js';
 
 /** Stable codes of {@link ScheduleError}; tests and callers match on these, not on the text. */
 export type ScheduleErrorCode =
@@ -19,6 +20,8 @@ export type ScheduleErrorCode =
   | 'SCHEDULE_MISSING_ACTION'
   | 'SCHEDULE_BACKWARD_BEFORE_FORWARD'
   | 'SCHEDULE_BACKWARD_ORDER'
+  | 'SCHEDULE_WEIGHT_BEFORE_BACKWARD'
+  | 'SCHEDULE_WEIGHT_ORDER'
   | 'SCHEDULE_DEADLOCK';
 
 /** A schedule that must not run: what is wrong, where (stage, step), and how to fix it. */
@@ -101,8 +104,14 @@ export function formatScheduleGrid(
   return lines.join('\n');
 }
 
-/** How many ticks each kind of action takes in {@link simulateSchedule} (positive integers). */
-export type SimulationOptions = { forwardTicks?: number; backwardTicks?: number };
+/**
+ * How many ticks each kind of action takes in {@link simulateSchedule}: F and B positive
+ * integers (default 1), W a non-negative integer (default 0). `weightTicks` is the weight
+ * gradient's share of a full backward: a schedule with W actions runs it there (B then takes
+ * `backwardTicks`, the input gradient alone); in one without, every B takes
+ * `backwardTicks + weightTicks`, the whole backward, as in the papers' 1F1B.
+ */
+export type SimulationOptions = { forwardTicks?: number; backwardTicks?: number; weightTicks?: number };
 
 /** A stage that cannot start its next action because `waitingFor` has not finished. */
 export type BlockedStage = { stage: number; step: number; action: Action; waitingFor: Action };
@@ -114,38 +123,58 @@ export type SimulationResult = {
   ticks: number;
   /** `timeline[tick][stage]`: the action that stage was running during that tick, or null when idle. */
   timeline: (Action | null)[][];
-  /** Idle stage-ticks over all stage-ticks; for GPipe and 1F1B with equal F and B times, (K-1)/(M+K-1). */
+  /**
+   * Idle stage-ticks over all stage-ticks; for GPipe and 1F1B with equal F and B times,
+   * (K-1)/(M+K-1); for ZB-H1 with equal F, B and W times, (K-1)/(3M+K-1).
+   */
   idleFraction: number;
   /** Where it stalled: the tick and every stage still waiting, with what it waits for. */
   deadlock: { tick: number; blocked: BlockedStage[] } | null;
 };
 
-const key = (stage: number, kind: 'F' | 'B', microBatch: number): string => `${stage}${kind}${microBatch}`;
+const key = (stage: number, kind: ActionKind, microBatch: number): string => `${stage}${kind}${microBatch}`;
+
+/**
+ * Whether the schedule splits the backward (has W actions): then every stage must run one W
+ * per micro-batch, and the stage runtime computes the weight gradients there.
+ * @example splitsBackward(getSchedule('zb-h1')(2, 4)) // true
+ */
+export function splitsBackward(schedule: Schedule): boolean {
+  return Array.isArray(schedule) && schedule.some((list) => Array.isArray(list) && list.some((a) => a?.kind === 'W'));
+}
 
 /**
  * Runs the schedule in lock-step ticks. Each stage runs its list in order; an action starts only
  * when what it needs finished in an earlier tick:
  * - forward m on stage s needs forward m on stage s-1;
  * - backward m on stage s needs its own forward m (the tape) and, except on the last stage,
- *   backward m on stage s+1.
- * A tick in which no stage is running or can start, with work left, is a deadlock (reported, not thrown).
+ *   backward m on stage s+1;
+ * - weight gradient m on stage s needs its own backward m, and nothing of another stage.
+ * A W of 0 ticks takes no tick (and is not in the timeline). A tick in which no stage is
+ * running or can start, with work left, is a deadlock (reported, not thrown).
  * @example simulateSchedule(gpipe(2, 4)).idleFraction // 0.2 = (2-1)/(4+2-1)
+ * @example simulateSchedule(zbH1(2, 4), { weightTicks: 1 }).idleFraction // 1/13 = (2-1)/(3·4+2-1)
  */
 export function simulateSchedule(schedule: Schedule, options: SimulationOptions = {}): SimulationResult {
   const forwardTicks = options.forwardTicks ?? 1;
   const backwardTicks = options.backwardTicks ?? 1;
-  for (const [name, v] of [
-    ['forwardTicks', forwardTicks],
-    ['backwardTicks', backwardTicks],
+  const weightTicks = options.weightTicks ?? 0;
+  for (const [name, v, min] of [
+    ['forwardTicks', forwardTicks, 1],
+    ['backwardTicks', backwardTicks, 1],
+    ['weightTicks', weightTicks, 0],
   ] as const) {
-    if (!Number.isSafeInteger(v) || v < 1) {
+    if (!Number.isSafeInteger(v) || v < min) {
       throw new ScheduleError(
         'SCHEDULE_BAD_ARGUMENT',
-        `simulateSchedule: options.${name} must be a positive integer, got ${String(v)}`,
-        `pass ${name} >= 1 (ticks per action)`,
+        `simulateSchedule: options.${name} must be a ${min === 1 ? 'positive' : 'non-negative'} integer, got ${String(v)}`,
+        `pass ${name} >= ${min} (ticks per action)`,
       );
     }
   }
+  const split = splitsBackward(schedule);
+  const ticksOf = (kind: ActionKind): number =>
+    kind === 'F' ? forwardTicks : kind === 'W' ? weightTicks : split ? backwardTicks : backwardTicks + weightTicks;
   const stages = schedule.length;
   const next = new Array<number>(stages).fill(0);
   const busyUntil = new Array<number>(stages).fill(-1);
@@ -157,6 +186,8 @@ export function simulateSchedule(schedule: Schedule, options: SimulationOptions 
     const needs: Action[] = [];
     if (a.kind === 'F') {
       if (s > 0) needs.push({ stage: s - 1, kind: 'F', microBatch: a.microBatch });
+    } else if (a.kind === 'W') {
+      needs.push({ stage: s, kind: 'B', microBatch: a.microBatch });
     } else {
       needs.push({ stage: s, kind: 'F', microBatch: a.microBatch });
       if (s < stages - 1) needs.push({ stage: s + 1, kind: 'B', microBatch: a.microBatch });
@@ -168,7 +199,18 @@ export function simulateSchedule(schedule: Schedule, options: SimulationOptions 
     return null;
   };
 
+  /** Runs the W of no duration at the head of stage s's list, when the stage is free (they finish "before" this tick). */
+  const skipInstant = (s: number, tick: number): void => {
+    for (let a = schedule[s]![next[s]!]; a !== undefined && busyUntil[s]! < tick && ticksOf(a.kind) === 0; a = schedule[s]![next[s]!]) {
+      if (unmet(s, a, tick) !== null) break;
+      finishedAt.set(key(s, a.kind, a.microBatch), tick - 1);
+      next[s]!++;
+    }
+  };
+
   for (let tick = 0; ; tick++) {
+    // (A skip enables nothing of another stage; what follows it on its own stage may start below.)
+    for (let s = 0; s < stages; s++) skipInstant(s, tick);
     const left = schedule.some((list, s) => next[s]! < list.length || busyUntil[s]! >= tick);
     if (!left) break;
     const row: (Action | null)[] = [];
@@ -185,7 +227,7 @@ export function simulateSchedule(schedule: Schedule, options: SimulationOptions 
         row.push(null);
         continue;
       }
-      const end = tick + (a.kind === 'F' ? forwardTicks : backwardTicks) - 1;
+      const end = tick + ticksOf(a.kind) - 1;
       busyUntil[s] = end;
       running[s] = a;
       finishedAt.set(key(s, a.kind, a.microBatch), end);
@@ -235,7 +277,10 @@ export function formatTimeline(timeline: (Action | null)[][]): string {
  * `schedule` has one list per stage in which that stage runs the forward and the backward of
  * every micro-batch 0..microBatches-1 exactly once, each backward after its forward, backwards
  * in ascending micro-batch order (gradients accumulate in one fixed order), and the lists
- * cannot deadlock. Returns the simulation (unit-time F and B) for reports.
+ * cannot deadlock. A schedule with W actions (see {@link splitsBackward}) must also run, on
+ * every stage, exactly one W per micro-batch, each after that stage's B of the same micro-batch
+ * and in ascending order (W m adds the weight gradients deferred through micro-batch m).
+ * Returns the simulation (unit-time F, B and, when there are any, W) for reports.
  * @example validateSchedule(getSchedule('1f1b')(4, 8), 4, 8).idleFraction // 3/11
  */
 export function validateSchedule(schedule: Schedule, stages: number, microBatches: number): SimulationResult {
@@ -277,6 +322,9 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
     );
   }
 
+  const split = splitsBackward(schedule);
+  const kinds: ActionKind[] = split ? ['F', 'B', 'W'] : ['F', 'B'];
+
   // 1. each action well formed, on its own stage's list, at most once.
   for (let s = 0; s < stages; s++) {
     const seen = new Map<string, number>();
@@ -284,14 +332,14 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
       const ok =
         a !== null &&
         typeof a === 'object' &&
-        (a.kind === 'F' || a.kind === 'B') &&
+        (a.kind === 'F' || a.kind === 'B' || a.kind === 'W') &&
         Number.isSafeInteger(a.stage) &&
         Number.isSafeInteger(a.microBatch);
       if (!ok || a.microBatch < 0 || a.microBatch >= microBatches) {
         fail(
           'SCHEDULE_BAD_ACTION',
-          `stage ${s}, step ${i}: ${ok ? formatAction(a) : JSON.stringify(a)} is not a forward or backward of a micro-batch in 0..${microBatches - 1}.`,
-          `use actions { stage, kind: 'F' | 'B', microBatch } with 0 <= microBatch < ${microBatches}`,
+          `stage ${s}, step ${i}: ${ok ? formatAction(a) : JSON.stringify(a)} is not a forward, backward or weight gradient of a micro-batch in 0..${microBatches - 1}.`,
+          `use actions { stage, kind: 'F' | 'B' | 'W', microBatch } with 0 <= microBatch < ${microBatches}`,
           [{ stage: s, step: i }],
         );
       }
@@ -308,7 +356,7 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
       if (before !== undefined) {
         fail(
           'SCHEDULE_REPEATED_ACTION',
-          `stage ${s} runs ${k} twice, at step ${before} and again at step ${i}; each stage runs the forward and the backward of every micro-batch exactly once.`,
+          `stage ${s} runs ${k} twice, at step ${before} and again at step ${i}; each stage runs the forward and the backward${split ? ' and the weight gradient' : ''} of every micro-batch exactly once.`,
           `remove the second ${k} from stage ${s}'s list`,
           [{ stage: s, step: i }],
         );
@@ -322,24 +370,28 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
     const present = new Set(schedule[s]!.map((a) => key(s, a.kind, a.microBatch)));
     const missing: string[] = [];
     for (let m = 0; m < microBatches; m++) {
-      for (const kind of ['F', 'B'] as const) if (!present.has(key(s, kind, m))) missing.push(key(s, kind, m));
+      for (const kind of kinds) if (!present.has(key(s, kind, m))) missing.push(key(s, kind, m));
     }
     if (missing.length > 0) {
       fail(
         'SCHEDULE_MISSING_ACTION',
-        `stage ${s} never runs ${missing.join(', ')}; each stage runs the forward and the backward of every micro-batch 0..${microBatches - 1} exactly once.`,
+        `stage ${s} never runs ${missing.join(', ')}; each stage runs the forward and the backward of every micro-batch 0..${microBatches - 1} exactly once` +
+          (split ? ', and, in a schedule that splits the backward (this one has W actions), one weight gradient W after each backward.' : '.'),
         `add ${missing.join(', ')} to stage ${s}'s list`,
         [{ stage: s }],
       );
     }
   }
 
-  // 3. each backward after its own forward; 4. backwards in ascending micro-batch order.
+  // 3. each backward after its own forward; 4. backwards in ascending micro-batch order;
+  // the same two for each weight gradient and its backward.
   for (let s = 0; s < stages; s++) {
     const list = schedule[s]!;
     const forwardStep = new Map<number, number>();
+    const backwardStep = new Map<number, number>();
     list.forEach((a, i) => {
       if (a.kind === 'F') forwardStep.set(a.microBatch, i);
+      if (a.kind === 'B') backwardStep.set(a.microBatch, i);
     });
     let lastBackward: { m: number; step: number } | null = null;
     list.forEach((a, i) => {
@@ -363,10 +415,32 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
       }
       lastBackward = { m: a.microBatch, step: i };
     });
+    let lastWeight: { m: number; step: number } | null = null;
+    list.forEach((a, i) => {
+      if (a.kind !== 'W') return;
+      const b = backwardStep.get(a.microBatch)!;
+      if (b > i) {
+        fail(
+          'SCHEDULE_WEIGHT_BEFORE_BACKWARD',
+          `stage ${s} runs ${formatAction(a)} at step ${i}, before its backward ${key(s, 'B', a.microBatch)} at step ${b}; a weight gradient needs the input and output gradient its backward records.`,
+          `move ${formatAction(a)} after ${key(s, 'B', a.microBatch)} in stage ${s}'s list`,
+          [{ stage: s, step: i }, { stage: s, step: b }],
+        );
+      }
+      if (lastWeight !== null && a.microBatch < lastWeight.m) {
+        fail(
+          'SCHEDULE_WEIGHT_ORDER',
+          `stage ${s} runs ${formatAction(a)} at step ${i} after ${key(s, 'W', lastWeight.m)} at step ${lastWeight.step}; weight gradients must run in ascending micro-batch order (W m adds every product deferred through micro-batch m, so gradients accumulate in one fixed order).`,
+          `order stage ${s}'s weight gradients by micro-batch: ${key(s, 'W', a.microBatch)} before ${key(s, 'W', lastWeight.m)}`,
+          [{ stage: s, step: i }],
+        );
+      }
+      lastWeight = { m: a.microBatch, step: i };
+    });
   }
 
   // 5. deadlock.
-  const sim = simulateSchedule(schedule);
+  const sim = simulateSchedule(schedule, { weightTicks: split ? 1 : 0 });
   if (!sim.ok) {
     const { tick, blocked } = sim.deadlock!;
     const waits = blocked
@@ -375,7 +449,7 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
     fail(
       'SCHEDULE_DEADLOCK',
       `deadlock at tick ${tick}: no stage can make progress. ${waits}.`,
-      'reorder the lists so every action a stage waits for comes earlier in the other stage’s list (e.g. use the gpipe or 1f1b schedule)',
+      'reorder the lists so every action a stage waits for comes earlier in the other stage’s list (e.g. use the gpipe, 1f1b or zb-h1 schedule)',
       blocked.map((b) => ({ stage: b.stage, step: b.step })),
       sim.timeline.length > 0 ? `\n\ntimeline until the stall (. = idle):\n${formatTimeline(sim.timeline)}` : '',
     );

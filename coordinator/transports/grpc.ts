@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { StageServiceClient } from '../../node/grpc-common.js';
 import { healthy, makeClient, unary } from '../../node/grpc-common.js';
 import { clientCredentials, diagnoseTls, loadTls, readToken, tokenMetadata, type TlsMaterial } from '../../node/tls.js';
-import type { Reply, Request } from '../../src/wire/index.js';
+import type { Reply, Request, StageState } from '../../src/wire/index.js';
 import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 export interface GrpcTransportOptions {
@@ -158,6 +158,37 @@ export class GrpcTransport implements Transport {
       if (reply.type === 'error') throw new TransportError(reply.code, reply.message);
     }));
     return handles;
+  }
+
+  /** With replicas spread over several nodes, each keeps its commits and a lost one's stage is read from a surviving peer. */
+  keepsCommits({ replicas, stages }: ActorLayout): 'copies' | null {
+    if (replicas < 2) return null;
+    for (let k = 0; k < stages; k++) {
+      if (new Set(Array.from({ length: replicas }, (_, r) => this.nodeOf(r * stages + k))).size < 2) return null;
+    }
+    return 'copies';
+  }
+
+  async keptCommit(step: number, lost: readonly string[]): Promise<StageState[]> {
+    const o = this.opened;
+    if (!o) throw new TransportError('NOT_OPEN', 'the gRPC transport is not open');
+    const { replicas, stages } = o.layout;
+    return Promise.all(Array.from({ length: stages }, async (_, k) => {
+      const tried: string[] = [];
+      for (let r = 0; r < replicas; r++) {
+        const address = this.nodeOf(r * stages + k);
+        if (lost.includes(address)) continue;
+        try {
+          const reply = (await unary(this.client(address), address, 'Call', { type: 'getCommit', run: o.run, stage: k, replica: r, step, microBatch: -1 }, 5_000, tokenMetadata(this.token))) as Reply;
+          if (reply.type === 'state') return reply.state;
+          tried.push(`${address}: ${reply.type === 'error' ? reply.message : reply.type}`);
+        } catch (e) {
+          tried.push(`${address}: ${(e as Error).message}`);
+        }
+      }
+      throw new TransportError('COMMIT_MISSING', `no surviving replica of stage ${k} holds the commit of step ${step}` +
+        (tried.length > 0 ? ` (${tried.join('; ')})` : ` (every replica was on a lost node: ${lost.join(', ')})`));
+    }));
   }
 
   async probe(timeoutMs: number): Promise<string[]> {

@@ -1,6 +1,7 @@
 /** Actors as plain objects in this process; neighbours and replica peers call each other directly. */
 import { StageActor, type PeerLink } from '../../node/stage.js';
-import type { PeerMessage, Request } from '../../src/wire/index.js';
+import type { NamedTensors, PeerMessage, Reply, Request } from '../../src/wire/index.js';
+import { Tensor } from '../../src/tensor/tensor.js';
 import { actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 export class LocalTransport implements Transport {
@@ -19,11 +20,20 @@ export class LocalTransport implements Transport {
         a.peers = Array.from({ length: replicas }, (_, q) => (q === r ? null : linkTo(at(q, k))));
       }
     }
-    return this.actors.map((a) => ({ name: `${actorName(a.index, a.replica, replicas)} (local)`, request: (req: Request) => a.handle(req) }));
+    return this.actors.map((a) => ({ name: `${actorName(a.index, a.replica, replicas)} (local)`, request: async (req: Request) => ownState(await a.handle(req)) }));
   }
 
   async close(): Promise<void> {
     for (const a of this.actors) a.release();
     this.actors.length = 0;
   }
+}
+
+/** A state reply holds views of the live tensors in process: copied, as a wire would, so that a kept commit does not change with training. */
+function ownState(reply: Reply): Reply {
+  if (reply.type !== 'state') return reply;
+  const copy = (m: NamedTensors) => Object.fromEntries(Object.entries(m).map(([n, t]) => [n, new Tensor(t.data.slice(), t.shape)]));
+  const { params, buffers, optimizer, lastStep } = reply.state;
+  return { type: 'state', state: { params: copy(params), buffers: copy(buffers), lastStep,
+    optimizer: optimizer && { ...optimizer, slots: Object.fromEntries(Object.entries(optimizer.slots).map(([n, s]) => [n, copy(s)])) } } };
 }

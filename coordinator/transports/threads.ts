@@ -7,9 +7,10 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import { Piscina } from 'piscina';
-import { decodeMessage, encodeMessage, type Reply, type Request } from '../../src/wire/index.js';
+import { decodeMessage, encodeMessage, type Reply, type Request, type StageState } from '../../src/wire/index.js';
 import { backend } from '../../src/tensor/backend.js';
-import type { WorkerTask } from '../../node/worker.js';
+import type { WorkerReply, WorkerTask } from '../../node/worker.js';
+import { CommitStore } from '../../node/commit-store.js';
 import { sharedReduceBuffer } from '../../node/shared-reduce.js';
 import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
@@ -25,10 +26,15 @@ export class ThreadsTransport implements Transport {
   readonly kind = 'threads';
   private pools: Piscina[] = [];
   private failure: Error | null = null;
+  /** Each actor's commit buffers (shared memory: readable after its thread is gone). */
+  private commits: SharedArrayBuffer[][] = [];
+  private layout: ActorLayout | null = null;
 
   async open({ replicas, stages, parameterCounts }: ActorLayout, _run?: string): Promise<StageHandle[]> {
     const { filename, execArgv } = workerEntry();
     this.failure = null;
+    this.commits = [];
+    this.layout = { replicas, stages };
     const n = replicas * stages;
     const ports: { prev?: MessagePort; next?: MessagePort; peers: (MessagePort | undefined)[] }[] = Array.from({ length: n }, () => ({ peers: Array<MessagePort | undefined>(replicas).fill(undefined) }));
     for (let r = 0; r < replicas; r++) {
@@ -73,7 +79,9 @@ export class ThreadsTransport implements Transport {
         const task: WorkerTask = { kind: 'request', bytes };
         let out: Uint8Array;
         try {
-          out = await pool.run(task, { transferList: [bytes.buffer as ArrayBuffer] });
+          const reply: WorkerReply = await pool.run(task, { transferList: [bytes.buffer as ArrayBuffer] });
+          if (reply instanceof Uint8Array) out = reply;
+          else { out = reply.bytes; this.commits[a] = reply.commits; }
         } catch (e) {
           throw new TransportError('WORKER_FAILED', `${name(a)}: ${req.type} failed in the worker: ${(e as Error).message}`);
         }
@@ -90,6 +98,14 @@ export class ThreadsTransport implements Transport {
   async probe(): Promise<string[]> {
     if (this.failure) return [`a worker thread (${this.failure.message})`];
     return this.pools.flatMap((p, a) => (p.threads.length === 0 ? [`the worker thread of actor ${a}`] : []));
+  }
+
+  /** Commits go to shared memory, which survives a thread; the replicas of a stage hold the same state, so each copies its share. */
+  keepsCommits(): 'shares' { return 'shares'; }
+
+  async keptCommit(step: number): Promise<StageState[]> {
+    const { stages, replicas } = this.layout ?? { stages: 0, replicas: 1 };
+    return Array.from({ length: stages }, (_, k) => CommitStore.read(Array.from({ length: replicas }, (_, r) => this.commits[r * stages + k] ?? []), step, `stage ${k} (threads)`));
   }
 
   async close(): Promise<void> {

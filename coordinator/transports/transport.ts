@@ -4,7 +4,7 @@
  * activations and gradients flow between them directly, never through the coordinator.
  */
 import { ChainruleError } from '../../src/errors.js';
-import type { Reply, Request } from '../../src/wire/index.js';
+import type { Reply, Request, StageState } from '../../src/wire/index.js';
 
 export interface StageHandle {
   /** For messages: `stage 1 (threads)`, `stage 0 (grpc 127.0.0.1:7001)`. */
@@ -39,6 +39,16 @@ export interface Transport {
    * node, a crashed worker thread), by name; empty when all answer.
    */
   probe?(timeoutMs: number): Promise<string[]>;
+  /**
+   * Whether the actors keep the recovery commits themselves (node/commit-store.ts), so the
+   * coordinator need not fetch every stage's state at each commit: 'shares' when what they
+   * keep outlives a lost actor (threads: shared memory), each replica of a stage keeping its
+   * share; 'copies' when every replica keeps it all and a lost actor's stage is read from a
+   * surviving replica; null (or absent): the coordinator keeps them.
+   */
+  keepsCommits?(layout: ActorLayout): 'shares' | 'copies' | null;
+  /** Each stage's commit of `step`, kept by the actors, read without the `lost` hosts. */
+  keptCommit?(step: number, lost: readonly string[]): Promise<StageState[]>;
 }
 
 export class TransportError extends ChainruleError {

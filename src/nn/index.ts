@@ -13,3 +13,5 @@ export { Activation } from './activations.js';
 export * from './models-seq.js';
 export * from './models-cnn.js';
 export * from './metrics.js';
+export * from './finite.js';
+export * from './size.js';

@@ -82,6 +82,13 @@ export abstract class ElementwiseOptimizer {
     return s;
   }
 
+  /** The state without copies (the live slot arrays): for a commit that copies it at once. */
+  peekState(): { type: string; t: number; slots: Record<string, Record<string, Data>> } {
+    const slots: Record<string, Record<string, Data>> = {};
+    for (const [name, s] of this.slots) slots[name] = s;
+    return { type: this.spec.type, t: this.t, slots };
+  }
+
   getState(): OptimizerState {
     const slots: OptimizerState['slots'] = {};
     for (const [name, s] of this.slots) {

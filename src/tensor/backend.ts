@@ -35,6 +35,8 @@ export interface Backend {
    * does not change within a step), when the backend has them; the same bits as `matmul`.
    */
   readonly packed?: PackedMatmul;
+  /** Whether no element is NaN or ±Infinity, when the backend has a faster pass than src/nn/finite.ts's. */
+  readonly allFinite?: (x: Float32Array) => boolean;
 }
 
 /** op(b), k×n, in a backend's own packed layout (opaque). */

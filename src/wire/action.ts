@@ -6,8 +6,13 @@
  * Imports nothing of ours: it travels on the wire as text such as `1F0`.
  */
 
-/** Forward (`F`) or backward (`B`). */
-export type ActionKind = 'F' | 'B';
+/**
+ * Forward (`F`), backward (`B`), or weight gradient (`W`). A schedule without `W` actions runs
+ * each stage's weight gradients after its last action of the step; one with them splits the
+ * backward as zero-bubble schedules do: `B` is the input gradient (what the previous stage
+ * waits for) and `W` the weight gradient of that micro-batch, which nothing downstream waits for.
+ */
+export type ActionKind = 'F' | 'B' | 'W';
 
 /** One unit of pipeline work: `stage` runs `kind` for `microBatch` (all 0-based). */
 export type Action = { stage: number; kind: ActionKind; microBatch: number };
@@ -28,12 +33,13 @@ export function formatAction(a: Action): string {
 }
 
 // Canonical form only (no signs, no leading zeros), so parse(format(a)) and format(parse(s)) are inverses.
-const ACTION_TEXT = /^(0|[1-9][0-9]*)([FB])(0|[1-9][0-9]*)$/;
+const ACTION_TEXT = /^(0|[1-9][0-9]*)([FBW])(0|[1-9][0-9]*)$/;
 
 /**
  * Parses the text written by {@link formatAction}.
  * @example parseAction('1B3') // { stage: 1, kind: 'B', microBatch: 3 }
- * @throws Error when the text is not `<stage><F|B><microBatch>` with non-negative integers.
+ * @example parseAction('1W3') // { stage: 1, kind: 'W', microBatch: 3 }
+ * @throws Error when the text is not `<stage><F|B|W><microBatch>` with non-negative integers.
  */
 export function parseAction(text: string): Action {
   const m = typeof text === 'string' ? ACTION_TEXT.exec(text) : null;
@@ -41,8 +47,8 @@ export function parseAction(text: string): Action {
   const microBatch = m ? Number(m[3]) : NaN;
   if (!m || !Number.isSafeInteger(stage) || !Number.isSafeInteger(microBatch)) {
     throw new Error(
-      `parseAction: ${JSON.stringify(text)} is not an action; expected <stage><F|B><microBatch> ` +
-        `with non-negative integers and no leading zeros, e.g. "1F0" (stage 1, forward, micro-batch 0) or "2B3"`,
+      `parseAction: ${JSON.stringify(text)} is not an action; expected <stage><F|B|W><microBatch> ` +
+        `with non-negative integers and no leading zeros, e.g. "1F0" (stage 1, forward, micro-batch 0), "2B3" or "2W3"`,
     );
   }
   return { stage, kind: m[2] as ActionKind, microBatch };

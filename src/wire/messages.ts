@@ -5,6 +5,7 @@
  */
 import { ChainruleError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { NonFiniteReport } from './nonfinite.js';
 
 /**
  * Where a message belongs: the actor (stage of a replica) it is addressed to, its step, and
@@ -46,8 +47,10 @@ export type Request =
   /**
    * `optimize`: apply this optimizer step right after the actions (saves a round trip).
    * `trace`: record this step's spans into the report (src/wire/trace.ts).
+   * `commit`: first keep this actor's state as the recovery commit of this step (node/commit-store.ts):
+   * all of it, or this replica's share of it (the replicas' shares together are the commit).
    */
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean })
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: 'whole' | 'share' })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
@@ -55,7 +58,14 @@ export type Request =
   | (Header & { type: 'getParams' })
   | (Header & { type: 'setParams'; params: NamedTensors })
   | (Header & { type: 'optimizerStep' } & OptimizerStepArgs)
+  /**
+   * The step is dropped on every actor (a NaN or infinity appeared somewhere, and the run skips
+   * such steps): no optimizer update, and buffers (BatchNorm statistics) put back as they were before it.
+   */
+  | (Header & { type: 'skipStep' })
   | (Header & { type: 'getState' })
+  /** The recovery commit of `step` this actor kept (a replica peer's copy, after a loss). */
+  | (Header & { type: 'getCommit' })
   | (Header & { type: 'setState'; state: StageState })
   | (Header & { type: 'evaluate'; x: Tensor })
   | (Header & { type: 'shutdown' });
@@ -88,6 +98,11 @@ export interface StepReport {
   trace?: number[];
   /** Only with `trace`: the actor's epoch clock when it took the request and when it replied (for clock offsets). */
   clock?: [number, number];
+  /**
+   * The earliest NaN or infinity this actor met in the step (src/wire/nonfinite.ts). It then
+   * sent zeros in its place, so that its neighbours finish the step, and applied no update.
+   */
+  nonFinite?: NonFiniteReport;
 }
 
 export type Reply =
@@ -105,7 +120,7 @@ export type Message = Request | PeerMessage | Reply;
 
 export const requestTypes = [
   'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
-  'optimizerStep', 'getState', 'setState', 'evaluate', 'shutdown',
+  'optimizerStep', 'skipStep', 'getState', 'getCommit', 'setState', 'evaluate', 'shutdown',
 ] as const;
 export const peerTypes = ['activation', 'gradient', 'reduce'] as const;
 

@@ -8,11 +8,11 @@
  * const spans = [SPAN.forward, 0, 1.7e12, 1.7e12 + 0.4];   // micro-batch 0's forward, 0.4 ms
  * decodeSpans(spans)[0]!.kind                                // 'forward'
  */
-export const spanKinds = ['forward', 'backward', 'send', 'wait', 'reduce', 'optimizer'] as const;
+export const spanKinds = ['forward', 'backward', 'send', 'wait', 'reduce', 'optimizer', 'weight'] as const;
 export type SpanKind = (typeof spanKinds)[number];
 
 /** The code of each span kind in a trace array. */
-export const SPAN = { forward: 0, backward: 1, send: 2, wait: 3, reduce: 4, optimizer: 5 } as const satisfies Record<SpanKind, number>;
+export const SPAN = { forward: 0, backward: 1, send: 2, wait: 3, reduce: 4, optimizer: 5, weight: 6 } as const satisfies Record<SpanKind, number>;
 
 export interface Span { kind: SpanKind; microBatch: number; t0: number; t1: number }
 

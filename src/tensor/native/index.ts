@@ -29,6 +29,8 @@ interface Addon {
   binary(kind: number, a: Float32Array, aMode: number, b: Float32Array, bMode: number, out: Float32Array, n: number, inner: number): void;
   unary(kind: number, x: Float32Array, out: Float32Array, n: number): void;
   sumAll(x: Float32Array, n: number): number;
+  /** Absent from addons built before it. */
+  allFinite?(x: Float32Array, n: number): boolean;
   sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
   sumCols(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
   sgd(p: Float32Array, g: Float32Array, scale: number, lr: number, wd: number): void;
@@ -237,6 +239,7 @@ export function createNativeBackend(kernel?: string): Backend {
       }
       jsBackend.reduceSum(x, xShape, out, outShape);
     },
+    ...(typeof nat.allFinite === 'function' ? { allFinite: (x: Float32Array) => nat.allFinite!(x, x.length) } : {}),
     optimizer,
     conv,
     packed,
