@@ -6,7 +6,7 @@
  * Skipped, with the reason, where namespaces cannot be made (no root, no `ip`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -15,34 +15,10 @@ import { makeCerts } from '../coordinator/certs.js';
 import { TLS_FILES } from '../node/tls.js';
 import { loadMnist, subset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
+import { makeTestHosts } from './netns.js';
 
-const tag = `cr${process.pid % 10000}`;
-const hosts = [{ ns: `${tag}a`, ip: '10.77.0.2' }, { ns: `${tag}b`, ip: '10.77.0.3' }];
-const bridge = `${tag}br`;
-
-const ip = (...args: string[]) => spawnSync('ip', args, { encoding: 'utf8' });
-/** Why namespaces cannot be made here, or null when they were. */
-function makeHosts(): string | null {
-  if (process.platform !== 'linux') return 'network namespaces are Linux only';
-  if (process.getuid?.() !== 0) return 'making network namespaces needs root';
-  const steps: string[][] = [['link', 'add', bridge, 'type', 'bridge'], ['addr', 'add', '10.77.0.1/24', 'dev', bridge], ['link', 'set', bridge, 'up']];
-  for (const [i, h] of hosts.entries()) {
-    steps.push(['netns', 'add', h.ns], ['link', 'add', `${tag}v${i}`, 'type', 'veth', 'peer', 'name', `${tag}p${i}`],
-      ['link', 'set', `${tag}p${i}`, 'netns', h.ns], ['link', 'set', `${tag}v${i}`, 'master', bridge], ['link', 'set', `${tag}v${i}`, 'up'],
-      ['netns', 'exec', h.ns, 'ip', 'addr', 'add', `${h.ip}/24`, 'dev', `${tag}p${i}`], ['netns', 'exec', h.ns, 'ip', 'link', 'set', `${tag}p${i}`, 'up'],
-      ['netns', 'exec', h.ns, 'ip', 'link', 'set', 'lo', 'up']);
-  }
-  for (const s of steps) {
-    const r = ip(...s);
-    if (r.error) return `\`ip\` is not available (${r.error.message})`;
-    if (r.status !== 0) return `\`ip ${s.join(' ')}\` failed: ${r.stderr.trim()}`;
-  }
-  return null;
-}
-function removeHosts(): void {
-  for (const [i, h] of hosts.entries()) { ip('link', 'del', `${tag}v${i}`); ip('netns', 'del', h.ns); }
-  ip('link', 'del', bridge);
-}
+const net = makeTestHosts('10.77.0', 2, 'mh');
+const { hosts } = net;
 
 const spec: ModelSpec = {
   inputShape: [784],
@@ -53,8 +29,7 @@ const m = loadMnist();
 const data = { train: subset(m.train, Array.from({ length: 256 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 64 }, (_, i) => i)) };
 const base: CoordinatorOptions = { model: spec, dataset: data, epochs: 1, batchSize: 32, lr: 0.1, seed: 8, replicas: 2, stages: 2, microBatches: 2, schedule: '1f1b', optimizer: 'adam' };
 
-const skipReason = makeHosts();
-if (skipReason) removeHosts();
+const skipReason = net.skip;
 const certs = mkdtempSync(join(tmpdir(), 'chainrule-multihost-'));
 const children: ChildProcess[] = [];
 
@@ -81,7 +56,7 @@ describe.skipIf(skipReason !== null)(`two hosts in network namespaces${skipReaso
   }, 60_000);
   afterAll(async () => {
     await Promise.all(children.map((c) => new Promise((resolve) => { if (c.exitCode !== null || c.signalCode !== null) resolve(null); else { c.once('exit', resolve); c.kill('SIGKILL'); } })));
-    removeHosts();
+    net.remove();
   });
 
   it('2 replicas × 2 stages across two hosts (pipeline and reduction both cross them), mutual TLS: the single-process weights', async () => {
