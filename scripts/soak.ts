@@ -2,12 +2,14 @@
  * A long run that watches memory: a 784-64-10 MLP trained for many optimizer steps over two
  * pipeline stages (2 micro-batches, 1F1B), on two real `chainrule node` processes on loopback
  * (or on worker threads), with a checkpoint every 1000 steps and an evaluation every 2000
- * (and one of each before the first step) so the long-lived paths run too. Every 250 steps it samples the resident set of the coordinator
- * and of each node (VmRSS from /proc/PID/status: Linux only; elsewhere the nodes are skipped,
- * with a note) and the coordinator's live heap (heapUsed just after a full GC, given
- * --expose-gc). At the end, per process: the figure after the warm-up, at the end, and the
- * least-squares slope over the samples after the warm-up; a run whose fitted growth over the
- * whole run exceeds the noise bound (see `noiseBound`) is GROWING, and exits 1.
+ * (and one of each before the first step) so the long-lived paths run too. Every 250 steps
+ * it samples the resident set of the coordinator and of each node (VmRSS from
+ * /proc/PID/status: Linux only; elsewhere the nodes are skipped, with a note) and the
+ * coordinator's live heap (heapUsed just after a full GC, given --expose-gc). At the end, per
+ * process: the figure after the 1000-step warm-up, at the end, and the least-squares slope
+ * over the samples after the warm-up; a series whose fitted rise over the whole run exceeds
+ * its noise bound (see `noiseBound`) is GROWING, and the script exits 1 (a fall beyond it is
+ * reported as falling: memory given back).
  *
  *   node --expose-gc --import tsx scripts/soak.ts [--steps 20000] [--placement grpc|threads] [--json] [--max-minutes M]
  *   npm run soak -- --steps 20000 --placement threads
