@@ -161,7 +161,13 @@ function vmRss(pid: number): number | null {
   }
 }
 
-interface NodeProcess { address: string; pid: number; stop(): Promise<void> }
+interface NodeProcess {
+  address: string;
+  pid: number;
+  /** Null while it runs; else how it ended and its last log lines. */
+  ended(): string | null;
+  stop(): Promise<void>;
+}
 
 /** A real `chainrule node --port 0` child, once it says where it listens. */
 async function spawnNode(): Promise<NodeProcess> {
@@ -184,6 +190,7 @@ async function spawnNode(): Promise<NodeProcess> {
   });
   return {
     address, pid: child.pid!,
+    ended: () => (child.exitCode === null && child.signalCode === null ? null : `exited with ${child.exitCode ?? child.signalCode}: ${tail.trim().split('\n').slice(-3).join(' | ')}`),
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -197,7 +204,6 @@ async function spawnNode(): Promise<NodeProcess> {
 export async function soak(o: SoakOptions): Promise<SoakResult> {
   const log = o.log ?? (() => {});
   const sampleEvery = o.sampleEvery ?? 250;
-  const warmup = Math.min(o.warmup ?? 1000, Math.floor(o.steps / 2 / sampleEvery) * sampleEvery);
   const checkpointEvery = o.checkpointEvery ?? 1000;
   const evaluateEvery = o.evaluateEvery ?? 2000;
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -251,11 +257,21 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
       }
     }
     const seconds = (performance.now() - t0) / 1000;
+    // A node that died was replaced by one in this process (recovery, with a warning): its
+    // figures would stop and the coordinator's would hold its actors, so the run says so.
+    for (const n of nodes) {
+      const why = n.ended();
+      if (why !== null) throw new Error(`soak: node ${n.address} (pid ${n.pid}) ${why}; its figures stop there`);
+    }
     const ran = stoppedAt ?? o.steps;
-    const w = Math.min(warmup, Math.floor(ran / 2 / sampleEvery) * sampleEvery);
+    // At most half the run, so that a short one still has a slope.
+    const w = Math.min(o.warmup ?? 1000, Math.floor(ran / 2 / sampleEvery) * sampleEvery);
     const processes: Figures[] = [figures('coordinator', 'rss', samples.map((s) => ({ step: s.step, bytes: s.coordinatorRss })), w, ran, process.pid)];
     if (linux) nodes.forEach((n, i) => processes.push(figures(`node ${i} (${n.address})`, 'rss', samples.map((s) => ({ step: s.step, bytes: s.nodes[i]! })), w, ran, n.pid)));
     const heap = figures('coordinator heapUsed', 'heap', samples.map((s) => ({ step: s.step, bytes: s.heapUsed })), w, ran);
+    const notes: string[] = [];
+    if (o.placement === 'grpc' && !linux) notes.push(`node processes not sampled: VmRSS is read from /proc (Linux), this is ${process.platform}`);
+    if (ran < 5 * w) notes.push(`${ran} steps are mostly warm-up: a rise as allocators settle may read as growth (the figures are meant for 20,000 steps)`);
     const all = [...processes, heap];
     const growing = all.filter((f) => f.trend === 'growing').map((f) => f.name);
     const falling = all.filter((f) => f.trend === 'falling');
@@ -265,7 +281,7 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
         + (falling.length > 0 ? `; falling (memory given back, not a leak): ${falling.map((f) => `${f.name} (fitted ${(f.slopeMbPer1000 * ran / 1000).toFixed(1)} MB)`).join(', ')}` : '');
     return {
       placement: o.placement, steps: ran, stepsAsked: o.steps, warmup: w, seconds, stepsPerSecond: ran / seconds, gc: gc !== undefined,
-      ...(o.placement === 'grpc' && !linux ? { note: `node processes not sampled: VmRSS is read from /proc (Linux), this is ${process.platform}` } : {}),
+      ...(notes.length > 0 ? { note: notes.join('; ') } : {}),
       checkpoints, evaluations, lastTestAccuracy, processes, heap, verdict, growing, samples,
     };
   } finally {
