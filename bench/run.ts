@@ -56,8 +56,7 @@ async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = second
 async function spawnNode(): Promise<{ address: string; close(): Promise<void> }> {
   const fromSource = import.meta.url.endsWith('.ts');
   const bin = fileURLToPath(new URL(`../coordinator/bin.${fromSource ? 'ts' : 'js'}`, import.meta.url));
-  // As the `chainrule` command starts it (coordinator/bin.ts).
-  const child: ChildProcess = spawn(process.execPath, ['--single-threaded-gc', ...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child: ChildProcess = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const address = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
