@@ -64,6 +64,9 @@ export function drainingError(address: string, reason: string): ChainruleError {
     { hint: 'use another node; a coordinator with --spares moves the run to one' });
 }
 
+/** How long idle clients get to hang up once nothing is in flight. */
+const IDLE_CLIENTS_GRACE_MS = 1_000;
+
 const after = (ms: number) => {
   let timer: NodeJS.Timeout | undefined;
   const p = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), Math.max(0, ms)); });
@@ -88,13 +91,17 @@ export async function drain(steps: DrainSteps, reason: string, timeoutMs: number
   }
   await steps.closeRuns();
   steps.endStreams();
-  const rest = after(t0 + timeoutMs - Date.now());
+  // Every call is answered and every run ended: what tryShutdown still waits for is idle
+  // clients hanging up (a coordinator keeps its channels open), so they get a moment, not the deadline.
+  const left = t0 + timeoutMs - Date.now();
+  const rest = after(settled === 'idle' ? Math.min(left, IDLE_CLIENTS_GRACE_MS) : left);
   const closed = await Promise.race([steps.tryShutdown().then(() => 'closed' as const), rest.p]);
   deadline.cancel();
   rest.cancel();
   if (closed !== 'closed') {
     steps.forceShutdown();
-    log.line('warning', `connections still open at the deadline: forced shut`);
+    if (settled === 'idle') log.line('draining', `nothing in flight: closed the idle connections still open`);
+    else log.line('warning', `connections still open at the deadline: forced shut`);
   }
   const ms = Date.now() - t0;
   const clean = cutOff === 0;
