@@ -184,11 +184,14 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
   const where = name(key);
   const bad = (what: string) => { throw new OptionError(`${where} must be ${what}, got ${describeValue(v)}`); };
   switch (d.kind) {
-    case 'int':
+    case 'int': {
       if (typeof v === 'string' && d.accepts?.(v)) return;
-      if (typeof v !== 'number' || !Number.isSafeInteger(v)) bad(d.min === 1 ? 'a positive integer' : d.min === 0 ? 'a non-negative integer' : 'an integer');
-      if (d.min !== undefined && (v as number) < d.min) bad(d.min === 1 ? 'a positive integer' : `an integer >= ${d.min}`);
+      // An int that also takes a word (--commit-every N|auto) says so.
+      const or = d.accepts && d.arg?.includes('|') ? ` or ${d.arg.split('|')[1]}` : '';
+      if (typeof v !== 'number' || !Number.isSafeInteger(v)) bad((d.min === 1 ? 'a positive integer' : d.min === 0 ? 'a non-negative integer' : 'an integer') + or);
+      if (d.min !== undefined && (v as number) < d.min) bad((d.min === 1 ? 'a positive integer' : `an integer >= ${d.min}`) + or);
       return;
+    }
     case 'number': {
       const what = d.below !== undefined ? `a number in ${d.exclusive ? '(' : '['}${d.min ?? '-∞'}, ${d.below})`
         : d.min === 0 ? (d.exclusive ? 'a positive number' : 'a non-negative number') : d.min !== undefined ? `a number ${d.exclusive ? '>' : '>='} ${d.min}` : 'a finite number';
@@ -291,7 +294,7 @@ const cliEntries = entries.filter(([, d]) => d.only !== 'api') as [CliKey, Def<u
 function fromText(key: string, d: Def<unknown>, text: string): unknown {
   const flag = flagOf(key);
   const int = (s: string) => {
-    if (!/^-?\d+$/.test(s.trim())) throw new OptionError(`${flag} must be an integer, got '${s}'`);
+    if (!/^-?\d+$/.test(s.trim())) throw new OptionError(`${flag} must be an integer${d.accepts && d.arg?.includes('|') ? ` or ${d.arg.split('|')[1]}` : ''}, got '${s}'`);
     return Number(s);
   };
   switch (d.kind) {

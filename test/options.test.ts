@@ -38,6 +38,14 @@ describe('the option table', () => {
     expect(() => parseCliOptions(['--replicas', '0'])).toThrow(/--replicas must be a positive integer, got 0/);
   });
 
+  it('--commit-every takes N or auto, and says so when given neither', () => {
+    expect(parseCliOptions(['--commit-every', 'auto']).options.commitEvery).toBe('auto');
+    expect(parseCliOptions(['--commit-every', '4']).options.commitEvery).toBe(4);
+    expect(() => parseCliOptions(['--commit-every', 'often'])).toThrow(/^--commit-every must be an integer or auto, got 'often'$/);
+    expect(() => resolveOptions({ commitEvery: -1 })).toThrow(/^options\.commitEvery must be an integer >= 0 or auto, got -1$/);
+    expect(() => resolveOptions({ commitEvery: 'never' as never })).toThrow(/^options\.commitEvery must be a non-negative integer or auto, got 'never'$/);
+  });
+
   it('reads a config file, flags overriding it', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chainrule-config-'));
     const f = join(dir, 'run.json');
