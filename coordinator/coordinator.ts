@@ -49,6 +49,8 @@ export class Coordinator {
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
   /** The learning rate, (with clipping) the gradient norm, and whether it was skipped, of the last step runParts ran. */
+  /** How long the slowest actor took to keep the last recovery commit (ms). */
+  private lastCommitMs = 0;
   private lastStep: { lr: number; gradNorm?: number; skipped?: boolean } = { lr: 0 };
   /** Steps every actor dropped for a NaN or infinity (skipNonFinite), by step: a replayed one counts once. */
   private readonly skipped = new Map<number, string>();
@@ -140,7 +142,7 @@ export class Coordinator {
     const state = () => this.group.state();
     const t = this.transport;
     if (!t?.keepsCommits?.(this.group) || !t.keptCommit) return { where: 'coordinator', state };
-    return { where: 'actors', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)) };
+    return { where: 'actors', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)), cost: () => this.lastCommitMs };
   }
 
   /** `commit`: the actors first keep their state as the recovery commit of this step. */
@@ -158,6 +160,7 @@ export class Coordinator {
       this.skipped.set(this.group.step, what);
       console.warn(`chainrule: warning: skipped ${what} (--skip-nonfinite; ${this.skipped.size} skipped so far)`);
     }
+    if (commit) this.lastCommitMs = r.commitMs;
     this.group.step++;
     this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }), ...(r.skipped ? { skipped: true } : {}) };
     return r.loss;

@@ -38,7 +38,7 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
 }
 
 /** pipelineStep, with the earliest NaN or infinity of the step returned rather than thrown. */
-async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<{ loss: number; nonFinite: NonFiniteAt | null }> {
+async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<{ loss: number; nonFinite: NonFiniteAt | null; commitMs: number }> {
   const K = group.stages;
   const tracing = trace?.tracer.wants(group.step) === true;
   const body = (r: number, k: number) => ({
@@ -69,7 +69,8 @@ async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch
   for (let r = 0; r < group.replicas; r++) {
     for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
   }
-  return { loss, nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names) };
+  const commitMs = reports.reduce((m, r) => Math.max(m, r.commitMs ?? 0), 0);
+  return { loss, nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names), commitMs };
 }
 
 export interface StepPlan {
@@ -97,25 +98,25 @@ export interface StepPlan {
  * returned as `skipped` (where it appeared first).
  * @throws NonFiniteError without `skipNonFinite`
  */
-export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number; skipped?: NonFiniteAt }> {
+export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number; skipped?: NonFiniteAt; commitMs: number }> {
   const { optimizer, lr, clipNorm } = plan;
   const fused = clipNorm === undefined && !plan.skipNonFinite;
-  const { loss, nonFinite } = await runSchedule(group, spec, parts, schedule, meter, fused ? { optimizer, lr, gradScale: plan.gradScale } : undefined, plan.trace, plan.commit);
+  const { loss, nonFinite, commitMs } = await runSchedule(group, spec, parts, schedule, meter, fused ? { optimizer, lr, gradScale: plan.gradScale } : undefined, plan.trace, plan.commit);
   if (nonFinite) {
     if (!plan.skipNonFinite) throw new NonFiniteError(group.step, plan.epoch, nonFinite);
     // Decided here, where every actor's report meets: all of them drop the step, or none.
     await group.all(() => ({ type: 'skipStep' }), 'ok');
-    return { loss, skipped: nonFinite };
+    return { loss, skipped: nonFinite, commitMs };
   }
-  if (fused) return { loss };
+  if (fused) return { loss, commitMs };
   if (clipNorm === undefined) {
     await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale: plan.gradScale }), 'ok');
-    return { loss };
+    return { loss, commitMs };
   }
   // The global norm needs every stage's share (of the reduced gradients: replica 0's suffice).
   let squares = 0;
   for (let k = 0; k < group.stages; k++) squares += (await group.ask(k, { type: 'gradSquares' }, 'value')).value;
   const gradScale = plan.gradScale * clipScale(squares * plan.gradScale * plan.gradScale, clipNorm);
   await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale }), 'ok');
-  return { loss, gradNorm: Math.sqrt(squares) * plan.gradScale };
+  return { loss, gradNorm: Math.sqrt(squares) * plan.gradScale, commitMs };
 }

@@ -50,12 +50,15 @@ export interface Rebuild {
  */
 export type CommitKeeping =
   | { where: 'coordinator'; state: () => Promise<StageState> }
-  | { where: 'actors'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState> };
+  /** `cost`: how long the slowest actor took to keep the last commit (ms). */
+  | { where: 'actors'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState>; cost: () => number };
 
 /** With `commitEvery: 'auto'`, a fetched commit costs at most this share of the training time... */
 export const AUTO_COMMIT_SHARE = 0.05;
 /** ...and is taken at least this often (the most steps a recovery replays). */
 export const AUTO_COMMIT_MAX_STEPS = 64;
+/** ...and where the actors keep them (a copy in memory, no transfer), at least this often. */
+export const AUTO_ACTOR_COMMIT_MAX_STEPS = 8;
 
 export class Recovery {
   /** `state` null: kept by the actors, read after a loss. */
@@ -67,7 +70,7 @@ export class Recovery {
   private stepMsSince = 0;
   readonly reports: RecoveryReport[] = [];
 
-  /** `commitEvery`: steps between commits, or 'auto': every step where the actors keep them, else as often as costs AUTO_COMMIT_SHARE of the time. */
+  /** `commitEvery`: steps between commits, or 'auto': as often as a commit costs AUTO_COMMIT_SHARE of the time. */
   constructor(private readonly commitEvery: number | 'auto', private readonly rebuild: Rebuild) {}
 
   /**
@@ -91,7 +94,7 @@ export class Recovery {
       await this.recover(e, step, t0, transport, keep);
       return this.run(step, parts, transport, fn, keeping);
     }
-    if (byActors) { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; }
+    if (byActors && keep.where === 'actors') { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; this.lastTakeMs = keep.cost(); }
     this.log.push(parts);
     this.stepMsSince += performance.now() - t0;
     if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) {
@@ -110,10 +113,10 @@ export class Recovery {
     const since = step - this.commit!.step;
     if (since <= 0) return false;
     if (this.commitEvery !== 'auto') return step % this.commitEvery === 0;
-    if (where === 'actors') return true;
-    // A fetched commit moves every stage's state through the coordinator: taken once the
-    // steps since have run long enough that it costs at most its share of the time.
-    return since >= AUTO_COMMIT_MAX_STEPS || this.lastTakeMs <= AUTO_COMMIT_SHARE * this.stepMsSince;
+    // Taken once the steps since have run long enough that the last commit's cost (a copy
+    // where the actors live, or every stage's state through the coordinator) is at most its
+    // share of the time: for the actors' copy that is most steps.
+    return since >= (where === 'actors' ? AUTO_ACTOR_COMMIT_MAX_STEPS : AUTO_COMMIT_MAX_STEPS) || this.lastTakeMs <= AUTO_COMMIT_SHARE * this.stepMsSince;
   }
 
   /**

@@ -140,8 +140,14 @@ export class StageActor {
       case 'configure': return this.configure(req.run, req.config, req.params);
       case 'runStep': {
         const tracing = req.trace === true;
-        if (req.commit !== undefined && !this.reports.has(req.step) && !this.running.has(req.step)) this.keepCommit(req.step, req.commit === 'share');
+        let commitMs: number | undefined;
+        if (req.commit !== undefined && !this.reports.has(req.step) && !this.running.has(req.step)) {
+          const tc = performance.now();
+          this.keepCommit(req.step, req.commit === 'share');
+          commitMs = performance.now() - tc;
+        }
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
+        if (commitMs !== undefined) report.commitMs = commitMs;
         // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
         if (req.optimize && !report.nonFinite) {
           const t0 = epochNow();

@@ -131,6 +131,17 @@ describe('surviving the loss of an actor', () => {
     expect(s.recoveries[0]!.stepsReplayed).toBeGreaterThanOrEqual(1); // the commit kept as step 8 started
   });
 
+  it('by default (auto) thread actors commit as often as their copy costs 5% of the time, at least every 8 steps: a lost thread, same weights', async () => {
+    const transport = new ThreadsTransport();
+    let killed = false;
+    const o = { replicas: 2, optimizer: 'adam', lr: 0.01 } as const;
+    const s = await run({ ...o, placement: transport, onStep: (r) => { if (r.step === 11 && !killed) { killed = true; void transport.threads[1]!.terminate(); } } });
+    const local = await run({ ...o, placement: 'local' });
+    expect(s.weightsSha256).toBe(local.weightsSha256);
+    expect(s.recoveries).toHaveLength(1);
+    expect(s.recoveries[0]!.stepsReplayed).toBeLessThanOrEqual(8);
+  });
+
   it('a worker thread terminated mid-epoch: rebuilt, same weights', async () => {
     const transport = new ThreadsTransport();
     let killed = false;

@@ -94,6 +94,8 @@ export interface StepReport {
   busyMs: number;
   /** Wall time of the step as this stage saw it. */
   wallMs: number;
+  /** Milliseconds the recovery commit took, when the runStep asked this actor to keep one. */
+  commitMs?: number;
   /** Only when the runStep asked for a trace: [kind, microBatch, t0, t1] per span (src/wire/trace.ts). */
   trace?: number[];
   /** Only with `trace`: the actor's epoch clock when it took the request and when it replied (for clock offsets). */
