@@ -17,12 +17,13 @@
  *    (bench/microbatch.ts): "wide MLP one process M=8 / M=1".
  */
 import { schedules, type CoordinatorOptions } from '../coordinator/index.js';
+import { spawnNode } from './node-process.js';
 import { bubbleFormula, theoreticalBubble } from '../coordinator/schedules/index.js';
 import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,22 +53,6 @@ async function tfjs(backend: 'cpu' | 'wasm', model: 'mlp' | 'cnn', secs = second
   }
 }
 
-/** A `chainrule node` in a process of its own, on a free loopback port. */
-async function spawnNode(): Promise<{ address: string; close(): Promise<void> }> {
-  const fromSource = import.meta.url.endsWith('.ts');
-  const bin = fileURLToPath(new URL(`../coordinator/bin.${fromSource ? 'ts' : 'js'}`, import.meta.url));
-  const child: ChildProcess = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`chainrule node exited with ${code}`)));
-  });
-  return { address, close: async () => { child.kill('SIGTERM'); } };
-}
 
 // 1. Kernels.
 const gemm = await benchSgemm();
@@ -257,7 +242,7 @@ try {
     if (torch2) scaling.push({ name: name('best 2-core chainrule vs pytorch 2 threads'), value: best2 / torch2.value, unit: '×' });
   }
 } finally {
-  await Promise.all(scalingNodes.map((n) => n.close()));
+  await Promise.all(scalingNodes.map((n) => n.stop()));
 }
 printTable(scaling, 'Scaling on this machine (2 cores): samples/s and ratios to one process with one micro-batch');
 rows.push(...scaling);

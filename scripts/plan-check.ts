@@ -8,11 +8,11 @@
  * one profile per model. Ends with the on-paper answer for 8 hosts of 2 cores on a 1 Gbit/s
  * link for the wide MLP. The machine should be quiet: `uptime` is printed before and after.
  */
-import { spawn, execSync, type ChildProcess } from 'node:child_process';
+import { execSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { CoordinatorOptions } from '../coordinator/index.js';
 import { measureThroughput } from '../bench/throughput.js';
+import { spawnNode } from '../bench/node-process.js';
 import { schedules } from '../coordinator/schedules/index.js';
 import { candidateConfigs, configName, formatPlanTable, neededSizes, planFromProfile, profileModel, type PlanConfig, type PlanMachine, type PlanOptions } from '../coordinator/plan.js';
 import { loadMnist } from '../src/data/index.js';
@@ -50,20 +50,6 @@ async function measure(o: CoordinatorOptions, pids: number[], secs = seconds): P
   return { samplesPerSecond: r.samplesPerSecond, bubble: r.bubble, cpuMsPerStep: r.cpuMs / r.steps };
 }
 
-async function spawnNode(): Promise<{ address: string; pid: number; close(): void }> {
-  const bin = fileURLToPath(new URL('../coordinator/bin.ts', import.meta.url));
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`chainrule node exited with ${code}`)));
-  });
-  return { address, pid: child.pid!, close: () => { child.kill('SIGTERM'); } };
-}
 
 const models = [
   { key: 'wide', label: 'MLP 784-1024×5-10, batch 256', spec: mlpSpec([1024, 1024, 1024, 1024, 1024], 784, 10), batchSize: 256, lr: 0.01, M: 8 },
@@ -135,7 +121,7 @@ try {
     }
   }
 } finally {
-  for (const n of nodes) n.close();
+  await Promise.all(nodes.map((n) => n.stop()));
 }
 const errors = report.map((r) => Math.abs(r['error'] as number));
 console.log(`\nmean |error| ${(100 * errors.reduce((a, b) => a + b, 0) / Math.max(1, errors.length)).toFixed(1)}%, max ${(100 * Math.max(0, ...errors)).toFixed(1)}%, within 15%: ${errors.filter((e) => e <= 0.15).length}/${errors.length}`);
