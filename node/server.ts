@@ -13,7 +13,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { ChainruleError } from '../src/errors.js';
 import { decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type Reply, type Request } from '../src/wire/index.js';
 import { StageActor, type PeerLink } from './stage.js';
-import { StreamLink, clientOptions, serverOptions, stageService, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
+import { StreamLink, clientOptions, serverOptions, stageService, widenServerWindows, widenSessionWindows, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
 import { NodeLog, stderrSink, type LogSink } from './log.js';
 import { RunTable, releaseActor, shortRun, type Run } from './runs.js';
 import { NodeGuard, isRefusal, type Caller, type Refusal } from './guard.js';
@@ -255,6 +255,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   };
 
   const server = new grpc.Server({ ...serverOptions, ...caps });
+  widenServerWindows(server);
   // Open delivery streams: a drain ends them once the calls in flight are answered.
   const streams = new Set<grpc.ServerDuplexStream<Envelope__Output, Envelope>>();
   // The streamed form of Deliver: every envelope is answered with its id once accepted.
@@ -290,6 +291,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       else resolve(p);
     });
   }).catch(async (e: unknown) => { await runs.close(); throw e; });
+  widenSessionWindows(server);
   address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
   const healthPort = opts.healthPort === undefined ? null
     : await startHealthPort(health, { host, port: opts.healthPort }).catch(async (e: unknown) => { server.forceShutdown(); await runs.close(); throw e; });
