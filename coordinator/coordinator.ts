@@ -141,20 +141,20 @@ export class Coordinator {
   private commitKeeping(): CommitKeeping {
     const state = () => this.group.state();
     const t = this.transport;
-    if (!t?.keepsCommits?.(this.group) || !t.keptCommit) return { where: 'coordinator', state };
-    return { where: 'actors', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)), cost: () => this.lastCommitMs };
+    const keepers = t?.keepsCommits?.(this.group);
+    if (!keepers || !t?.keptCommit) return { where: 'coordinator', state };
+    return { where: 'actors', how: keepers === 'shares' ? 'share' : 'whole', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)), cost: () => this.lastCommitMs };
   }
 
-  /** `commit`: the actors first keep their state as the recovery commit of this step. */
-  private async runParts(parts: MicroBatch[][], trace?: TraceAsk, commit = false): Promise<number> {
+  /** `commit`: the actors first keep their state (whole, or each replica its share) as the recovery commit of this step. */
+  private async runParts(parts: MicroBatch[][], trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<number> {
     const { plan, options: o } = this;
     const lr = plan.lrAt ? plan.lrAt(this.group.step, this.stepsPerEpoch) : this.optimizerSpec.lr;
     const samples = parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0);
-    const keepers = commit ? this.transport!.keepsCommits!(this.group) : null;
     const epoch = this.training ? this.keeper.cursor.epoch + 1 : undefined;
     const r = await trainStep(this.group, this.spec, parts, this.schedulePlan, this.meter,
       { optimizer: this.optimizerSpec, lr, gradScale: 1 / samples, clipNorm: o.clipNorm, trace, skipNonFinite: o.skipNonFinite, epoch,
-        commit: keepers === null ? undefined : keepers === 'shares' ? 'share' : 'whole' });
+        commit });
     if (r.skipped && !this.skipped.has(this.group.step)) {
       const what = describeNonFiniteStep(this.group.step, epoch, r.skipped);
       this.skipped.set(this.group.step, what);

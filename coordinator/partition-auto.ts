@@ -7,12 +7,12 @@
  *
  * The cut depends on the machine, never the weights: every partition trains bit-identically.
  */
-import { Sequential, type ModelSpec } from '../src/nn/index.js';
-import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
+import type { ModelSpec } from '../src/nn/index.js';
+import type { OptimizerSpec } from '../src/optim/index.js';
 import type { Dataset } from '../src/data/index.js';
 import { claimBackend } from '../src/tensor/select.js';
 import { balancedPartition } from './partition.js';
-import { profileSize } from './plan-profile.js';
+import { profileLayers } from './plan-profile.js';
 
 export interface TimedPartition {
   /** The K+1 boundaries. */
@@ -41,22 +41,10 @@ export function timedPartition(spec: ModelSpec, stages: number, o: { microBatch:
 }
 
 function timed(spec: ModelSpec, stages: number, o: Parameters<typeof timedPartition>[2]): TimedPartition {
-  const seed = o.seed ?? 42;
-  const model = Sequential.fromSpec(spec, seed);
-  const r = profileSize(model, spec, o.microBatch, o.repeats ?? 3, o.data, seed, false);
-  const L = model.layers.length;
-  const optimizer = createOptimizer(o.optimizer);
-  const layerMs = model.layers.map((layer, i) => {
-    let update = Infinity;
-    const refs = layer.params.map(([name, p]) => ({ name: `${i}.${name}`, value: Float32Array.from(p.data), grad: new Float32Array(p.size) }));
-    for (let rep = 0; rep < 3 && refs.length > 0; rep++) {
-      const t0 = performance.now();
-      optimizer.step(refs, { lr: 0, gradScale: 1 });
-      update = Math.min(update, performance.now() - t0);
-    }
-    const loss = i === L - 1 ? r.lossF + r.lossB : 0;
-    return o.microBatches * (r.fwd[i]! + r.bwd[i]! + loss) + (refs.length > 0 ? update : 0);
-  });
+  const mb = o.microBatch;
+  const { layers, loss } = profileLayers({ spec, microBatchSizes: [mb], optimizer: o.optimizer, data: o.data, seed: o.seed, repeats: o.repeats ?? 3, helpers: false });
+  const last = layers.length - 1;
+  const layerMs = layers.map((l, i) => o.microBatches * (l.forwardMs[mb]! + l.backwardMs[mb]! + (i === last ? loss.forwardMs[mb]! + loss.backwardMs[mb]! : 0)) + l.optimizerMs);
   const bounds = balancedPartition(layerMs, stages);
   const byParameters = balancedPartition(o.layerParameters, stages);
   return { bounds, layerMs, stageMs: stageSums(layerMs, bounds), byParameters: { bounds: byParameters, stageMs: stageSums(layerMs, byParameters) } };

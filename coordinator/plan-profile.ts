@@ -197,7 +197,7 @@ function targetsFor(spec: ModelSpec, x: Tensor, out: Tensor, data: Dataset | und
 
 /** Times one micro-batch size: per layer forward, first backward, accumulating backward; the loss. */
 /** Each layer's forward and backward (median ms) at micro-batches of `mb`; `helpers`: also V8's helper-thread CPU per pass (300 ms more). */
-export function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: number, data: Dataset | undefined, seed: number, helpers = true) {
+function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: number, data: Dataset | undefined, seed: number, helpers = true) {
   const rng = new Rng(seed);
   const L = model.layers.length;
   const loss = getLoss(spec.loss ?? 'softmaxCrossEntropy');
@@ -566,11 +566,12 @@ async function grpcCost(codec: ModelProfile['codec']): Promise<{ stream: LinearC
 }
 
 /**
- * Profiles a model for the planner.
- * @example const p = await profileModel({ spec: mlpSpec(), microBatchSizes: [64, 32], optimizer: { type: 'sgd', lr: 0.05 } });
+ * Each layer's forward, backward and optimizer step, timed at every micro-batch size (the
+ * layer part of a profile; `profileModel` adds the links and the runtime). `helpers: false`
+ * skips measuring V8's helper threads (300 ms a size).
+ * @example profileLayers({ spec, microBatchSizes: [32], optimizer: { type: 'sgd', lr: 0.1 } }).layers[0].forwardMs[32]
  */
-export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
-  const t0 = now();
+export function profileLayers(o: Pick<ProfileOptions, 'spec' | 'data' | 'microBatchSizes' | 'optimizer' | 'repeats' | 'seed' | 'log'> & { helpers?: boolean }): Pick<ModelProfile, 'layers' | 'loss' | 'helperMs'> {
   const repeats = o.repeats ?? 5;
   const seed = o.seed ?? 42;
   const log = o.log ?? (() => {});
@@ -587,7 +588,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   const sizes = [...new Set(o.microBatchSizes)].sort((a, b) => b - a);
   for (const mb of sizes) {
     const tm = now();
-    const r = profileSize(model, o.spec, mb, repeats, o.data, seed);
+    const r = profileSize(model, o.spec, mb, repeats, o.data, seed, o.helpers ?? true);
     for (let i = 0; i < L; i++) {
       layers[i]!.forwardMs[mb] = r.fwd[i]!;
       layers[i]!.backwardMs[mb] = r.bwd[i]!;
@@ -611,6 +612,19 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
       if (rep > 0) layers[i]!.optimizerMs = rep === 1 ? ms : Math.min(layers[i]!.optimizerMs, ms);
     }
   }
+  return { layers, loss, helperMs };
+}
+
+/**
+ * Profiles a model for the planner.
+ * @example const p = await profileModel({ spec: mlpSpec(), microBatchSizes: [64, 32], optimizer: { type: 'sgd', lr: 0.05 } });
+ */
+export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
+  const t0 = now();
+  const repeats = o.repeats ?? 5;
+  const seed = o.seed ?? 42;
+  const log = o.log ?? (() => {});
+  const { layers, loss, helperMs } = profileLayers({ ...o, repeats, seed, log });
   const totalParams = layers.reduce((n, l) => n + l.parameters, 0);
   const memory = profileMemory(totalParams);
   const codec = profileCodec();
@@ -632,7 +646,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
     log(`plan: measured the links in ${((now() - tl) / 1000).toFixed(1)} s`);
   }
   return {
-    backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: sizes,
+    backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: [...new Set(o.microBatchSizes)].sort((a, b) => b - a),
     layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, links, runtime, seconds: (now() - t0) / 1000,
   };
 }

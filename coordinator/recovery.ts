@@ -50,8 +50,8 @@ export interface Rebuild {
  */
 export type CommitKeeping =
   | { where: 'coordinator'; state: () => Promise<StageState> }
-  /** `cost`: how long the slowest actor took to keep the last commit (ms). */
-  | { where: 'actors'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState>; cost: () => number };
+  /** `how`: each actor keeps it whole, or its replica's share; `cost`: how long the slowest actor took to keep the last one (ms). */
+  | { where: 'actors'; how: 'whole' | 'share'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState>; cost: () => number };
 
 /** With `commitEvery: 'auto'`, a fetched commit costs at most this share of the training time... */
 export const AUTO_COMMIT_SHARE = 0.05;
@@ -75,17 +75,17 @@ export class Recovery {
 
   /**
    * Runs one step (`fn(commit)`: with `commit`, its runStep asks the actors to keep a commit
-   * first); on the loss of an actor, recovers and runs it again. A loss while the commit after
+   * first, whole or each replica its share); on the loss of an actor, recovers and runs it again. A loss while the commit after
    * the step is taken (the step applied, the node gone before it was read back) is recovered
    * the same way: the replay runs this step too, then the commit is taken.
    */
-  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: (commit: boolean) => Promise<number>, keeping: () => CommitKeeping): Promise<number> {
+  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: (commit?: 'whole' | 'share') => Promise<number>, keeping: () => CommitKeeping): Promise<number> {
     const keep = keeping();
     // The first commit comes from the coordinator in any case: no step has run to carry it.
     if (!this.commit) await this.take(step, keep.state);
     // The actors keep a commit at the start of its step; the coordinator takes one right
     // after the step before (below), so that nothing happening between steps can lose it.
-    const byActors = keep.where === 'actors' && this.dueAt(step, 'actors');
+    const byActors = keep.where === 'actors' && this.dueAt(step, 'actors') ? keep.how : undefined;
     const t0 = performance.now();
     let loss: number;
     try {
@@ -94,7 +94,7 @@ export class Recovery {
       await this.recover(e, step, t0, transport, keep);
       return this.run(step, parts, transport, fn, keeping);
     }
-    if (byActors && keep.where === 'actors') { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; this.lastTakeMs = keep.cost(); }
+    if (byActors !== undefined && keep.where === 'actors') { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; this.lastTakeMs = keep.cost(); }
     this.log.push(parts);
     this.stepMsSince += performance.now() - t0;
     if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) {

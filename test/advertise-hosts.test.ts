@@ -8,6 +8,7 @@
  * where namespaces cannot be made (no root, no `ip`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { firstDigits, tinySpec } from './helpers.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,8 +16,6 @@ import { tmpdir } from 'node:os';
 import { Coordinator, MixedTransport, type CoordinatorOptions } from '../coordinator/index.js';
 import { makeCerts } from '../coordinator/certs.js';
 import { TLS_FILES } from '../node/tls.js';
-import { loadMnist, subset } from '../src/data/index.js';
-import type { ModelSpec } from '../src/nn/index.js';
 import { makeTestHosts } from './netns.js';
 
 const net = makeTestHosts('10.78.0', 2, 'adv');
@@ -24,13 +23,8 @@ const certs = mkdtempSync(join(tmpdir(), 'chainrule-advertise-'));
 const tokenFile = join(certs, TLS_FILES.token);
 const children: ChildProcess[] = [];
 
-const spec: ModelSpec = {
-  inputShape: [784],
-  layers: [{ type: 'dense', inputs: 784, units: 32, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 32, units: 10, init: 'xavier' }],
-  loss: 'softmaxCrossEntropy',
-};
-const m = loadMnist();
-const data = { train: subset(m.train, Array.from({ length: 256 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 64 }, (_, i) => i)) };
+const spec = tinySpec;
+const data = firstDigits(256, 64);
 const base: CoordinatorOptions = { model: spec, dataset: data, epochs: 2, batchSize: 32, lr: 0.1, seed: 9, microBatches: 4, schedule: '1f1b' };
 
 async function train(o: CoordinatorOptions): Promise<Awaited<ReturnType<Coordinator['train']>>> {

@@ -4,14 +4,13 @@
  * whose node drains mid-run goes on on a spare with the uninterrupted run's weights.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { firstDigits, tinySpec } from './helpers.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { nodeMain } from '../node/cli.js';
 import { startNode } from '../node/server.js';
 import { healthStatus, makeClient, unary } from '../node/grpc-common.js';
-import { loadMnist, subset } from '../src/data/index.js';
-import type { ModelSpec } from '../src/nn/index.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { formatAction, type Reply } from '../src/wire/index.js';
 import { gpipe } from '../coordinator/schedules/index.js';
@@ -107,13 +106,8 @@ describe('chainrule node drains on SIGTERM and SIGINT', () => {
   });
 
   it('a coordinator whose node drains mid-run goes on on a spare, with the same weights; the node exits 0', async () => {
-    const spec: ModelSpec = {
-      inputShape: [784],
-      layers: [{ type: 'dense', inputs: 784, units: 32, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 32, units: 10, init: 'xavier' }],
-      loss: 'softmaxCrossEntropy',
-    };
-    const m = loadMnist();
-    const data = { train: subset(m.train, Array.from({ length: 256 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 64 }, (_, i) => i)) };
+    const spec = tinySpec;
+    const data = firstDigits();
     const base: CoordinatorOptions = { model: spec, dataset: data, epochs: 2, batchSize: 32, lr: 0.1, seed: 3, stages: 2, microBatches: 2, optimizer: 'momentum' };
     const train = async (o: CoordinatorOptions) => {
       const c = new Coordinator({ ...base, ...o });

@@ -1,5 +1,6 @@
 import { expect } from 'vitest';
-import { DataError } from '../src/data/index.js';
+import { DataError, loadMnist, subset, type Dataset } from '../src/data/index.js';
+import type { ModelSpec } from '../src/nn/index.js';
 import type { NamedTensors } from '../src/wire/index.js';
 
 /** Runs fn, expects a DataError, returns it. */
@@ -30,4 +31,17 @@ export function worstRelativeError(a: NamedTensors, b: NamedTensors): { value: n
     if (value >= worst.value) worst = { value, name };
   }
   return worst;
+}
+
+/** The tests' small classifier: 784-32-10 with ReLU, softmax cross-entropy. */
+export const tinySpec: ModelSpec = {
+  inputShape: [784],
+  layers: [{ type: 'dense', inputs: 784, units: 32, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 32, units: 10, init: 'xavier' }],
+  loss: 'softmaxCrossEntropy',
+};
+
+/** The first `train` training and `test` test digits of the built-in MNIST. */
+export function firstDigits(train = 256, test = 64): { train: Dataset; test: Dataset } {
+  const m = loadMnist();
+  return { train: subset(m.train, Array.from({ length: train }, (_, i) => i)), test: subset(m.test, Array.from({ length: test }, (_, i) => i)) };
 }

@@ -3,22 +3,17 @@
  * loadModel, used by `chainrule predict` and `evaluate`, and continued with --init.
  */
 import { describe, expect, it } from 'vitest';
+import { firstDigits, tinySpec } from './helpers.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Coordinator, loadModel } from '../coordinator/index.js';
-import { loadMnist, subset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import { Tensor } from '../src/tensor/tensor.js';
 
-const spec: ModelSpec = {
-  inputShape: [784],
-  layers: [{ type: 'dense', inputs: 784, units: 32, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 32, units: 10, init: 'xavier' }],
-  loss: 'softmaxCrossEntropy',
-};
-const m = loadMnist();
-const data = { train: subset(m.train, Array.from({ length: 256 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 100 }, (_, i) => i)) };
+const spec = tinySpec;
+const data = firstDigits(256, 100);
 const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
 const chainrule = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', bin, ...args], { encoding: 'utf8', timeout: 120_000 });
 const bits = (t: Tensor) => Buffer.from(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
@@ -69,12 +64,12 @@ describe('saved models', () => {
     expect(t.stderr).not.toMatch(/error/i);
     expect(t.status).toBe(0);
     const summary = JSON.parse(t.stdout);
-    const rows = Array.from({ length: 5 }, (_, i) => Array.from(m.test.inputs.subarray(i * 784, (i + 1) * 784)).join(','));
+    const rows = Array.from({ length: 5 }, (_, i) => Array.from(data.test.inputs.subarray(i * 784, (i + 1) * 784)).join(','));
     const input = join(dir, 'five.csv');
     writeFileSync(input, rows.join('\n') + '\n');
     const p = chainrule('predict', '--model', model, '--input', input);
     expect(p.status).toBe(0);
-    const x = new Tensor(m.test.inputs.slice(0, 5 * 784), [5, 784]);
+    const x = new Tensor(data.test.inputs.slice(0, 5 * 784), [5, 784]);
     expect(p.stdout.trim().split('\n').map(Number)).toEqual(Array.from(loadModel(model).predictClasses(x)));
     const e = chainrule('evaluate', '--model', model, '--dataset', 'mnist', '--json');
     expect(e.status).toBe(0);

@@ -6,6 +6,7 @@
  * Skipped, with the reason, where namespaces cannot be made (no root, no `ip`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { firstDigits, tinySpec } from './helpers.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,20 +14,13 @@ import { tmpdir } from 'node:os';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { makeCerts } from '../coordinator/certs.js';
 import { TLS_FILES } from '../node/tls.js';
-import { loadMnist, subset } from '../src/data/index.js';
-import type { ModelSpec } from '../src/nn/index.js';
 import { makeTestHosts } from './netns.js';
 
 const net = makeTestHosts('10.77.0', 2, 'mh');
 const { hosts } = net;
 
-const spec: ModelSpec = {
-  inputShape: [784],
-  layers: [{ type: 'dense', inputs: 784, units: 32, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 32, units: 10, init: 'xavier' }],
-  loss: 'softmaxCrossEntropy',
-};
-const m = loadMnist();
-const data = { train: subset(m.train, Array.from({ length: 256 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 64 }, (_, i) => i)) };
+const spec = tinySpec;
+const data = firstDigits(256, 64);
 const base: CoordinatorOptions = { model: spec, dataset: data, epochs: 1, batchSize: 32, lr: 0.1, seed: 8, replicas: 2, stages: 2, microBatches: 2, schedule: '1f1b', optimizer: 'adam' };
 
 const skipReason = net.skip;
