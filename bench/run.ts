@@ -9,7 +9,8 @@
  *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) and, where Debian's
  *    python3-torch is installed, PyTorch on one thread, on the same model and data.
  * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8),
- *    R=2 thread replicas, K=2 thread stages (every registered schedule), R=2 and K=2 over 2
+ *    R=2 thread replicas beside their ceiling (two processes on half the batch each, in the same
+ *    window, never communicating: bench/ceiling.ts), K=2 thread stages (every registered schedule), R=2 and K=2 over 2
  *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
  *    threads (OMP_WAIT_POLICY=passive); measured bubble against the schedule's theoretical one
  *    ((K−1)/(M+K−1) for gpipe and 1f1b, (K−1)/(3M+K−1) for zb-h1).
@@ -29,6 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchMicroBatches, microBatchRows } from './microbatch.js';
+import { replicaCeiling } from './ceiling.js';
 import { benchSgemm } from './sgemm.js';
 import { measureThroughput } from './throughput.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
@@ -217,6 +219,9 @@ try {
     add(`one process, M=${m.M}`, (await chainruleThroughput({ ...base, microBatches: m.M })).samplesPerSecond);
     const r2 = (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2 })).samplesPerSecond;
     add('threads, R=2 replicas', r2);
+    // What two single-threaded replicas could reach here at most: two processes on half the
+    // batch each, same window, no reduction or coordinator (bench/ceiling.ts).
+    add('ceiling of R=2: 2 processes at half the batch, no communication', (await replicaCeiling(base, seconds)).samplesPerSecond);
     // The recovery commit moves every stage's state each step: its cost, measured beside.
     add('threads, R=2 replicas, --commit-every 0', (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2, commitEvery: 0 })).samplesPerSecond);
     let threadsK2 = 0;

@@ -6,6 +6,7 @@
  */
 import { ChainruleError } from '../src/errors.js';
 import { Tensor, fmtShape, sameShape } from '../src/tensor/tensor.js';
+import { Arena } from '../src/tensor/arena.js';
 import { Tape, noGrad } from '../src/autograd/index.js';
 import { Sequential, getLoss, type Loss } from '../src/nn/index.js';
 import { createOptimizer, type ElementwiseOptimizer, type OptimizerSpec, type OptimizerState } from '../src/optim/index.js';
@@ -81,6 +82,8 @@ export class StageActor {
   /** Replicas on threads of one process reduce through this shared buffer instead of messages. */
   sharedReduceBuffer: SharedArrayBuffer | null = null;
   private shared: SharedReduce | null = null;
+  /** What a training step's forward and backward allocate, reused by the next step (src/tensor/arena.ts). */
+  private readonly arena = new Arena();
   /** The recovery commits kept here (their buffers reach the coordinator when threads host this actor). */
   readonly commits = new CommitStore();
 
@@ -188,6 +191,7 @@ export class StageActor {
   }
 
   configure(run: string, config: StageConfig, params?: NamedTensors): Reply {
+    this.arena.clear();
     if (!Number.isSafeInteger(config?.capacity) || config.capacity < 1) {
       throw new StageError('BAD_CONFIG', `${this.name}: config.capacity must be a positive integer, got ${JSON.stringify(config?.capacity)}`);
     }
@@ -239,6 +243,8 @@ export class StageActor {
     this.currentStep = step;
     this.lastBackward = -1;
     this.tapes.clear();
+    // The last step's tapes are gone, and with them every use of what its computation allocated.
+    this.arena.reset();
     this.inbox.beginStep(step);
     this.zeroGrads();
     const buffers = this.ready().model.layers.flatMap((l) => l.buffers.map(([, b]) => b.data as Float32Array));
@@ -376,7 +382,7 @@ export class StageActor {
         // is a no-op and B did all the work.
         if (mb > this.lastBackward) throw new StageError('WEIGHT_BEFORE_BACKWARD', `${this.name}: weight gradient of micro-batch ${mb} before its backward`);
         const tb = performance.now();
-        this.ready().model.flushDeferredGrads(this.replica * microBatches + mb);
+        this.arena.run(() => this.ready().model.flushDeferredGrads(this.replica * microBatches + mb));
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.weight, mb, tb, te);
@@ -394,7 +400,7 @@ export class StageActor {
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
-        const r = this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb);
+        const r = this.arena.run(() => this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb));
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.forward, mb, tb, te);
@@ -411,7 +417,7 @@ export class StageActor {
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
-        const dx = this.backward(step, mb, dy);
+        const dx = this.arena.run(() => this.backward(step, mb, dy));
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.backward, mb, tb, te);
@@ -427,7 +433,7 @@ export class StageActor {
     // (the replicas' reduction, the optimizer) reads them. After a W action for every
     // micro-batch nothing is left to compute; this still ends the step's reuse of packs.
     const tw = performance.now();
-    this.ready().model.flushDeferredGrads();
+    this.arena.run(() => this.ready().model.flushDeferredGrads());
     watch.gradients();
     const twe = performance.now();
     busy += twe - tw;

@@ -22,7 +22,7 @@
 import { ChainruleError } from '../errors.js';
 import { backend, type Backend, type PackedMatrix } from '../tensor/backend.js';
 import { matmulAccumulate, matmulRaw } from '../tensor/functional.js';
-import { Tensor, allocate, fmtShape, type Data, type PendingGrad } from '../tensor/tensor.js';
+import { Tensor, allocate, allocatePersistent, fmtShape, type Data, type PendingGrad } from '../tensor/tensor.js';
 
 /** The forward product x·W and the input gradient's dY·Wᵀ: one pack each. */
 const FORWARD = 0;
@@ -96,7 +96,7 @@ export class SharedWeight implements PendingGrad {
     if (a.shape[1] !== k) return matmulRaw(a, w, false, transB);
     if (++this.uses[which] < this.packAt[which] && !this.packed[which]) return matmulRaw(a, w, false, transB);
     const m = a.shape[0]!;
-    const out = new Float32Array(m * n);
+    const out = allocate(w.dtype, m * n) as Float32Array;
     if (this.packed[which]) {
       p.matmulPacked(a.data, this.packs[which]!, out, m, false, false);
     } else {
@@ -129,8 +129,9 @@ export class SharedWeight implements PendingGrad {
     if (!this.xs || this.xs.length < need * k) {
       // Grown in steps, up to the gradient's size in all: no allocation once a step's rows are known.
       const cap = Math.min(Math.max(need, 2 * (this.xs ? this.xs.length / k : 0)), Math.floor(limit / (k + n)));
-      const xs = allocate(w.dtype, cap * k);
-      const gs = allocate(w.dtype, cap * n);
+      // Kept for the next steps: never from a step arena.
+      const xs = allocatePersistent(w.dtype, cap * k);
+      const gs = allocatePersistent(w.dtype, cap * n);
       if (this.xs && this.rows > 0) { xs.set(this.xs.subarray(0, this.rows * k)); gs.set(this.gs!.subarray(0, this.rows * n)); }
       this.xs = xs;
       this.gs = gs;

@@ -5,6 +5,8 @@
  * The autograd fields (`requiresGrad`, `grad`, `producer`) live here so that the
  * tape can find them, but this file knows nothing of the tape.
  */
+import { currentArena } from './arena.js';
+
 export type DType = 'float32' | 'float64';
 export type Data = Float32Array | Float64Array;
 export type Shape = readonly number[];
@@ -23,7 +25,20 @@ export function checkShape(shape: Shape, where: string): void {
   }
 }
 
+/** A zero-filled buffer: from the step arena while one runs (src/tensor/arena.ts), else a new one. */
 export function allocate(dtype: DType, n: number): Data {
+  const arena = currentArena();
+  if (arena) return arena.take(dtype, n);
+  return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
+}
+
+/** A zero-filled Int32Array of indices that dies with the step's tape (from the arena while one runs). */
+export function allocateIndices(n: number): Int32Array {
+  return currentArena()?.takeIndices(n) ?? new Int32Array(n);
+}
+
+/** A zero-filled buffer that outlives the step (a gradient, a cache): never from an arena. */
+export function allocatePersistent(dtype: DType, n: number): Data {
   return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
 }
 
@@ -180,7 +195,9 @@ export class Tensor {
       spare.data.fill(0);
       return spare;
     }
-    return Tensor.zeros(this.shape, this.dtype);
+    // A leaf's (a parameter's) is kept across steps for the next backward: never from a step
+    // arena. An op's output dies with its tape, and so does its gradient.
+    return new Tensor(this.producer === null ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape);
   }
 
   private spareGrad: Tensor | null = null;
