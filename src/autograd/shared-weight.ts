@@ -22,7 +22,7 @@
 import { ChainruleError } from '../errors.js';
 import { backend, type Backend, type PackedMatrix } from '../tensor/backend.js';
 import { matmulAccumulate, matmulRaw } from '../tensor/functional.js';
-import { Tensor, allocate, allocatePersistent, fmtShape, type Data, type PendingGrad } from '../tensor/tensor.js';
+import { Tensor, allocate, allocateOutput, allocatePersistent, fmtShape, type Data, type PendingGrad } from '../tensor/tensor.js';
 
 /** The forward product x·W and the input gradient's dY·Wᵀ: one pack each. */
 const FORWARD = 0;
@@ -96,7 +96,8 @@ export class SharedWeight implements PendingGrad {
     if (a.shape[1] !== k) return matmulRaw(a, w, false, transB);
     if (++this.uses[which] < this.packAt[which] && !this.packed[which]) return matmulRaw(a, w, false, transB);
     const m = a.shape[0]!;
-    const out = allocate(w.dtype, m * n) as Float32Array;
+    // The product writes every element (k > 0 here: a row of inputs).
+    const out = (k > 0 ? allocateOutput(w.dtype, m * n) : allocate(w.dtype, m * n)) as Float32Array;
     if (this.packed[which]) {
       p.matmulPacked(a.data, this.packs[which]!, out, m, false, false);
     } else {

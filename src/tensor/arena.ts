@@ -51,19 +51,24 @@ export class Arena {
 
   /** A zero-filled buffer of `n` elements: a freed one when there is one. */
   take(dtype: DType, n: number): Data {
-    return this.takeKind(dtype, n) as Data;
+    return this.takeKind(dtype, n, true) as Data;
+  }
+
+  /** A buffer whose contents are undefined (a reused one is not zeroed): for outputs a kernel writes in full. */
+  takeUninitialized(dtype: DType, n: number): Data {
+    return this.takeKind(dtype, n, false) as Data;
   }
 
   /** A zero-filled Int32Array (indices: a max-pool's argmax), pooled like the floats. */
   takeIndices(n: number): Int32Array {
-    return this.takeKind('int32', n) as Int32Array;
+    return this.takeKind('int32', n, true) as Int32Array;
   }
 
-  private takeKind(kind: Kind, n: number): Buffer {
+  private takeKind(kind: Kind, n: number, zero: boolean): Buffer {
     if (n < POOLED_MIN) return create(kind, n);
     const list = this.free.get(keyOf(kind, n));
     let d = list?.pop();
-    if (d) { d.fill(0); this.reusedElements += n; }
+    if (d) { if (zero) d.fill(0); this.reusedElements += n; }
     else d = create(kind, n);
     this.taken.push(d);
     this.takenElements += n;

@@ -3,7 +3,7 @@
  * Ops use these in their forward and backward passes.
  */
 import { backend, jsBackend, type BinaryKind, type UnaryKind } from './backend.js';
-import { Tensor, allocate, fmtShape, sameShape, sizeOf, type Shape } from './tensor.js';
+import { Tensor, allocate, allocateOutput, fmtShape, sameShape, sizeOf, type Shape } from './tensor.js';
 
 export class ShapeError extends RangeError {
   readonly code = 'SHAPE_MISMATCH';
@@ -39,21 +39,21 @@ function padShape(shape: Shape, rank: number): number[] {
 export function binaryRaw(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   sameDtype(kind, a, b);
   const shape = broadcastShapes(kind, a.shape, b.shape);
-  const out = allocate(a.dtype, sizeOf(shape));
+  const out = allocateOutput(a.dtype, sizeOf(shape));
   const be = a.dtype === 'float64' ? jsBackend : backend();
   be.binary(kind, a.data, padShape(a.shape, shape.length), b.data, padShape(b.shape, shape.length), out, shape);
   return new Tensor(out, shape);
 }
 
 export function unaryRaw(kind: UnaryKind, x: Tensor): Tensor {
-  const out = allocate(x.dtype, x.size);
+  const out = allocateOutput(x.dtype, x.size);
   (x.dtype === 'float64' ? jsBackend : backend()).unary(kind, x.data, out);
   return new Tensor(out, x.shape);
 }
 
 /** Applies f element by element (for backward formulas that no kernel covers). */
 export function mapRaw(x: Tensor, f: (v: number, i: number) => number): Tensor {
-  const out = allocate(x.dtype, x.size);
+  const out = allocateOutput(x.dtype, x.size);
   const d = x.data;
   for (let i = 0; i < d.length; i++) out[i] = f(d[i]!, i);
   return new Tensor(out, x.shape);
@@ -63,7 +63,7 @@ export function mapRaw(x: Tensor, f: (v: number, i: number) => number): Tensor {
 export function zipRaw(xs: Tensor[], f: (...v: number[]) => number): Tensor {
   const first = xs[0]!;
   for (const x of xs) if (!sameShape(x.shape, first.shape)) throw new ShapeError(`zip: shapes ${fmtShape(first.shape)} and ${fmtShape(x.shape)} differ`);
-  const out = allocate(first.dtype, first.size);
+  const out = allocateOutput(first.dtype, first.size);
   const n = out.length;
   // Fixed arities without spreading: this sits in hot backward passes.
   if (xs.length === 2) {
@@ -146,11 +146,12 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false):
   if (b.rank > 2 && batchA !== batchB) throw new ShapeError(`matmul: batch axes differ, ${fmtShape(a.shape)} · ${fmtShape(b.shape)}`);
   if (b.rank === 2 && !transA && a.rank > 2) {
     // Leading axes of a fold into rows: one large product instead of many small ones.
-    const out = allocate(a.dtype, batchA * m * n);
+    const out = k > 0 ? allocateOutput(a.dtype, batchA * m * n) : allocate(a.dtype, batchA * m * n);
     be.matmul(a.data, b.data, out, batchA * m, n, k, false, transB, false);
     return new Tensor(out, [...a.shape.slice(0, -2), m, n]);
   }
-  const out = allocate(a.dtype, batchA * m * n);
+  // Every element written by the product (a product over nothing, k = 0, is zeros: those stay).
+  const out = k > 0 ? allocateOutput(a.dtype, batchA * m * n) : allocate(a.dtype, batchA * m * n);
   if (batchA === 1) {
     be.matmul(a.data, b.data, out, m, n, k, transA, transB, false);
   } else {

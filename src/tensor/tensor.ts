@@ -32,6 +32,16 @@ export function allocate(dtype: DType, n: number): Data {
   return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
 }
 
+/**
+ * A buffer for an output that the kernel then writes in full (every element, whatever the
+ * inputs): from the arena while one runs, not zeroed; else a new (zeroed) one.
+ */
+export function allocateOutput(dtype: DType, n: number): Data {
+  const arena = currentArena();
+  if (arena) return arena.takeUninitialized(dtype, n);
+  return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
+}
+
 /** A zero-filled Int32Array of indices that dies with the step's tape (from the arena while one runs). */
 export function allocateIndices(n: number): Int32Array {
   return currentArena()?.takeIndices(n) ?? new Int32Array(n);
