@@ -1,13 +1,14 @@
 /**
- * A PeerLink over a worker_threads MessagePort: messages go as msgpackr bytes whose
- * buffer is transferred (not copied), and each is acknowledged once the neighbour's
- * inbox has accepted it, which is what bounds the sender (back-pressure).
+ * A PeerLink over a worker_threads MessagePort: messages go as encodeForPort values whose
+ * tensor buffers are transferred (not copied), validated on arrival as the wire's bytes
+ * would be, and each is acknowledged once the neighbour's inbox has accepted it, which is
+ * what bounds the sender (back-pressure).
  */
 import type { MessagePort } from 'node:worker_threads';
-import { decodeMessage, encodeMessage, type PeerMessage } from '../src/wire/index.js';
+import { decodeFromPort, encodeForPort, type PeerMessage } from '../src/wire/index.js';
 import type { PeerLink, StageActor } from './stage.js';
 
-type PortMessage = { id: number; bytes: Uint8Array } | { ack: number; error?: string };
+type PortMessage = { id: number; value: unknown } | { ack: number; error?: string };
 
 export class PortLink implements PeerLink {
   private nextId = 0;
@@ -25,7 +26,7 @@ export class PortLink implements PeerLink {
       }
       let msg: PeerMessage;
       try {
-        msg = decodeMessage(m.bytes, { actor: actor.name }) as PeerMessage;
+        msg = decodeFromPort(m.value, { actor: actor.name }) as PeerMessage;
       } catch (e) {
         port.postMessage({ ack: m.id, error: (e as Error).message } satisfies PortMessage);
         return;
@@ -39,10 +40,10 @@ export class PortLink implements PeerLink {
 
   send(msg: PeerMessage): Promise<void> {
     const id = this.nextId++;
-    const bytes = encodeMessage(msg);
+    const { value, transfer } = encodeForPort(msg);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.port.postMessage({ id, bytes } satisfies PortMessage, [bytes.buffer as ArrayBuffer]);
+      this.port.postMessage({ id, value } satisfies PortMessage, transfer);
     });
   }
 

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
 import { Tensor } from '../src/tensor/tensor.js';
-import { decodeMessage, encodeMessage, expectReply, MAX_TENSOR_ELEMENTS, type Request } from '../src/wire/index.js';
+import { decodeFromPort, decodeMessage, encodeForPort, encodeMessage, expectReply, MAX_TENSOR_ELEMENTS, type Request } from '../src/wire/index.js';
+import { MessageChannel } from 'node:worker_threads';
 import { StageActor } from '../node/stage.js';
 import { Inbox } from '../node/inbox.js';
 import { ThreadsTransport } from '../coordinator/transports/index.js';
@@ -102,6 +103,35 @@ describe('stage actor', () => {
     expect(second).toBe(true);
     await inbox.deliver('activation', 0, 1, t); // duplicate: acknowledged and dropped
     expect(inbox.size).toBe(1);
+  });
+});
+
+describe('messages between threads (encodeForPort / decodeFromPort)', () => {
+  it('round-trips through a real MessagePort, moving copies: the sender keeps its tensors', async () => {
+    const input = x();
+    const big = new Float32Array(64).fill(3);
+    const view = new Tensor(big.subarray(8, 16), [2, 4]); // a view into a larger buffer
+    const msg: Request = { ...h, type: 'runStep', actions: ['0F0', '0F1'], inputs: [input, view], targets: [Int32Array.from([1, 2]), Int32Array.from([0, 0])] };
+    const { value, transfer } = encodeForPort(msg);
+    const { port1, port2 } = new MessageChannel();
+    const got = new Promise<unknown>((resolve) => port2.once('message', resolve));
+    port1.postMessage(value, transfer);
+    const back = decodeFromPort(await got, { actor: 'test' }) as Extract<Request, { type: 'runStep' }>;
+    port1.close();
+    expect(Array.from(back.inputs![0]!.data)).toEqual(Array.from(x().data));
+    expect(back.inputs![1]!.data.length).toBe(8); // the view's 8 values, not its buffer's 64
+    expect(Array.from(back.targets![1] as Int32Array)).toEqual([0, 0]);
+    expect(input.data.length).toBe(8); // not detached by the transfer
+    expect(big.byteLength).toBe(256);
+  });
+
+  it.each([
+    ['a bad dtype', { ...h, type: 'forward', microBatch: 0, x: { $tensor: 'int8', shape: [2], bytes: new Uint8Array(2) } }, /field 'x': dtype "int8"/],
+    ['a NaN activation', { ...h, type: 'forward', microBatch: 0, x: { $tensor: 'float32', shape: [1, 2], bytes: new Uint8Array(new Float32Array([1, NaN]).buffer) } }, /value NaN at index 1 is not finite/],
+    ['an unknown type', { type: 'launch' }, /unknown message type "launch"/],
+    ['not a map', [1, 2], /a message must be a map/],
+  ])('validates %s as the wire does', (_what, value, message) => {
+    expect(() => decodeFromPort(value, { actor: 'test' })).toThrow(message);
   });
 });
 

@@ -7,7 +7,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import { Piscina } from 'piscina';
-import { decodeMessage, encodeMessage, type Reply, type Request, type StageState } from '../../src/wire/index.js';
+import { decodeFromPort, encodeForPort, type Reply, type Request, type StageState } from '../../src/wire/index.js';
 import { backend } from '../../src/tensor/backend.js';
 import type { WorkerReply, WorkerTask } from '../../node/worker.js';
 import { CommitStore } from '../../node/commit-store.js';
@@ -75,17 +75,17 @@ export class ThreadsTransport implements Transport {
       name: name(a),
       request: async (req: Request): Promise<Reply> => {
         if (this.failure) throw new TransportError('WORKER_FAILED', `${name(a)}: ${this.failure.message}`);
-        const bytes = encodeMessage(req);
-        const task: WorkerTask = { kind: 'request', bytes };
-        let out: Uint8Array;
+        const { value, transfer } = encodeForPort(req);
+        const task: WorkerTask = { kind: 'request', value };
+        let out: unknown;
         try {
-          const reply: WorkerReply = await pool.run(task, { transferList: [bytes.buffer as ArrayBuffer] });
-          if (reply instanceof Uint8Array) out = reply;
-          else { out = reply.bytes; this.commits[a] = reply.commits; }
+          const reply = (await pool.run(task, { transferList: transfer })) as WorkerReply;
+          out = reply.value;
+          if (reply.commits) this.commits[a] = reply.commits;
         } catch (e) {
           throw new TransportError('WORKER_FAILED', `${name(a)}: ${req.type} failed in the worker: ${(e as Error).message}`);
         }
-        return decodeMessage(out, { actor: `coordinator (reply from ${name(a)})` }) as Reply;
+        return decodeFromPort(out, { actor: `coordinator (reply from ${name(a)})` }) as Reply;
       },
     }));
   }

@@ -152,7 +152,11 @@ const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'config
 export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: a message must be bytes`);
   if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new WireError(`${ctx.actor}: message of ${bytes.byteLength} bytes exceeds the cap of ${MAX_MESSAGE_BYTES}`);
-  const raw = unpackOne(bytes, 'message', ctx);
+  return checkMessage(unpackOne(bytes, 'message', ctx), ctx);
+}
+
+/** The validation of a decoded value, wherever it came from (msgpack bytes, a MessagePort). */
+function checkMessage(raw: unknown, ctx: DecodeContext): Message {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new WireError(`${ctx.actor}: a message must be a map, got ${typeof raw}`);
   const type = (raw as { type?: unknown }).type;
   if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${describeValue(type)}`);
@@ -160,6 +164,40 @@ export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0, new Set()) as Message;
   validateHeader(msg, ctx.actor);
   return msg;
+}
+
+/**
+ * A message for a MessagePort between threads of this process, as a structured-clone value:
+ * the wire form without MessagePack (which would copy every tensor twice on the way in and
+ * once more, to align it, on the way out). Each tensor's bytes are copied once into a buffer
+ * of their own, listed in `transfer` so that posting moves rather than copies them (the
+ * sender's tensors stay its own). {@link decodeFromPort} validates it as decodeMessage does.
+ * @example const { value, transfer } = encodeForPort(msg); port.postMessage(value, transfer);
+ */
+export function encodeForPort(msg: Message): { value: unknown; transfer: ArrayBuffer[] } {
+  const transfer: ArrayBuffer[] = [];
+  const own = (w: WireTensor): WireTensor => {
+    const bytes = new Uint8Array(w.bytes.byteLength);
+    bytes.set(w.bytes);
+    transfer.push(bytes.buffer);
+    return { ...w, bytes };
+  };
+  const walk = (v: unknown): unknown => {
+    if (v instanceof Tensor || v instanceof Int32Array) return own(toWire(v) as WireTensor);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = walk(x);
+      return out;
+    }
+    return v;
+  };
+  return { value: walk(msg), transfer };
+}
+
+/** Validates and rebuilds what {@link encodeForPort} produced, after the port delivered it. */
+export function decodeFromPort(value: unknown, ctx: DecodeContext): Message {
+  return checkMessage(value, ctx);
 }
 
 /** Decodes what encodeValue wrote, validating every tensor in it (no header checks). */
