@@ -20,7 +20,7 @@ import { backend } from '../src/tensor/backend.js';
 import { Tape } from '../src/autograd/index.js';
 import { Sequential, getLoss, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
-import { decodeMessage, encodeMessage, type Targets } from '../src/wire/index.js';
+import { decodeFromPort, decodeMessage, encodeForPort, encodeMessage, type Targets } from '../src/wire/index.js';
 import { makeDataset, type Dataset } from '../src/data/index.js';
 import { makeClient, StreamLink, unary } from '../node/grpc-common.js';
 import { startNode, type RunningNode } from '../node/server.js';
@@ -110,8 +110,10 @@ export interface ModelProfile {
     /** The backend's element-wise add (acc += part), per float. */
     addMsPerFloat: number;
   };
-  /** msgpackr encode (encodeMessage) and the checked decode (decodeMessage), by tensor bytes. */
+  /** msgpackr encode (encodeMessage) and the checked decode (decodeMessage), by tensor bytes: gRPC's. */
   codec: { encode: LinearCost; decode: LinearCost };
+  /** encodeForPort (each tensor copied once) and the checked decodeFromPort, by tensor bytes: worker threads'. */
+  portCodec: { encode: LinearCost; decode: LinearCost };
   links: LinkProfile;
   runtime: RuntimeProfile;
   /** Wall-clock seconds the profile took. */
@@ -292,6 +294,20 @@ function profileCodec(): ModelProfile['codec'] {
     enc.push({ bytes: 4 * n, ms: timeMin(() => { encodeMessage(msg); }, reps) });
     const bytes = encodeMessage(msg);
     dec.push({ bytes: 4 * n, ms: timeMin(() => { decodeMessage(bytes, { actor: 'plan' }); }, reps) });
+  }
+  return { encode: fitLinear(enc[0]!, enc[1]!), decode: fitLinear(dec[0]!, dec[1]!) };
+}
+
+function profilePortCodec(): ModelProfile['portCodec'] {
+  const sizes = [256, 1 << 20];
+  const enc: { bytes: number; ms: number }[] = [];
+  const dec: { bytes: number; ms: number }[] = [];
+  for (const n of sizes) {
+    const msg = activation(n);
+    const reps = n > 1000 ? 5 : 200;
+    enc.push({ bytes: 4 * n, ms: timeMin(() => { encodeForPort(msg); }, reps) });
+    const { value } = encodeForPort(msg);
+    dec.push({ bytes: 4 * n, ms: timeMin(() => { decodeFromPort(value, { actor: 'plan' }); }, reps) });
   }
   return { encode: fitLinear(enc[0]!, enc[1]!), decode: fitLinear(dec[0]!, dec[1]!) };
 }
@@ -628,6 +644,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   const totalParams = layers.reduce((n, l) => n + l.parameters, 0);
   const memory = profileMemory(totalParams);
   const codec = profileCodec();
+  const portCodec = profilePortCodec();
   let links: LinkProfile = { ...defaultLinks, source: { ...defaultLinks.source } };
   let runtime: RuntimeProfile = { ...defaultRuntime };
   if (o.measureLinks ?? true) {
@@ -647,6 +664,6 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   }
   return {
     backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: [...new Set(o.microBatchSizes)].sort((a, b) => b - a),
-    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, links, runtime, seconds: (now() - t0) / 1000,
+    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, portCodec, links, runtime, seconds: (now() - t0) / 1000,
   };
 }

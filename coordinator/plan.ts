@@ -326,7 +326,7 @@ export function stepModel(profile: ModelProfile, config: PlanConfig, machine: Pl
   const bounds = balancedPartition(layerParams, K);
   const layout = placementLayout(config, machine);
   const hostOf = new Map(layout.threads.map((t) => [t.name, t.host]));
-  const { codec, links, runtime } = profile;
+  const { codec, portCodec, links, runtime } = profile;
   const bytesPerMs = (machine.link.gbps * 1e9) / 8 / 1000;
   const grpcCost = (from: string, to: string, bytes: number, kind: 'peer' | 'request' | 'reply'): MessageCost => {
     // A request is a unary Call (its answer included); a peer message one on a delivery stream.
@@ -342,10 +342,10 @@ export function stepModel(profile: ModelProfile, config: PlanConfig, machine: Pl
     switch (config.placement) {
       case 'local': return ZERO;
       case 'threads': {
-        if (kind === 'peer') return { senderMs: linear(codec.encode, bytes) + runtime.messageMs, delayMs: links.threadHopMs, receiverMs: linear(codec.decode, bytes) + runtime.messageMs };
+        if (kind === 'peer') return { senderMs: linear(portCodec.encode, bytes) + runtime.messageMs, delayMs: links.threadHopMs, receiverMs: linear(portCodec.decode, bytes) + runtime.messageMs };
         // The calibrated request costs hold the small messages' codec; a request's tensors add theirs.
         const big = Math.max(0, bytes - 256);
-        if (kind === 'request') return { senderMs: runtime.requestMs + codec.encode.msPerByte * big, delayMs: links.piscinaHopMs, receiverMs: runtime.workerRequestMs + codec.decode.msPerByte * big };
+        if (kind === 'request') return { senderMs: runtime.requestMs + portCodec.encode.msPerByte * big, delayMs: links.piscinaHopMs, receiverMs: runtime.workerRequestMs + portCodec.decode.msPerByte * big };
         return { senderMs: 0, delayMs: links.piscinaHopMs, receiverMs: 0 };
       }
       default: return grpcCost(from, to, bytes, kind);

@@ -1,0 +1,10 @@
+import { measureThroughput } from './throughput.js';
+import { loadMnist } from '../src/data/index.js';
+import { mlpSpec, cnnSpec } from '../src/nn/index.js';
+const mnist = loadMnist();
+const which = process.argv[2] ?? 'cnn';
+const [spec, batch] = which === 'wide' ? [mlpSpec([1024, 1024, 1024, 1024, 1024]), 256] : which === 'mlp' ? [mlpSpec(), 64] : [cnnSpec(), 64];
+const o = { model: spec, batchSize: batch, optimizer: 'sgd' as const, lr: 0.01 };
+const extra = JSON.parse(process.argv[3] ?? '{}');
+const r = await measureThroughput({ ...o, ...extra }, mnist, 4);
+console.log(JSON.stringify({ which, ...extra, sps: Math.round(r.samplesPerSecond), bubble: +r.bubble.toFixed(3) }));
