@@ -22,7 +22,8 @@ export type ScheduleErrorCode =
   | 'SCHEDULE_BACKWARD_ORDER'
   | 'SCHEDULE_WEIGHT_BEFORE_BACKWARD'
   | 'SCHEDULE_WEIGHT_ORDER'
-  | 'SCHEDULE_DEADLOCK';
+  | 'SCHEDULE_DEADLOCK'
+  | 'SCHEDULE_MICROBATCH_MULTIPLE';
 
 /** A schedule that must not run: what is wrong, where (stage, step), and how to fix it. */
 export class ScheduleError extends ChainruleError {
@@ -152,7 +153,11 @@ export function splitsBackward(schedule: Schedule): boolean {
  * - weight gradient m on stage s needs its own backward m, and nothing of another stage.
  * A W of 0 ticks takes no tick (and is not in the timeline). A tick in which no stage is
  * running or can start, with work left, is a deadlock (reported, not thrown).
+ * The stages are those the actions name: in an interleaved schedule list d is a device that
+ * runs the actions of several stages (chunks), one at a time, and the timeline and the idle
+ * fraction are per device.
  * @example simulateSchedule(gpipe(2, 4)).idleFraction // 0.2 = (2-1)/(4+2-1)
+ * @example simulateSchedule(interleaved1F1B(2, 4, 2)).idleFraction // 1/9 = (2-1)/(2·4+2-1)
  * @example simulateSchedule(zbH1(2, 4), { weightTicks: 1 }).idleFraction // 1/13 = (2-1)/(3·4+2-1)
  */
 export function simulateSchedule(schedule: Schedule, options: SimulationOptions = {}): SimulationResult {
@@ -176,21 +181,25 @@ export function simulateSchedule(schedule: Schedule, options: SimulationOptions 
   const ticksOf = (kind: ActionKind): number =>
     kind === 'F' ? forwardTicks : kind === 'W' ? weightTicks : split ? backwardTicks : backwardTicks + weightTicks;
   const stages = schedule.length;
+  // Lists are per device; an action names its (virtual) stage, which is the list's own
+  // unless the schedule interleaves several chunks per device (interleaved-1f1b).
+  const virtualCount = Math.max(stages, ...schedule.flatMap((list) => list.map((a) => a.stage + 1)));
   const next = new Array<number>(stages).fill(0);
   const busyUntil = new Array<number>(stages).fill(-1);
   const running = new Array<Action | null>(stages).fill(null);
   const finishedAt = new Map<string, number>(); // last tick the action occupied
   const timeline: (Action | null)[][] = [];
 
-  const unmet = (s: number, a: Action, tick: number): Action | null => {
+  const unmet = (_device: number, a: Action, tick: number): Action | null => {
     const needs: Action[] = [];
+    const v = a.stage;
     if (a.kind === 'F') {
-      if (s > 0) needs.push({ stage: s - 1, kind: 'F', microBatch: a.microBatch });
+      if (v > 0) needs.push({ stage: v - 1, kind: 'F', microBatch: a.microBatch });
     } else if (a.kind === 'W') {
-      needs.push({ stage: s, kind: 'B', microBatch: a.microBatch });
+      needs.push({ stage: v, kind: 'B', microBatch: a.microBatch });
     } else {
-      needs.push({ stage: s, kind: 'F', microBatch: a.microBatch });
-      if (s < stages - 1) needs.push({ stage: s + 1, kind: 'B', microBatch: a.microBatch });
+      needs.push({ stage: v, kind: 'F', microBatch: a.microBatch });
+      if (v < virtualCount - 1) needs.push({ stage: v + 1, kind: 'B', microBatch: a.microBatch });
     }
     for (const n of needs) {
       const done = finishedAt.get(key(n.stage, n.kind, n.microBatch));
@@ -203,7 +212,7 @@ export function simulateSchedule(schedule: Schedule, options: SimulationOptions 
   const skipInstant = (s: number, tick: number): void => {
     for (let a = schedule[s]![next[s]!]; a !== undefined && busyUntil[s]! < tick && ticksOf(a.kind) === 0; a = schedule[s]![next[s]!]) {
       if (unmet(s, a, tick) !== null) break;
-      finishedAt.set(key(s, a.kind, a.microBatch), tick - 1);
+      finishedAt.set(key(a.stage, a.kind, a.microBatch), tick - 1);
       next[s]!++;
     }
   };
@@ -230,7 +239,7 @@ export function simulateSchedule(schedule: Schedule, options: SimulationOptions 
       const end = tick + ticksOf(a.kind) - 1;
       busyUntil[s] = end;
       running[s] = a;
-      finishedAt.set(key(s, a.kind, a.microBatch), end);
+      finishedAt.set(key(a.stage, a.kind, a.microBatch), end);
       next[s]!++;
       row.push(a);
       progressed = true;
@@ -280,11 +289,18 @@ export function formatTimeline(timeline: (Action | null)[][]): string {
  * cannot deadlock. A schedule with W actions (see {@link splitsBackward}) must also run, on
  * every stage, exactly one W per micro-batch, each after that stage's B of the same micro-batch
  * and in ascending order (W m adds the weight gradients deferred through micro-batch m).
+ * With `virtualStages` V > 1 the lists are per device (`stages` = K of them) and device d's
+ * list holds the actions of the stages d, d+K, …, d+(V-1)K, each of which must meet all of the
+ * above on its own (interleaved-1f1b); the simulation then runs one action at a time per device.
  * Returns the simulation (unit-time F, B and, when there are any, W) for reports.
  * @example validateSchedule(getSchedule('1f1b')(4, 8), 4, 8).idleFraction // 3/11
+ * @example validateSchedule(interleaved1F1B(2, 4, 2), 2, 4, 2).idleFraction // 1/9
  */
-export function validateSchedule(schedule: Schedule, stages: number, microBatches: number): SimulationResult {
+export function validateSchedule(schedule: Schedule, stages: number, microBatches: number, virtualStages = 1): SimulationResult {
   checkCounts('validateSchedule', stages, microBatches);
+  if (!Number.isSafeInteger(virtualStages) || virtualStages < 1) {
+    throw new ScheduleError('SCHEDULE_BAD_ARGUMENT', `validateSchedule: virtualStages must be a positive integer, got ${String(virtualStages)}`, 'pass virtualStages >= 1 (stages per device)');
+  }
   const fail = (
     code: ScheduleErrorCode,
     sentence: string,
@@ -325,7 +341,11 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
   const split = splitsBackward(schedule);
   const kinds: ActionKind[] = split ? ['F', 'B', 'W'] : ['F', 'B'];
 
-  // 1. each action well formed, on its own stage's list, at most once.
+  // The stages (chunks) device s holds: s alone, or s, s+K, … with virtual stages.
+  const chunksOf = (s: number): number[] => Array.from({ length: virtualStages }, (_, c) => c * stages + s);
+  const what = virtualStages > 1 ? 'device' : 'stage';
+
+  // 1. each action well formed, on its own stage's (device's) list, at most once.
   for (let s = 0; s < stages; s++) {
     const seen = new Map<string, number>();
     schedule[s]!.forEach((a, i) => {
@@ -338,26 +358,31 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
       if (!ok || a.microBatch < 0 || a.microBatch >= microBatches) {
         fail(
           'SCHEDULE_BAD_ACTION',
-          `stage ${s}, step ${i}: ${ok ? formatAction(a) : JSON.stringify(a)} is not a forward, backward or weight gradient of a micro-batch in 0..${microBatches - 1}.`,
+          `${what} ${s}, step ${i}: ${ok ? formatAction(a) : JSON.stringify(a)} is not a forward, backward or weight gradient of a micro-batch in 0..${microBatches - 1}.`,
           `use actions { stage, kind: 'F' | 'B' | 'W', microBatch } with 0 <= microBatch < ${microBatches}`,
           [{ stage: s, step: i }],
         );
       }
-      if (a.stage !== s) {
+      if (virtualStages === 1 ? a.stage !== s : a.stage < 0 || a.stage >= stages * virtualStages || a.stage % stages !== s) {
+        const owner = a.stage >= 0 && a.stage < stages * virtualStages ? a.stage % stages : -1;
         fail(
           'SCHEDULE_WRONG_STAGE',
-          `${formatAction(a)} (an action of stage ${a.stage}) is on stage ${s}'s list at step ${i}.`,
-          `put each action in the list of the stage it names: schedule[${a.stage}] for ${formatAction(a)}`,
+          virtualStages === 1
+            ? `${formatAction(a)} (an action of stage ${a.stage}) is on stage ${s}'s list at step ${i}.`
+            : `${formatAction(a)} (an action of virtual stage ${a.stage}) is on device ${s}'s list at step ${i}; device ${s} of ${stages} holds the stages ${chunksOf(s).join(', ')}.`,
+          owner < 0
+            ? `use stages 0..${stages * virtualStages - 1} (${stages} device(s) × ${virtualStages} virtual stage(s))`
+            : `put each action in the list of the ${what} holding the stage it names: schedule[${owner}] for ${formatAction(a)}`,
           [{ stage: s, step: i }],
         );
       }
-      const k = key(s, a.kind, a.microBatch);
+      const k = key(a.stage, a.kind, a.microBatch);
       const before = seen.get(k);
       if (before !== undefined) {
         fail(
           'SCHEDULE_REPEATED_ACTION',
-          `stage ${s} runs ${k} twice, at step ${before} and again at step ${i}; each stage runs the forward and the backward${split ? ' and the weight gradient' : ''} of every micro-batch exactly once.`,
-          `remove the second ${k} from stage ${s}'s list`,
+          `${what} ${s} runs ${k} twice, at step ${before} and again at step ${i}; each stage runs the forward and the backward${split ? ' and the weight gradient' : ''} of every micro-batch exactly once.`,
+          `remove the second ${k} from ${what} ${s}'s list`,
           [{ stage: s, step: i }],
         );
       }
@@ -367,76 +392,82 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
 
   // 2. nothing missing (with no repeats and all in range, this means exactly once).
   for (let s = 0; s < stages; s++) {
-    const present = new Set(schedule[s]!.map((a) => key(s, a.kind, a.microBatch)));
+    const present = new Set(schedule[s]!.map((a) => key(a.stage, a.kind, a.microBatch)));
     const missing: string[] = [];
-    for (let m = 0; m < microBatches; m++) {
-      for (const kind of kinds) if (!present.has(key(s, kind, m))) missing.push(key(s, kind, m));
+    for (const v of chunksOf(s)) {
+      for (let m = 0; m < microBatches; m++) {
+        for (const kind of kinds) if (!present.has(key(v, kind, m))) missing.push(key(v, kind, m));
+      }
     }
     if (missing.length > 0) {
       fail(
         'SCHEDULE_MISSING_ACTION',
-        `stage ${s} never runs ${missing.join(', ')}; each stage runs the forward and the backward of every micro-batch 0..${microBatches - 1} exactly once` +
+        `${what} ${s} never runs ${missing.join(', ')}; each stage runs the forward and the backward of every micro-batch 0..${microBatches - 1} exactly once` +
           (split ? ', and, in a schedule that splits the backward (this one has W actions), one weight gradient W after each backward.' : '.'),
-        `add ${missing.join(', ')} to stage ${s}'s list`,
+        `add ${missing.join(', ')} to ${what} ${s}'s list`,
         [{ stage: s }],
       );
     }
   }
 
   // 3. each backward after its own forward; 4. backwards in ascending micro-batch order;
-  // the same two for each weight gradient and its backward.
+  // the same two for each weight gradient and its backward (per stage: a device's chunks each).
   for (let s = 0; s < stages; s++) {
     const list = schedule[s]!;
-    const forwardStep = new Map<number, number>();
-    const backwardStep = new Map<number, number>();
-    list.forEach((a, i) => {
-      if (a.kind === 'F') forwardStep.set(a.microBatch, i);
-      if (a.kind === 'B') backwardStep.set(a.microBatch, i);
-    });
-    let lastBackward: { m: number; step: number } | null = null;
-    list.forEach((a, i) => {
-      if (a.kind !== 'B') return;
-      const f = forwardStep.get(a.microBatch)!;
-      if (f > i) {
-        fail(
-          'SCHEDULE_BACKWARD_BEFORE_FORWARD',
-          `stage ${s} runs ${formatAction(a)} at step ${i}, before its forward ${key(s, 'F', a.microBatch)} at step ${f}; a backward needs the tape its forward leaves.`,
-          `move ${formatAction(a)} after ${key(s, 'F', a.microBatch)} in stage ${s}'s list`,
-          [{ stage: s, step: i }, { stage: s, step: f }],
-        );
-      }
-      if (lastBackward !== null && a.microBatch < lastBackward.m) {
-        fail(
-          'SCHEDULE_BACKWARD_ORDER',
-          `stage ${s} runs ${formatAction(a)} at step ${i} after ${key(s, 'B', lastBackward.m)} at step ${lastBackward.step}; backwards must run in ascending micro-batch order so gradients accumulate in one fixed order.`,
-          `order stage ${s}'s backwards by micro-batch: ${key(s, 'B', a.microBatch)} before ${key(s, 'B', lastBackward.m)}`,
-          [{ stage: s, step: i }],
-        );
-      }
-      lastBackward = { m: a.microBatch, step: i };
-    });
-    let lastWeight: { m: number; step: number } | null = null;
-    list.forEach((a, i) => {
-      if (a.kind !== 'W') return;
-      const b = backwardStep.get(a.microBatch)!;
-      if (b > i) {
-        fail(
-          'SCHEDULE_WEIGHT_BEFORE_BACKWARD',
-          `stage ${s} runs ${formatAction(a)} at step ${i}, before its backward ${key(s, 'B', a.microBatch)} at step ${b}; a weight gradient needs the input and output gradient its backward records.`,
-          `move ${formatAction(a)} after ${key(s, 'B', a.microBatch)} in stage ${s}'s list`,
-          [{ stage: s, step: i }, { stage: s, step: b }],
-        );
-      }
-      if (lastWeight !== null && a.microBatch < lastWeight.m) {
-        fail(
-          'SCHEDULE_WEIGHT_ORDER',
-          `stage ${s} runs ${formatAction(a)} at step ${i} after ${key(s, 'W', lastWeight.m)} at step ${lastWeight.step}; weight gradients must run in ascending micro-batch order (W m adds every product deferred through micro-batch m, so gradients accumulate in one fixed order).`,
-          `order stage ${s}'s weight gradients by micro-batch: ${key(s, 'W', a.microBatch)} before ${key(s, 'W', lastWeight.m)}`,
-          [{ stage: s, step: i }],
-        );
-      }
-      lastWeight = { m: a.microBatch, step: i };
-    });
+    for (const v of chunksOf(s)) {
+      const mine = (a: Action) => a.stage === v;
+      const forwardStep = new Map<number, number>();
+      const backwardStep = new Map<number, number>();
+      list.forEach((a, i) => {
+        if (!mine(a)) return;
+        if (a.kind === 'F') forwardStep.set(a.microBatch, i);
+        if (a.kind === 'B') backwardStep.set(a.microBatch, i);
+      });
+      let lastBackward: { m: number; step: number } | null = null;
+      list.forEach((a, i) => {
+        if (a.kind !== 'B' || !mine(a)) return;
+        const f = forwardStep.get(a.microBatch)!;
+        if (f > i) {
+          fail(
+            'SCHEDULE_BACKWARD_BEFORE_FORWARD',
+            `stage ${v} runs ${formatAction(a)} at step ${i}, before its forward ${key(v, 'F', a.microBatch)} at step ${f}; a backward needs the tape its forward leaves.`,
+            `move ${formatAction(a)} after ${key(v, 'F', a.microBatch)} in ${what} ${s}'s list`,
+            [{ stage: s, step: i }, { stage: s, step: f }],
+          );
+        }
+        if (lastBackward !== null && a.microBatch < lastBackward.m) {
+          fail(
+            'SCHEDULE_BACKWARD_ORDER',
+            `stage ${v} runs ${formatAction(a)} at step ${i} after ${key(v, 'B', lastBackward.m)} at step ${lastBackward.step}; backwards must run in ascending micro-batch order so gradients accumulate in one fixed order.`,
+            `order stage ${v}'s backwards by micro-batch: ${key(v, 'B', a.microBatch)} before ${key(v, 'B', lastBackward.m)}`,
+            [{ stage: s, step: i }],
+          );
+        }
+        lastBackward = { m: a.microBatch, step: i };
+      });
+      let lastWeight: { m: number; step: number } | null = null;
+      list.forEach((a, i) => {
+        if (a.kind !== 'W' || !mine(a)) return;
+        const b = backwardStep.get(a.microBatch)!;
+        if (b > i) {
+          fail(
+            'SCHEDULE_WEIGHT_BEFORE_BACKWARD',
+            `stage ${v} runs ${formatAction(a)} at step ${i}, before its backward ${key(v, 'B', a.microBatch)} at step ${b}; a weight gradient needs the input and output gradient its backward records.`,
+            `move ${formatAction(a)} after ${key(v, 'B', a.microBatch)} in ${what} ${s}'s list`,
+            [{ stage: s, step: i }, { stage: s, step: b }],
+          );
+        }
+        if (lastWeight !== null && a.microBatch < lastWeight.m) {
+          fail(
+            'SCHEDULE_WEIGHT_ORDER',
+            `stage ${v} runs ${formatAction(a)} at step ${i} after ${key(v, 'W', lastWeight.m)} at step ${lastWeight.step}; weight gradients must run in ascending micro-batch order (W m adds every product deferred through micro-batch m, so gradients accumulate in one fixed order).`,
+            `order stage ${v}'s weight gradients by micro-batch: ${key(v, 'W', a.microBatch)} before ${key(v, 'W', lastWeight.m)}`,
+            [{ stage: s, step: i }],
+          );
+        }
+        lastWeight = { m: a.microBatch, step: i };
+      });
+    }
   }
 
   // 5. deadlock.
