@@ -60,7 +60,7 @@ export class Coordinator {
   constructor(opts: CoordinatorOptions = {}) {
     const plan = planRun(opts);
     this.plan = plan;
-    this.group = new StageGroup(newRunId(), plan.options.replicas, plan.stages);
+    this.group = new StageGroup(newRunId(), plan.options.replicas, plan.stages, plan.virtualStages);
     this.pool = new NodePool(plan.options.nodes, plan.options.spares, { advertise: plan.options.advertise, tls: plan.options.tls, tokenFile: plan.options.tokenFile });
     this.keeper = new CheckpointKeeper(plan, () => this.group);
     this.recovery = plan.commitEvery !== 0 ? new Recovery(plan.commitEvery, {
@@ -188,7 +188,7 @@ export class Coordinator {
     const keep = () => (dir ? this.keeper.commit(dir, commit.step, commit.state) : null);
     const replacement = (await this.pool.replace(lost, { step: this.group.step, commitStep: commit.step, keep })) ?? this.placementName;
     const step = this.group.step;
-    this.group = new StageGroup(newRunId(), this.options.replicas, this.stages);
+    this.group = new StageGroup(newRunId(), this.options.replicas, this.stages, this.plan.virtualStages);
     this.group.step = step;
     await this.open();
     return replacement;

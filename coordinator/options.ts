@@ -17,7 +17,7 @@ import { fullBatchMethods, optimizers, lrSchedules, type LrScheduleSpec, type Op
 import { TRANSFORM_KINDS, type TransformKind } from '../src/data/index.js';
 import { backendNames } from '../src/tensor/select.js';
 import { transports, type Transport } from './transports/index.js';
-import { schedules } from './schedules/index.js';
+import { interleaves, schedules } from './schedules/index.js';
 import type { DataSplit } from './inputs.js';
 import type { EpochReport, StepInfo } from './summary.js';
 
@@ -125,10 +125,11 @@ export const optionTable = {
   placement: withDefault<string | Transport>({ kind: 'string', group: 'Pipeline', arg: 'KIND', default: 'local', choices: () => Object.keys(transports), help: 'where the stage actors run' }),
   nodes: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'gRPC nodes for --placement grpc (actors placed replica-major, round robin)' }),
   replicas: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'R', default: 1, min: 1, help: 'data-parallel replicas of the pipeline (each takes a shard of every minibatch)' }),
-  stages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'K', default: (o) => (Array.isArray(o.partition) ? o.partition.length : 1), defaultText: '1', min: 1, help: 'pipeline stages, balanced by parameter count' }),
-  partition: def<number[] | 'auto'>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...|auto', accepts: (v) => v === 'auto', help: 'explicit layers per stage instead; auto: balance the stages by measured time (each layer timed for a few passes first)' }),
+  stages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'K', default: (o) => (Array.isArray(o.partition) ? o.partition.length / (typeof o.virtualStages === 'number' ? o.virtualStages : 1) : 1), defaultText: '1', min: 1, help: 'pipeline stages, balanced by parameter count' }),
+  partition: def<number[] | 'auto'>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...|auto', accepts: (v) => v === 'auto', help: 'explicit layers per stage instead (K·V entries with --virtual-stages V); auto: balance the stages by measured time (each layer timed for a few passes first)' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
+  virtualStages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'V', default: 1, min: 1, help: "with --schedule interleaved-1f1b: model chunks per stage (Megatron's interleaved 1F1B): the model is cut into K·V chunks, stage (device) d holding chunks d, d+K, ..., so the bubble shrinks from (K−1)/(M+K−1) to (K−1)/(V·M+K−1) for V times more messages; needs M a multiple of K, and the local or threads placement" }),
   commitEvery: def<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', min: 0, accepts: (v) => v === 'auto', defaultText: 'auto (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery; auto: as often as a commit costs 5% of the time, and at least every 8 steps where the actors keep the commits in memory (threads, replicas over several nodes), every 64 where the coordinator fetches them' }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
@@ -252,9 +253,12 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
     raw[k] = typeof d.default === 'function' ? (d.default as (o: RawOptions) => unknown)(raw) : d.default;
   }
   const o = raw as ResolvedOptions;
-  if (Array.isArray(o.partition) && opts.stages !== undefined && o.partition.length !== o.stages) {
-    throw new OptionError(`${naming('partition')} lists ${o.partition.length} stages but ${naming('stages')} is ${o.stages}`);
+  if (Array.isArray(o.partition) && opts.stages !== undefined && o.partition.length !== o.stages * o.virtualStages) {
+    throw new OptionError(o.virtualStages > 1
+      ? `${naming('partition')} lists ${o.partition.length} chunks but ${naming('stages')} ${o.stages} × ${naming('virtualStages')} ${o.virtualStages} makes ${o.stages * o.virtualStages}`
+      : `${naming('partition')} lists ${o.partition.length} stages but ${naming('stages')} is ${o.stages}`);
   }
+  checkVirtualStages(o, naming);
   const shards = o.replicas * o.microBatches;
   if (o.batchSize % shards !== 0) {
     const what = o.replicas > 1 ? `${o.replicas} replicas × ${o.microBatches} micro-batches` : `${o.microBatches} micro-batches`;
@@ -287,6 +291,27 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
     }
   }
   return o;
+}
+
+/** `virtualStages` V > 1: an interleaving schedule, a partition of K·V chunks, M a multiple of K, a placement that co-locates a device's chunks. */
+function checkVirtualStages(o: ResolvedOptions, naming: Naming): void {
+  const V = o.virtualStages;
+  if (V === 1) return;
+  const interleaving = Object.keys(schedules).filter(interleaves);
+  if (!interleaves(o.schedule)) {
+    throw new OptionError(`${naming('virtualStages')} ${V} needs an interleaved schedule, got ${naming('schedule')} ${o.schedule}`, `pass ${naming('schedule')} ${interleaving.join(' or ')}, or ${naming('virtualStages')} 1`);
+  }
+  if (Array.isArray(o.partition) && o.partition.length % V !== 0) {
+    throw new OptionError(`${naming('partition')} lists ${o.partition.length} chunks, not a multiple of ${naming('virtualStages')} ${V}`, `list K·${V} chunk sizes (chunk v goes to stage v mod K)`);
+  }
+  if (o.microBatches % o.stages !== 0) {
+    throw new OptionError(`${naming('microBatches')} ${o.microBatches} is not a multiple of ${naming('stages')} ${o.stages}: ${o.schedule} with ${naming('virtualStages')} ${V} sends the micro-batches round the stages in groups of K`,
+      `use ${naming('microBatches')} ${Math.max(1, Math.ceil(o.microBatches / o.stages)) * o.stages} (a multiple of ${o.stages})`);
+  }
+  const placement = typeof o.placement === 'string' ? o.placement : null;
+  if (placement !== null && placement !== 'local' && placement !== 'threads') {
+    throw new OptionError(`${naming('virtualStages')} ${V} is not supported with ${naming('placement')} ${placement}: a stage's ${V} chunks must share a thread or process (left out for gRPC nodes)`, `use ${naming('placement')} local or threads, or ${naming('virtualStages')} 1`);
+  }
 }
 
 const cliEntries = entries.filter(([, d]) => d.only !== 'api') as [CliKey, Def<unknown>][];

@@ -41,9 +41,15 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
 async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<{ loss: number; nonFinite: NonFiniteAt | null; commitMs: number }> {
   const K = group.stages;
   const tracing = trace?.tracer.wants(group.step) === true;
+  // The schedule's lists are per device: a stage's own actions, and with virtual stages its
+  // device's whole list, in which each of them waits its turn.
+  const V = group.virtualStages;
+  const own = Array.from({ length: K }, (_, k) => (V === 1 ? schedule[k]! : schedule[k % group.devices]!.filter((a) => a.stage === k)).map(formatAction));
+  const orders = V === 1 ? null : schedule.map((list) => list.map(formatAction));
   const body = (r: number, k: number) => ({
     type: 'runStep' as const,
-    actions: schedule[k]!.map(formatAction),
+    actions: own[k]!,
+    ...(orders ? { order: orders[k % group.devices]! } : {}),
     inputs: k === 0 ? parts[r]!.map((p) => p.x) : undefined,
     targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
     optimize,
@@ -64,7 +70,7 @@ async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch
     replies = await group.all(body, 'stepDone');
   }
   const reports = replies.map((r) => r.report);
-  meter.add(reports);
+  meter.add(reports, group.replicas * group.devices);
   let loss = 0;
   for (let r = 0; r < group.replicas; r++) {
     for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;

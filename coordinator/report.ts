@@ -215,7 +215,7 @@ function bubble(c: RunLogContents): string {
   const epochRows = perEpoch.map((e) => `<tr><td>${e.epoch}</td><td>${pct(e.bubbleFraction)}</td></tr>`).join('');
   return `<section id="bubble"><h2>Bubble: measured vs theoretical</h2>
 ${bar('measured-bubble', 'measured', s.bubbleFraction, '#e15759')}
-${bar('theoretical-bubble', `theoretical ${bubbleFormula(s.schedule)}, K=${s.stages}, M=${s.microBatches}`, s.theoreticalBubbleFraction, '#bab0ac')}
+${bar('theoretical-bubble', `theoretical ${bubbleFormula(s.schedule)}, K=${s.stages / (s.virtualStages ?? 1)}${(s.virtualStages ?? 1) > 1 ? `, V=${s.virtualStages}` : ''}, M=${s.microBatches}`, s.theoreticalBubbleFraction, '#bab0ac')}
 <p class="note">Measured: the share of actor time in the run's steps not spent computing (forward, backward, weight gradient, replica reduce), against each step's slowest actor — the summary's <code>bubbleFraction</code>. The theory counts only pipeline fill and drain; the measurement adds transfer, waiting on a slower stage and the coordinator's round trip.</p>
 ${epochRows ? `<table class="small"><tr><th>epoch</th><th>measured bubble</th></tr>${epochRows}</table>` : ''}</section>`;
 }

@@ -38,12 +38,16 @@ export interface RunPlan {
   readonly lrAt: LrSchedule | null;
   /** Stage k runs the layers [bounds[k], bounds[k+1]). */
   readonly bounds: number[];
+  /** The stage actors of a replica: K·V with virtual stages (each a chunk), else K. */
   readonly stages: number;
+  /** Chunks per device (options.virtualStages); the devices are stages / virtualStages. */
+  readonly virtualStages: number;
   /** With `--partition auto`: the measured layer costs behind the cut. */
   readonly timedPartition: TimedPartition | null;
   /** Parameters per stage, from the spec and the partition. */
   readonly stageParameters: number[];
   readonly stepsPerEpoch: number;
+  /** One action list per device (= per stage, but with virtual stages); actions name their stage. */
   readonly schedulePlan: Schedule;
   readonly augment: Required<AugmentOptions> | null;
   /** Steps between the commits a lost actor is rebuilt from; 0: no recovery (local placement by default, full-batch methods). */
@@ -85,19 +89,27 @@ export function planRun(opts: CoordinatorOptions = {}): RunPlan {
   const lrSchedule = schedule ? schedule(o.epochs * stepsPerEpoch) : null;
   const lrAt = lrSchedule ? createLrSchedule(lrSchedule) : null;
   const counts = layerParameterCounts(spec);
-  const timed = o.partition === 'auto' && o.stages > 1 && !fullBatch
-    ? timedPartition(spec, o.stages, { microBatch: o.batchSize / (o.replicas * o.microBatches), microBatches: o.microBatches, optimizer: optimizerSpec, layerParameters: counts, data: data.train, seed: o.seed, backend: o.backend })
+  const V = o.virtualStages;
+  if (V > 1 && fullBatch) throw new OptionError(`options.virtualStages ${V} is not supported with the full-batch optimizer ${fullBatch}`, 'use options.virtualStages 1');
+  const chunks = o.stages * V;
+  if (V > 1 && chunks > counts.length) {
+    throw new OptionError(`options.stages ${o.stages} × options.virtualStages ${V} makes ${chunks} chunks, but the model has ${counts.length} layers to cut`,
+      `use at most ${Math.floor(counts.length / o.stages)} virtual stages with ${o.stages} stages`);
+  }
+  const timed = o.partition === 'auto' && chunks > 1 && !fullBatch
+    ? timedPartition(spec, chunks, { microBatch: o.batchSize / (o.replicas * o.microBatches), microBatches: o.microBatches, optimizer: optimizerSpec, layerParameters: counts, data: data.train, seed: o.seed, backend: o.backend })
     : null;
-  const bounds = timed ? timed.bounds : Array.isArray(o.partition) ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, o.stages);
+  const bounds = timed ? timed.bounds : Array.isArray(o.partition) ? explicitPartition(o.partition, counts.length) : balancedPartition(counts, chunks);
   const stages = bounds.length - 1;
   const stageParameters = bounds.slice(1).map((end, k) => counts.slice(bounds[k], end).reduce((a, b) => a + b, 0));
-  const schedulePlan = getSchedule(o.schedule)(stages, o.microBatches);
-  validateSchedule(schedulePlan, stages, o.microBatches);
+  const devices = stages / V;
+  const schedulePlan = V > 1 ? getSchedule(o.schedule)(devices, o.microBatches, V) : getSchedule(o.schedule)(stages, o.microBatches);
+  validateSchedule(schedulePlan, devices, o.microBatches, V);
   const placementName = typeof o.placement === 'string' ? o.placement : o.placement.kind;
   const commitEvery = fullBatch ? 0 : o.commitEvery ?? (o.placement === 'local' ? 0 : 'auto');
   if (o.spares && o.placement !== 'grpc') throw new OptionError(`options.spares is only used with options.placement grpc (got ${placementName})`);
   return {
     options: o, data, validation, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
-    bounds, timedPartition: timed, stages, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery, commitLag: commitEvery === 'auto' ? AUTO_COMMIT_MAX_STEPS : commitEvery, placementName,
+    bounds, timedPartition: timed, stages, virtualStages: V, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery, commitLag: commitEvery === 'auto' ? AUTO_COMMIT_MAX_STEPS : commitEvery, placementName,
   };
 }

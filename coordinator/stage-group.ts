@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Tensor } from '../src/tensor/tensor.js';
+import { ChainruleError } from '../src/errors.js';
 import { expectReply, type NamedTensors, type Reply, type Request, type StageConfig, type StageState } from '../src/wire/index.js';
 import type { StageHandle, Transport } from './transports/index.js';
 
@@ -19,16 +20,23 @@ export class StageGroup {
   /** The step number sent with every request. */
   step = 0;
 
-  constructor(readonly run: string, readonly replicas: number, readonly stages: number) {}
+  /** `virtualStages`: stages per device (an interleaved schedule's chunks); `stages` counts them all, K·V. */
+  constructor(readonly run: string, readonly replicas: number, readonly stages: number, readonly virtualStages = 1) {}
 
   get size(): number { return this.replicas * this.stages; }
+  /** Devices per replica (K): the stages, or the stages over the virtual stages per device. */
+  get devices(): number { return this.stages / this.virtualStages; }
   /** Each actor's name, as its transport gives it (`stage 1 (threads)`), in actor order. */
   get names(): string[] { return this.handles.map((h) => h.name); }
   get parameterCount(): number { return this.layout.reduce((n, l) => n + l.size, 0); }
 
   /** Starts the actors, configures each with its layers, and reads the parameter layout. */
   async open(transport: Transport, config: (stage: number) => StageConfig, parameterCounts?: readonly number[]): Promise<void> {
-    this.handles = await transport.open({ replicas: this.replicas, stages: this.stages, parameterCounts }, this.run);
+    if (this.virtualStages > 1 && !transport.hostsVirtualStages) {
+      throw new ChainruleError('VIRTUAL_STAGES_PLACEMENT', `--virtual-stages ${this.virtualStages} (options.virtualStages) is not supported with the ${transport.kind} placement: its chunks of one device must share a thread or process`,
+        { hint: 'use --placement local or threads, or --virtual-stages 1' });
+    }
+    this.handles = await transport.open({ replicas: this.replicas, stages: this.stages, parameterCounts, virtualStages: this.virtualStages }, this.run);
     await this.all((_, k) => ({ type: 'configure', config: config(k) }), 'configured');
     this.layout = [];
     for (let k = 0; k < this.stages; k++) {

@@ -87,7 +87,10 @@ export interface TrainSummary extends EpochFigures {
   weightsSha256: string;
   placement: string;
   replicas: number;
+  /** The stage actors of a replica: K·V chunks with virtual stages. */
   stages: number;
+  /** With an interleaved schedule: chunks per device (so stages / virtualStages devices); absent for 1. */
+  virtualStages?: number;
   partition: number[];
   /** With `--partition auto`: each stage's measured compute per step (ms) under the cut, and under the cut by parameters. */
   timedPartition?: { stageMs: number[]; byParameters: { partition: number[]; stageMs: number[] } };
@@ -128,7 +131,7 @@ export interface TrainSummary extends EpochFigures {
 }
 
 /** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */
-export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'partition' | 'microBatches' | 'schedule'
+export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'virtualStages' | 'partition' | 'microBatches' | 'schedule'
   | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries' | 'skippedSteps'>
   & { history: readonly EpochReport[]; started: number; resumedFrom: ResumedFrom | null };
 
@@ -145,10 +148,10 @@ export function summarize(
     testMse: last.testMse, testMae: last.testMae, testLabelAccuracy: last.testLabelAccuracy,
     ...Object.fromEntries(VAL_KEYS.filter((k) => last[k] !== undefined).map((k) => [k, last[k]])), samplesPerSecond,
     droppedSamples: droppedPerEpoch * run.epochs, droppedPerEpoch, weightsSha256: run.weightsSha256,
-    placement: run.placement, replicas: run.replicas, stages: run.stages, partition: run.partition,
-    microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
+    placement: run.placement, replicas: run.replicas, stages: run.stages, ...((run.virtualStages ?? 1) > 1 ? { virtualStages: run.virtualStages } : {}),
+    partition: run.partition, microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
     // (A full-batch run's extra gives its own: its micro-batch count is not the option's.)
-    theoreticalBubbleFraction: extra.theoreticalBubbleFraction ?? theoreticalBubble(run.stages, run.microBatches, run.schedule),
+    theoreticalBubbleFraction: extra.theoreticalBubbleFraction ?? theoreticalBubble(run.stages, run.microBatches, run.schedule, run.virtualStages),
     backend: run.backend, backendKernel: run.backend === 'native' ? nativeKernel() : null,
     optimizer: run.optimizer, seed: run.seed, batchSize: run.batchSize, lr: run.lr,
     parameters: run.parameters, transform: run.transform, recoveries: run.recoveries, skippedSteps: run.skippedSteps, ...extra,
@@ -178,10 +181,12 @@ export function valText(r: Pick<EpochReport, ValKey>): string {
 /**
  * The schedule's bubble in theory (GPipe's when none is named): the share of stage time idle
  * while the pipeline fills and drains, with equal forward, backward and weight-gradient times.
+ * `stages` counts every stage actor: with `virtualStages` V, K·V chunks on K devices.
  * @example theoreticalBubble(2, 8, 'zb-h1') // 1/25, against 1/9 for '1f1b'
+ * @example theoreticalBubble(4, 8, 'interleaved-1f1b', 2) // 1/17: K=2 devices, V=2
  */
-export function theoreticalBubble(stages: number, microBatches: number, schedule = 'gpipe'): number {
-  return scheduleBubble(schedule, stages, microBatches);
+export function theoreticalBubble(stages: number, microBatches: number, schedule = 'gpipe', virtualStages = 1): number {
+  return scheduleBubble(schedule, stages / virtualStages, microBatches, virtualStages);
 }
 
 /** Totals of a BubbleMeter at one moment (to measure the bubble between two moments). */
@@ -199,14 +204,17 @@ export class BubbleMeter {
   private stepWallMs = 0;
   private perActor: number[] = [];
 
-  /** One step's reports: each actor's busy time against the slowest actor's wall time. */
-  add(reports: readonly { busyMs: number; wallMs: number }[]): void {
+  /**
+   * One step's reports: each actor's busy time against the slowest actor's wall time, over
+   * `devices` devices (fewer than the actors when each hosts several virtual stages).
+   */
+  add(reports: readonly { busyMs: number; wallMs: number }[], devices = reports.length): void {
     const wall = Math.max(...reports.map((r) => r.wallMs));
     for (const [a, r] of reports.entries()) {
       this.busyMs += r.busyMs;
       this.perActor[a] = (this.perActor[a] ?? 0) + r.busyMs;
     }
-    this.actorWallMs += wall * reports.length;
+    this.actorWallMs += wall * devices;
     this.stepWallMs += wall;
   }
 

@@ -20,6 +20,7 @@ import { CommitStore } from './commit-store.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
 import { FiniteWatch } from './finite-watch.js';
+import type { DeviceTurns } from './device-turns.js';
 import { checkShapeCaps, checkSpecCaps, type NodeCaps } from './caps.js';
 import { backend } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
@@ -84,6 +85,11 @@ export class StageActor {
   private shared: SharedReduce | null = null;
   /** What a training step's forward and backward allocate, reused by the next step (src/tensor/arena.ts). */
   private readonly arena = new Arena();
+  /**
+   * The device this actor shares with other stages (an interleaved schedule's chunks on one
+   * thread or process): a runStep with an `order` takes the device's turn before each action.
+   */
+  turns: DeviceTurns | null = null;
   /** The recovery commits kept here (their buffers reach the coordinator when threads host this actor). */
   readonly commits = new CommitStore();
 
@@ -149,7 +155,7 @@ export class StageActor {
           this.keepCommit(req.step, req.commit === 'share');
           commitMs = performance.now() - tc;
         }
-        const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing);
+        const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing, req.order);
         if (commitMs !== undefined) report.commitMs = commitMs;
         // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
         if (req.optimize && !report.nonFinite) {
@@ -338,18 +344,31 @@ export class StageActor {
     return f.x.grad ?? Tensor.zeros(f.x.shape, f.x.dtype);
   }
 
-  /** Runs this stage's actions of one step; activations and gradients go straight to the neighbours. */
-  runStep(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[], trace = false): Promise<StepReport> {
+  /**
+   * Runs this stage's actions of one step; activations and gradients go straight to the
+   * neighbours. With `order` (the whole action list of the device this actor shares with other
+   * stages) each action waits for its turn in that order.
+   */
+  runStep(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[], trace = false, order?: string[]): Promise<StepReport> {
     const done = this.reports.get(step);
     if (done) return Promise.resolve(done); // a duplicate runStep is applied once
     const running = this.running.get(step);
     if (running) return running;
-    const p = this.execute(step, actions, inputs, targets, trace).finally(() => this.running.delete(step));
+    let turns: DeviceTurns | null = null;
+    if (order !== undefined) {
+      if (!Array.isArray(order) || order.some((t) => typeof t !== 'string')) return Promise.reject(new StageError('BAD_MESSAGE', `${this.name}: runStep field 'order' must be a list of actions such as "2F0"`));
+      if (!this.turns) return Promise.reject(new StageError('NOT_COLOCATED', `${this.name}: a runStep with a device order (an interleaved schedule), but this actor shares no device with other stages here; its placement does not host --virtual-stages`));
+      turns = this.turns;
+      turns.begin(step, order);
+    }
+    const p = this.execute(step, actions, inputs, targets, trace, turns)
+      .catch((e: unknown) => { turns?.fail(step, e, this.name); throw e; })
+      .finally(() => this.running.delete(step));
     this.running.set(step, p);
     return p;
   }
 
-  private async execute(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[], trace = false): Promise<StepReport> {
+  private async execute(step: number, actions: string[], inputs?: Tensor[], targets?: Targets[], trace = false, turns: DeviceTurns | null = null): Promise<StepReport> {
     const { config } = this.ready();
     const clockIn = trace ? epochNow() : 0;
     this.beginStep(step);
@@ -370,10 +389,18 @@ export class StageActor {
     const pending = new SendGroup();
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     const watch = new FiniteWatch(this.ready().model, (mb) => ({ training: true, seed: config.seed, step, microBatch: this.replica * microBatches + mb, auxLosses: [] }));
-    for (const text of actions) {
+    for (const [i, text] of actions.entries()) {
       const a = parseAction(text);
       if (a.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: action ${text} belongs to stage ${a.stage}`);
       const mb = a.microBatch;
+      // The device's turn: waits, computes and sends in the schedule's order (the last action
+      // keeps it through this stage's W pass, below, which is computation of the device too).
+      if (turns) {
+        const tw = performance.now();
+        await pending.race(turns.turn(step, text));
+        spans?.push(SPAN.wait, mb, tw, performance.now());
+      }
+      const release = () => { if (turns && i < actions.length - 1) turns.done(step, text); };
       if (a.kind === 'W') {
         // A split backward's weight gradient (zero-bubble schedules): the products the
         // backwards deferred through this micro-batch (tagged by stream, as in the forward),
@@ -386,6 +413,7 @@ export class StageActor {
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.weight, mb, tb, te);
+        release();
         continue;
       }
       if (a.kind === 'F') {
@@ -423,6 +451,7 @@ export class StageActor {
         spans?.push(SPAN.backward, mb, tb, te);
         if (dx) pending.add(traced(this.link('prev').send({ type: 'gradient', run: this.run, stage: this.index - 1, replica: this.replica, step, microBatch: mb, dx: watch.backward(mb, dx) }), mb));
       }
+      release();
       // Back-pressure: never more unacknowledged sends than the capacity.
       if (pending.size >= config.capacity) await pending.shift();
       // Let the event loop write what was just sent (a socket write waits for it) before
@@ -437,6 +466,7 @@ export class StageActor {
     watch.gradients();
     const twe = performance.now();
     busy += twe - tw;
+    if (turns && actions.length > 0) turns.done(step, actions[actions.length - 1]!);
     await pending.all();
     if (this.replicas > 1) {
       const tr = performance.now();

@@ -1,7 +1,9 @@
 /**
  * Each actor on its own worker thread: one piscina pool per actor with exactly one thread
  * (a pool cannot pin a task to a worker, and an actor's state must stay in one), neighbours
- * and replica peers linked worker to worker by MessagePorts.
+ * and replica peers linked worker to worker by MessagePorts. With virtual stages (an
+ * interleaved schedule) one thread per device instead, hosting its V chunks, which take
+ * turns in the device's order; their links are per actor as ever.
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -12,7 +14,7 @@ import { backend } from '../../src/tensor/backend.js';
 import type { WorkerReply, WorkerTask } from '../../node/worker.js';
 import { CommitStore } from '../../node/commit-store.js';
 import { sharedReduceBuffer } from '../../node/shared-reduce.js';
-import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
+import { TransportError, actorName, deviceOf, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 /** The worker entry: compiled JavaScript, or TypeScript through tsx when running from source (tests). */
 export function workerEntry(): { filename: string; execArgv: string[] } {
@@ -24,18 +26,23 @@ export function workerEntry(): { filename: string; execArgv: string[] } {
 
 export class ThreadsTransport implements Transport {
   readonly kind = 'threads';
+  readonly hostsVirtualStages = true;
+  /** One per device: per actor, or per V actors with virtual stages (replica-major). */
   private pools: Piscina[] = [];
   private failure: Error | null = null;
   /** Each actor's commit buffers (shared memory: readable after its thread is gone). */
   private commits: SharedArrayBuffer[][] = [];
   private layout: ActorLayout | null = null;
 
-  async open({ replicas, stages, parameterCounts }: ActorLayout, _run?: string): Promise<StageHandle[]> {
+  async open({ replicas, stages, parameterCounts, virtualStages = 1 }: ActorLayout, _run?: string): Promise<StageHandle[]> {
     const { filename, execArgv } = workerEntry();
     this.failure = null;
     this.commits = [];
-    this.layout = { replicas, stages };
+    this.layout = { replicas, stages, virtualStages };
     const n = replicas * stages;
+    const devices = stages / virtualStages;
+    // Actor a's pool: its own, or its device's (replica-major, devices 0..K-1 per replica).
+    const poolOf = (a: number) => Math.floor(a / stages) * devices + deviceOf(a % stages, stages, virtualStages);
     const ports: { prev?: MessagePort; next?: MessagePort; peers: (MessagePort | undefined)[] }[] = Array.from({ length: n }, () => ({ peers: Array<MessagePort | undefined>(replicas).fill(undefined) }));
     for (let r = 0; r < replicas; r++) {
       for (let k = 0; k + 1 < stages; k++) {
@@ -55,23 +62,28 @@ export class ThreadsTransport implements Transport {
     }
     // Replicas of a stage reduce their gradients in one shared buffer (messages when the sizes are unknown).
     const shared = replicas > 1 && parameterCounts ? parameterCounts.map((count) => sharedReduceBuffer(replicas, count)) : null;
-    for (let a = 0; a < n; a++) {
-      const pool = new Piscina({ filename, execArgv, minThreads: 1, maxThreads: 1, idleTimeout: Infinity, concurrentTasksPerWorker: 4 });
+    for (let p = 0; p < replicas * devices; p++) {
+      // A device's V actors each run a step at once (and may be asked more meanwhile).
+      const pool = new Piscina({ filename, execArgv, minThreads: 1, maxThreads: 1, idleTimeout: Infinity, concurrentTasksPerWorker: 4 * virtualStages });
       pool.on('error', (e: Error) => { this.failure = e; });
       this.pools.push(pool);
     }
     const name = (a: number) => `${actorName(a % stages, Math.floor(a / stages), replicas)} (threads)`;
+    const deviceName = (p: number) => `device ${p % devices}${replicas > 1 ? ` of replica ${Math.floor(p / devices)}` : ''} (threads)`;
     // The init task doubles as a warm-up: a worker module that fails to load fails here.
-    await Promise.all(this.pools.map((pool, a) => {
+    await Promise.all(Array.from({ length: n }, (_, a) => {
       const { prev, next, peers } = ports[a]!;
-      const task: WorkerTask = { kind: 'init', stage: a % stages, replica: Math.floor(a / stages), prev, next, peers, sharedReduce: shared?.[a % stages], backend: backend().name };
-      return pool.run(task, { transferList: [prev, next, ...peers].filter((p) => p !== undefined) }).catch((e: Error) => {
+      const task: WorkerTask = { kind: 'init', stage: a % stages, replica: Math.floor(a / stages), prev, next, peers, sharedReduce: shared?.[a % stages], backend: backend().name,
+        ...(virtualStages > 1 ? { device: deviceName(poolOf(a)) } : {}) };
+      return this.pools[poolOf(a)]!.run(task, { transferList: [prev, next, ...peers].filter((p) => p !== undefined) }).catch((e: Error) => {
         throw new TransportError('WORKER_FAILED', `${name(a)}: the worker failed to start: ${e.message}`);
       });
     }));
-    // A worker that exits after its init took the actor's state with it; piscina would put a blank one in its place.
-    for (const [a, pool] of this.pools.entries()) pool.on('workerDestroy', () => { this.failure ??= new Error(`the worker thread of ${name(a)} exited`); });
-    return this.pools.map((pool, a) => ({
+    // A worker that exits after its init took the actors' state with it; piscina would put a blank one in its place.
+    for (const [p, pool] of this.pools.entries()) {
+      pool.on('workerDestroy', () => { this.failure ??= new Error(`the worker thread of ${virtualStages > 1 ? deviceName(p) : name(p)} exited`); });
+    }
+    return Array.from({ length: n }, (_, a) => this.pools[poolOf(a)]!).map((pool, a) => ({
       name: name(a),
       request: async (req: Request): Promise<Reply> => {
         if (this.failure) throw new TransportError('WORKER_FAILED', `${name(a)}: ${this.failure.message}`);
@@ -90,14 +102,14 @@ export class ThreadsTransport implements Transport {
     }));
   }
 
-  /** The worker threads, one per actor (replica-major): for diagnostics and fault tests. */
+  /** The worker threads, one per actor (per device with virtual stages; replica-major): for diagnostics and fault tests. */
   get threads(): readonly (import('node:worker_threads').Worker | undefined)[] {
     return this.pools.map((p) => p.threads[0]);
   }
 
   async probe(): Promise<string[]> {
     if (this.failure) return [`a worker thread (${this.failure.message})`];
-    return this.pools.flatMap((p, a) => (p.threads.length === 0 ? [`the worker thread of actor ${a}`] : []));
+    return this.pools.flatMap((p, a) => (p.threads.length === 0 ? [`the worker thread of ${(this.layout?.virtualStages ?? 1) > 1 ? 'device' : 'actor'} ${a}`] : []));
   }
 
   /** Commits go to shared memory, which survives a thread; the replicas of a stage hold the same state, so each copies its share. */

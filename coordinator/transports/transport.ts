@@ -18,6 +18,17 @@ export interface ActorLayout {
   stages: number;
   /** Parameters (elements) per stage, when known: lets threads share gradient memory. */
   parameterCounts?: readonly number[];
+  /**
+   * Stages per device (interleaved schedules; default 1): the `stages` are then K·V chunks,
+   * and device d of K (of each replica) hosts the chunks d, d+K, …, d+(V-1)K in one thread or
+   * process, taking turns in the device's order (node/device-turns.ts).
+   */
+  virtualStages?: number;
+}
+
+/** The device (0..K-1) of stage `stage` when `stages` stages are spread over devices `virtualStages` to a device. */
+export function deviceOf(stage: number, stages: number, virtualStages = 1): number {
+  return stage % (stages / virtualStages);
 }
 
 /** `stage 1`, or `stage 1 of replica 0` with data parallelism: how errors name an actor. */
@@ -32,6 +43,8 @@ export interface Transport {
    * its replica and to the same stage of every other replica.
    */
   open(layout: ActorLayout, run: string): Promise<StageHandle[]>;
+  /** Whether it can host several stages per device (`layout.virtualStages` > 1); absent: it cannot. */
+  readonly hostsVirtualStages?: boolean;
   /** Stops everything this transport started (idempotent). */
   close(): Promise<void>;
   /**

@@ -50,7 +50,11 @@ export type Request =
    * `commit`: first keep this actor's state as the recovery commit of this step (node/commit-store.ts):
    * all of it, or this replica's share of it (the replicas' shares together are the commit).
    */
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: 'whole' | 'share' })
+  /**
+   * `order`: with an interleaved schedule, the whole action list of the device this actor
+   * shares with the other stages it hosts; each of `actions` (this stage's) waits its turn in it.
+   */
+  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: 'whole' | 'share'; order?: string[] })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
