@@ -5,6 +5,9 @@
  * and threads placements train the weights of a plain 4-stage run bit for bit, and each device
  * computes in its schedule's order.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Coordinator, resolveOptions, type CoordinatorOptions } from '../coordinator/index.js';
 import {
@@ -259,6 +262,21 @@ describe('runs: K=2 devices × V chunks train the weights of the plain K·V-stag
     const plainR2 = await train({ stages: 4, schedule: '1f1b', replicas: 2 });
     const r2 = await train({ ...interleaved, replicas: 2, placement: 'threads' });
     expect(r2.weightsSha256).toBe(plainR2.weightsSha256);
+  });
+
+  it('a (K=2, V=2) checkpoint resumes as a plain 4-stage run and back, to the bit of the uninterrupted run', async () => {
+    const whole = await train({ stages: 4, schedule: '1f1b', epochs: 2 });
+    const dir = mkdtempSync(join(tmpdir(), 'chainrule-virtual-'));
+    try {
+      await train({ ...interleaved, placement: 'threads', epochs: 1, checkpoint: join(dir, 'a') });
+      expect((await train({ stages: 4, schedule: '1f1b', epochs: 2, resume: join(dir, 'a') })).weightsSha256).toBe(whole.weightsSha256);
+      await train({ stages: 4, schedule: '1f1b', epochs: 1, checkpoint: join(dir, 'b') });
+      const back = await train({ ...interleaved, epochs: 2, resume: join(dir, 'b') });
+      expect(back.resumedFrom).toBeDefined();
+      expect(back.weightsSha256).toBe(whole.weightsSha256);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a Transport that cannot co-locate chunks is refused, naming --virtual-stages', async () => {
