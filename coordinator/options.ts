@@ -129,7 +129,7 @@ export const optionTable = {
   partition: def<number[] | 'auto'>({ kind: 'intList', group: 'Pipeline', arg: 'A,B,...|auto', accepts: (v) => v === 'auto', help: 'explicit layers per stage instead (K·V entries with --virtual-stages V); auto: balance the stages by measured time (each layer timed for a few passes first)' }),
   microBatches: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'M', default: 1, min: 1, help: 'micro-batches per replica and minibatch' }),
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
-  virtualStages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'V', default: 1, min: 1, help: "with --schedule interleaved-1f1b: model chunks per stage (Megatron's interleaved 1F1B): the model is cut into K·V chunks, stage (device) d holding chunks d, d+K, ..., so the bubble shrinks from (K−1)/(M+K−1) to (K−1)/(V·M+K−1) for V times more messages; needs M a multiple of K, and the local or threads placement" }),
+  virtualStages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'V', default: 1, min: 1, help: "with --schedule interleaved-1f1b: model chunks per stage (Megatron's interleaved 1F1B): the model is cut into K·V chunks, stage (device) d holding chunks d, d+K, ... on one thread or node, so the bubble shrinks from (K−1)/(M+K−1) to (K−1)/(V·M+K−1) for V times more messages; needs M a multiple of K" }),
   commitEvery: def<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', min: 0, accepts: (v) => v === 'auto', defaultText: 'auto (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery; auto: as often as a commit costs 5% of the time, and at least every 8 steps where the actors keep the commits in memory (threads, replicas over several nodes), every 64 where the coordinator fetches them' }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
@@ -309,8 +309,10 @@ function checkVirtualStages(o: ResolvedOptions, naming: Naming): void {
       `use ${naming('microBatches')} ${Math.max(1, Math.ceil(o.microBatches / o.stages)) * o.stages} (a multiple of ${o.stages})`);
   }
   const placement = typeof o.placement === 'string' ? o.placement : null;
-  if (placement !== null && placement !== 'local' && placement !== 'threads') {
-    throw new OptionError(`${naming('virtualStages')} ${V} is not supported with ${naming('placement')} ${placement}: a stage's ${V} chunks must share a thread or process (left out for gRPC nodes)`, `use ${naming('placement')} local or threads, or ${naming('virtualStages')} 1`);
+  // (The placements whose transport hostsVirtualStages; a Transport object is checked when it opens.)
+  const hosts: string[] = ['local', 'threads', 'grpc'];
+  if (placement !== null && !hosts.includes(placement)) {
+    throw new OptionError(`${naming('virtualStages')} ${V} is not supported with ${naming('placement')} ${placement}: a stage's ${V} chunks must share a thread or process`, `use ${naming('placement')} ${hosts.join(', ')}, or ${naming('virtualStages')} 1`);
   }
 }
 

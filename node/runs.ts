@@ -9,6 +9,7 @@
  * const runs = new RunTable({ maxRuns: 1, timeoutMs: 600_000 }, log, () => '127.0.0.1:7001');
  * const run = runs.open('run-3f…', tokenId, '10.0.0.9:51234');   // or throws NODE_BUSY
  */
+import type { DeviceTurns } from './device-turns.js';
 import { ChainruleError } from '../src/errors.js';
 import type { NodeLog } from './log.js';
 import type { PeerLink, StageActor } from './stage.js';
@@ -33,6 +34,8 @@ export class Run {
   inFlight = 0;
   /** Actors this run has had here (for the log). */
   hosted = 0;
+  /** With virtual stages: the turns of each device (`replica/device`) whose stages this node hosts. */
+  readonly devices = new Map<string, DeviceTurns>();
 
   constructor(
     readonly id: string,

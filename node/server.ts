@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ChainruleError } from '../src/errors.js';
 import { decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type Reply, type Request } from '../src/wire/index.js';
+import { DeviceTurns } from './device-turns.js';
 import { StageActor, type PeerLink } from './stage.js';
 import { StreamLink, clientOptions, serverOptions, stageService, widenServerWindows, widenSessionWindows, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
 import { NodeLog, stderrSink, type LogSink } from './log.js';
@@ -204,6 +205,14 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         actor.prev = req.prev ? linkTo(req.prev, run) : null;
         actor.next = req.next ? linkTo(req.next, run) : null;
         actor.peers = (req.peers ?? []).map((p) => (p ? linkTo(p, run) : null));
+        actor.turns = null;
+        if (req.device !== undefined) {
+          if (!Number.isSafeInteger(req.device) || req.device < 0) return { type: 'error', code: 'BAD_MESSAGE', message: `node ${address}: connect field 'device' must be a non-negative integer, got ${JSON.stringify(req.device)}` };
+          const d = `${req.replica ?? 0}/${req.device}`;
+          let turns = run.devices.get(d);
+          if (!turns) run.devices.set(d, turns = new DeviceTurns(`device ${req.device}${(req.replica ?? 0) > 0 ? ` of replica ${req.replica}` : ''} (node ${address})`));
+          actor.turns = turns;
+        }
         return { type: 'ok' };
       }
       if (req.type === 'shutdown') {

@@ -1,20 +1,20 @@
 /**
  * Interleaved 1F1B (`--schedule interleaved-1f1b --virtual-stages V`): the schedule as data
  * (per-device lists naming their chunk), its validation and simulation (the bubble is
- * (K-1)/(V·M+K-1)), the option checks, and the runs: K=2 devices × V=2 chunks on the local
- * and threads placements train the weights of a plain 4-stage run bit for bit, and each device
- * computes in its schedule's order.
+ * (K-1)/(V·M+K-1)), the option checks, and the runs: K=2 devices × V=2 chunks on the local,
+ * threads and gRPC placements train the weights of a plain 4-stage run bit for bit (V=3, R=2
+ * and checkpoints across the two layouts too), and each device computes in its schedule's order.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator, resolveOptions, type CoordinatorOptions } from '../coordinator/index.js';
 import {
   ScheduleError, byStage, getSchedule, interleaved1F1B, oneFOneB, simulateSchedule, theoreticalBubble, validateSchedule,
 } from '../coordinator/schedules/index.js';
 import { StageGroup } from '../coordinator/stage-group.js';
-import { LocalTransport, ThreadsTransport, type Transport } from '../coordinator/transports/index.js';
+import { GrpcTransport, LocalTransport, ThreadsTransport, type Transport } from '../coordinator/transports/index.js';
 import { BubbleMeter } from '../coordinator/summary.js';
 import { pipelineStep, shardMinibatch } from '../coordinator/pipeline.js';
 import { formatAction, type Action, type Schedule } from '../src/wire/index.js';
@@ -24,6 +24,7 @@ import { backend, setBackend } from '../src/tensor/backend.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { ChainruleError } from '../src/errors.js';
 import { firstDigits } from './helpers.js';
+import { startNode } from '../node/server.js';
 
 const text = (s: Schedule) => s.map((list) => list.map(formatAction).join(' '));
 
@@ -186,7 +187,6 @@ describe('options', () => {
     bad({ virtualStages: 1.5 }, 'options.virtualStages must be a positive integer');
     bad({ stages: 2, virtualStages: 2, schedule: '1f1b', microBatches: 4 }, 'options.virtualStages 2 needs an interleaved schedule, got options.schedule 1f1b', 'interleaved-1f1b');
     bad({ stages: 4, virtualStages: 2, schedule: 'interleaved-1f1b', microBatches: 2 }, 'options.microBatches 2 is not a multiple of options.stages 4', 'use options.microBatches 4');
-    bad({ stages: 2, virtualStages: 2, schedule: 'interleaved-1f1b', microBatches: 4, placement: 'grpc', nodes: ['127.0.0.1:1'] }, 'options.virtualStages 2 is not supported with options.placement grpc');
     bad({ stages: 2, virtualStages: 2, schedule: 'interleaved-1f1b', microBatches: 4, partition: [1, 1, 3] }, 'options.partition lists 3 chunks but options.stages 2 × options.virtualStages 2 makes 4');
     bad({ virtualStages: 2, schedule: 'interleaved-1f1b', microBatches: 4, partition: [1, 1, 3] }, 'options.partition lists 3 chunks, not a multiple of options.virtualStages 2');
   });
@@ -279,6 +279,19 @@ describe('runs: K=2 devices × V chunks train the weights of the plain K·V-stag
     }
   });
 
+  it('gRPC nodes: a device’s chunks on one node (two nodes, and both devices on one), the plain run’s weights', async () => {
+    const nodes = [await startNode({ host: '127.0.0.1', port: 0 }), await startNode({ host: '127.0.0.1', port: 0 })];
+    try {
+      const plain = await train({ stages: 4, schedule: '1f1b' });
+      const two = await train({ ...interleaved, placement: 'grpc', nodes: nodes.map((n) => n.address) });
+      expect(two.weightsSha256).toBe(plain.weightsSha256);
+      const one = await train({ ...interleaved, placement: 'grpc', nodes: [nodes[0]!.address] });
+      expect(one.weightsSha256).toBe(plain.weightsSha256);
+    } finally {
+      await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
+
   it('a Transport that cannot co-locate chunks is refused, naming --virtual-stages', async () => {
     const t: Transport = { kind: 'elsewhere', open: async () => [], close: async () => {} };
     const c = new Coordinator({ model: spec, dataset: data, ...interleaved, microBatches: 4, batchSize: 32, placement: t });
@@ -291,8 +304,14 @@ describe('runs: K=2 devices × V chunks train the weights of the plain K·V-stag
 });
 
 describe('each device computes in its schedule’s order', () => {
-  for (const make of [() => new LocalTransport(), () => new ThreadsTransport()]) {
-    it(`${make().kind}: device d’s forward and backward spans, merged over its chunks, follow schedule[d]`, async () => {
+  const nodes: { address: string; close(): Promise<void> }[] = [];
+  beforeAll(async () => { for (let i = 0; i < 2; i++) nodes.push(await startNode({ host: '127.0.0.1', port: 0 })); });
+  afterAll(async () => { await Promise.all(nodes.map((n) => n.close())); });
+  const makers: [string, () => Transport][] = [
+    ['local', () => new LocalTransport()], ['threads', () => new ThreadsTransport()], ['grpc', () => new GrpcTransport(nodes.map((n) => n.address))],
+  ];
+  for (const [kind, make] of makers) {
+    it(`${kind}: device d’s forward and backward spans, merged over its chunks, follow schedule[d]`, async () => {
       const K = 2, V = 2, M = 4;
       const bounds = [0, 2, 4, 6, 7];
       const transport = make();

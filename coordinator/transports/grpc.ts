@@ -1,6 +1,7 @@
 /**
  * Actors on gRPC nodes (`chainrule node`): actor a (replica-major: a = r·K + k) runs on node
- * a mod N. One client per node, reused; every call has a deadline; neighbours and replica
+ * a mod N; with virtual stages (K·V stages, V per device) device r·K + d runs there instead,
+ * all of its V stages on one node, which has them take turns (the connect request's `device`). One client per node, reused; every call has a deadline; neighbours and replica
  * peers are told each other's addresses and exchange activations, gradients and gradient
  * shares node to node. With `tls` every channel is mutual TLS; with a token every call
  * carries `authorization: Bearer ...` (per-call metadata: call credentials do not compose
@@ -14,7 +15,7 @@ import type { StageServiceClient } from '../../node/grpc-common.js';
 import { healthy, makeClient, unary } from '../../node/grpc-common.js';
 import { clientCredentials, diagnoseTls, loadTls, readToken, tokenMetadata, type TlsMaterial } from '../../node/tls.js';
 import type { Reply, Request, StageState } from '../../src/wire/index.js';
-import { TransportError, actorName, type ActorLayout, type StageHandle, type Transport } from './transport.js';
+import { TransportError, actorName, deviceOf, type ActorLayout, type StageHandle, type Transport } from './transport.js';
 
 export interface GrpcTransportOptions {
   /** Deadline of each request (default 10 min: a full-batch step can be long). */
@@ -33,6 +34,9 @@ const ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 
 export class GrpcTransport implements Transport {
   readonly kind = 'grpc';
+  readonly hostsVirtualStages = true;
+  /** The layout being opened or open: where each actor goes. */
+  private layout: ActorLayout | null = null;
   private clients = new Map<string, StageServiceClient>();
   private opened: { run: string; layout: ActorLayout } | null = null;
   private readonly tls: TlsMaterial | null;
@@ -107,7 +111,14 @@ export class GrpcTransport implements Transport {
     });
   }
 
-  private nodeOf(actor: number): string { return this.nodes[actor % this.nodes.length]!; }
+  private nodeOf(actor: number): string { return this.nodes[this.slotOf(actor) % this.nodes.length]!; }
+
+  /** The actor's own index, or with virtual stages its device's (replica-major): the stages of a device share a node. */
+  private slotOf(actor: number): number {
+    const { stages, virtualStages = 1 } = this.layout ?? { stages: 1 };
+    if (virtualStages === 1) return actor;
+    return Math.floor(actor / stages) * (stages / virtualStages) + deviceOf(actor % stages, stages, virtualStages);
+  }
 
   private client(address: string): StageServiceClient {
     let c = this.clients.get(address);
@@ -119,7 +130,8 @@ export class GrpcTransport implements Transport {
   }
 
   async open(layout: ActorLayout, run: string): Promise<StageHandle[]> {
-    const { replicas, stages } = layout;
+    const { replicas, stages, virtualStages = 1 } = layout;
+    this.layout = layout;
     const n = replicas * stages;
     const connect = this.opts.connectTimeoutMs ?? 5_000;
     const used = [...new Set(Array.from({ length: n }, (_, a) => this.nodeOf(a)))];
@@ -154,6 +166,7 @@ export class GrpcTransport implements Transport {
         prev: k > 0 ? at(r, k - 1) : undefined,
         next: k + 1 < stages ? at(r, k + 1) : undefined,
         peers: replicas > 1 ? Array.from({ length: replicas }, (_, q) => (q === r ? null : at(q, k))) : undefined,
+        ...(virtualStages > 1 ? { device: deviceOf(k, stages, virtualStages) } : {}),
       });
       if (reply.type === 'error') throw new TransportError(reply.code, reply.message);
     }));

@@ -43,7 +43,8 @@ export interface PeerAddress { address: string; stage: number; replica?: number 
 export type Request =
   | (Header & { type: 'configure'; config: StageConfig; params?: NamedTensors })
   /** gRPC nodes only: where this actor's neighbours and replica peers (by replica index; null for itself) live. */
-  | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress; peers?: (PeerAddress | null)[] })
+  /** `device`: with virtual stages, the device (of this replica) whose stages on this node take turns together. */
+  | (Header & { type: 'connect'; prev?: PeerAddress; next?: PeerAddress; peers?: (PeerAddress | null)[]; device?: number })
   /**
    * `optimize`: apply this optimizer step right after the actions (saves a round trip).
    * `trace`: record this step's spans into the report (src/wire/trace.ts).
