@@ -292,6 +292,18 @@ describe('runs: K=2 devices × V chunks train the weights of the plain K·V-stag
     }
   });
 
+  it('a device’s worker thread terminated mid-epoch: its chunks rebuilt from the commit, the uninterrupted run’s weights', async () => {
+    const whole = await train({ ...interleaved, epochs: 2 });
+    const transport = new ThreadsTransport();
+    let killed = false;
+    const s = await train({ ...interleaved, epochs: 2, placement: transport, commitEvery: 3,
+      onStep: (r) => { if (r.step === 10 && !killed) { killed = true; void transport.threads[1]!.terminate(); } } });
+    expect(killed).toBe(true);
+    expect(s.recoveries).toHaveLength(1);
+    expect(s.recoveries[0]!.failed).toMatch(/worker thread of device 1/);
+    expect(s.weightsSha256).toBe(whole.weightsSha256);
+  });
+
   it('a Transport that cannot co-locate chunks is refused, naming --virtual-stages', async () => {
     const t: Transport = { kind: 'elsewhere', open: async () => [], close: async () => {} };
     const c = new Coordinator({ model: spec, dataset: data, ...interleaved, microBatches: 4, batchSize: 32, placement: t });
