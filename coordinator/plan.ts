@@ -20,7 +20,7 @@ import type { Schedule } from '../src/wire/index.js';
 import { lookup } from '../src/errors.js';
 import { claimBackend } from '../src/tensor/select.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
-import { getSchedule, schedules as scheduleRegistry, theoreticalBubble as scheduleBubble } from './schedules/index.js';
+import { getSchedule, interleaves, schedules as scheduleRegistry, theoreticalBubble as scheduleBubble } from './schedules/index.js';
 import { balancedPartition } from './partition.js';
 import { resolveDataset, resolveModel } from './inputs.js';
 import { OptionError, defaultOptimizer, defaultLr } from './options.js';
@@ -400,7 +400,8 @@ export function candidateConfigs(layers: number, o: PlanOptions): PlanConfig[] {
   const maxR = o.maxReplicas ?? widest;
   const maxK = Math.min(o.maxStages ?? widest, layers);
   const Ms = o.microBatches ?? [1, 2, 4, 8];
-  const names = o.schedules ?? Object.keys(scheduleRegistry);
+  // (An interleaving schedule with one chunk per stage is 1F1B; the plan does not model virtual stages.)
+  const names = o.schedules ?? Object.keys(scheduleRegistry).filter((n) => !interleaves(n));
   const out: PlanConfig[] = [];
   for (const placement of placements) {
     for (let R = 1; R <= maxR; R++) {
@@ -491,7 +492,7 @@ Search:
   --max-replicas R           default: the threads (or nodes) available
   --max-stages K             default: the same, at most the layers
   --micro-batches A,B,...    default 1,2,4,8
-  --schedules A,B            default every registered schedule (${Object.keys(scheduleRegistry).join(', ')})
+  --schedules A,B            default every registered schedule but the interleaved (${Object.keys(scheduleRegistry).filter((n) => !interleaves(n)).join(', ')})
   --repeats N                timed repetitions per micro-batch size; default 5
   --seed N                   seeds the weights and inputs profiled; default 42
   --default-links            skip measuring the thread, piscina and gRPC links; use the defaults
