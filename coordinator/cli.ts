@@ -60,7 +60,7 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
   if (tty) bar = new EpochProgress(tty, c.options.epochs);
   try {
     const o = c.options;
-    const layout = `${o.replicas > 1 ? `${o.replicas} replicas × ` : ''}${c.stages} stage(s)`;
+    const layout = `${o.replicas > 1 ? `${o.replicas} replicas × ` : ''}${o.virtualStages > 1 ? `${o.stages} stage(s) × ${o.virtualStages} virtual` : `${c.stages} stage(s)`}`;
     note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train${c.validation ? ` / ${c.validation.size} validation` : ''} / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}`);
     if (o.resume) {
       const r = await c.loadCheckpoint(o.resume);
