@@ -18,6 +18,9 @@ export class DeviceTurnError extends ChainruleError {
   }
 }
 
+/** What `finished` waits for: the turn after the device's last action. */
+const END = '';
+
 interface Waiter { text: string; resolve: () => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
 
 export class DeviceTurns {
@@ -50,28 +53,40 @@ export class DeviceTurns {
     if (step !== this.step) return Promise.reject(new DeviceTurnError('STALE_STEP', `${this.name}: ${text} of step ${step}, but the device is at step ${this.step}`));
     if (this.failed) return Promise.reject(this.failed);
     if (this.order[this.pos] === text) return Promise.resolve();
-    if (!this.order.slice(this.pos + 1).includes(text)) {
+    if (text !== END && !this.order.slice(this.pos + 1).includes(text)) {
       return Promise.reject(new DeviceTurnError('DEVICE_ORDER', `${this.name}: ${text} is not among the device's actions still to run in step ${step} (${this.order.slice(this.pos).join(' ')})`));
     }
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w.timer !== timer);
-        reject(new DeviceTurnError('TIMEOUT', `${this.name}: waited ${this.timeoutMs / 1000} s for its turn to run ${text}; the device's next action, ${this.order[this.pos]}, has not run`));
+        reject(new DeviceTurnError('TIMEOUT', `${this.name}: waited ${this.timeoutMs / 1000} s ${text === END ? 'for the end of its step' : `for its turn to run ${text}`}; the device's next action, ${this.order[this.pos]}, has not run`));
       }, this.timeoutMs);
       this.waiters.push({ text, resolve, reject, timer });
     });
+  }
+
+  /**
+   * Resolves once every action of the device's step has run: for what comes after them (each
+   * stage's W pass, which then fills the end of the step instead of delaying the device's
+   * remaining backwards, on which other devices wait).
+   */
+  finished(step: number): Promise<void> {
+    if (step === this.step && !this.failed && this.pos >= this.order.length) return Promise.resolve();
+    return this.turn(step, END);
   }
 
   /** `text`, the device's current action, is done: the next one may start. */
   done(step: number, text: string): void {
     if (step !== this.step || this.order[this.pos] !== text) return;
     this.pos++;
-    const next = this.order[this.pos];
-    const i = this.waiters.findIndex((w) => w.text === next);
-    if (i >= 0) {
-      const [w] = this.waiters.splice(i, 1);
-      clearTimeout(w!.timer);
-      w!.resolve();
+    const next = this.order[this.pos] ?? END;
+    // One waiter for an action; every stage of the device for the end.
+    const woken = this.waiters.filter((w) => w.text === next);
+    if (woken.length === 0) return;
+    this.waiters = this.waiters.filter((w) => w.text !== next);
+    for (const w of woken) {
+      clearTimeout(w.timer);
+      w.resolve();
     }
   }
 

@@ -389,18 +389,17 @@ export class StageActor {
     const pending = new SendGroup();
     const microBatches = actions.reduce((n, t) => n + (t.includes('F') ? 1 : 0), 0);
     const watch = new FiniteWatch(this.ready().model, (mb) => ({ training: true, seed: config.seed, step, microBatch: this.replica * microBatches + mb, auxLosses: [] }));
-    for (const [i, text] of actions.entries()) {
+    for (const text of actions) {
       const a = parseAction(text);
       if (a.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: action ${text} belongs to stage ${a.stage}`);
       const mb = a.microBatch;
-      // The device's turn: waits, computes and sends in the schedule's order (the last action
-      // keeps it through this stage's W pass, below, which is computation of the device too).
+      // The device's turn: waits, computes and sends in the schedule's order.
       if (turns) {
         const tw = performance.now();
         await pending.race(turns.turn(step, text));
         spans?.push(SPAN.wait, mb, tw, performance.now());
       }
-      const release = () => { if (turns && i < actions.length - 1) turns.done(step, text); };
+      const release = () => turns?.done(step, text);
       if (a.kind === 'W') {
         // A split backward's weight gradient (zero-bubble schedules): the products the
         // backwards deferred through this micro-batch (tagged by stream, as in the forward),
@@ -461,12 +460,14 @@ export class StageActor {
     // The W pass: the weight gradients deferred by this step's backwards, before anyone
     // (the replicas' reduction, the optimizer) reads them. After a W action for every
     // micro-batch nothing is left to compute; this still ends the step's reuse of packs.
+    // A device's stages do theirs once the device has run all its actions: in its
+    // cool-down, a stage's W pass would hold up the device's other backwards.
+    if (turns) await pending.race(turns.finished(step));
     const tw = performance.now();
     this.arena.run(() => this.ready().model.flushDeferredGrads());
     watch.gradients();
     const twe = performance.now();
     busy += twe - tw;
-    if (turns && actions.length > 0) turns.done(step, actions[actions.length - 1]!);
     await pending.all();
     if (this.replicas > 1) {
       const tr = performance.now();
