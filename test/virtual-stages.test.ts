@@ -25,6 +25,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { ChainruleError } from '../src/errors.js';
 import { firstDigits } from './helpers.js';
 import { startNode } from '../node/server.js';
+import { DeviceTurns } from '../node/device-turns.js';
 
 const text = (s: Schedule) => s.map((list) => list.map(formatAction).join(' '));
 
@@ -163,6 +164,43 @@ describe('the validator on per-device lists', () => {
     const e = scheduleError(() => validateSchedule(s, 2, 1, 2));
     expect(e.code).toBe('SCHEDULE_DEADLOCK');
     expect(e.message).toContain('which needs 1F0');
+  });
+});
+
+describe('DeviceTurns (one device’s order over its stages)', () => {
+  it('runs the actions in the order given, whoever asks first; finished wakes every stage', async () => {
+    const turns = new DeviceTurns('device 0', 5_000);
+    const order = ['0F0', '2F0', '4F0', '4B0', '2B0', '0B0'];
+    turns.begin(3, order);
+    turns.begin(3, [...order]); // the other stages give the same
+    const ran: string[] = [];
+    const stage = async (v: number) => {
+      for (const t of order.filter((x) => Number(x[0]) === v)) {
+        await turns.turn(3, t);
+        ran.push(t);
+        turns.done(3, t);
+      }
+      await turns.finished(3);
+      ran.push(`end ${v}`);
+    };
+    await Promise.all([stage(4), stage(2), stage(0)]);
+    expect(ran.slice(0, 6)).toEqual(order);
+    expect(ran.slice(6).sort()).toEqual(['end 0', 'end 2', 'end 4']);
+  });
+
+  it('refuses a different order, an action not to come, an older step; a failure stops the others', async () => {
+    const turns = new DeviceTurns('device 1', 5_000);
+    turns.begin(1, ['1F0', '3F0', '3B0', '1B0']);
+    expect(() => turns.begin(1, ['3F0', '1F0', '3B0', '1B0'])).toThrow('device 1: the actors of this device were given different orders for step 1');
+    expect(() => turns.begin(0, [])).toThrow('step 0 is older than the current step 1');
+    await expect(turns.turn(1, '5F0')).rejects.toThrow('5F0 is not among the device\'s actions still to run in step 1');
+    const waiting = turns.turn(1, '3B0');
+    turns.fail(1, new Error('boom'), 'stage 1');
+    await expect(waiting).rejects.toThrow('device 1: stage 1, on the same device, failed: boom');
+    await expect(turns.turn(1, '1F0')).rejects.toThrow('failed: boom');
+    // A newer step starts afresh.
+    turns.begin(2, ['1F0']);
+    await expect(turns.turn(2, '1F0')).resolves.toBeUndefined();
   });
 });
 
