@@ -44,7 +44,8 @@ function timed(spec: ModelSpec, stages: number, o: Parameters<typeof timedPartit
   const mb = o.microBatch;
   const { layers, loss } = profileLayers({ spec, microBatchSizes: [mb], optimizer: o.optimizer, data: o.data, seed: o.seed, repeats: o.repeats ?? 3, helpers: false });
   const last = layers.length - 1;
-  const layerMs = layers.map((l, i) => o.microBatches * (l.forwardMs[mb]! + l.backwardMs[mb]! + (i === last ? loss.forwardMs[mb]! + loss.backwardMs[mb]! : 0)) + l.optimizerMs);
+  // Forward, input gradient and (deferred) weight gradient per micro-batch, as a stage runs them.
+  const layerMs = layers.map((l, i) => o.microBatches * (l.forwardMs[mb]! + l.backwardMs[mb]! + (l.weightMs[mb] ?? 0) + (i === last ? loss.forwardMs[mb]! + loss.backwardMs[mb]! : 0)) + l.optimizerMs);
   const bounds = balancedPartition(layerMs, stages);
   const byParameters = balancedPartition(o.layerParameters, stages);
   return { bounds, layerMs, stageMs: stageSums(layerMs, bounds), byParameters: { bounds: byParameters, stageMs: stageSums(layerMs, byParameters) } };

@@ -20,6 +20,7 @@ import { backend } from '../src/tensor/backend.js';
 import { Tape } from '../src/autograd/index.js';
 import { Sequential, getLoss, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
+import { Arena } from '../src/tensor/arena.js';
 import { decodeFromPort, decodeMessage, encodeForPort, encodeMessage, type Targets } from '../src/wire/index.js';
 import { makeDataset, type Dataset } from '../src/data/index.js';
 import { makeClient, StreamLink, unary } from '../node/grpc-common.js';
@@ -33,11 +34,19 @@ export interface LayerProfile {
   parameters: number;
   /** Values per sample leaving the layer (what the next stage receives). */
   outputSize: number;
+  /** A forward after the step's first (a stage's dense layers reuse the weight packed by the first). */
   forwardMs: BySize;
-  /** The backward of a micro-batch whose gradients accumulate into buffers that already hold a sum. */
+  /** The step's first forward (it packs the weights). */
+  forwardFirstMs: BySize;
+  /**
+   * The backward of a micro-batch after the step's first, as a stage runs it (micro-batch mode):
+   * a dense layer's weight gradient is deferred to the W pass, so this is its input gradient.
+   */
   backwardMs: BySize;
   /** The first backward of a step: the gradient buffers are zero-filled first. */
   backwardFirstMs: BySize;
+  /** The deferred weight gradient of one micro-batch of this size (the W pass adds it). */
+  weightMs: BySize;
   /** One optimizer step over this layer's parameters. */
   optimizerMs: number;
 }
@@ -205,13 +214,18 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   const loss = getLoss(spec.loss ?? 'softmaxCrossEntropy');
   const x0 = inputsFor(spec, mb, data, rng);
   const fwd: number[][] = Array.from({ length: L }, () => []);
+  const fwdFirst: number[][] = Array.from({ length: L }, () => []);
+  const wgt: number[][] = Array.from({ length: L }, () => []);
   const bwd: number[][] = Array.from({ length: L }, () => []);
   const first: number[][] = Array.from({ length: L }, () => []);
   const lossF: number[] = [];
   const lossB: number[] = [];
   let targets: Targets | null = null;
+  // As in a stage: a pass takes its buffers from a step arena that the next pass reuses.
+  const arena = new Arena();
   /** One forward and backward through every layer, each on a tape of its own (a stage boundary may fall after any layer); `rep` > 0 records. */
   const pass = (rep: number, which: number) => {
+    arena.reset();
     const tapes: { tape: Tape; x: Tensor; out: Tensor }[] = [];
     let h = x0;
     for (let i = 0; i < L; i++) {
@@ -219,8 +233,8 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
       const x = new Tensor(h.data, h.shape, i > 0);
       const tape = new Tape();
       const t = stopwatch();
-      const out = tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: which, auxLosses: [], index: i }));
-      if (rep > 0) fwd[i]!.push(t());
+      const out = arena.run(() => tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: which, auxLosses: [], index: i, microBatching: true })));
+      if (rep > 0) (which === 0 ? fwdFirst : fwd)[i]!.push(t());
       tapes.push({ tape, x, out });
       h = out;
     }
@@ -228,27 +242,34 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
     targets ??= targetsFor(spec, x0, y, data, rng);
     const lt = new Tape();
     let t = stopwatch();
-    const l = lt.run(() => loss.compute(y, targets!, 'sum'));
+    const l = arena.run(() => lt.run(() => loss.compute(y, targets!, 'sum')));
     if (rep > 0) lossF.push(t());
     t = stopwatch();
-    lt.backwardFrom([[l, undefined]]);
+    arena.run(() => lt.backwardFrom([[l, undefined]]));
     if (rep > 0) lossB.push(t());
     let dy = y.grad!;
     for (let i = L - 1; i >= 0; i--) {
       const { tape, x, out } = tapes[i]!;
       const t0 = stopwatch();
-      tape.backwardFrom([[out, dy]]);
+      arena.run(() => tape.backwardFrom([[out, dy]]));
       if (rep > 0) (which === 0 ? first : bwd)[i]!.push(t0());
       dy = x.grad ?? Tensor.zeros(x.shape, x.dtype);
     }
   };
+  // A step of two micro-batches, as a stage runs it: the first packs the weights, the second
+  // reuses them, and the W pass adds both micro-batches' deferred weight gradients at the end.
   for (let rep = 0; rep <= repeats; rep++) {
     for (const [, p] of model.parameters()) p.zeroGrad();
     pass(rep, 0);
     pass(rep, 1);
+    for (let i = 0; i < L; i++) {
+      const t = stopwatch();
+      arena.run(() => model.layers[i]!.flushDeferredGrads());
+      if (rep > 0) wgt[i]!.push(t() / 2);
+    }
   }
-  // V8's helper threads (freeing the tapes' array buffers), per pass: over at least 300 ms of
-  // passes, as their clock ticks every 10 ms.
+  // V8's helper threads (freeing what the arena does not hold), per pass: over at least 300 ms
+  // of passes, as their clock ticks every 10 ms.
   let helperMs = 0;
   if (repeats > 0 && helpers) {
     const h0 = helperCpu();
@@ -260,7 +281,7 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   // The median: on a quiet machine it is the fastest; on a loaded one it also counts the caches
   // the neighbours keep evicting, as a real step does.
   const mid = (xs: number[]) => quantile(xs, 0.5);
-  return { fwd: fwd.map(mid), bwd: bwd.map(mid), first: first.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
+  return { fwd: fwd.map(mid), fwdFirst: fwdFirst.map(mid), bwd: bwd.map(mid), first: first.map(mid), weight: wgt.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
 }
 
 function fitLinear(small: { bytes: number; ms: number }, large: { bytes: number; ms: number }): LinearCost {
@@ -597,7 +618,7 @@ export function profileLayers(o: Pick<ProfileOptions, 'spec' | 'data' | 'microBa
     type: l.type,
     parameters: l.params.reduce((n, [, t]) => n + t.size, 0),
     outputSize: sizeOf(model.shapes[i + 1]!),
-    forwardMs: {}, backwardMs: {}, backwardFirstMs: {}, optimizerMs: 0,
+    forwardMs: {}, forwardFirstMs: {}, backwardMs: {}, backwardFirstMs: {}, weightMs: {}, optimizerMs: 0,
   }));
   const loss = { forwardMs: {} as BySize, backwardMs: {} as BySize };
   const helperMs: BySize = {};
@@ -607,8 +628,10 @@ export function profileLayers(o: Pick<ProfileOptions, 'spec' | 'data' | 'microBa
     const r = profileSize(model, o.spec, mb, repeats, o.data, seed, o.helpers ?? true);
     for (let i = 0; i < L; i++) {
       layers[i]!.forwardMs[mb] = r.fwd[i]!;
+      layers[i]!.forwardFirstMs[mb] = r.fwdFirst[i]!;
       layers[i]!.backwardMs[mb] = r.bwd[i]!;
       layers[i]!.backwardFirstMs[mb] = r.first[i]!;
+      layers[i]!.weightMs[mb] = r.weight[i]!;
     }
     loss.forwardMs[mb] = r.lossF;
     loss.backwardMs[mb] = r.lossB;

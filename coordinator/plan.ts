@@ -62,12 +62,15 @@ export interface PlanMachine {
 /** What one stage costs at one micro-batch size. */
 export interface StageCost {
   forwardMs: number;
+  /** The step's first forward (packing the weights the others reuse); default forwardMs. */
+  forwardFirstMs?: number;
+  /** A backward: the input gradient, the dense layers' weight gradients being deferred. */
   backwardMs: number;
   /** The step's first backward (zero-filling the gradient buffers). */
   backwardFirstMs: number;
   /**
-   * The weight-gradient share of a backward (both backward times include it): what a W action
-   * costs in a schedule that splits the backward, whose B then costs the rest. Default 0.
+   * One micro-batch's deferred weight gradient: a W action in a schedule that splits the
+   * backward; otherwise M of them make the W pass after the step's last backward. Default 0.
    */
   weightMs?: number;
   optimizerMs: number;
@@ -154,8 +157,9 @@ export function simulateStep(m: StepModel): Prediction {
     yield { wait: [`req:${a}`] };
     yield { mark: 'wall' };
     let firstBackward = true;
+    let firstForward = true;
     const split = m.schedule.some((list) => list.some((act) => act.kind === 'W'));
-    const weightMs = split ? (s.weightMs ?? 0) : 0;
+    const weightMs = s.weightMs ?? 0;
     for (const act of m.schedule[k]!) {
       const mb = act.microBatch;
       if (act.kind === 'W') {
@@ -168,18 +172,25 @@ export function simulateStep(m: StepModel): Prediction {
         if (k > 0) yield { wait: [`act:${a}:${mb}`] };
         yield { work: m.actionOverheadMs };
         yield { mark: 'busy' };
-        yield { work: s.forwardMs };
+        yield { work: firstForward ? (s.forwardFirstMs ?? s.forwardMs) : s.forwardMs };
         yield { mark: 'idle' };
+        firstForward = false;
         if (k < K - 1) yield* send(a + 1, `act:${a + 1}:${mb}`, s.outBytes);
       } else {
         if (k < K - 1) yield { wait: [`grad:${a}:${mb}`] };
         yield { work: m.actionOverheadMs };
         yield { mark: 'busy' };
-        yield { work: Math.max(0, (firstBackward ? s.backwardFirstMs : s.backwardMs) - weightMs) };
+        yield { work: firstBackward ? s.backwardFirstMs : s.backwardMs };
         yield { mark: 'idle' };
         firstBackward = false;
         if (k > 0) yield* send(a - 1, `grad:${a - 1}:${mb}`, m.stage[k - 1]!.outBytes);
       }
+    }
+    // The W pass: the weight gradients every backward deferred, after the last one.
+    if (!split && weightMs > 0) {
+      yield { mark: 'busy' };
+      yield { work: M * weightMs };
+      yield { mark: 'idle' };
     }
     yield { wait: [...acks] };
     if (R > 1) {
@@ -300,17 +311,17 @@ export function stageCosts(profile: ModelProfile, bounds: number[], mb: number, 
     const layers = profile.layers.slice(bounds[k], bounds[k + 1]);
     const last = k === K - 1;
     const perSample = last ? (profile.autoencoder ? profile.inputSize * 4 : 4) : 0;
-    const share = (l: (typeof layers)[number]) => at(l.forwardMs, 'forward') + at(l.backwardMs, 'backward');
+    const share = (l: (typeof layers)[number]) => at(l.forwardMs, 'forward') + at(l.backwardMs, 'backward') + (l.weightMs?.[mb] ?? 0);
     const all = sum(profile.layers.map(share));
     return {
       helperMs: (profile.helperMs?.[mb] ?? 0) * (all > 0 ? sum(layers.map(share)) / all : 1 / K),
       forwardMs: sum(layers.map((l) => at(l.forwardMs, 'forward'))) + (last ? at(profile.loss.forwardMs, 'loss') : 0),
+      forwardFirstMs: sum(layers.map((l) => l.forwardFirstMs?.[mb] ?? at(l.forwardMs, 'forward'))) + (last ? at(profile.loss.forwardMs, 'loss') : 0),
       backwardMs: sum(layers.map((l) => at(l.backwardMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
       backwardFirstMs: sum(layers.map((l) => at(l.backwardFirstMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
-      // An estimate: the profile times whole backwards. A dense layer's backward is two GEMMs
-      // of one size (dX, dW) but the model's first layer computes no dX; the other layers
-      // compute their weight gradients in B, so their W costs nothing.
-      weightMs: sum(layers.map((l, i) => (l.type !== 'dense' ? 0 : at(l.backwardMs, 'backward') * (bounds[k]! + i === 0 ? 1 : 0.5)))),
+      // Measured in micro-batch mode (plan-profile's W pass); layers that compute their weight
+      // gradients in the backward (conv, recurrent) defer nothing.
+      weightMs: sum(layers.map((l) => l.weightMs?.[mb] ?? 0)),
       optimizerMs: sum(layers.map((l) => l.optimizerMs)),
       parameters: sum(layers.map((l) => l.parameters)),
       outBytes: mb * layers[layers.length - 1]!.outputSize * 4,
