@@ -19,7 +19,7 @@
  */
 import { schedules, type CoordinatorOptions } from '../coordinator/index.js';
 import { spawnNode } from './node-process.js';
-import { bubbleFormula, theoreticalBubble } from '../coordinator/schedules/index.js';
+import { bubbleFormula, interleaves, theoreticalBubble } from '../coordinator/schedules/index.js';
 import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec } from '../src/nn/index.js';
 import { availableBackends, defaultBackendName, selectBackend } from '../src/tensor/select.js';
@@ -226,11 +226,14 @@ try {
     add('threads, R=2 replicas, --commit-every 0', (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2, commitEvery: 0 })).samplesPerSecond);
     let threadsK2 = 0;
     for (const schedule of twoStageSchedules) {
-      const r = await chainruleThroughput({ ...base, placement: 'threads', stages: 2, microBatches: m.M, schedule });
-      add(`threads, K=2 stages, ${schedule}, M=${m.M}`, r.samplesPerSecond);
+      // An interleaved schedule with two chunks per stage (with one it is 1F1B).
+      const V = interleaves(schedule) ? 2 : 1;
+      const label = `${schedule}${V > 1 ? `, V=${V}` : ''}`;
+      const r = await chainruleThroughput({ ...base, placement: 'threads', stages: 2, microBatches: m.M, schedule, ...(V > 1 ? { virtualStages: V } : {}) });
+      add(`threads, K=2 stages, ${label}, M=${m.M}`, r.samplesPerSecond);
       if (schedule === '1f1b') threadsK2 = r.samplesPerSecond;
-      const theory = theoreticalBubble(schedule, 2, m.M);
-      scaling.push({ name: name(`bubble, threads K=2 ${schedule} M=${m.M} (measured)`), value: r.bubble, unit: 'fraction', ratio: ratioTo(r.bubble, `theoretical ${bubbleFormula(schedule)} = ${theory.toFixed(3)}`, theory) });
+      const theory = theoreticalBubble(schedule, 2, m.M, V);
+      scaling.push({ name: name(`bubble, threads K=2 ${label} M=${m.M} (measured)`), value: r.bubble, unit: 'fraction', ratio: ratioTo(r.bubble, `theoretical ${bubbleFormula(schedule)} = ${theory.toFixed(3)}`, theory) });
     }
     const g2 = (await chainruleThroughput({ ...base, placement: 'grpc', nodes, replicas: 2 })).samplesPerSecond;
     add('grpc (2 nodes, loopback), R=2 replicas', g2);

@@ -21,6 +21,7 @@ import { Tape } from '../src/autograd/index.js';
 import { Sequential, getLoss, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
 import { Arena } from '../src/tensor/arena.js';
+import { measureContention } from './plan-contention.js';
 import { decodeFromPort, decodeMessage, encodeForPort, encodeMessage, type Targets } from '../src/wire/index.js';
 import { makeDataset, type Dataset } from '../src/data/index.js';
 import { makeClient, StreamLink, unary } from '../node/grpc-common.js';
@@ -125,6 +126,11 @@ export interface ModelProfile {
   portCodec: { encode: LinearCost; decode: LinearCost };
   links: LinkProfile;
   runtime: RuntimeProfile;
+  /**
+   * Measured memory contention (plan-contention.ts): each further thread computing this model at
+   * once on a host slows every one by this factor. Absent when the links were not measured.
+   */
+  contention?: number;
   /** Wall-clock seconds the profile took. */
   seconds: number;
 }
@@ -670,6 +676,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   const portCodec = profilePortCodec();
   let links: LinkProfile = { ...defaultLinks, source: { ...defaultLinks.source } };
   let runtime: RuntimeProfile = { ...defaultRuntime };
+  let contention: number | undefined;
   if (o.measureLinks ?? true) {
     runtime = await calibrateRuntime(seed);
     const tl = now();
@@ -684,9 +691,13 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
       source: { threadHopMs: 'measured', piscinaHopMs: 'measured', grpc: 'measured', grpcCallMs: 'measured' },
     };
     log(`plan: measured the links in ${((now() - tl) / 1000).toFixed(1)} s`);
+    const tc = now();
+    const rows = Math.max(1, Math.floor(Math.max(...o.microBatchSizes) / 2));
+    contention = await measureContention(o.spec, rows, backend().name);
+    log(`plan: measured the contention of two threads (${contention.toFixed(2)}) in ${((now() - tc) / 1000).toFixed(1)} s`);
   }
   return {
     backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: [...new Set(o.microBatchSizes)].sort((a, b) => b - a),
-    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, portCodec, links, runtime, seconds: (now() - t0) / 1000,
+    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, portCodec, links, runtime, ...(contention !== undefined ? { contention } : {}), seconds: (now() - t0) / 1000,
   };
 }

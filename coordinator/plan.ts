@@ -374,7 +374,8 @@ export function stepModel(profile: ModelProfile, config: PlanConfig, machine: Pl
   }
   if (config.placement === 'local') helperMs[0] = (helperMs[0] ?? 0) + runtime.helperStepMs;
   return {
-    config, batchSize, bounds, helperMs, contention: machine.contention,
+    // Given (--contention), or as the profile measured it on this host.
+    config, batchSize, bounds, helperMs, contention: machine.contention ?? profile.contention,
     schedule: getSchedule(config.schedule)(K, M),
     stage,
     cores: layout.cores, threads: layout.threads, actorThread: layout.actorThread, coordinatorThread: 'main',
@@ -496,7 +497,7 @@ Remote hosts (gRPC nodes, one per core, behind the link model):
   --cores-per-host N         default 2
   --link-latency-ms X        one-way latency between hosts; default 0.1
   --link-gbps X              bandwidth of each host's link; default 1
-  --contention X             slowdown of each thread per further thread computing on its host at once
+  --contention X             slowdown of each thread per further thread computing on its host at once; default: measured here (two threads running the model's passes together)
                              (memory bandwidth, shared caches); default 0
 
 Search:

@@ -8,12 +8,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  candidateConfigs, neededSizes, parsePlanArgs, placementLayout, profileModel, simulate, simulateStep,
+  candidateConfigs, neededSizes, parsePlanArgs, placementLayout, planFromProfile, profileModel, simulate, simulateStep,
   type Command, type MessageCost, type PlanConfig, type StepModel,
 } from '../coordinator/plan.js';
 import { getSchedule } from '../coordinator/schedules/index.js';
 import { OptionError } from '../coordinator/options.js';
 import { Rng } from '../src/tensor/rng.js';
+import { mlpSpec } from '../src/nn/index.js';
+import { measureContention } from '../coordinator/plan-contention.js';
 
 const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
 const dir = mkdtempSync(join(tmpdir(), 'chainrule-plan-'));
@@ -210,6 +212,22 @@ describe('the profile', () => {
     expect(p.layers.map((l) => l.outputSize)).toEqual([8, 8, 3]);
     for (const l of p.layers) for (const mb of ['8', '2']) for (const k of ['forwardMs', 'backwardMs', 'backwardFirstMs'] as const) expect(l[k][mb]).toBeGreaterThanOrEqual(0);
     expect(p.links.source.grpc).toBe('default');
+    // Micro-batch mode, as a stage runs: the dense layers' weight gradients are timed as the W pass.
+    for (const i of [0, 2]) expect(p.layers[i]!.weightMs['8']!).toBeGreaterThan(0);
+    expect(p.layers[1]!.weightMs['8']).toBe(0);
+    expect(p.contention).toBeUndefined(); // not measured without the links
+  });
+
+  it('measures how two threads running the model at once slow each other, and predicts R=2 with it', async () => {
+    const spec = mlpSpec([64], 784, 10);
+    const c = await measureContention(spec, 32, 'js', 0.2);
+    expect(Number.isFinite(c) && c >= 0).toBe(true);
+    const p = await profileModel({ spec, microBatchSizes: [64, 32], optimizer: { type: 'sgd', lr: 0.1 }, repeats: 2, measureLinks: false });
+    const machine = { cores: 2, hosts: 0, coresPerHost: 2, link: { latencyMs: 0.1, gbps: 1 } };
+    const r2 = [{ placement: 'threads' as const, replicas: 2, stages: 1, microBatches: 1, schedule: 'gpipe' }];
+    const at = (contention: number | undefined, given?: number) => planFromProfile({ ...p, contention }, spec, { batchSize: 64, machine: { ...machine, contention: given } }, r2)[0]!.samplesPerSecond;
+    expect(at(1)).toBeLessThan(at(0));
+    expect(at(1, 0)).toBeCloseTo(at(0), 6); // --contention overrides the measured one
   });
 });
 
