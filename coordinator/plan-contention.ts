@@ -5,11 +5,11 @@
  * rather than assumed: one worker thread runs forward, backward and W passes of the model
  * alone, then two run them in the same window, and c = (alone rate / together rate) − 1.
  *
- * This module is also the workers' entry (it imports only the model code).
+ * This module is also the workers' entry (piscina's task, `work`; it imports only the model code).
  *
  * @example const c = await measureContention(mlpSpec(), 32, 'native'); // 0.4: two threads each run at 1/1.4
  */
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { Piscina } from 'piscina';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -19,10 +19,13 @@ import { selectBackend } from '../src/tensor/select.js';
 import { Tape } from '../src/autograd/index.js';
 import { Sequential, type ModelSpec } from '../src/nn/index.js';
 
-interface Job { spec: ModelSpec; rows: number; backend: string; seconds: number; go: SharedArrayBuffer }
+interface Job { spec: ModelSpec; rows: number; backend: string; seconds: number; sync: SharedArrayBuffer }
 
-/** Steps per second of one worker: warm-up, `ready`, wait for the go flag, then passes for the window. */
-function work({ spec, rows, backend, seconds, go }: Job): void {
+/**
+ * One worker's steps per second (piscina's task): warm-up, count itself ready, wait for the go
+ * flag, then passes for the window. `sync`: [ready count, go flag].
+ */
+export default function work({ spec, rows, backend, seconds, sync }: Job): number {
   selectBackend(backend);
   const model = Sequential.fromSpec(spec, 42);
   const rng = new Rng(7);
@@ -40,38 +43,34 @@ function work({ spec, rows, backend, seconds, go }: Job): void {
     });
   };
   for (let i = 0; i < 3; i++) pass(i);
-  parentPort!.postMessage({ ready: true });
-  Atomics.wait(new Int32Array(go), 0, 0);
+  const flags = new Int32Array(sync);
+  Atomics.add(flags, 0, 1);
+  Atomics.wait(flags, 1, 0);
   let n = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < seconds * 1000) pass(3 + n++);
-  parentPort!.postMessage({ rate: n / ((performance.now() - t0) / 1000) });
+  return n / ((performance.now() - t0) / 1000);
 }
 
-if (!isMainThread && (workerData as { planContention?: Job } | null)?.planContention) work((workerData as { planContention: Job }).planContention);
-
 /** Runs `threads` workers in one window; their step rates. */
-async function rates(job: Omit<Job, 'go'>, threads: number): Promise<number[]> {
+async function rates(job: Omit<Job, 'sync'>, threads: number): Promise<number[]> {
   const fromSource = import.meta.url.endsWith('.ts');
+  // tsx from this package when running from source, as the thread placement's workers do.
   const execArgv = fromSource ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : [];
-  const go = new SharedArrayBuffer(4);
-  const workers = Array.from({ length: threads }, () => new Worker(fileURLToPath(import.meta.url), { workerData: { planContention: { ...job, go } }, execArgv }));
+  const pool = new Piscina({ filename: fileURLToPath(import.meta.url), execArgv, minThreads: threads, maxThreads: threads });
+  const sync = new SharedArrayBuffer(8);
+  const flags = new Int32Array(sync);
   try {
-    const ready = workers.map((w) => new Promise<void>((resolve, reject) => {
-      w.on('message', (m: { ready?: boolean }) => { if (m.ready) resolve(); });
-      w.once('error', reject);
-    }));
-    const done = workers.map((w) => new Promise<number>((resolve, reject) => {
-      w.on('message', (m: { rate?: number }) => { if (m.rate !== undefined) resolve(m.rate); });
-      w.once('error', reject);
-      w.once('exit', (code) => reject(new Error(`plan: a contention worker exited with ${code}`)));
-    }));
-    await Promise.all(ready);
-    Atomics.store(new Int32Array(go), 0, 1);
-    Atomics.notify(new Int32Array(go), 0);
+    const done = Array.from({ length: threads }, () => pool.run({ ...job, sync } satisfies Job) as Promise<number>);
+    // One window for all: go once every worker has warmed up (or one has failed).
+    let failed: unknown = null;
+    for (const d of done) d.catch((e: unknown) => { failed ??= e; });
+    while (Atomics.load(flags, 0) < threads && failed === null) await new Promise((r) => setTimeout(r, 5));
+    Atomics.store(flags, 1, 1);
+    Atomics.notify(flags, 1);
     return await Promise.all(done);
   } finally {
-    await Promise.all(workers.map((w) => w.terminate()));
+    await pool.destroy();
   }
 }
 

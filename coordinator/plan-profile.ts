@@ -269,6 +269,8 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
     pass(rep, 0);
     pass(rep, 1);
     for (let i = 0; i < L; i++) {
+      // A layer without parameters defers nothing.
+      if (model.layers[i]!.params.length === 0) { if (rep > 0) wgt[i]!.push(0); continue; }
       const t = stopwatch();
       arena.run(() => model.layers[i]!.flushDeferredGrads());
       if (rep > 0) wgt[i]!.push(t() / 2);
