@@ -48,6 +48,9 @@ export interface LayerProfile {
   backwardFirstMs: BySize;
   /** The deferred weight gradient of one micro-batch of this size (the W pass adds it). */
   weightMs: BySize;
+  /** A step of one micro-batch (the plain path: nothing packed for reuse or deferred): its forward, and its backward with the weight gradient. */
+  soloForwardMs: BySize;
+  soloBackwardMs: BySize;
   /** One optimizer step over this layer's parameters. */
   optimizerMs: number;
 }
@@ -221,6 +224,8 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   const x0 = inputsFor(spec, mb, data, rng);
   const fwd: number[][] = Array.from({ length: L }, () => []);
   const fwdFirst: number[][] = Array.from({ length: L }, () => []);
+  const soloF: number[][] = Array.from({ length: L }, () => []);
+  const soloB: number[][] = Array.from({ length: L }, () => []);
   const wgt: number[][] = Array.from({ length: L }, () => []);
   const bwd: number[][] = Array.from({ length: L }, () => []);
   const first: number[][] = Array.from({ length: L }, () => []);
@@ -230,7 +235,7 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   // As in a stage: a pass takes its buffers from a step arena that the next pass reuses.
   const arena = new Arena();
   /** One forward and backward through every layer, each on a tape of its own (a stage boundary may fall after any layer); `rep` > 0 records. */
-  const pass = (rep: number, which: number) => {
+  const pass = (rep: number, which: number, solo = false) => {
     arena.reset();
     const tapes: { tape: Tape; x: Tensor; out: Tensor }[] = [];
     let h = x0;
@@ -239,8 +244,8 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
       const x = new Tensor(h.data, h.shape, i > 0);
       const tape = new Tape();
       const t = stopwatch();
-      const out = arena.run(() => tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: which, auxLosses: [], index: i, microBatching: true })));
-      if (rep > 0) (which === 0 ? fwdFirst : fwd)[i]!.push(t());
+      const out = arena.run(() => tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: which, auxLosses: [], index: i, microBatching: !solo })));
+      if (rep > 0) (solo ? soloF : which === 0 ? fwdFirst : fwd)[i]!.push(t());
       tapes.push({ tape, x, out });
       h = out;
     }
@@ -258,7 +263,7 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
       const { tape, x, out } = tapes[i]!;
       const t0 = stopwatch();
       arena.run(() => tape.backwardFrom([[out, dy]]));
-      if (rep > 0) (which === 0 ? first : bwd)[i]!.push(t0());
+      if (rep > 0) (solo ? soloB : which === 0 ? first : bwd)[i]!.push(t0());
       dy = x.grad ?? Tensor.zeros(x.shape, x.dtype);
     }
   };
@@ -276,6 +281,11 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
       if (rep > 0) wgt[i]!.push(t() / 2);
     }
   }
+  // A step of one micro-batch runs the plain path (nothing packed or deferred): timed as such.
+  for (let rep = 0; rep <= repeats; rep++) {
+    for (const [, p] of model.parameters()) p.zeroGrad();
+    pass(rep, 0, true);
+  }
   // V8's helper threads (freeing what the arena does not hold), per pass: over at least 300 ms
   // of passes, as their clock ticks every 10 ms.
   let helperMs = 0;
@@ -289,7 +299,7 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   // The median: on a quiet machine it is the fastest; on a loaded one it also counts the caches
   // the neighbours keep evicting, as a real step does.
   const mid = (xs: number[]) => quantile(xs, 0.5);
-  return { fwd: fwd.map(mid), fwdFirst: fwdFirst.map(mid), bwd: bwd.map(mid), first: first.map(mid), weight: wgt.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
+  return { fwd: fwd.map(mid), fwdFirst: fwdFirst.map(mid), soloF: soloF.map(mid), soloB: soloB.map(mid), bwd: bwd.map(mid), first: first.map(mid), weight: wgt.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
 }
 
 function fitLinear(small: { bytes: number; ms: number }, large: { bytes: number; ms: number }): LinearCost {
@@ -463,10 +473,18 @@ export async function calibrateRuntime(seed = 42, steps = 600): Promise<RuntimeP
   /** Expected layer CPU of one actor holding layers [lo, hi) for one step of M micro-batches of mb. */
   const layersMs = (lo: number, hi: number, mb: number, M: number) => {
     const r = sizes.get(mb)!;
-    let f = 0, b = 0, b1 = 0, o = 0;
-    for (let i = lo; i < hi; i++) { f += r.fwd[i]!; b += r.bwd[i]!; b1 += r.first[i]!; o += optMs[i]!; }
-    if (hi === spec.layers.length) { f += r.lossF; b += r.lossB; b1 += r.lossB; }
-    return M * f + b1 + (M - 1) * b + o;
+    let f = 0, f1 = 0, b = 0, b1 = 0, w = 0, o = 0;
+    for (let i = lo; i < hi; i++) { f += r.fwd[i]!; f1 += r.fwdFirst[i]!; b += r.bwd[i]!; b1 += r.first[i]!; w += r.weight[i]!; o += optMs[i]!; }
+    if (hi === spec.layers.length) { f += r.lossF; f1 += r.lossF; b += r.lossB; b1 += r.lossB; }
+    // As the plan counts a step: one micro-batch on the plain path; else the first forward and
+    // backward, the others, the W pass; and the update.
+    if (M === 1) {
+      let sf = 0, sb = 0;
+      for (let i = lo; i < hi; i++) { sf += r.soloF[i]!; sb += r.soloB[i]!; }
+      if (hi === spec.layers.length) { sf += r.lossF; sb += r.lossB; }
+      return sf + sb + o;
+    }
+    return f1 + (M - 1) * f + b1 + (M - 1) * b + M * w + o;
   };
   /** Per-step CPU of the main thread, of each new (worker) thread, and of the helpers. */
   const run = async (o: Record<string, unknown>) => {
@@ -626,7 +644,7 @@ export function profileLayers(o: Pick<ProfileOptions, 'spec' | 'data' | 'microBa
     type: l.type,
     parameters: l.params.reduce((n, [, t]) => n + t.size, 0),
     outputSize: sizeOf(model.shapes[i + 1]!),
-    forwardMs: {}, forwardFirstMs: {}, backwardMs: {}, backwardFirstMs: {}, weightMs: {}, optimizerMs: 0,
+    forwardMs: {}, forwardFirstMs: {}, backwardMs: {}, backwardFirstMs: {}, weightMs: {}, soloForwardMs: {}, soloBackwardMs: {}, optimizerMs: 0,
   }));
   const loss = { forwardMs: {} as BySize, backwardMs: {} as BySize };
   const helperMs: BySize = {};
@@ -640,6 +658,8 @@ export function profileLayers(o: Pick<ProfileOptions, 'spec' | 'data' | 'microBa
       layers[i]!.backwardMs[mb] = r.bwd[i]!;
       layers[i]!.backwardFirstMs[mb] = r.first[i]!;
       layers[i]!.weightMs[mb] = r.weight[i]!;
+      layers[i]!.soloForwardMs[mb] = r.soloF[i]!;
+      layers[i]!.soloBackwardMs[mb] = r.soloB[i]!;
     }
     loss.forwardMs[mb] = r.lossF;
     loss.backwardMs[mb] = r.lossB;

@@ -313,15 +313,21 @@ export function stageCosts(profile: ModelProfile, bounds: number[], mb: number, 
     const perSample = last ? (profile.autoencoder ? profile.inputSize * 4 : 4) : 0;
     const share = (l: (typeof layers)[number]) => at(l.forwardMs, 'forward') + at(l.backwardMs, 'backward') + (l.weightMs?.[mb] ?? 0);
     const all = sum(profile.layers.map(share));
+    const lossF = last ? at(profile.loss.forwardMs, 'loss') : 0;
+    const lossB = last ? at(profile.loss.backwardMs, 'loss') : 0;
+    // A step of one micro-batch runs the plain path (nothing packed for reuse, nothing deferred).
+    const solo = microBatches === 1 && layers.every((l) => l.soloForwardMs?.[mb] !== undefined);
+    const soloF = solo ? sum(layers.map((l) => l.soloForwardMs[mb]!)) + lossF : 0;
+    const soloB = solo ? sum(layers.map((l) => l.soloBackwardMs[mb]!)) + lossB : 0;
     return {
       helperMs: (profile.helperMs?.[mb] ?? 0) * (all > 0 ? sum(layers.map(share)) / all : 1 / K),
-      forwardMs: sum(layers.map((l) => at(l.forwardMs, 'forward'))) + (last ? at(profile.loss.forwardMs, 'loss') : 0),
-      forwardFirstMs: sum(layers.map((l) => l.forwardFirstMs?.[mb] ?? at(l.forwardMs, 'forward'))) + (last ? at(profile.loss.forwardMs, 'loss') : 0),
-      backwardMs: sum(layers.map((l) => at(l.backwardMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
-      backwardFirstMs: sum(layers.map((l) => at(l.backwardFirstMs, 'backward'))) + (last ? at(profile.loss.backwardMs, 'loss') : 0),
+      forwardMs: solo ? soloF : sum(layers.map((l) => at(l.forwardMs, 'forward'))) + lossF,
+      forwardFirstMs: solo ? soloF : sum(layers.map((l) => l.forwardFirstMs?.[mb] ?? at(l.forwardMs, 'forward'))) + lossF,
+      backwardMs: solo ? soloB : sum(layers.map((l) => at(l.backwardMs, 'backward'))) + lossB,
+      backwardFirstMs: solo ? soloB : sum(layers.map((l) => at(l.backwardFirstMs, 'backward'))) + lossB,
       // Measured in micro-batch mode (plan-profile's W pass); layers that compute their weight
       // gradients in the backward (conv, recurrent) defer nothing.
-      weightMs: sum(layers.map((l) => l.weightMs?.[mb] ?? 0)),
+      weightMs: solo ? 0 : sum(layers.map((l) => l.weightMs?.[mb] ?? 0)),
       optimizerMs: sum(layers.map((l) => l.optimizerMs)),
       parameters: sum(layers.map((l) => l.parameters)),
       outBytes: mb * layers[layers.length - 1]!.outputSize * 4,
