@@ -323,30 +323,17 @@ function timeMin(fn: () => void, reps: number): number {
   return best;
 }
 
-function profileCodec(): ModelProfile['codec'] {
+/** A codec's encode and checked decode of one activation message, by tensor bytes (MessagePack for gRPC, the structured-clone form for threads). */
+function profileCodec<B>(encode: (msg: ReturnType<typeof activation>) => B, decode: (b: B) => unknown): { encode: LinearCost; decode: LinearCost } {
   const sizes = [256, 1 << 20];
   const enc: { bytes: number; ms: number }[] = [];
   const dec: { bytes: number; ms: number }[] = [];
   for (const n of sizes) {
     const msg = activation(n);
     const reps = n > 1000 ? 5 : 200;
-    enc.push({ bytes: 4 * n, ms: timeMin(() => { encodeMessage(msg); }, reps) });
-    const bytes = encodeMessage(msg);
-    dec.push({ bytes: 4 * n, ms: timeMin(() => { decodeMessage(bytes, { actor: 'plan' }); }, reps) });
-  }
-  return { encode: fitLinear(enc[0]!, enc[1]!), decode: fitLinear(dec[0]!, dec[1]!) };
-}
-
-function profilePortCodec(): ModelProfile['portCodec'] {
-  const sizes = [256, 1 << 20];
-  const enc: { bytes: number; ms: number }[] = [];
-  const dec: { bytes: number; ms: number }[] = [];
-  for (const n of sizes) {
-    const msg = activation(n);
-    const reps = n > 1000 ? 5 : 200;
-    enc.push({ bytes: 4 * n, ms: timeMin(() => { encodeForPort(msg); }, reps) });
-    const { value } = encodeForPort(msg);
-    dec.push({ bytes: 4 * n, ms: timeMin(() => { decodeFromPort(value, { actor: 'plan' }); }, reps) });
+    enc.push({ bytes: 4 * n, ms: timeMin(() => { encode(msg); }, reps) });
+    const encoded = encode(msg);
+    dec.push({ bytes: 4 * n, ms: timeMin(() => { decode(encoded); }, reps) });
   }
   return { encode: fitLinear(enc[0]!, enc[1]!), decode: fitLinear(dec[0]!, dec[1]!) };
 }
@@ -694,8 +681,8 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   const { layers, loss, helperMs } = profileLayers({ ...o, repeats, seed, log });
   const totalParams = layers.reduce((n, l) => n + l.parameters, 0);
   const memory = profileMemory(totalParams);
-  const codec = profileCodec();
-  const portCodec = profilePortCodec();
+  const codec = profileCodec(encodeMessage, (b) => decodeMessage(b, { actor: 'plan' }));
+  const portCodec = profileCodec((m) => encodeForPort(m).value, (v) => decodeFromPort(v, { actor: 'plan' }));
   let links: LinkProfile = { ...defaultLinks, source: { ...defaultLinks.source } };
   let runtime: RuntimeProfile = { ...defaultRuntime };
   let contention: number | undefined;

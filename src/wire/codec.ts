@@ -33,13 +33,14 @@ const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'num
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-function toWire(v: unknown): unknown {
-  if (v instanceof Tensor) return tensorToWire(v.dtype, v.shape, v.data);
-  if (v instanceof Int32Array) return tensorToWire('int32', [v.length], v);
-  if (Array.isArray(v)) return v.map(toWire);
+/** The wire form of a value: its tensors as WireTensors (`tensor` may replace each, e.g. with a copy). */
+function toWire(v: unknown, tensor: (w: WireTensor) => WireTensor = (w) => w): unknown {
+  if (v instanceof Tensor) return tensor(tensorToWire(v.dtype, v.shape, v.data));
+  if (v instanceof Int32Array) return tensor(tensorToWire('int32', [v.length], v));
+  if (Array.isArray(v)) return v.map((x) => toWire(x, tensor));
   if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = toWire(x);
+    for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = toWire(x, tensor);
     return out;
   }
   return v;
@@ -182,17 +183,7 @@ export function encodeForPort(msg: Message): { value: unknown; transfer: ArrayBu
     transfer.push(bytes.buffer);
     return { ...w, bytes };
   };
-  const walk = (v: unknown): unknown => {
-    if (v instanceof Tensor || v instanceof Int32Array) return own(toWire(v) as WireTensor);
-    if (Array.isArray(v)) return v.map(walk);
-    if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) {
-      const out: Record<string, unknown> = {};
-      for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = walk(x);
-      return out;
-    }
-    return v;
-  };
-  return { value: walk(msg), transfer };
+  return { value: toWire(msg, own), transfer };
 }
 
 /** Validates and rebuilds what {@link encodeForPort} produced, after the port delivered it. */
