@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
-import { Arena, setArenasEnabled } from '../src/tensor/arena.js';
+import { Arena, setArenaPoison, setArenasEnabled } from '../src/tensor/arena.js';
 import { allocate } from '../src/tensor/tensor.js';
 import { lstmSpec, vaeSpec, type ModelSpec } from '../src/nn/index.js';
 import { firstDigits } from './helpers.js';
@@ -78,5 +78,20 @@ describe('step arenas', () => {
     expect(arena.run(() => allocate('float32', 1000))).not.toBe(a);
     expect(arena.stats.reused).toBe(1000);
     expect(() => arena.run(() => Promise.resolve(1))).toThrow(/synchronous/);
+  });
+
+  it('poisoned (CHAINRULE_ARENA_POISON=1, with which the whole suite passes): a buffer read after its step shows NaN', () => {
+    const was = setArenaPoison(true);
+    try {
+      const arena = new Arena();
+      const stale = arena.run(() => allocate('float32', 100));
+      stale.fill(1);
+      arena.reset();
+      expect(Number.isNaN(stale[0]!)).toBe(true);
+      // A correct next use still gets zeros.
+      expect(arena.run(() => allocate('float32', 100)).every((v) => v === 0)).toBe(true);
+    } finally {
+      setArenaPoison(was);
+    }
   });
 });

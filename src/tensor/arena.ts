@@ -30,6 +30,19 @@ const create = (kind: Kind, n: number): Buffer => (kind === 'float64' ? new Floa
 let current: Arena | null = null;
 /** CHAINRULE_NO_ARENA=1 (read at load, so worker threads inherit it): every step allocates anew, to compare. */
 let enabled = typeof process === 'undefined' || process.env?.CHAINRULE_NO_ARENA !== '1';
+/**
+ * CHAINRULE_ARENA_POISON=1: a reset fills what the step took with NaN (indices with -1), so that
+ * anything still reading a buffer of an earlier step computes NaN, which every stage's finite
+ * watch reports, instead of silently reading another step's numbers. For tests, not for speed.
+ */
+let poison = typeof process !== 'undefined' && process.env?.CHAINRULE_ARENA_POISON === '1';
+
+/** Turns poisoning on or off in this thread (see CHAINRULE_ARENA_POISON); returns the previous setting. */
+export function setArenaPoison(on: boolean): boolean {
+  const was = poison;
+  poison = on;
+  return was;
+}
 
 /** Turns step arenas on or off in this thread (tests compare both); returns the previous setting. */
 export function setArenasEnabled(on: boolean): boolean {
@@ -96,6 +109,7 @@ export class Arena {
   reset(): void {
     const kept = new Map<number, Buffer[]>();
     for (const d of this.taken) {
+      if (poison) d.fill(d instanceof Int32Array ? -1 : NaN);
       const key = keyOf(kindOf(d), d.length);
       const list = kept.get(key);
       if (list) list.push(d); else kept.set(key, [d]);
