@@ -21,11 +21,11 @@ import type { DType, Data } from './tensor.js';
 const POOLED_MIN = 64;
 
 type Kind = DType | 'int32';
-type Buffer = Float32Array | Float64Array | Int32Array;
+type Pooled = Float32Array | Float64Array | Int32Array;
 const KINDS: Kind[] = ['float32', 'float64', 'int32'];
 const keyOf = (kind: Kind, n: number): number => n * KINDS.length + KINDS.indexOf(kind);
-const kindOf = (d: Buffer): Kind => (d instanceof Float64Array ? 'float64' : d instanceof Int32Array ? 'int32' : 'float32');
-const create = (kind: Kind, n: number): Buffer => (kind === 'float64' ? new Float64Array(n) : kind === 'int32' ? new Int32Array(n) : new Float32Array(n));
+const kindOf = (d: Pooled): Kind => (d instanceof Float64Array ? 'float64' : d instanceof Int32Array ? 'int32' : 'float32');
+const create = (kind: Kind, n: number): Pooled => (kind === 'float64' ? new Float64Array(n) : kind === 'int32' ? new Int32Array(n) : new Float32Array(n));
 
 let current: Arena | null = null;
 /** CHAINRULE_NO_ARENA=1 (read at load, so worker threads inherit it): every step allocates anew, to compare. */
@@ -56,9 +56,9 @@ export function currentArena(): Arena | null { return current; }
 
 export class Arena {
   /** Free buffers by kind and size (see `keyOf`). */
-  private readonly free = new Map<number, Buffer[]>();
+  private readonly free = new Map<number, Pooled[]>();
   /** Handed out since the last reset. */
-  private taken: Buffer[] = [];
+  private taken: Pooled[] = [];
   private takenElements = 0;
   private reusedElements = 0;
 
@@ -77,7 +77,7 @@ export class Arena {
     return this.takeKind('int32', n, true) as Int32Array;
   }
 
-  private takeKind(kind: Kind, n: number, zero: boolean): Buffer {
+  private takeKind(kind: Kind, n: number, zero: boolean): Pooled {
     if (n < POOLED_MIN) return create(kind, n);
     const list = this.free.get(keyOf(kind, n));
     let d = list?.pop();
@@ -107,7 +107,7 @@ export class Arena {
    * leaves no garbage behind for good).
    */
   reset(): void {
-    const kept = new Map<number, Buffer[]>();
+    const kept = new Map<number, Pooled[]>();
     for (const d of this.taken) {
       if (poison) d.fill(d instanceof Int32Array ? -1 : NaN);
       const key = keyOf(kindOf(d), d.length);
