@@ -51,6 +51,11 @@ export interface LayerProfile {
   /** A step of one micro-batch (the plain path: nothing packed for reuse or deferred): its forward, and its backward with the weight gradient. */
   soloForwardMs: BySize;
   soloBackwardMs: BySize;
+  /**
+   * The backwards as the model's first stage runs this layer when no layer before it has
+   * parameters (it computes no input gradient): for the layers up to the first with parameters.
+   */
+  head?: { backwardMs: BySize; backwardFirstMs: BySize; soloBackwardMs: BySize };
   /** One optimizer step over this layer's parameters. */
   optimizerMs: number;
 }
@@ -229,23 +234,28 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   const wgt: number[][] = Array.from({ length: L }, () => []);
   const bwd: number[][] = Array.from({ length: L }, () => []);
   const first: number[][] = Array.from({ length: L }, () => []);
+  // The backwards again as the model's first stage runs its leading layers: a layer with no
+  // parameters before it computes no input gradient (nobody needs it), e.g. a conv after a reshape.
+  const firstParam = model.layers.findIndex((l) => l.params.length > 0);
+  const head = { bwd: Array.from({ length: L }, () => [] as number[]), first: Array.from({ length: L }, () => [] as number[]), solo: Array.from({ length: L }, () => [] as number[]) };
   const lossF: number[] = [];
   const lossB: number[] = [];
   let targets: Targets | null = null;
   // As in a stage: a pass takes its buffers from a step arena that the next pass reuses.
   const arena = new Arena();
   /** One forward and backward through every layer, each on a tape of its own (a stage boundary may fall after any layer); `rep` > 0 records. */
-  const pass = (rep: number, which: number, solo = false) => {
+  const pass = (rep: number, which: number, solo = false, asHead = false) => {
     arena.reset();
     const tapes: { tape: Tape; x: Tensor; out: Tensor }[] = [];
     let h = x0;
     for (let i = 0; i < L; i++) {
-      // Stage 0 never needs its input gradient; every later stage sends one back.
-      const x = new Tensor(h.data, h.shape, i > 0);
+      // Stage 0 never needs its input gradient; every later stage sends one back (asHead: the
+      // first stage's leading layers, up to its first layer with parameters, need none either).
+      const x = new Tensor(h.data, h.shape, asHead ? i > firstParam : i > 0);
       const tape = new Tape();
       const t = stopwatch();
       const out = arena.run(() => tape.run(() => model.layers[i]!.forward(x, { training: true, seed, step: rep, microBatch: which, auxLosses: [], index: i, microBatching: !solo })));
-      if (rep > 0) (solo ? soloF : which === 0 ? fwdFirst : fwd)[i]!.push(t());
+      if (rep > 0 && !asHead) (solo ? soloF : which === 0 ? fwdFirst : fwd)[i]!.push(t());
       tapes.push({ tape, x, out });
       h = out;
     }
@@ -263,7 +273,7 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
       const { tape, x, out } = tapes[i]!;
       const t0 = stopwatch();
       arena.run(() => tape.backwardFrom([[out, dy]]));
-      if (rep > 0) (solo ? soloB : which === 0 ? first : bwd)[i]!.push(t0());
+      if (rep > 0) (asHead ? (solo ? head.solo : which === 0 ? head.first : head.bwd) : (solo ? soloB : which === 0 ? first : bwd))[i]!.push(t0());
       dy = x.grad ?? Tensor.zeros(x.shape, x.dtype);
     }
   };
@@ -286,6 +296,16 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
     for (const [, p] of model.parameters()) p.zeroGrad();
     pass(rep, 0, true);
   }
+  // The first stage's leading layers, when a layer without parameters leads the model.
+  if (firstParam > 0) {
+    for (let rep = 0; rep <= repeats; rep++) {
+      for (const [, p] of model.parameters()) p.zeroGrad();
+      pass(rep, 0, false, true);
+      pass(rep, 1, false, true);
+      for (const [, p] of model.parameters()) p.zeroGrad();
+      pass(rep, 0, true, true);
+    }
+  }
   // V8's helper threads (freeing what the arena does not hold), per pass: over at least 300 ms
   // of passes, as their clock ticks every 10 ms.
   let helperMs = 0;
@@ -299,7 +319,8 @@ function profileSize(model: Sequential, spec: ModelSpec, mb: number, repeats: nu
   // The median: on a quiet machine it is the fastest; on a loaded one it also counts the caches
   // the neighbours keep evicting, as a real step does.
   const mid = (xs: number[]) => quantile(xs, 0.5);
-  return { fwd: fwd.map(mid), fwdFirst: fwdFirst.map(mid), soloF: soloF.map(mid), soloB: soloB.map(mid), bwd: bwd.map(mid), first: first.map(mid), weight: wgt.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
+  const headOf = (xs: number[][]) => xs.map((v, i) => (firstParam > 0 && i <= firstParam ? mid(v) : undefined));
+  return { head: { bwd: headOf(head.bwd), first: headOf(head.first), solo: headOf(head.solo) }, fwd: fwd.map(mid), fwdFirst: fwdFirst.map(mid), soloF: soloF.map(mid), soloB: soloB.map(mid), bwd: bwd.map(mid), first: first.map(mid), weight: wgt.map(mid), lossF: mid(lossF), lossB: mid(lossB), helperMs };
 }
 
 function fitLinear(small: { bytes: number; ms: number }, large: { bytes: number; ms: number }): LinearCost {
@@ -647,6 +668,13 @@ export function profileLayers(o: Pick<ProfileOptions, 'spec' | 'data' | 'microBa
       layers[i]!.weightMs[mb] = r.weight[i]!;
       layers[i]!.soloForwardMs[mb] = r.soloF[i]!;
       layers[i]!.soloBackwardMs[mb] = r.soloB[i]!;
+      const hb = r.head.bwd[i];
+      if (hb !== undefined) {
+        (layers[i]!.head ??= { backwardMs: {}, backwardFirstMs: {}, soloBackwardMs: {} });
+        layers[i]!.head!.backwardMs[mb] = hb;
+        layers[i]!.head!.backwardFirstMs[mb] = r.head.first[i]!;
+        layers[i]!.head!.soloBackwardMs[mb] = r.head.solo[i]!;
+      }
     }
     loss.forwardMs[mb] = r.lossF;
     loss.backwardMs[mb] = r.lossB;

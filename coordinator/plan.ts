@@ -317,14 +317,16 @@ export function stageCosts(profile: ModelProfile, bounds: number[], mb: number, 
     const lossB = last ? at(profile.loss.backwardMs, 'loss') : 0;
     // A step of one micro-batch runs the plain path (nothing packed for reuse, nothing deferred).
     const solo = microBatches === 1 && layers.every((l) => l.soloForwardMs?.[mb] !== undefined);
+    // The first stage's leading layers (before any with parameters) compute no input gradient.
+    const lead = (l: (typeof layers)[number]) => (k === 0 ? l.head : undefined);
     const soloF = solo ? sum(layers.map((l) => l.soloForwardMs[mb]!)) + lossF : 0;
-    const soloB = solo ? sum(layers.map((l) => l.soloBackwardMs[mb]!)) + lossB : 0;
+    const soloB = solo ? sum(layers.map((l) => lead(l)?.soloBackwardMs[mb] ?? l.soloBackwardMs[mb]!)) + lossB : 0;
     return {
       helperMs: (profile.helperMs?.[mb] ?? 0) * (all > 0 ? sum(layers.map(share)) / all : 1 / K),
       forwardMs: solo ? soloF : sum(layers.map((l) => at(l.forwardMs, 'forward'))) + lossF,
       forwardFirstMs: solo ? soloF : sum(layers.map((l) => l.forwardFirstMs?.[mb] ?? at(l.forwardMs, 'forward'))) + lossF,
-      backwardMs: solo ? soloB : sum(layers.map((l) => at(l.backwardMs, 'backward'))) + lossB,
-      backwardFirstMs: solo ? soloB : sum(layers.map((l) => at(l.backwardFirstMs, 'backward'))) + lossB,
+      backwardMs: solo ? soloB : sum(layers.map((l) => lead(l)?.backwardMs[mb] ?? at(l.backwardMs, 'backward'))) + lossB,
+      backwardFirstMs: solo ? soloB : sum(layers.map((l) => lead(l)?.backwardFirstMs[mb] ?? at(l.backwardFirstMs, 'backward'))) + lossB,
       // Measured in micro-batch mode (plan-profile's W pass); layers that compute their weight
       // gradients in the backward (conv, recurrent) defer nothing.
       weightMs: solo ? 0 : sum(layers.map((l) => l.weightMs?.[mb] ?? 0)),

@@ -87,6 +87,8 @@ export class Tensor {
   producer: string | null = null;
   /** Optional name (parameters carry theirs, e.g. `0.weight`). */
   name: string | undefined;
+  /** Made by Tensor.param: its gradient buffer outlives steps (never from a step arena). */
+  isParameter = false;
 
   constructor(data: Data, shape: Shape, requiresGrad = false) {
     checkShape(shape, 'Tensor');
@@ -132,6 +134,7 @@ export class Tensor {
   static param(data: Data, shape: Shape, name?: string): Tensor {
     const t = new Tensor(data, shape, true);
     t.name = name;
+    t.isParameter = true;
     return t;
   }
 
@@ -205,9 +208,9 @@ export class Tensor {
       spare.data.fill(0);
       return spare;
     }
-    // A leaf's (a parameter's) is kept across steps for the next backward: never from a step
-    // arena. An op's output dies with its tape, and so does its gradient.
-    return new Tensor(this.producer === null ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape);
+    // A parameter's is kept across steps for the next backward: never from a step arena. Any
+    // other tensor's (an op's output, a stage's input) dies with the step's tape.
+    return new Tensor(this.isParameter ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape);
   }
 
   private spareGrad: Tensor | null = null;
