@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Coordinator, cli, isUserError, type CoordinatorOptions, type EpochReport } from '../coordinator/index.js';
 import { CheckpointError, listCheckpoints, unfinishedEntries } from '../coordinator/checkpoint.js';
@@ -16,7 +15,7 @@ import type { ModelSpec } from '../src/nn/index.js';
 import type { NamedTensors } from '../src/wire/index.js';
 import { startNode } from '../node/server.js';
 import { killFixture, killLoop, type KillFigures } from '../scripts/checkpoint-kill.js';
-import { worstRelativeError } from './helpers.js';
+import { startNodeProcess, worstRelativeError } from './helpers.js';
 
 // Every kind of state a resume must carry: BatchNorm buffers, dropout streams, Adam's slots and t.
 const spec: ModelSpec = {
@@ -294,12 +293,7 @@ describe('writing', () => {
 
 describe('the checkpoint a run writes when it cannot recover', () => {
   it('a second node loss with no spare: the commit of a step behind, written with that step\'s position, resumes to the bit', async () => {
-    const procs = await Promise.all([0, 1].map(() => new Promise<{ address: string; child: ChildProcess }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'coordinator', 'bin.ts'), 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); const hit = /listening on (\S+)/.exec(out); if (hit) resolve({ address: hit[1]!, child }); });
-      child.on('exit', (code) => reject(new Error(`chainrule node exited with ${code}`)));
-    })));
+    const procs = await Promise.all([0, 1].map(() => startNodeProcess(['--port', '0'])));
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
     try {
       const d = join(dir, 'lost');

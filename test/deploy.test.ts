@@ -9,9 +9,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { freePort, runTsx } from './helpers.js';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { checkServerIdentity } from 'node:tls';
@@ -76,23 +76,8 @@ const withFlag = (args: readonly string[], name: string, value: string) => {
 };
 const flagsOf = (args: readonly string[]) => args.filter((a) => a.startsWith('--'));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
-  });
-}
-
 /** The same, without blocking this process (whose node children must be read meanwhile). */
-function chainruleAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', bin, ...args], { stdio: 'pipe', cwd: repo });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    p.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const chainruleAsync = (args: string[]) => runTsx(bin, args, { cwd: repo });
 
 function chainrule(args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', bin, ...args], { encoding: 'utf8', timeout: timeoutMs, cwd: repo });

@@ -4,9 +4,8 @@
  * whose node drains mid-run goes on on a spare with the uninterrupted run's weights.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { firstDigits, tinySpec } from './helpers.js';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import { firstDigits, startNodeProcess, tinySpec, type NodeProcess } from './helpers.js';
+import type { ChildProcess } from 'node:child_process';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { nodeMain } from '../node/cli.js';
 import { startNode } from '../node/server.js';
@@ -15,32 +14,15 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { formatAction, type Reply } from '../src/wire/index.js';
 import { gpipe } from '../coordinator/schedules/index.js';
 
-interface NodeProcess { address: string; child: ChildProcess; stderr: () => string; exited: Promise<number | null>; waitFor(re: RegExp): Promise<void> }
 
 const children: ChildProcess[] = [];
 afterAll(() => { for (const c of children) if (c.exitCode === null) c.kill('SIGKILL'); });
 
 /** A real `chainrule node` on a free loopback port, its log kept. */
 async function nodeProcess(...args: string[]): Promise<NodeProcess> {
-  const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
-  const child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let err = '';
-  const watchers: { re: RegExp; resolve: () => void }[] = [];
-  child.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-    for (const w of [...watchers]) if (w.re.test(err)) { watchers.splice(watchers.indexOf(w), 1); w.resolve(); }
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); const hit = /listening on (\S+)/.exec(out); if (hit) resolve(hit[1]!); });
-    void exited.then((code) => reject(new Error(`chainrule node exited with ${code}: ${err}`)));
-  });
-  return {
-    address, child, exited, stderr: () => err,
-    waitFor: (re) => (re.test(err) ? Promise.resolve() : new Promise<void>((resolve) => watchers.push({ re, resolve }))),
-  };
+  const n = await startNodeProcess(['--port', '0', ...args]);
+  children.push(n.child);
+  return n;
 }
 
 describe('chainrule node drains on SIGTERM and SIGINT', () => {

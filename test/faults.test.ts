@@ -4,7 +4,8 @@
  * process), restores the last commit, replays, and ends with the uninterrupted run's weights.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { startNodeProcess } from './helpers.js';
 import { join } from 'node:path';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,15 +30,9 @@ afterAll(() => { for (const c of children) { c.kill('SIGCONT'); c.kill('SIGKILL'
 
 /** A real `chainrule node` process on a free loopback port. */
 async function nodeProcess(): Promise<{ address: string; child: ChildProcess }> {
-  const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
-  const child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); const hit = /listening on (\S+)/.exec(out); if (hit) resolve(hit[1]!); });
-    child.on('exit', (code) => reject(new Error(`chainrule node exited with ${code}`)));
-  });
-  return { address, child };
+  const n = await startNodeProcess(['--port', '0']);
+  children.push(n.child);
+  return n;
 }
 
 async function run(o: CoordinatorOptions) {

@@ -4,9 +4,9 @@
  * certificate, no token), serves nothing else there, and its main port still refuses plaintext.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { chainruleBin, freePort, runTsx, startNodeProcess, type NodeProcess } from './helpers.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -21,7 +21,6 @@ import { formatAction, type Reply } from '../src/wire/index.js';
 
 const root = mkdtempSync(join(tmpdir(), 'chainrule-health-'));
 const certs = join(root, 'certs');
-const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
 
 type HealthClient = grpc.Client & {
   check(req: { service: string }, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: { status: string }) => void): void;
@@ -38,43 +37,22 @@ function check(address: string, service: string, creds?: grpc.ChannelCredentials
   }).finally(() => c.close());
 }
 
-/** A port nothing listens on (it was free a moment ago). */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
-  });
-}
-
-function run(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', bin, ...args], { stdio: 'pipe' });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    p.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const run = (...args: string[]) => runTsx(chainruleBin, args);
+/** Where a node listening with --health-port checks its health. */
+const healthOf = (n: NodeProcess) => `127.0.0.1:${/health checks in plaintext on port (\d+)/.exec(n.stdout())![1]}`;
 
 describe('chainrule node --health-port, as a real process with mutual TLS and a token', () => {
   let child: ChildProcessWithoutNullStreams;
   let main = '';
   let health = '';
-  let stderr = '';
+  let stderr: () => string = () => '';
 
   beforeAll(async () => {
     makeCerts(certs, { hosts: ['127.0.0.1'] });
-    child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', '--health-port', '0', '--tls', certs, '--token-file', join(certs, TLS_FILES.token)], { stdio: 'pipe' });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    [main, health] = await new Promise<[string, string]>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        const m = /chainrule node listening on (127\.0\.0\.1):(\d+), health checks in plaintext on port (\d+)/.exec(out);
-        if (m) resolve([`${m[1]}:${m[2]}`, `${m[1]}:${m[3]}`]);
-      });
-      child.once('exit', (code) => reject(new Error(`chainrule node exited with ${code}: ${stderr}`)));
-    });
+    const n = await startNodeProcess(['--port', '0', '--health-port', '0', '--tls', certs, '--token-file', join(certs, TLS_FILES.token)]);
+    ({ child, address: main } = n);
+    health = healthOf(n);
+    stderr = n.stderr;
   });
 
   afterAll(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
@@ -97,7 +75,7 @@ describe('chainrule node --health-port, as a real process with mutual TLS and a 
     } finally {
       c.close();
     }
-    expect(stderr).toMatch(new RegExp(`listening on ${main}: mutual TLS .*, health checks in plaintext on ${health}`));
+    expect(stderr()).toMatch(new RegExp(`listening on ${main}: mutual TLS .*, health checks in plaintext on ${health}`));
   });
 
   it('serves nothing but health there: a stage call is UNIMPLEMENTED', async () => {
@@ -159,19 +137,9 @@ describe('--health-port on the command line and in the API', () => {
 describe('the health port reports what the main server does', () => {
   it('NOT_SERVING while the node drains a call in flight at SIGTERM, then gone with the node (exit 0)', async () => {
     // Stage 1 on the node process waits for stage 0's activation, sent only after the signal.
-    const child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', '--health-port', '0', '--drain-timeout', '60s'], { stdio: 'pipe' });
-    let err = '';
-    child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-    const [address, health] = await new Promise<[string, string]>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        const m = /listening on (127\.0\.0\.1):(\d+), health checks in plaintext on port (\d+)/.exec(out);
-        if (m) resolve([`${m[1]}:${m[2]}`, `${m[1]}:${m[3]}`]);
-      });
-      void exited.then((code) => reject(new Error(`chainrule node exited with ${code}: ${err}`)));
-    });
+    const n = await startNodeProcess(['--port', '0', '--health-port', '0', '--drain-timeout', '60s']);
+    const { child, address, exited } = n;
+    const health = healthOf(n);
     const n0 = await startNode({ port: 0, log: false });
     const c0 = makeClient(n0.address);
     const c1 = makeClient(address);
@@ -190,7 +158,7 @@ describe('the health port reports what the main server does', () => {
       expect(await check(health, '')).toBe('SERVING');
 
       child.kill('SIGTERM');
-      await vi.waitFor(() => expect(err).toMatch(/draining SIGTERM: .*1 call in flight/), { timeout: 30_000 });
+      await vi.waitFor(() => expect(n.stderr()).toMatch(/draining SIGTERM: .*1 call in flight/), { timeout: 30_000 });
       expect(await check(health, '')).toBe('NOT_SERVING');
       expect(await check(health, 'chainrule.StageService')).toBe('NOT_SERVING');
 

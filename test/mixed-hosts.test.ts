@@ -8,7 +8,7 @@
  * connection goes to loopback (the advertised name is `localhost`).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { runTsx, startNodeProcess, type Finished } from './helpers.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,34 +40,13 @@ beforeAll(() => {
 });
 
 /** A `chainrule node` process, once it listens, and its address. */
-async function nodeProcess(...args: string[]): Promise<{ child: ChildProcessWithoutNullStreams; address: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', ...args], { stdio: 'pipe' });
-  let err = '';
-  child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => {
-      out += b.toString();
-      const m = /chainrule node listening on (\S+?)(,|$|\n)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`chainrule node exited with ${code}: ${err}`)));
-  });
-  return { child, address };
-}
+const nodeProcess = (...args: string[]) => startNodeProcess(['--port', '0', ...args]);
 
 /** Runs a script (TypeScript, through tsx) in a process of its own; resolves when that process exits, with its output. */
-function script(name: string, body: string, ...args: string[]): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function script(name: string, body: string, ...args: string[]): Promise<Finished> {
   const file = join(root, name);
   writeFileSync(file, body);
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', file, ...args], { stdio: 'pipe', cwd: repo });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    p.on('exit', (status, signal) => resolve({ status, signal, stdout, stderr }));
-  });
+  return runTsx(file, args, { cwd: repo });
 }
 
 // The run every script trains: three one-layer stages on a slice of the digits.

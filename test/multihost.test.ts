@@ -6,8 +6,8 @@
  * Skipped, with the reason, where namespaces cannot be made (no root, no `ip`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { firstDigits, tinySpec } from './helpers.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { firstDigits, startNodeProcess, tinySpec } from './helpers.js';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -28,18 +28,10 @@ const certs = mkdtempSync(join(tmpdir(), 'chainrule-multihost-'));
 const children: ChildProcess[] = [];
 
 /** `chainrule node` inside host h's namespace, on its own address, with TLS and the token. */
-function nodeOn(h: (typeof hosts)[number]): Promise<string> {
-  const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
-  const child = spawn('ip', ['netns', 'exec', h.ns, process.execPath, '--import', 'tsx', bin, 'node', '--host', h.ip, '--port', '7301', '--tls', certs, '--token-file', join(certs, TLS_FILES.token)],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); const hit = /listening on (\S+)/.exec(out); if (hit) resolve(hit[1]!); });
-    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-    child.on('exit', (code) => reject(new Error(`chainrule node in ${h.ns} exited with ${code}: ${err}`)));
-  });
+async function nodeOn(h: (typeof hosts)[number]): Promise<string> {
+  const n = await startNodeProcess(['--host', h.ip, '--port', '7301', '--tls', certs, '--token-file', join(certs, TLS_FILES.token)], ['ip', 'netns', 'exec', h.ns]);
+  children.push(n.child);
+  return n.address;
 }
 
 describe.skipIf(skipReason !== null)(`two hosts in network namespaces${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {

@@ -12,21 +12,10 @@ import {
   splitsBackward,
   validateSchedule,
 } from '../coordinator/schedules/index.js';
+import { scheduleError, scheduleText as text } from './helpers.js';
 
 /** `grid('0F0 0B0', '1F0 1B0')` → a schedule, one string per stage. */
 const grid = (...rows: string[]): Schedule => rows.map((r) => r.split(/\s+/).filter(Boolean).map(parseAction));
-const text = (s: Schedule): string[] => s.map((list) => list.map(formatAction).join(' '));
-
-/** Runs `fn`, expects a ScheduleError, returns it. */
-function scheduleError(fn: () => unknown): ScheduleError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ScheduleError);
-    return e as ScheduleError;
-  }
-  throw new Error('expected a ScheduleError, nothing was thrown');
-}
 
 /** The grid line of `stage` in an error message. */
 const row = (message: string, stage: number): string =>

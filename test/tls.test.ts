@@ -6,7 +6,8 @@
  * credentials train to the weights of plaintext loopback, bit for bit.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { chainruleBin, runTsx, startNodeProcess } from './helpers.js';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -400,32 +401,10 @@ describe('a node answers failures with errors of ours and keeps serving', () => 
 });
 
 describe('chainrule node as a real process', () => {
-  const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
   // Asynchronous, so that this process reads the node's stderr while the coordinator runs.
-  const chainrule = (...args: string[]) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', bin, ...args], { stdio: 'pipe' });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    p.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
+  const chainrule = (...args: string[]) => runTsx(chainruleBin, args);
   /** A `chainrule node` process with TLS and tokens, once it listens; its stderr so far. */
-  async function nodeProcess(): Promise<{ child: ChildProcessWithoutNullStreams; address: string; stderr(): string }> {
-    const p = spawn(process.execPath, ['--import', 'tsx', bin, 'node', '--port', '0', '--tls', certs, '--token-file', tokenFile], { stdio: 'pipe' });
-    let err = '';
-    p.stderr.on('data', (b: Buffer) => { err += b.toString(); });
-    const at = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      p.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        const m = /chainrule node listening on (\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      p.once('exit', (code) => reject(new Error(`chainrule node exited with ${code}: ${err}`)));
-    });
-    return { child: p, address: at, stderr: () => err };
-  }
+  const nodeProcess = () => startNodeProcess(['--port', '0', '--tls', certs, '--token-file', tokenFile]);
   const started: ChildProcessWithoutNullStreams[] = [];
   let child: ChildProcessWithoutNullStreams;
   let address = '';

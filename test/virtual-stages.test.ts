@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator, resolveOptions, type CoordinatorOptions } from '../coordinator/index.js';
 import {
-  ScheduleError, byStage, getSchedule, interleaved1F1B, oneFOneB, simulateSchedule, theoreticalBubble, validateSchedule,
+  byStage, getSchedule, interleaved1F1B, oneFOneB, simulateSchedule, theoreticalBubble, validateSchedule,
 } from '../coordinator/schedules/index.js';
 import { StageGroup } from '../coordinator/stage-group.js';
 import { GrpcTransport, LocalTransport, ThreadsTransport, type Transport } from '../coordinator/transports/index.js';
@@ -26,18 +26,8 @@ import { ChainruleError } from '../src/errors.js';
 import { firstDigits } from './helpers.js';
 import { startNode } from '../node/server.js';
 import { DeviceTurns } from '../node/device-turns.js';
+import { scheduleError, scheduleText as text } from './helpers.js';
 
-const text = (s: Schedule) => s.map((list) => list.map(formatAction).join(' '));
-
-function scheduleError(fn: () => unknown): ScheduleError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ScheduleError);
-    return e as ScheduleError;
-  }
-  throw new Error('expected a ScheduleError');
-}
 
 describe('interleaved-1f1b as data', () => {
   it('K=2, V=2, M=4: Megatron’s order (rounds of K micro-batches per chunk, warm-up (V-1)K + 2(K-1-d))', () => {

@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Coordinator, transports, type CoordinatorOptions } from '../coordinator/index.js';
 import {
-  ScheduleError,
   getSchedule,
   oneFOneB,
   simulateSchedule,
@@ -31,19 +30,9 @@ import { startNode, type RunningNode } from '../node/server.js';
 import { readRunLog, renderReport } from '../coordinator/report.js';
 import type { ChromeTrace } from '../coordinator/trace.js';
 import { worstRelativeError } from './helpers.js';
+import { scheduleError, scheduleText as text } from './helpers.js';
 
 const grid = (...rows: string[]): Schedule => rows.map((r) => r.split(/\s+/).filter(Boolean).map(parseAction));
-const text = (s: Schedule): string[] => s.map((list) => list.map(formatAction).join(' '));
-
-function scheduleError(fn: () => unknown): ScheduleError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ScheduleError);
-    return e as ScheduleError;
-  }
-  throw new Error('expected a ScheduleError, nothing was thrown');
-}
 
 const row = (message: string, stage: number): string =>
   message.split('\n').find((l) => l.startsWith(`stage ${stage}:`)) ?? '';
