@@ -7,6 +7,7 @@
 import { ChainruleError } from '../src/errors.js';
 import { Tensor, fmtShape, sameShape } from '../src/tensor/tensor.js';
 import { Arena } from '../src/tensor/arena.js';
+import { allFinite, firstNonFinite } from '../src/tensor/finite.js';
 import { Tape, noGrad } from '../src/autograd/index.js';
 import { Sequential, getLoss, type Loss } from '../src/nn/index.js';
 import { createOptimizer, type ElementwiseOptimizer, type OptimizerSpec, type OptimizerState } from '../src/optim/index.js';
@@ -279,8 +280,9 @@ export class StageActor {
       return;
     }
     if (!sameShape(t.shape, out.shape)) throw new StageError('BAD_TARGETS', `${where} have shape ${fmtShape(t.shape)}, the output has ${fmtShape(out.shape)}`);
-    for (let i = 0; i < t.size; i++) {
-      if (!Number.isFinite(t.data[i]!)) throw new StageError('BAD_TARGETS', `${where}: value ${t.data[i]} at index ${i} is not finite`);
+    if (!allFinite(t.data)) {
+      const i = firstNonFinite(t.data);
+      throw new StageError('BAD_TARGETS', `${where}: value ${t.data[i]} at index ${i} is not finite`);
     }
   }
 

@@ -39,6 +39,8 @@ describe('wire codec', () => {
     ['a negative dimension', bad({ x: tensor('float32', [-1, 4], new Uint8Array(0)) }), /field 'x': shape \[-1,4\] must be/],
     ['an oversized tensor', bad({ x: tensor('float32', [MAX_TENSOR_ELEMENTS + 1], new Uint8Array(4)) }), /exceed the cap/],
     ['a NaN activation', bad({ x: tensor('float32', [1, 2], new Uint8Array(new Float32Array([1, NaN]).buffer)) }), /field 'x': value NaN at index 1 is not finite/],
+    // Large enough for the backend's vectorized check (4096 values and up), the bad value near the end.
+    ['an infinity deep in a large activation', bad({ x: tensor('float32', [8, 1024], new Uint8Array(Float32Array.from({ length: 8192 }, (_, i) => (i === 8190 ? -Infinity : 0.5)).buffer)) }), /field 'x': value -Infinity at index 8190 is not finite/],
     ['a missing step', raw.pack({ run: 'r', stage: 0, microBatch: 0, type: 'gradients' }), /field 'step' must be a non-negative integer/],
   ])('rejects %s, naming the actor and the field', (_what, bytes, message) => {
     expect(() => decodeMessage(bytes, { actor: 'test' })).toThrow(message);

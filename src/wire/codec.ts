@@ -8,6 +8,7 @@
 import { ChainruleError, describeValue, lookup } from '../errors.js';
 import { Packr } from 'msgpackr';
 import { Tensor, sizeOf } from '../tensor/tensor.js';
+import { allFinite, firstNonFinite } from '../tensor/finite.js';
 import { peerTypes, requestTypes, type Message } from './messages.js';
 
 /** The largest message a transport accepts (also the gRPC receive cap). */
@@ -116,10 +117,10 @@ function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor |
   const off = aligned.byteOffset;
   if (dtype === 'int32') return new Int32Array(buf, off, n);
   const data = dtype === 'float64' ? new Float64Array(buf, off, n) : new Float32Array(buf, off, n);
-  if (ctx.requireFinite) {
-    for (let i = 0; i < n; i++) {
-      if (!Number.isFinite(data[i]!)) throw new WireError(`${where}: value ${data[i]} at index ${i} is not finite`);
-    }
+  // One vectorized pass (native) says whether all are finite; only then is the first bad one sought.
+  if (ctx.requireFinite && !allFinite(data)) {
+    const i = firstNonFinite(data);
+    throw new WireError(`${where}: value ${data[i]} at index ${i} is not finite`);
   }
   return new Tensor(data, shape);
 }
