@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { claimBackend } from '../src/tensor/select.js';
+import { checkKernelThreads } from '../src/tensor/backend.js';
 import type { MicroBatch, Dataset, Targets, TransformSpec } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { OptimizerSpec } from '../src/optim/index.js';
@@ -70,6 +71,14 @@ export class Coordinator {
     }) : null;
     // Last: nothing above may fail while the claim is held.
     this.backendClaim = claimBackend(plan.options.backend, 'new Coordinator');
+    try {
+      // Refused here, before any actor starts, when this machine's actors could not run them
+      // (gRPC nodes have backends of their own and check at configure).
+      checkKernelThreads(plan.options.placement === 'grpc' ? null : this.backendClaim.backend, plan.options.kernelThreads, 'options.kernelThreads');
+    } catch (e) {
+      this.backendClaim.release();
+      throw e;
+    }
   }
 
   get options(): ResolvedOptions { return this.plan.options; }
@@ -105,6 +114,7 @@ export class Coordinator {
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
+      ...(o.kernelThreads > 1 ? { kernelThreads: o.kernelThreads } : {}),
     }), this.plan.stageParameters);
     if (o.init) await this.group.setState(initialState(o.init, this.spec));
   }

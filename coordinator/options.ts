@@ -16,6 +16,7 @@ import { builtinModels } from '../src/nn/index.js';
 import { fullBatchMethods, optimizers, lrSchedules, type LrScheduleSpec, type OptimizerSpec } from '../src/optim/index.js';
 import { TRANSFORM_KINDS, type TransformKind } from '../src/data/index.js';
 import { backendNames } from '../src/tensor/select.js';
+import { MAX_KERNEL_THREADS } from '../src/tensor/backend.js';
 import { transports, type Transport } from './transports/index.js';
 import { interleaves, schedules } from './schedules/index.js';
 import type { DataSplit } from './inputs.js';
@@ -43,6 +44,8 @@ interface Def<T> {
   defaultText?: string;
   /** Smallest allowed value (int, number): `min: 1` is "a positive integer". */
   min?: number;
+  /** Largest allowed value (int). */
+  max?: number;
   /** number: strictly above `min` (a positive number is min 0, exclusive). */
   exclusive?: boolean;
   /** number: strictly below this (a fraction in [0, 1) is min 0, below 1). */
@@ -133,6 +136,7 @@ export const optionTable = {
   commitEvery: def<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', min: 0, accepts: (v) => v === 'auto', defaultText: 'auto (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery; auto: as often as a commit costs 5% of the time, and at least every 8 steps where the actors keep the commits in memory (threads, replicas over several nodes), every 64 where the coordinator fetches them' }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
+  kernelThreads: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'N', default: 1, min: 1, max: MAX_KERNEL_THREADS, help: "threads each actor splits its large matrix products among (as PyTorch's set_num_threads; native backend): the bits do not change. The one way a single actor uses several cores: on C cores keep replicas × stages × N ≤ C" }),
 
   tls: def<string>({ kind: 'string', group: 'Security', arg: 'DIR', help: 'mutual TLS with the gRPC nodes: DIR/ca.pem, DIR/coordinator.pem, DIR/coordinator-key.pem (from chainrule certs)' }),
   tokenFile: def<string>({ kind: 'string', group: 'Security', arg: 'FILE', help: 'send the bearer token in FILE with every call to the gRPC nodes' }),
@@ -191,6 +195,7 @@ function checkValue(key: string, d: Def<unknown>, v: unknown, name: Naming): voi
       const or = d.accepts && d.arg?.includes('|') ? ` or ${d.arg.split('|')[1]}` : '';
       if (typeof v !== 'number' || !Number.isSafeInteger(v)) bad((d.min === 1 ? 'a positive integer' : d.min === 0 ? 'a non-negative integer' : 'an integer') + or);
       if (d.min !== undefined && (v as number) < d.min) bad((d.min === 1 ? 'a positive integer' : `an integer >= ${d.min}`) + or);
+      if (d.max !== undefined && (v as number) > d.max) bad(`an integer from ${d.min ?? '-∞'} to ${d.max}`);
       return;
     }
     case 'number': {

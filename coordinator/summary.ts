@@ -91,6 +91,8 @@ export interface TrainSummary extends EpochFigures {
   stages: number;
   /** With an interleaved schedule: chunks per device (so stages / virtualStages devices); absent for 1. */
   virtualStages?: number;
+  /** Threads each actor split its large products among; absent for 1. */
+  kernelThreads?: number;
   partition: number[];
   /** With `--partition auto`: each stage's measured compute per step (ms) under the cut, and under the cut by parameters. */
   timedPartition?: { stageMs: number[]; byParameters: { partition: number[]; stageMs: number[] } };
@@ -131,7 +133,7 @@ export interface TrainSummary extends EpochFigures {
 }
 
 /** What a summary tells of a run besides its last epoch: the configuration, the state at the end, the epochs so far. */
-export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'virtualStages' | 'partition' | 'microBatches' | 'schedule'
+export type RunFacts = Pick<TrainSummary, 'epochs' | 'weightsSha256' | 'placement' | 'replicas' | 'stages' | 'virtualStages' | 'kernelThreads' | 'partition' | 'microBatches' | 'schedule'
   | 'bubbleFraction' | 'backend' | 'optimizer' | 'seed' | 'batchSize' | 'lr' | 'parameters' | 'transform' | 'recoveries' | 'skippedSteps'>
   & { history: readonly EpochReport[]; started: number; resumedFrom: ResumedFrom | null };
 
@@ -149,6 +151,7 @@ export function summarize(
     ...Object.fromEntries(VAL_KEYS.filter((k) => last[k] !== undefined).map((k) => [k, last[k]])), samplesPerSecond,
     droppedSamples: droppedPerEpoch * run.epochs, droppedPerEpoch, weightsSha256: run.weightsSha256,
     placement: run.placement, replicas: run.replicas, stages: run.stages, ...((run.virtualStages ?? 1) > 1 ? { virtualStages: run.virtualStages } : {}),
+    ...((run.kernelThreads ?? 1) > 1 ? { kernelThreads: run.kernelThreads } : {}),
     partition: run.partition, microBatches: run.microBatches, schedule: run.schedule, bubbleFraction: run.bubbleFraction,
     // (A full-batch run's extra gives its own: its micro-batch count is not the option's.)
     theoreticalBubbleFraction: extra.theoreticalBubbleFraction ?? theoreticalBubble(run.stages, run.microBatches, run.schedule, run.virtualStages),

@@ -348,6 +348,30 @@ static napi_value js_use_kernel(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setThreads(n): this JS thread's products above a size are split among n kernel threads; threads() → n */
+static napi_value js_set_threads(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!start(&c, env, info, "setThreads", 1)) return NULL;
+  long n = count(&c, 0);
+  if (c.failed) return NULL;
+  if (n < 1 || n > 64) { fail(&c, "argument 0 must be a thread count from 1 to 64"); return NULL; }
+  cr_set_threads((int)n);
+  return NULL;
+}
+
+static napi_value js_threads(napi_env env, napi_callback_info info) {
+  napi_value r;
+  napi_create_int32(env, cr_threads(), &r);
+  return r;
+}
+
+/* splitProducts() → how many products the process has split among kernel threads so far */
+static napi_value js_split_products(napi_env env, napi_callback_info info) {
+  napi_value r;
+  napi_create_double(env, (double)cr_split_products(), &r);
+  return r;
+}
+
 /* Argument i as a geometry: an Int32Array of 14 (n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw). */
 static int geometry(call_t *c, size_t i, cr_geometry *g) {
   size_t length = 0;
@@ -470,6 +494,9 @@ NAPI_MODULE_INIT() {
     { "kernel", NULL, js_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
     { "kernels", NULL, js_kernels, NULL, NULL, NULL, napi_enumerable, NULL },
     { "useKernel", NULL, js_use_kernel, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "threads", NULL, js_threads, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "splitProducts", NULL, js_split_products, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   /* Each worker thread has its own packing buffers: free them when its environment ends. */

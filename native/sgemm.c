@@ -1,11 +1,12 @@
 /*
- * Single-threaded sgemm in the Goto/BLIS layout: op(b) is packed into KC×NR column panels
+ * sgemm in the Goto/BLIS layout: op(b) is packed into KC×NR column panels
  * (kept in L2/L3), op(a) into MC×KC row panels of MR rows (kept in L2), and a register-tiled
  * microkernel runs over the panels: 12×32 with AVX-512, 6×16 with AVX2/FMA, or a portable
  * 6×16, whichever is the fastest the CPU has at run time. Transposes are absorbed by packing.
  * cr_sgemm_packing keeps the packed op(b) for later products (cr_sgemm_packed: a weight reused
  * by a step's micro-batches); both run the same blocks through the same kernels, so the bits
- * are cr_sgemm's.
+ * are cr_sgemm's. With kernel threads (threads.c) a large product is split by columns (or rows)
+ * among them, each element still computed by the same chain, so the bits do not change.
  */
 #include "kernels.h"
 #include <stdlib.h>
@@ -413,14 +414,14 @@ int cr_sgemm_use_kernel(const char *name) {
   return 0;
 }
 
-/* One kc×nc block of op(b), packed at pb, against every row of op(a): c[:, j0 .. j0+nc] (+)= ... */
-static void block_product(const kernel_t *ker, long m, long n, long k, const float *a, int trans_a, long p0, long kc,
+/* One kc×nc block of op(b), packed at pb, against rows r0 .. r1 of op(a) (m rows in all): c[r0 .. r1, j0 .. j0+nc] (+)= ... */
+static void block_product(const kernel_t *ker, long m, long r0, long r1, long n, long k, const float *a, int trans_a, long p0, long kc,
                           long j0, long nc, const float *pb, float *c, int add) {
   const long MR = ker->mr, NR = ker->nr, MC = ker->mc;
   float *pa = reserve(&pack_a, &pack_a_floats, (size_t)MC * ker->kc);
   float edge[MAX_MR * MAX_NR] __attribute__((aligned(64)));
-  for (long i0 = 0; i0 < m; i0 += MC) {
-    long mc = m - i0 < MC ? m - i0 : MC;
+  for (long i0 = r0; i0 < r1; i0 += MC) {
+    long mc = r1 - i0 < MC ? r1 - i0 : MC;
     pack_block_a(a, m, k, trans_a, i0, mc, p0, kc, pa, MR);
     for (long jr = 0; jr < nc; jr += NR) {
       long cols = nc - jr < NR ? nc - jr : NR;
@@ -448,22 +449,84 @@ static void zero_or_keep(long m, long n, float *c, int accumulate) {
   if (!accumulate) for (long i = 0; i < m * n; i++) c[i] = 0.0f;
 }
 
+/*
+ * One product, or the part of it over columns c0 .. c1 and rows r0 .. r1 of c. Whatever the
+ * part, each element of c gets the same chain: its kc-long dot products in the microkernel,
+ * added block after block of KC in order; parts start on tile boundaries (c0 a multiple of NR,
+ * r0 of MR), so a split product, on any number of threads, gives the unsplit one's bits.
+ * `packed` is op(b)'s layout for later products (cr_sgemm_packing; NULL: the thread's buffer),
+ * packed here when `pack`, else already there (cr_sgemm_packed).
+ */
+typedef struct {
+  const kernel_t *ker;
+  long m, n, k;
+  const float *a, *b;
+  float *c;
+  int trans_a, trans_b, accumulate, pack, by_rows;
+  float *packed;
+} product_t;
+
+static void product_part(const product_t *g, long c0, long c1, long r0, long r1) {
+  const kernel_t *ker = g->ker;
+  const long NR = ker->nr, KC = ker->kc, n = g->n, k = g->k;
+  float *own = NULL;
+  if (!g->packed) {
+    long width = c1 - c0, nc_max = width < NC ? (width + NR - 1) / NR * NR : NC;
+    own = reserve(&pack_b, &pack_b_floats, (size_t)KC * nc_max);
+  }
+  for (long j0 = 0; j0 < n; j0 += NC) {
+    long nc = n - j0 < NC ? n - j0 : NC;
+    long lo = j0 > c0 ? j0 : c0, hi = j0 + nc < c1 ? j0 + nc : c1;
+    if (lo >= hi) continue;
+    long ncr = (nc + NR - 1) / NR * NR;
+    for (long p0 = 0; p0 < k; p0 += KC) {
+      long kc = k - p0 < KC ? k - p0 : KC;
+      /* Block (j0, p0) of a kept layout is at j0·k + p0·ncr; column lo's panel within it at (lo − j0)·kc. */
+      float *pb = g->packed ? g->packed + j0 * k + p0 * ncr + (lo - j0) * kc : own;
+      if (g->pack) pack_block_b(g->b, n, k, g->trans_b, p0, kc, lo, hi - lo, pb, NR);
+      if (r1 > r0) block_product(ker, g->m, r0, r1, n, k, g->a, g->trans_a, p0, kc, lo, hi - lo, pb, g->c, g->accumulate || p0 > 0);
+    }
+  }
+}
+
+/* Part `part` of `parts`: an equal share of whole tiles, of columns (or rows when by_rows). */
+static void run_part(void *arg, int part, int parts) {
+  const product_t *g = arg;
+  const long step = g->by_rows ? g->ker->mr : g->ker->nr, total = g->by_rows ? g->m : g->n;
+  long share = ((total + step - 1) / step + parts - 1) / parts * step;
+  long lo = part * share, hi = lo + share < total ? lo + share : total;
+  if (lo >= total) return;
+  if (g->by_rows) product_part(g, 0, g->n, lo, hi);
+  else product_part(g, lo, hi, 0, g->m);
+}
+
+/* Below this many multiply-adds (~20 µs on one core) a helper's wake-up costs what it saves. */
+#define SPLIT_MACS (2L << 20)
+
+/* How many parts, and along which side: columns when there are tiles for every thread (each
+ * packs only its columns of op(b)), else rows (each packs all of op(b)) unless only columns may be split. */
+static int parts_of(product_t *g, int columns_only) {
+  int t = cr_threads();
+  if (t <= 1 || (double)g->m * g->n * g->k < (double)SPLIT_MACS) return 1;
+  long col_tiles = (g->n + g->ker->nr - 1) / g->ker->nr, row_tiles = (g->m + g->ker->mr - 1) / g->ker->mr;
+  g->by_rows = 0;
+  if (col_tiles >= 2L * t || columns_only) return col_tiles < t ? (int)col_tiles : t;
+  if (row_tiles > col_tiles) { g->by_rows = 1; return row_tiles < t ? (int)row_tiles : t; }
+  return col_tiles < t ? (int)col_tiles : t;
+}
+
+static void run_product(product_t *g, int columns_only) {
+  int parts = parts_of(g, columns_only);
+  if (parts <= 1) product_part(g, 0, g->n, 0, g->m);
+  else cr_run_parts(run_part, g, parts);
+}
+
 void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,
               int trans_a, int trans_b, int accumulate) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) { zero_or_keep(m, n, c, accumulate); return; }
-  const kernel_t *ker = kernel_now();
-  const long NR = ker->nr, KC = ker->kc;
-  long nc_max = n < NC ? (n + NR - 1) / NR * NR : NC;
-  float *pb = reserve(&pack_b, &pack_b_floats, (size_t)KC * nc_max);
-  for (long j0 = 0; j0 < n; j0 += NC) {
-    long nc = n - j0 < NC ? n - j0 : NC;
-    for (long p0 = 0; p0 < k; p0 += KC) {
-      long kc = k - p0 < KC ? k - p0 : KC;
-      pack_block_b(b, n, k, trans_b, p0, kc, j0, nc, pb, NR);
-      block_product(ker, m, n, k, a, trans_a, p0, kc, j0, nc, pb, c, accumulate || p0 > 0);
-    }
-  }
+  product_t g = { kernel_now(), m, n, k, a, b, c, trans_a, trans_b, accumulate, 1, 0, NULL };
+  run_product(&g, 0);
 }
 
 /*
@@ -500,18 +563,10 @@ cr_packed_b *cr_sgemm_packing(long m, long n, long k, const float *a, const floa
   p->k = k;
   if (n <= 0) return p;
   if (k <= 0) { if (m > 0) zero_or_keep(m, n, c, accumulate); return p; }
-  /* Each block is packed right before its product, while it is still in cache. */
-  const long NR = ker->nr, KC = ker->kc;
-  for (long j0 = 0; j0 < n; j0 += NC) {
-    long nc = n - j0 < NC ? n - j0 : NC;
-    long ncr = (nc + NR - 1) / NR * NR;
-    for (long p0 = 0; p0 < k; p0 += KC) {
-      long kc = k - p0 < KC ? k - p0 : KC;
-      float *pb = p->data + j0 * k + p0 * ncr;
-      pack_block_b(b, n, k, trans_b, p0, kc, j0, nc, pb, NR);
-      if (m > 0) block_product(ker, m, n, k, a, trans_a, p0, kc, j0, nc, pb, c, accumulate || p0 > 0);
-    }
-  }
+  /* Each block is packed right before its product, while it is still in cache; split by
+   * columns only, so each thread writes its own panels of the layout. */
+  product_t g = { ker, m > 0 ? m : 0, n, k, a, b, c, trans_a, trans_b, accumulate, 1, 0, p->data };
+  run_product(&g, 1);
   return p;
 }
 
@@ -530,14 +585,7 @@ void cr_sgemm_packed(long m, const float *a, int trans_a, const cr_packed_b *b, 
   const long n = b->n, k = b->k;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) { zero_or_keep(m, n, c, accumulate); return; }
-  const kernel_t *ker = b->ker; /* the layout's kernel, whichever is current now */
-  const long NR = ker->nr, KC = ker->kc;
-  for (long j0 = 0; j0 < n; j0 += NC) {
-    long nc = n - j0 < NC ? n - j0 : NC;
-    long ncr = (nc + NR - 1) / NR * NR;
-    for (long p0 = 0; p0 < k; p0 += KC) {
-      long kc = k - p0 < KC ? k - p0 : KC;
-      block_product(ker, m, n, k, a, trans_a, p0, kc, j0, nc, b->data + j0 * k + p0 * ncr, c, accumulate || p0 > 0);
-    }
-  }
+  /* the layout's kernel, whichever is current now */
+  product_t g = { b->ker, m, n, k, a, NULL, c, trans_a, 0, accumulate, 0, 0, b->data };
+  run_product(&g, 0);
 }

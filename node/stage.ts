@@ -23,7 +23,7 @@ import { codeOf } from './internal.js';
 import { FiniteWatch } from './finite-watch.js';
 import type { DeviceTurns } from './device-turns.js';
 import { checkShapeCaps, checkSpecCaps, type NodeCaps } from './caps.js';
-import { backend } from '../src/tensor/backend.js';
+import { backend, checkKernelThreads, withKernelThreads } from '../src/tensor/backend.js';
 import { claimBackend } from '../src/tensor/select.js';
 
 /** A one-way line to a neighbouring stage; resolves when the neighbour has accepted the message. */
@@ -139,6 +139,11 @@ export class StageActor {
     }
   }
 
+  /** A step's work: from the step arena, its large products split among the run's kernel threads. */
+  private compute<T>(fn: () => T): T {
+    return withKernelThreads(this.config?.kernelThreads ?? 1, () => this.arena.run(fn), this.name);
+  }
+
   private ready(): { model: Sequential; config: StageConfig } {
     if (!this.model || !this.config) throw new StageError('NOT_CONFIGURED', `${this.name} is not configured: send 'configure' first`);
     return { model: this.model, config: this.config };
@@ -169,10 +174,10 @@ export class StageActor {
       }
       case 'forward': {
         this.beginStep(req.step);
-        const r = this.forward(req.step, req.microBatch, req.x, req.targets);
+        const r = withKernelThreads(this.config?.kernelThreads ?? 1, () => this.forward(req.step, req.microBatch, req.x, req.targets), this.name);
         return { type: 'activations', y: r.out, loss: r.loss ?? undefined };
       }
-      case 'backward': return { type: 'inputGradient', dx: this.backward(req.step, req.microBatch, req.dy) };
+      case 'backward': return { type: 'inputGradient', dx: withKernelThreads(this.config?.kernelThreads ?? 1, () => this.backward(req.step, req.microBatch, req.dy), this.name) };
       case 'gradients': return { type: 'tensors', tensors: this.gradients() };
       case 'gradSquares': {
         // This stage's share of the global gradient norm (for clipping).
@@ -189,7 +194,7 @@ export class StageActor {
       case 'setState': this.setState(req.state); return { type: 'ok' };
       case 'evaluate': {
         const aux: Tensor[] = [];
-        const y = this.evaluate(req.x, aux);
+        const y = withKernelThreads(this.config?.kernelThreads ?? 1, () => this.evaluate(req.x, aux), this.name);
         return { type: 'activations', y, loss: aux.reduce((s, a) => s + a.item(), 0) };
       }
       case 'shutdown': this.release(); return { type: 'ok' };
@@ -216,6 +221,12 @@ export class StageActor {
       if (this.caps) checkShapeCaps(model, this.name);
     } catch (e) {
       claim.release(); // refused: the actor stays as it was
+      throw e;
+    }
+    try {
+      checkKernelThreads(claim.backend, config.kernelThreads ?? 1, `${this.name}: config.kernelThreads`);
+    } catch (e) {
+      claim.release();
       throw e;
     }
     this.backendClaim?.release();
@@ -410,7 +421,7 @@ export class StageActor {
         // is a no-op and B did all the work.
         if (mb > this.lastBackward) throw new StageError('WEIGHT_BEFORE_BACKWARD', `${this.name}: weight gradient of micro-batch ${mb} before its backward`);
         const tb = performance.now();
-        this.arena.run(() => this.ready().model.flushDeferredGrads(this.replica * microBatches + mb));
+        this.compute(() => this.ready().model.flushDeferredGrads(this.replica * microBatches + mb));
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.weight, mb, tb, te);
@@ -429,7 +440,7 @@ export class StageActor {
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
-        const r = this.arena.run(() => this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb));
+        const r = this.compute(() => this.forward(step, mb, x, targets?.[mb], this.replica * microBatches + mb));
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.forward, mb, tb, te);
@@ -446,7 +457,7 @@ export class StageActor {
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
-        const dx = this.arena.run(() => this.backward(step, mb, dy));
+        const dx = this.compute(() => this.backward(step, mb, dy));
         const te = performance.now();
         busy += te - tb;
         spans?.push(SPAN.backward, mb, tb, te);
@@ -466,7 +477,7 @@ export class StageActor {
     // cool-down, a stage's W pass would hold up the device's other backwards.
     if (turns) await pending.race(turns.finished(step));
     const tw = performance.now();
-    this.arena.run(() => this.ready().model.flushDeferredGrads());
+    this.compute(() => this.ready().model.flushDeferredGrads());
     watch.gradients();
     const twe = performance.now();
     busy += twe - tw;

@@ -1,5 +1,6 @@
 import type { Data, Shape } from './tensor.js';
 import { jsBackend } from './kernels-js.js';
+import { ChainruleError } from '../errors.js';
 
 /** `reluGrad` is relu's backward: a where b > 0, else 0 (a the upstream gradient, b relu's output). */
 export type BinaryKind = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'reluGrad';
@@ -37,6 +38,20 @@ export interface Backend {
   readonly packed?: PackedMatmul;
   /** Whether no element is NaN or ±Infinity, when the backend has a faster pass than src/nn/finite.ts's. */
   readonly allFinite?: (x: Float32Array) => boolean;
+  /**
+   * Kernel threads, when the backend has them: the calling thread's large matrix products are
+   * split among `n` threads (PyTorch's `set_num_threads`), each output element computed as on
+   * one thread, so the bits do not change.
+   */
+  readonly kernelThreads?: KernelThreads;
+}
+
+export interface KernelThreads {
+  /** Threads for this JS thread's products from now on (1: not split). */
+  set(n: number): void;
+  get(): number;
+  /** Products split among more than one thread so far, in the whole process (a product that found the pool busy ran alone). */
+  splits(): number;
 }
 
 /** op(b), k×n, in a backend's own packed layout (opaque). */
@@ -95,5 +110,41 @@ let current: Backend = jsBackend;
 export function backend(): Backend { return current; }
 
 export function setBackend(b: Backend): void { current = b; }
+
+/** The most kernel threads a thread's products are split among. */
+export const MAX_KERNEL_THREADS = 64;
+
+/** Refuses, naming `who`, a kernel thread count out of range, or one that backend b (when given) cannot run. */
+export function checkKernelThreads(b: Backend | null, n: number, who: string): void {
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_KERNEL_THREADS) {
+    throw new ChainruleError('BAD_KERNEL_THREADS', `${who}: kernel threads must be an integer from 1 to ${MAX_KERNEL_THREADS}, got ${JSON.stringify(n)}`);
+  }
+  if (b && n > 1 && !b.kernelThreads) {
+    throw new ChainruleError('KERNEL_THREADS_UNAVAILABLE', `${who}: ${n} kernel threads were asked for, but backend '${b.name}' runs every product on its caller's thread`,
+      { hint: 'kernel threads need the native backend (built at install with a C compiler; see `npm run build:native`): use --kernel-threads 1 or --backend native' });
+  }
+}
+
+/**
+ * Runs fn with this thread's products split among n kernel threads (the backend's previous
+ * count after it). A backend without kernel threads runs fn as it is when n is 1, and is
+ * refused otherwise, naming `who`.
+ *
+ * @example
+ * withKernelThreads(2, () => model.forward(x));   // each large product on two cores
+ */
+export function withKernelThreads<T>(n: number, fn: () => T, who = 'withKernelThreads'): T {
+  checkKernelThreads(current, n, who);
+  const k = current.kernelThreads;
+  if (!k) return fn();
+  const was = k.get();
+  if (was === n) return fn();
+  k.set(n);
+  try {
+    return fn();
+  } finally {
+    k.set(was);
+  }
+}
 
 export { jsBackend };

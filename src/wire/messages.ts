@@ -28,6 +28,8 @@ export interface StageConfig {
   capacity: number;
   /** The kernel backend every stage must use, so that all placements compute bit-identically. */
   backend?: string;
+  /** Threads each large product of this stage is split among (native backend; the bits do not change). */
+  kernelThreads?: number;
 }
 
 export interface OptimizerStepArgs {

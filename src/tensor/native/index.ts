@@ -2,7 +2,7 @@
  * The native backend: a Node addon (native/, built by node-gyp at install when a C compiler
  * is present) with a register-tiled sgemm (12×32 AVX-512, 6×16 AVX2/FMA or portable C,
  * chosen at run time by CPU detection; a packed right operand can be kept for later products,
- * `Backend.packed`), and element-wise, reduction, conv and optimizer
+ * `Backend.packed`; large products split among kernel threads, `Backend.kernelThreads`), and element-wise, reduction, conv and optimizer
  * kernels that give the reference kernels' exact bits (exp, log, sigmoid, tanh, softplus:
  * within one float32 ulp). Float32Arrays are handed over as they are (no copy); float64
  * data and the cases the addon does not cover go to `jsBackend`.
@@ -31,6 +31,10 @@ interface Addon {
   sumAll(x: Float32Array, n: number): number;
   /** Absent from addons built before it. */
   allFinite?(x: Float32Array, n: number): boolean;
+  /** Absent from addons built before it. */
+  setThreads?(n: number): void;
+  threads?(): number;
+  splitProducts?(): number;
   sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
   sumCols(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
   sgd(p: Float32Array, g: Float32Array, scale: number, lr: number, wd: number): void;
@@ -240,6 +244,7 @@ export function createNativeBackend(kernel?: string): Backend {
       jsBackend.reduceSum(x, xShape, out, outShape);
     },
     ...(typeof nat.allFinite === 'function' ? { allFinite: (x: Float32Array) => nat.allFinite!(x, x.length) } : {}),
+    ...(typeof nat.setThreads === 'function' ? { kernelThreads: { set: (n: number) => nat.setThreads!(n), get: () => nat.threads!(), splits: () => nat.splitProducts!() } } : {}),
     optimizer,
     conv,
     packed,

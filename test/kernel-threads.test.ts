@@ -1,0 +1,166 @@
+/**
+ * Kernel threads (`kernelThreads`, `--kernel-threads N`): an actor's large matrix products
+ * split among N threads by columns or rows of the output, each element computed by the same
+ * chain as on one thread. So the bits never change: every product shape, transposition and
+ * packing; and whole runs on every placement, with replicas whose threads contend for the pool.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import { parseCliOptions } from '../coordinator/options.js';
+import { startNode, type RunningNode } from '../node/server.js';
+import { loadMnist, subset, type Dataset } from '../src/data/index.js';
+import type { ModelSpec } from '../src/nn/index.js';
+import { ChainruleError } from '../src/errors.js';
+import { backend, jsBackend, setBackend, withKernelThreads, type Backend } from '../src/tensor/backend.js';
+import { createNativeBackend, nativeAvailable, nativeUnavailableReason } from '../src/tensor/native/index.js';
+import { Rng } from '../src/tensor/rng.js';
+
+const native: Backend | null = nativeAvailable() ? createNativeBackend() : null;
+const why = native ? '' : `the native backend is not built here (${nativeUnavailableReason()})`;
+
+const bytesOf = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+function random(rng: Rng, n: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = rng.float() * 2 - 1;
+  return x;
+}
+
+describe.skipIf(!native)(`kernel threads give one thread's bits${why ? ` (skipped: ${why})` : ''}`, () => {
+  // Wide and tall products (split by columns, by rows), edges that are not whole tiles, and one
+  // below the size worth splitting.
+  let was: Backend;
+  beforeAll(() => { was = backend(); setBackend(native!); });
+  afterAll(() => setBackend(was));
+  const shapes: [number, number, number][] = [[256, 1024, 1024], [1024, 1024, 256], [33, 1000, 517], [5000, 16, 75], [300, 10, 1024], [7, 3100, 300], [777, 555, 333], [64, 256, 784], [8, 8, 8]];
+
+  it('plain products, for every transposition and with accumulation, on 1 to 3 threads', () => {
+    const b = native!;
+    const rng = new Rng(5);
+    const before = b.kernelThreads!.splits();
+    for (const [m, n, k] of shapes) {
+      const A = random(rng, m * k), B = random(rng, k * n), C0 = random(rng, m * n);
+      for (const transA of [false, true]) for (const transB of [false, true]) for (const acc of [false, true]) {
+        const outs = [1, 2, 3].map((t) => {
+          const c = C0.slice();
+          withKernelThreads(t, () => b.matmul(A, B, c, m, n, k, transA, transB, acc));
+          return c;
+        });
+        expect(bytesOf(outs[1]!).equals(bytesOf(outs[0]!)), `${m}×${n}×${k} transA ${transA} transB ${transB} acc ${acc}, 2 threads`).toBe(true);
+        expect(bytesOf(outs[2]!).equals(bytesOf(outs[0]!)), `${m}×${n}×${k} transA ${transA} transB ${transB} acc ${acc}, 3 threads`).toBe(true);
+      }
+    }
+    // The products were split (not merely run on one thread under another name).
+    expect(b.kernelThreads!.splits() - before).toBeGreaterThan(100);
+    expect(b.kernelThreads!.get()).toBe(1); // put back after each call
+  });
+
+  it('a weight packed on 2 threads and reused on 3 gives the unsplit product', () => {
+    const b = native!;
+    const rng = new Rng(6);
+    for (const [m, n, k] of shapes) {
+      const A = random(rng, m * k), B = random(rng, k * n), A2 = random(rng, m * k);
+      for (const transB of [false, true]) {
+        const ref = new Float32Array(m * n), ref2 = new Float32Array(m * n);
+        b.matmul(A, B, ref, m, n, k, false, transB, false);
+        b.matmul(A2, B, ref2, m, n, k, false, transB, false);
+        const c = new Float32Array(m * n), c2 = new Float32Array(m * n);
+        const pack = withKernelThreads(2, () => b.packed!.matmulPacking(A, B, c, m, n, k, false, transB, false, null));
+        withKernelThreads(3, () => b.packed!.matmulPacked(A2, pack, c2, m, false, false));
+        expect(bytesOf(c).equals(bytesOf(ref)), `${m}×${n}×${k} transB ${transB}: packing`).toBe(true);
+        expect(bytesOf(c2).equals(bytesOf(ref2)), `${m}×${n}×${k} transB ${transB}: packed`).toBe(true);
+      }
+    }
+  });
+});
+
+describe('kernel threads refused where they cannot run', () => {
+  it('an out-of-range count names the option or the flag', () => {
+    expect(() => new Coordinator({ kernelThreads: 0 })).toThrow(/options\.kernelThreads must be a positive integer, got 0/);
+    expect(() => new Coordinator({ kernelThreads: 65 })).toThrow(/options\.kernelThreads must be an integer from 1 to 64, got 65/);
+    expect(() => parseCliOptions(['--kernel-threads', 'two'])).toThrow(/--kernel-threads must be an integer, got 'two'/);
+    expect(parseCliOptions(['--kernel-threads', '2']).options.kernelThreads).toBe(2);
+  });
+
+  it('a backend without kernel threads is refused before any actor starts, naming the backend', () => {
+    let err: unknown;
+    try {
+      new Coordinator({ kernelThreads: 2, backend: 'wasm' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ChainruleError);
+    expect((err as ChainruleError).code).toBe('KERNEL_THREADS_UNAVAILABLE');
+    expect((err as Error).message).toMatch(/options\.kernelThreads: 2 kernel threads were asked for, but backend 'wasm'/);
+    // The claim was given back: another backend can be taken now.
+    const c = new Coordinator({ backend: 'js' });
+    void c.close();
+  });
+
+  it('withKernelThreads on a backend without them runs 1 and refuses more', () => {
+    const was = backend();
+    setBackend(jsBackend);
+    try {
+      expect(withKernelThreads(1, () => 7)).toBe(7);
+      expect(() => withKernelThreads(2, () => 7, 'here')).toThrow(/here: 2 kernel threads were asked for, but backend 'js'/);
+    } finally {
+      setBackend(was);
+    }
+  });
+});
+
+const spec: ModelSpec = {
+  inputShape: [784],
+  layers: [
+    // 64·784·256 and 64·256·128 multiply-adds: large enough to be split.
+    { type: 'dense', inputs: 784, units: 256, init: 'he' }, { type: 'relu' },
+    { type: 'dropout', rate: 0.1 },
+    { type: 'dense', inputs: 256, units: 128, init: 'he' }, { type: 'tanh' },
+    { type: 'dense', inputs: 128, units: 10, init: 'xavier' },
+  ],
+  loss: 'softmaxCrossEntropy',
+};
+
+describe.skipIf(!native)(`whole runs with kernel threads end with one thread's weights${why ? ` (skipped: ${why})` : ''}`, () => {
+  let data: { train: Dataset; test: Dataset };
+  const nodes: RunningNode[] = [];
+  beforeAll(async () => {
+    const m = loadMnist();
+    data = { train: subset(m.train, Array.from({ length: 384 }, (_, i) => i)), test: subset(m.test, Array.from({ length: 128 }, (_, i) => i)) };
+    for (let i = 0; i < 2; i++) nodes.push(await startNode({ host: '127.0.0.1', port: 0 }));
+  });
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => n.close()));
+  });
+
+  async function sha(o: CoordinatorOptions): Promise<{ sha: string; kernelThreads: number | undefined }> {
+    const c = new Coordinator({ model: spec, dataset: data, epochs: 1, batchSize: 64, optimizer: 'momentum', lr: 0.05, seed: 3, backend: 'native', ...o,
+      nodes: o.placement === 'grpc' ? nodes.map((n) => n.address) : undefined });
+    try {
+      const s = await c.train();
+      return { sha: s.weightsSha256, kernelThreads: s.kernelThreads };
+    } finally {
+      await c.close();
+    }
+  }
+
+  const layouts: CoordinatorOptions[] = [
+    { replicas: 1 },
+    { replicas: 2, microBatches: 2 },
+    { stages: 2, microBatches: 4, schedule: '1f1b' },
+    { stages: 2, microBatches: 2, schedule: 'zb-h1' },
+  ];
+  for (const layout of layouts) {
+    for (const placement of ['local', 'threads', 'grpc'] as const) {
+      if (placement === 'grpc' && layout.schedule === 'zb-h1') continue; // the layout list on gRPC is covered by the others
+      it(`${JSON.stringify(layout)} on ${placement}`, async () => {
+        const splits = native!.kernelThreads!.splits();
+        const one = await sha({ ...layout, placement: 'local' });
+        const two = await sha({ ...layout, placement, kernelThreads: 2 });
+        expect(two.sha).toBe(one.sha);
+        expect(two.kernelThreads).toBe(2);
+        expect(one.kernelThreads).toBeUndefined();
+        expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits);
+      }, 60_000);
+    }
+  }
+});
