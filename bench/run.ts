@@ -8,7 +8,8 @@
  * 2. Training samples/s of the MLP 784-256-128-10 (batch 64) and the CNN, per backend,
  *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) and, where Debian's
  *    python3-torch is installed, PyTorch on one thread, on the same model and data.
- * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8),
+ * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8, and
+ *    M=1 with 2 kernel threads),
  *    R=2 thread replicas beside their ceiling (two processes on half the batch each, in the same
  *    window, never communicating: bench/ceiling.ts), K=2 thread stages (every registered schedule), R=2 and K=2 over 2
  *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
@@ -217,6 +218,10 @@ try {
     scaling.push({ name: ref, value: one, unit: 'samples/s' });
     const add = (what: string, v: number, to = ref, refValue = one) => scaling.push({ name: name(what), value: v, unit: 'samples/s', ratio: ratioTo(v, to, refValue) });
     add(`one process, M=${m.M}`, (await chainruleThroughput({ ...base, microBatches: m.M })).samplesPerSecond);
+    // One actor on both cores: each large product split between 2 kernel threads (native only).
+    const kt = availableBackends().native === true ? (await chainruleThroughput({ ...base, kernelThreads: 2, backend: 'native' })).samplesPerSecond : 0;
+    if (kt > 0) add('one process, M=1, 2 kernel threads', kt);
+    else skipped[name('kernel threads')] = 'the native backend is not built';
     const r2 = (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2 })).samplesPerSecond;
     add('threads, R=2 replicas', r2);
     // What two single-threaded replicas could reach here at most: two processes on half the
@@ -245,7 +250,7 @@ try {
       const t = torchScaling(m.key, m.batchSize, threads);
       if (t !== null) add(`pytorch, ${threads} thread${threads > 1 ? 's' : ''}`, t);
     }
-    const best2 = Math.max(r2, threadsK2, g2, gk);
+    const best2 = Math.max(kt, r2, threadsK2, g2, gk);
     const torch2 = scaling.find((r) => r.name === name('pytorch, 2 threads'));
     if (torch2) scaling.push({ name: name('best 2-core chainrule vs pytorch 2 threads'), value: best2 / torch2.value, unit: '×' });
   }

@@ -16,7 +16,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { Tensor } from '../src/tensor/tensor.js';
 import { Rng } from '../src/tensor/rng.js';
-import { backend } from '../src/tensor/backend.js';
+import { backend, withKernelThreads } from '../src/tensor/backend.js';
 import { Tape } from '../src/autograd/index.js';
 import { Sequential, getLoss, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
@@ -139,6 +139,11 @@ export interface ModelProfile {
    * once on a host slows every one by this factor. Absent when the links were not measured.
    */
   contention?: number;
+  /**
+   * The layers (and loss) again with each large product split among `kernelThreads` threads,
+   * for one-process configurations that use them (ProfileOptions.kernelThreads).
+   */
+  threaded?: { kernelThreads: number; microBatchSizes: number[]; layers: LayerProfile[]; loss: ModelProfile['loss'] }[];
   /** Wall-clock seconds the profile took. */
   seconds: number;
 }
@@ -156,6 +161,8 @@ export interface ProfileOptions {
   measureLinks?: boolean;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
+  /** Kernel thread counts (above 1) to profile the layers with too, at these micro-batch sizes (the backend must have kernel threads). */
+  kernelThreads?: { counts: number[]; microBatchSizes: number[] };
 }
 
 /**
@@ -707,6 +714,11 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   const seed = o.seed ?? 42;
   const log = o.log ?? (() => {});
   const { layers, loss, helperMs } = profileLayers({ ...o, repeats, seed, log });
+  const threaded = (o.kernelThreads?.counts ?? []).filter((t) => t > 1).map((t) => {
+    const sizes = o.kernelThreads!.microBatchSizes;
+    const p = withKernelThreads(t, () => profileLayers({ ...o, microBatchSizes: sizes, repeats, seed, log, helpers: false }), 'plan');
+    return { kernelThreads: t, microBatchSizes: sizes, layers: p.layers, loss: p.loss };
+  });
   const totalParams = layers.reduce((n, l) => n + l.parameters, 0);
   const memory = profileMemory(totalParams);
   const codec = profileCodec(encodeMessage, (b) => decodeMessage(b, { actor: 'plan' }));
@@ -735,6 +747,7 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   }
   return {
     backend: backend().name, optimizer: o.optimizer.type, repeats, inputSize: sizeOf(o.spec.inputShape), microBatchSizes: [...new Set(o.microBatchSizes)].sort((a, b) => b - a),
-    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, portCodec, links, runtime, ...(contention !== undefined ? { contention } : {}), seconds: (now() - t0) / 1000,
+    layers, loss, helperMs, autoencoder: o.spec.autoencoder === true, memory, codec, portCodec, links, runtime, ...(contention !== undefined ? { contention } : {}),
+    ...(threaded.length > 0 ? { threaded } : {}), seconds: (now() - t0) / 1000,
   };
 }

@@ -19,6 +19,7 @@ import { layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import type { Schedule } from '../src/wire/index.js';
 import { lookup } from '../src/errors.js';
 import { claimBackend } from '../src/tensor/select.js';
+import { checkKernelThreads } from '../src/tensor/backend.js';
 import { nativeKernel } from '../src/tensor/native/index.js';
 import { getSchedule, interleaves, schedules as scheduleRegistry, theoreticalBubble as scheduleBubble } from './schedules/index.js';
 import { balancedPartition } from './partition.js';
@@ -40,6 +41,8 @@ export interface PlanConfig {
   stages: number;
   microBatches: number;
   schedule: string;
+  /** One process whose actor splits each large product among this many threads (absent: 1). */
+  kernelThreads?: number;
 }
 
 /** The machine the plan is for. */
@@ -408,6 +411,11 @@ export interface PlanOptions {
   maxStages?: number;
   microBatches?: number[];
   schedules?: string[];
+  /**
+   * Also one process whose actor splits its products among T kernel threads, for each T here
+   * (above 1, at most the cores; M=1: the best of one process). Default none.
+   */
+  kernelThreads?: number[];
 }
 
 /** Every configuration that fits: R·M divides the batch, K ≤ layers, the schedule accepts (K, M), and the actors fit the threads. */
@@ -445,19 +453,37 @@ export function candidateConfigs(layers: number, o: PlanOptions): PlanConfig[] {
       }
     }
   }
+  if (placements.includes('local')) {
+    for (const T of new Set(o.kernelThreads ?? [])) {
+      if (T > 1 && T <= machine.cores) out.push({ placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: names[0] ?? 'gpipe', kernelThreads: T });
+    }
+  }
   return out;
+}
+
+/** The kernel thread counts (above 1) the candidates need profiled. */
+export function neededKernelThreads(configs: PlanConfig[]): number[] {
+  return [...new Set(configs.map((c) => c.kernelThreads ?? 1).filter((t) => t > 1))];
 }
 
 /** The micro-batch sizes the candidates need profiled. */
 export function neededSizes(configs: PlanConfig[], batchSize: number): number[] {
-  return [...new Set(configs.map((c) => batchSize / (c.replicas * c.microBatches)))].sort((a, b) => b - a);
+  return [...new Set(configs.filter((c) => (c.kernelThreads ?? 1) === 1).map((c) => batchSize / (c.replicas * c.microBatches)))].sort((a, b) => b - a);
+}
+
+/** The profile as an actor with T kernel threads computes: its layers and loss timed with them. */
+function withThreads(profile: ModelProfile, T: number): ModelProfile {
+  if (T <= 1) return profile;
+  const t = profile.threaded?.find((p) => p.kernelThreads === T);
+  if (!t) throw new OptionError(`plan: the profile has no layers timed with ${T} kernel threads (profiled: ${(profile.threaded ?? []).map((p) => p.kernelThreads).join(', ') || 'none'})`);
+  return { ...profile, layers: t.layers, loss: t.loss, microBatchSizes: t.microBatchSizes };
 }
 
 /** Predictions for every candidate, fastest first. */
 export function planFromProfile(profile: ModelProfile, spec: ModelSpec, o: PlanOptions, configs = candidateConfigs(profile.layers.length, o)): Prediction[] {
   const params = layerParameterCounts(spec);
   const out = configs.map((c) => {
-    const model = stepModel(profile, c, o.machine, o.batchSize, params);
+    const model = stepModel(withThreads(profile, c.kernelThreads ?? 1), c, o.machine, o.batchSize, params);
     const p = simulateStep(model);
     p.partition = model.bounds.slice(1).map((b, i) => b - model.bounds[i]!);
     return p;
@@ -467,21 +493,21 @@ export function planFromProfile(profile: ModelProfile, spec: ModelSpec, o: PlanO
 
 /** A short name of a configuration: `threads R=2 K=1 M=1`, `hosts R=8 K=2 M=4 1f1b`. */
 export function configName(c: PlanConfig): string {
-  return `${c.placement} R=${c.replicas} K=${c.stages} M=${c.microBatches}${c.stages > 1 ? ` ${c.schedule}` : ''}`;
+  return `${c.placement} R=${c.replicas} K=${c.stages} M=${c.microBatches}${c.stages > 1 ? ` ${c.schedule}` : ''}${(c.kernelThreads ?? 1) > 1 ? ` T=${c.kernelThreads}` : ''}`;
 }
 
 /** The best predictions as a text table, with their ratio to the one-process run (M=1) when it is among them. */
 export function formatPlanTable(predictions: Prediction[], top = 10): string {
-  const base = predictions.find((p) => p.config.placement === 'local' && p.config.microBatches === 1);
+  const base = predictions.find((p) => p.config.placement === 'local' && p.config.microBatches === 1 && (p.config.kernelThreads ?? 1) === 1);
   const rows = predictions.slice(0, top).map((p, i) => [
-    String(i + 1), p.config.placement, String(p.config.replicas), String(p.config.stages), String(p.config.microBatches),
+    String(i + 1), p.config.placement, String(p.config.replicas), String(p.config.stages), String(p.config.microBatches), String(p.config.kernelThreads ?? 1),
     p.config.stages > 1 ? p.config.schedule : '-', String(p.microBatchSize), Math.round(p.samplesPerSecond).toLocaleString('en-US'),
     base ? `${(p.samplesPerSecond / base.samplesPerSecond).toFixed(2)}×` : '-', p.bubble.toFixed(3), p.stepMs.toFixed(1),
     p.allReduceMs > 0 ? p.allReduceMs.toFixed(1) : '-', p.partition.join('+'),
   ]);
-  const head = ['#', 'placement', 'R', 'K', 'M', 'schedule', 'mb', 'samples/s', '×1 proc', 'bubble', 'step ms', 'reduce ms', 'layers/stage'];
+  const head = ['#', 'placement', 'R', 'K', 'M', 'T', 'schedule', 'mb', 'samples/s', '×1 proc', 'bubble', 'step ms', 'reduce ms', 'layers/stage'];
   const widths = head.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j]!.length)));
-  const line = (r: string[]) => r.map((c, j) => (j >= 6 && j <= 11 ? c.padStart(widths[j]!) : c.padEnd(widths[j]!))).join('  ').trimEnd();
+  const line = (r: string[]) => r.map((c, j) => (j >= 7 && j <= 12 ? c.padStart(widths[j]!) : c.padEnd(widths[j]!))).join('  ').trimEnd();
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
@@ -512,6 +538,7 @@ Search:
   --max-replicas R           default: the threads (or nodes) available
   --max-stages K             default: the same, at most the layers
   --micro-batches A,B,...    default 1,2,4,8
+  --kernel-threads A,B        also one process whose actor splits each large product among T threads, for each T; default: the cores (native backend; 1: none)
   --schedules A,B            default every registered schedule but the interleaved (${Object.keys(scheduleRegistry).filter((n) => !interleaves(n)).join(', ')})
   --repeats N                timed repetitions per micro-batch size; default 5
   --seed N                   seeds the weights and inputs profiled; default 42
@@ -526,7 +553,7 @@ Output:
 const flags = {
   model: 'string', dataset: 'string', 'batch-size': 'int', optimizer: 'string', backend: 'string',
   cores: 'int', placements: 'list', hosts: 'int', nodes: 'int', 'cores-per-host': 'int', 'link-latency-ms': 'number', 'link-gbps': 'number', contention: 'number',
-  'max-replicas': 'int', 'max-stages': 'int', 'micro-batches': 'intList', schedules: 'list', repeats: 'int', 'default-links': 'boolean',
+  'max-replicas': 'int', 'max-stages': 'int', 'micro-batches': 'intList', 'kernel-threads': 'intList', schedules: 'list', repeats: 'int', 'default-links': 'boolean',
   top: 'int', json: 'boolean', help: 'boolean', seed: 'int',
 } as const;
 
@@ -601,17 +628,26 @@ export async function planMain(argv: string[], out: (s: string) => void = consol
     maxStages: f['max-stages'] as number | undefined,
     microBatches: f['micro-batches'] as number[] | undefined,
     schedules: f.schedules as string[] | undefined,
+    kernelThreads: (f['kernel-threads'] as number[] | undefined) ?? [machine.cores],
   };
   const layers = layerParameterCounts(spec).length;
-  const configs = candidateConfigs(layers, opts);
-  if (configs.length === 0) {
-    throw new OptionError(`plan: no configuration fits: batch ${batchSize}, micro-batches ${(opts.microBatches ?? [1, 2, 4, 8]).join(',')}, ${layers} layers`, 'choose a batch size divisible by R·M, or other --micro-batches');
-  }
   const optimizerName = (f.optimizer as string | undefined) ?? defaultOptimizer(modelName);
   const claim = claimBackend(f.backend as string | undefined, 'chainrule plan');
   try {
+    // Kernel threads where the backend has them (native); asked for by name elsewhere, refused.
+    const asked = f['kernel-threads'] as number[] | undefined;
+    if (!claim.backend.kernelThreads) {
+      if (asked) checkKernelThreads(claim.backend, Math.max(...asked), 'plan: --kernel-threads');
+      opts.kernelThreads = [];
+    }
+    const configs = candidateConfigs(layers, opts);
+    if (configs.length === 0) {
+      throw new OptionError(`plan: no configuration fits: batch ${batchSize}, micro-batches ${(opts.microBatches ?? [1, 2, 4, 8]).join(',')}, ${layers} layers`, 'choose a batch size divisible by R·M, or other --micro-batches');
+    }
+    const threads = neededKernelThreads(configs);
     const profile = await profileModel({
       spec, data: data.train, microBatchSizes: neededSizes(configs, batchSize), optimizer: { type: optimizerName, lr: defaultLr(optimizerName) },
+      ...(threads.length > 0 ? { kernelThreads: { counts: threads, microBatchSizes: [batchSize] } } : {}),
       repeats: f.repeats as number | undefined, seed: f.seed as number | undefined, measureLinks: f['default-links'] !== true, log,
     });
     const predictions = planFromProfile(profile, spec, opts, configs);

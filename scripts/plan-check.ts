@@ -2,7 +2,7 @@
  * `npx tsx scripts/plan-check.ts [--quick] [--models wide,mlp,cnn] [--seconds S] [--json]`:
  * `chainrule plan`'s predictions against measured runs on this machine, for the
  * configurations of the bench's scaling table (bench/run.ts, section 3): one process with M=1
- * and with the bench's M, R=2 thread replicas, K=2 thread stages under every schedule, R=2 and
+ * and with the bench's M, and with M=1 on 2 kernel threads, R=2 thread replicas, K=2 thread stages under every schedule, R=2 and
  * K=2 (1F1B) over 2 gRPC node processes on loopback. Measured as the bench measures
  * (`chainruleThroughput`: three warm-up steps, then the best of three windows); predicted from
  * one profile per model. Ends with the on-paper answer for 8 hosts of 2 cores on a 1 Gbit/s
@@ -14,10 +14,11 @@ import type { CoordinatorOptions } from '../coordinator/index.js';
 import { measureThroughput } from '../bench/throughput.js';
 import { spawnNode } from '../bench/node-process.js';
 import { interleaves, schedules } from '../coordinator/schedules/index.js';
-import { candidateConfigs, configName, formatPlanTable, neededSizes, planFromProfile, profileModel, type PlanConfig, type PlanMachine, type PlanOptions } from '../coordinator/plan.js';
+import { candidateConfigs, configName, formatPlanTable, neededKernelThreads, neededSizes, planFromProfile, profileModel, type PlanConfig, type PlanMachine, type PlanOptions } from '../coordinator/plan.js';
 import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec, layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { selectBackend } from '../src/tensor/select.js';
+import { backend } from '../src/tensor/backend.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
@@ -62,6 +63,7 @@ function benchConfigs(M: number): { config: PlanConfig; options: CoordinatorOpti
   const out: { config: PlanConfig; options: CoordinatorOptions }[] = [
     { config: { placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: 'gpipe' }, options: {} },
     { config: { placement: 'local', replicas: 1, stages: 1, microBatches: M, schedule: 'gpipe' }, options: { microBatches: M } },
+    ...(backend().kernelThreads ? [{ config: { placement: 'local' as const, replicas: 1, stages: 1, microBatches: 1, schedule: 'gpipe', kernelThreads: 2 }, options: { kernelThreads: 2 } }] : []),
     { config: { placement: 'threads', replicas: 2, stages: 1, microBatches: 1, schedule: 'gpipe' }, options: { placement: 'threads', replicas: 2 } },
   ];
   // The plan does not model virtual stages (and an interleaved schedule with one chunk per stage is 1F1B).
@@ -87,7 +89,9 @@ try {
     const cases = benchConfigs(m.M);
     const extra = m.key === 'wide' ? candidateConfigs(layerParameterCounts(m.spec).length, eightHostsOptions(m.batchSize)) : [];
     const sizes = neededSizes([...cases.map((c) => c.config), ...extra], m.batchSize);
-    const profile = await profileModel({ spec: m.spec, data: mnist.train, microBatchSizes: sizes, optimizer: { type: 'sgd', lr: m.lr }, log: (s) => console.error(s) });
+    const threads = neededKernelThreads(cases.map((c) => c.config));
+    const profile = await profileModel({ spec: m.spec, data: mnist.train, microBatchSizes: sizes, optimizer: { type: 'sgd', lr: m.lr }, log: (s) => console.error(s),
+      ...(threads.length > 0 ? { kernelThreads: { counts: threads, microBatchSizes: [m.batchSize] } } : {}) });
     const predicted = planFromProfile(profile, m.spec as ModelSpec, { batchSize: m.batchSize, machine: here }, cases.map((c) => c.config));
     const rows: string[][] = [];
     for (const c of cases) {

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  candidateConfigs, neededSizes, parsePlanArgs, placementLayout, planFromProfile, profileModel, simulate, simulateStep,
+  candidateConfigs, neededKernelThreads, neededSizes, parsePlanArgs, placementLayout, planFromProfile, profileModel, simulate, simulateStep,
   type Command, type MessageCost, type PlanConfig, type StepModel,
 } from '../coordinator/plan.js';
 import { getSchedule } from '../coordinator/schedules/index.js';
@@ -16,6 +16,8 @@ import { OptionError } from '../coordinator/options.js';
 import { Rng } from '../src/tensor/rng.js';
 import { mlpSpec } from '../src/nn/index.js';
 import { measureContention } from '../coordinator/plan-contention.js';
+import { backend, setBackend } from '../src/tensor/backend.js';
+import { createNativeBackend, nativeAvailable } from '../src/tensor/native/index.js';
 
 const bin = join(import.meta.dirname, '..', 'coordinator', 'bin.ts');
 const dir = mkdtempSync(join(tmpdir(), 'chainrule-plan-'));
@@ -216,6 +218,35 @@ describe('the profile', () => {
     for (const i of [0, 2]) expect(p.layers[i]!.weightMs['8']!).toBeGreaterThan(0);
     expect(p.layers[1]!.weightMs['8']).toBe(0);
     expect(p.contention).toBeUndefined(); // not measured without the links
+    expect(p.threaded).toBeUndefined();
+  });
+
+  it('times the layers again with kernel threads, and predicts one process on them from those times', async () => {
+    const spec = mlpSpec([64], 784, 10);
+    const machine = { cores: 2, hosts: 0, coresPerHost: 2, link: { latencyMs: 0.1, gbps: 1 } };
+    const o = { batchSize: 64, machine, placements: ['local' as const], microBatches: [1, 2], kernelThreads: [2, 3] };
+    const configs = candidateConfigs(3, o);
+    // One per thread count that fits the cores, at M=1 only.
+    expect(configs.filter((c) => (c.kernelThreads ?? 1) > 1)).toEqual([{ placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: 'gpipe', kernelThreads: 2 }]);
+    expect(candidateConfigs(3, { ...o, placements: ['threads'] }).some((c) => c.kernelThreads)).toBe(false);
+    expect(neededKernelThreads(configs)).toEqual([2]);
+    // On the native backend where it is built (the one with kernel threads).
+    const was = backend();
+    const native = nativeAvailable() ? createNativeBackend() : null;
+    if (native) setBackend(native);
+    const p = await profileModel({ spec, microBatchSizes: neededSizes(configs, 64), optimizer: { type: 'sgd', lr: 0.1 }, repeats: 1, measureLinks: false,
+      ...(native ? { kernelThreads: { counts: [2], microBatchSizes: [64] } } : {}) }).finally(() => setBackend(was));
+    if (native) {
+      expect(p.threaded!.map((t) => [t.kernelThreads, t.microBatchSizes])).toEqual([[2, [64]]]);
+      expect(p.threaded![0]!.layers[0]!.soloForwardMs['64']).toBeGreaterThan(0);
+    }
+    // The T=2 prediction is the one from the threaded times: halve them, and its step is shorter.
+    const half = (ls: typeof p.layers) => ls.map((l) => ({ ...l, soloForwardMs: { 64: l.soloForwardMs['64']! / 2 }, soloBackwardMs: { 64: l.soloBackwardMs['64']! / 2 } }));
+    const faked = { ...p, threaded: [{ kernelThreads: 2, microBatchSizes: [64], layers: half(p.layers), loss: p.loss }] };
+    const [two, one] = [configs.find((c) => c.kernelThreads === 2)!, configs.find((c) => !c.kernelThreads && c.microBatches === 1)!];
+    const [pTwo, pOne] = [two, one].map((c) => planFromProfile(faked, spec, o, [c])[0]!);
+    expect(pTwo.stepMs).toBeLessThan(pOne.stepMs);
+    expect(() => planFromProfile({ ...p, threaded: undefined }, spec, o, [two])).toThrow(/no layers timed with 2 kernel threads/);
   });
 
   it('measures how two threads running the model at once slow each other, and predicts R=2 with it', async () => {
@@ -250,7 +281,7 @@ describe('chainrule plan', () => {
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
     const head = lines.findIndex((l) => l.startsWith('#'));
-    expect(lines[head]).toMatch(/placement\s+R\s+K\s+M\s+schedule.*samples\/s.*bubble/);
+    expect(lines[head]).toMatch(/placement\s+R\s+K\s+M\s+T\s+schedule.*samples\/s.*bubble/);
     expect(lines.length - head - 2).toBe(5);
     expect(r.stdout).toMatch(/\blocal\b/);
   });
@@ -266,7 +297,7 @@ describe('chainrule plan', () => {
   });
 
   it('a bad flag exits 2 with one line naming it', () => {
-    for (const [args, what] of [[['--cores', '-1'], /--cores/], [['--top', 'many'], /--top/], [['--schedules', 'zigzag'], /zigzag/], [['--wat'], /--wat/]] as const) {
+    for (const [args, what] of [[['--kernel-threads', '2', '--backend', 'wasm'], /plan: --kernel-threads: 2 kernel threads were asked for, but backend 'wasm'/], [['--cores', '-1'], /--cores/], [['--top', 'many'], /--top/], [['--schedules', 'zigzag'], /zigzag/], [['--wat'], /--wat/]] as const) {
       const r = plan(...args);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(what);
