@@ -13,7 +13,8 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from '../proto/generated/chainrule.js';
 import type { StageServiceClient } from '../proto/generated/chainrule/StageService.js';
 import type { Envelope, Envelope__Output } from '../proto/generated/chainrule/Envelope.js';
-import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage, type Message } from '../src/wire/index.js';
+import { MAX_MESSAGE_BYTES, type Message } from '../src/wire/index.js';
+import { FramePool, decodeEnvelope, deserializeEnvelope, envelopeFrame, serializeEnvelope } from './envelope.js';
 
 export type { StageServiceClient, Envelope, Envelope__Output };
 
@@ -34,6 +35,11 @@ let loaded: ProtoGrpcType | null = null;
 export function stageService(): ProtoGrpcType['chainrule'] {
   if (!loaded) {
     const def = protoLoader.loadSync(protoPath(), { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true });
+    // Envelopes are (de)serialized by node/envelope.ts: protobuf's bytes, large tensors copied once.
+    const service = def['chainrule.StageService'] as protoLoader.ServiceDefinition;
+    for (const method of Object.values(service)) {
+      Object.assign(method, { requestSerialize: serializeEnvelope, requestDeserialize: deserializeEnvelope, responseSerialize: serializeEnvelope, responseDeserialize: deserializeEnvelope });
+    }
     loaded = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
   }
   return loaded.chainrule;
@@ -107,8 +113,9 @@ export function makeClient(address: string, credentials: grpc.ChannelCredentials
   return new Service(address, credentials, { ...clientOptions, ...options });
 }
 
-export function envelopeOf(msg: Message & { run?: string; stage?: number; step?: number; microBatch?: number }): Envelope {
-  return { type: msg.type, run: msg.run ?? '', stage: msg.stage ?? 0, step: msg.step ?? 0, microBatch: msg.microBatch ?? -1, body: encodeMessage(msg) };
+/** The message as an Envelope ready for grpc-js (its protobuf bytes; node/envelope.ts): tensors copied at once. */
+export function envelopeOf(msg: Message & { run?: string; stage?: number; step?: number; microBatch?: number }, id = 0): Envelope {
+  return envelopeFrame(msg, id) as unknown as Envelope;
 }
 
 export class GrpcError extends ChainruleError {
@@ -135,7 +142,7 @@ export function unary(client: StageServiceClient, address: string, method: 'Call
         return;
       }
       try {
-        resolve(decodeMessage(reply!.body, { actor: `reply from gRPC node ${address}` }));
+        resolve(decodeEnvelope(reply!, { actor: `reply from gRPC node ${address}` }));
       } catch (e) {
         reject(e);
       }
@@ -189,6 +196,7 @@ export class StreamLink {
   private stream: grpc.ClientDuplexStream<Envelope, Envelope__Output> | null = null;
   private pending = new Map<number, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextId = 1;
+  private readonly frames = new FramePool();
 
   /** `metadata` opens every stream (the run's bearer token). */
   constructor(private readonly client: StageServiceClient, private readonly address: string, private readonly deadlineMs: number, private readonly metadata: grpc.Metadata = new grpc.Metadata()) {}
@@ -203,7 +211,8 @@ export class StreamLink {
       }, this.deadlineMs);
       this.pending.set(id, { resolve, reject, timer });
       try {
-        s.write({ ...envelopeOf(msg), id });
+        const framed = envelopeFrame(msg, id, this.frames);
+        s.write(framed, () => this.frames.give(framed.frame));
       } catch (e) {
         clearTimeout(timer);
         this.pending.delete(id);
@@ -221,7 +230,7 @@ export class StreamLink {
       this.pending.delete(env.id);
       clearTimeout(p.timer);
       try {
-        const reply = decodeMessage(env.body, { actor: `acknowledgement from gRPC node ${this.address}` });
+        const reply = decodeEnvelope(env, { actor: `acknowledgement from gRPC node ${this.address}` });
         if (reply.type === 'error') p.reject(new GrpcError(reply.code, reply.message));
         else p.resolve();
       } catch (e) {

@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ChainruleError } from '../src/errors.js';
-import { decodeMessage, encodeMessage, requestTypes, type Message, type PeerAddress, type Reply, type Request } from '../src/wire/index.js';
+import { requestTypes, type Message, type PeerAddress, type Reply, type Request } from '../src/wire/index.js';
 import { DeviceTurns } from './device-turns.js';
 import { StageActor, type PeerLink } from './stage.js';
-import { StreamLink, clientOptions, serverOptions, stageService, widenServerWindows, widenSessionWindows, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
+import { decodeEnvelope } from './envelope.js';
+import { StreamLink, envelopeOf, clientOptions, serverOptions, stageService, widenServerWindows, widenSessionWindows, type Envelope, type Envelope__Output, type StageServiceClient } from './grpc-common.js';
 import { NodeLog, stderrSink, type LogSink } from './log.js';
 import { RunTable, releaseActor, shortRun, type Run } from './runs.js';
 import { NodeGuard, isRefusal, type Caller, type Refusal } from './guard.js';
@@ -138,10 +139,10 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   };
 
   const answer = (cb: grpc.sendUnaryData<Envelope>, reply: Reply) => {
-    cb(null, { type: reply.type, body: encodeMessage(reply) });
+    cb(null, envelopeOf(reply));
   };
 
-  const decode = (env: Envelope__Output): Message => decodeMessage(env.body, { actor: `node ${address} stage ${env.stage}` });
+  const decode = (env: Envelope__Output): Message => decodeEnvelope(env, { actor: `node ${address} stage ${env.stage}` });
 
   // Errors are answered in our words, naming this node; a JavaScript error's own text (a bug
   // of ours) goes to the log, and the reply says where to find it.
@@ -283,7 +284,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         .finally(() => inFlight.leave())
         .then((reply) => {
           if (reply.type === 'error') log.line('error', `${caller.peer}: ${reply.code}: ${reply.message}`);
-          if (!call.writableEnded) call.write({ id: env.id, type: reply.type, body: encodeMessage(reply) });
+          if (!call.writableEnded) call.write(envelopeOf(reply, env.id));
         })
         .catch(() => { /* the stream is gone: its sender sees that itself */ });
     });

@@ -65,6 +65,8 @@ export class StageActor {
   private buffersBefore: { step: number; data: Float32Array[] } | null = null;
   /** The whole gradient as one vector while it is reduced across replicas (kept between steps). */
   private flatGrad: Float32Array | null = null;
+  /** This replica's chunk of the sum while it is reduced (kept between steps: a fresh 10 MB a step drives the GC). */
+  private reduceSum: Float32Array | null = null;
   /** Yield to the event loop after each send (links over sockets need it; in-process ones do not). */
   flushAfterSend = false;
   /**
@@ -243,6 +245,7 @@ export class StageActor {
     this.optimizer = null;
     this.lastOptimizerStep = -1;
     this.flatGrad = null;
+    this.reduceSum = null;
     this.shared = null;
     if (this.sharedReduceBuffer && replicas > 1) {
       this.shared = new SharedReduce(this.sharedReduceBuffer, replicas, this.replica, this.name, this.timeoutMs);
@@ -529,7 +532,8 @@ export class StageActor {
       if (j !== r) sends.add(this.peer(j).send({ type: 'reduce', phase: 'scatter', from: r, g: new Tensor(chunk(j), [chunk(j).length]), ...header(j) }));
     }
     const mine = chunk(r);
-    const acc = new Float32Array(mine.length);
+    if (this.reduceSum?.length !== mine.length) this.reduceSum = new Float32Array(mine.length);
+    const acc = this.reduceSum;
     for (let q = 0; q < R; q++) {
       const part = q === r ? mine : ((await sends.race(this.inbox.take('scatter', step, q, `replica ${q}'s gradient share`))).data as Float32Array);
       if (part.length !== acc.length) throw new StageError('BAD_SHAPE', `${this.name}: replica ${q}'s gradient share has ${part.length} values, expected ${acc.length}`);

@@ -26,7 +26,8 @@ const TENSOR_TAG = '$tensor';
 const dtypes = { float32: 4, float64: 8, int32: 4 } as const;
 type WireDType = keyof typeof dtypes;
 
-interface WireTensor { [TENSOR_TAG]: WireDType; shape: number[]; bytes: Uint8Array }
+/** A tensor on the wire: its bytes inside the msgpack value, or (`at`) at that offset of the section that follows it (encodeSplit). */
+interface WireTensor { [TENSOR_TAG]: WireDType; shape: number[]; bytes?: Uint8Array; at?: number }
 
 // NOTE: msgpackr decodes permissively (records, Dates, RegExps...): plain maps and
 // arrays only, and every value is checked below.
@@ -62,8 +63,47 @@ export function encodeValue(v: unknown): Uint8Array {
   return new Uint8Array(packr.pack(toWire(v)));
 }
 
-/** Context for errors: which actor decoded which message. */
-export interface DecodeContext { actor: string; requireFinite?: boolean }
+/**
+ * Context for errors: which actor decoded which message. `section`: the bytes that travel
+ * after a split message's body, where its large tensors are (encodeSplit).
+ */
+export interface DecodeContext { actor: string; requireFinite?: boolean; section?: Uint8Array }
+
+/** Tensors from this size on travel outside a split message's body. */
+export const SPLIT_MIN_BYTES = 64 * 1024;
+
+/** A message as encodeSplit lays it out: a small msgpack body, then `sectionBytes` bytes holding `parts` at `offsets`. */
+export interface SplitMessage {
+  body: Uint8Array;
+  /** Views of the sender's tensors (not copies): copy them before the sender may change them. */
+  parts: Uint8Array[];
+  offsets: number[];
+  sectionBytes: number;
+}
+
+/**
+ * Encodes a message for the network without copying its large tensors into MessagePack:
+ * each tensor of at least `minBytes` is named in the body by the offset of its bytes in a
+ * section that travels after the body, at `base` plus a multiple of 8 (so a receiver whose
+ * section starts `base` bytes before an 8-aligned address reads every tensor in place). The
+ * caller writes body and section into one buffer: each tensor is copied once, there.
+ * {@link decodeMessage} with `ctx.section` decodes it.
+ */
+export function encodeSplit(msg: Message, base = 0, minBytes = SPLIT_MIN_BYTES): SplitMessage {
+  const parts: Uint8Array[] = [];
+  const offsets: number[] = [];
+  let end = base;
+  const out = (w: WireTensor): WireTensor => {
+    if (w.bytes!.byteLength < minBytes) return w;
+    const at = end;
+    parts.push(w.bytes!);
+    offsets.push(at);
+    end = at + Math.ceil(w.bytes!.byteLength / 8) * 8;
+    return { [TENSOR_TAG]: w[TENSOR_TAG], shape: w.shape, at };
+  };
+  const body = new Uint8Array(packr.pack(toWire(msg, out)));
+  return { body, parts, offsets, sectionBytes: parts.length > 0 ? end : 0 };
+}
 
 // Keys that would reach an object's prototype machinery; msgpackr already renames `__proto__`
 // to `__proto_`, which no message of ours uses either.
@@ -104,10 +144,20 @@ function decodeTensor(w: WireTensor, path: string, ctx: DecodeContext): Tensor |
   if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new WireError(`${where}: shape ${describeValue(shape)} must be at most 8 non-negative safe integers`);
   }
-  if (!(bytes instanceof Uint8Array)) throw new WireError(`${where}: tensor bytes are missing`);
   // Checked before anything is allocated: the product is exact up to the cap, Infinity beyond.
   const n = sizeOf(shape);
   if (n > MAX_TENSOR_ELEMENTS) throw new WireError(`${where}: ${n} elements exceed the cap of ${MAX_TENSOR_ELEMENTS}`);
+  if (w.at !== undefined) {
+    // In the section after the body (encodeSplit): a view of it, bounds checked.
+    const section = ctx.section;
+    if (bytes !== undefined) throw new WireError(`${where}: a tensor has bytes and a section offset`);
+    if (!section) throw new WireError(`${where}: the tensor is at offset ${describeValue(w.at)} of a section the message does not have`);
+    if (!Number.isSafeInteger(w.at) || w.at < 0 || w.at + n * width > section.byteLength) {
+      throw new WireError(`${where}: ${n * width} bytes at offset ${describeValue(w.at)} do not fit the section's ${section.byteLength}`);
+    }
+    return decodeTensor({ [TENSOR_TAG]: dtype, shape, bytes: section.subarray(w.at, w.at + n * width) }, path, { ...ctx, section: undefined });
+  }
+  if (!(bytes instanceof Uint8Array)) throw new WireError(`${where}: tensor bytes are missing`);
   if (bytes.byteLength !== n * width) {
     throw new WireError(`${where}: shape [${shape.join(', ')}] needs ${n * width} bytes of ${dtype}, got ${bytes.byteLength}`);
   }
@@ -153,7 +203,8 @@ const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'config
  */
 export function decodeMessage(bytes: Uint8Array, ctx: DecodeContext): Message {
   if (!(bytes instanceof Uint8Array)) throw new WireError(`${ctx.actor}: a message must be bytes`);
-  if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new WireError(`${ctx.actor}: message of ${bytes.byteLength} bytes exceeds the cap of ${MAX_MESSAGE_BYTES}`);
+  const total = bytes.byteLength + (ctx.section?.byteLength ?? 0);
+  if (total > MAX_MESSAGE_BYTES) throw new WireError(`${ctx.actor}: message of ${total} bytes exceeds the cap of ${MAX_MESSAGE_BYTES}`);
   return checkMessage(unpackOne(bytes, 'message', ctx), ctx);
 }
 
@@ -179,8 +230,8 @@ function checkMessage(raw: unknown, ctx: DecodeContext): Message {
 export function encodeForPort(msg: Message): { value: unknown; transfer: ArrayBuffer[] } {
   const transfer: ArrayBuffer[] = [];
   const own = (w: WireTensor): WireTensor => {
-    const bytes = new Uint8Array(w.bytes.byteLength);
-    bytes.set(w.bytes);
+    const bytes = new Uint8Array(w.bytes!.byteLength);
+    bytes.set(w.bytes!);
     transfer.push(bytes.buffer);
     return { ...w, bytes };
   };

@@ -9,6 +9,7 @@ export interface Envelope {
   'microBatch'?: (number);
   'body'?: (Buffer | Uint8Array | string);
   'id'?: (number);
+  'tensors'?: (Buffer | Uint8Array | string);
 }
 
 export interface Envelope__Output {
@@ -19,4 +20,5 @@ export interface Envelope__Output {
   'microBatch': (number);
   'body': (Buffer);
   'id': (number);
+  'tensors': (Buffer);
 }
