@@ -22,9 +22,10 @@ import { Sequential, getLoss, type ModelSpec } from '../src/nn/index.js';
 import { createOptimizer, type OptimizerSpec } from '../src/optim/index.js';
 import { Arena } from '../src/tensor/arena.js';
 import { measureContention } from './plan-contention.js';
-import { decodeFromPort, decodeMessage, encodeForPort, encodeMessage, type Targets } from '../src/wire/index.js';
+import { decodeFromPort, encodeForPort, type Targets } from '../src/wire/index.js';
 import { makeDataset, type Dataset } from '../src/data/index.js';
 import { makeClient, StreamLink, unary } from '../node/grpc-common.js';
+import { decodeEnvelope, deserializeEnvelope, envelopeFrame } from '../node/envelope.js';
 import { startNode, type RunningNode } from '../node/server.js';
 
 /** Milliseconds by micro-batch size (the key is the size as text, for JSON). */
@@ -128,7 +129,7 @@ export interface ModelProfile {
     /** The backend's element-wise add (acc += part), per float. */
     addMsPerFloat: number;
   };
-  /** msgpackr encode (encodeMessage) and the checked decode (decodeMessage), by tensor bytes: gRPC's. */
+  /** A gRPC envelope's encode (envelopeFrame) and its checked decode, by tensor bytes. */
   codec: { encode: LinearCost; decode: LinearCost };
   /** encodeForPort (each tensor copied once) and the checked decodeFromPort, by tensor bytes: worker threads'. */
   portCodec: { encode: LinearCost; decode: LinearCost };
@@ -721,7 +722,8 @@ export async function profileModel(o: ProfileOptions): Promise<ModelProfile> {
   });
   const totalParams = layers.reduce((n, l) => n + l.parameters, 0);
   const memory = profileMemory(totalParams);
-  const codec = profileCodec(encodeMessage, (b) => decodeMessage(b, { actor: 'plan' }));
+  // As gRPC envelopes travel (node/envelope.ts): large tensors copied once each way, read in place.
+  const codec = profileCodec((m) => envelopeFrame(m).frame, (b) => decodeEnvelope(deserializeEnvelope(b), { actor: 'plan' }));
   const portCodec = profileCodec((m) => encodeForPort(m).value, (v) => decodeFromPort(v, { actor: 'plan' }));
   let links: LinkProfile = { ...defaultLinks, source: { ...defaultLinks.source } };
   let runtime: RuntimeProfile = { ...defaultRuntime };

@@ -292,7 +292,9 @@ export function placementLayout(config: PlanConfig, machine: PlanMachine): { cor
       return { cores: [machine.cores], threads, actorThread: Array.from({ length: A }, (_, a) => `node${a % N}`) };
     }
     case 'hosts': {
-      const per = machine.nodesPerHost ?? machine.coresPerHost;
+      // With kernel threads, one node per T cores (each node's actor computes on T of them).
+      const T = config.kernelThreads ?? 1;
+      const per = T > 1 ? Math.max(1, Math.floor(machine.coresPerHost / T)) : (machine.nodesPerHost ?? machine.coresPerHost);
       const N = machine.hosts * per;
       for (let n = 0; n < N; n++) threads.push({ name: `node${n}`, host: 1 + Math.floor(n / per) });
       return { cores: [machine.cores, ...Array.from({ length: machine.hosts }, () => machine.coresPerHost)], threads, actorThread: Array.from({ length: A }, (_, a) => `node${a % N}`) };
@@ -453,9 +455,23 @@ export function candidateConfigs(layers: number, o: PlanOptions): PlanConfig[] {
       }
     }
   }
-  if (placements.includes('local')) {
-    for (const T of new Set(o.kernelThreads ?? [])) {
-      if (T > 1 && T <= machine.cores) out.push({ placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: names[0] ?? 'gpipe', kernelThreads: T });
+  for (const T of new Set(o.kernelThreads ?? [])) {
+    if (T <= 1) continue;
+    if (placements.includes('local') && T <= machine.cores) out.push({ placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: names[0] ?? 'gpipe', kernelThreads: T });
+    // Remote hosts with one node per T cores.
+    const nodes = machine.hosts * Math.floor(machine.coresPerHost / T);
+    if (!placements.includes('hosts') || nodes < 1) continue;
+    for (let R = 1; R <= Math.min(maxR, nodes); R++) {
+      for (let K = 1; K <= Math.min(maxK, nodes); K++) {
+        if (R * K > nodes) continue;
+        for (const M of Ms) {
+          if (o.batchSize % (R * M) !== 0) continue;
+          for (const schedule of K === 1 ? names.slice(0, 1) : names) {
+            try { getSchedule(schedule)(K, M); } catch { continue; }
+            out.push({ placement: 'hosts', replicas: R, stages: K, microBatches: M, schedule, kernelThreads: T });
+          }
+        }
+      }
     }
   }
   return out;
@@ -466,9 +482,9 @@ export function neededKernelThreads(configs: PlanConfig[]): number[] {
   return [...new Set(configs.map((c) => c.kernelThreads ?? 1).filter((t) => t > 1))];
 }
 
-/** The micro-batch sizes the candidates need profiled. */
-export function neededSizes(configs: PlanConfig[], batchSize: number): number[] {
-  return [...new Set(configs.filter((c) => (c.kernelThreads ?? 1) === 1).map((c) => batchSize / (c.replicas * c.microBatches)))].sort((a, b) => b - a);
+/** The micro-batch sizes the candidates need profiled (those with `threaded`: the ones with kernel threads). */
+export function neededSizes(configs: PlanConfig[], batchSize: number, threaded = false): number[] {
+  return [...new Set(configs.filter((c) => ((c.kernelThreads ?? 1) > 1) === threaded).map((c) => batchSize / (c.replicas * c.microBatches)))].sort((a, b) => b - a);
 }
 
 /** The profile as an actor with T kernel threads computes: its layers and loss timed with them. */
@@ -538,7 +554,8 @@ Search:
   --max-replicas R           default: the threads (or nodes) available
   --max-stages K             default: the same, at most the layers
   --micro-batches A,B,...    default 1,2,4,8
-  --kernel-threads A,B        also one process whose actor splits each large product among T threads, for each T; default: the cores (native backend; 1: none)
+  --kernel-threads A,B        also actors that split each large product among T threads, for each T: one process here, and
+                             remote hosts with one node per T cores; default: the cores here and per host (native backend; 1: none)
   --schedules A,B            default every registered schedule but the interleaved (${Object.keys(scheduleRegistry).filter((n) => !interleaves(n)).join(', ')})
   --repeats N                timed repetitions per micro-batch size; default 5
   --seed N                   seeds the weights and inputs profiled; default 42
@@ -628,7 +645,7 @@ export async function planMain(argv: string[], out: (s: string) => void = consol
     maxStages: f['max-stages'] as number | undefined,
     microBatches: f['micro-batches'] as number[] | undefined,
     schedules: f.schedules as string[] | undefined,
-    kernelThreads: (f['kernel-threads'] as number[] | undefined) ?? [machine.cores],
+    kernelThreads: (f['kernel-threads'] as number[] | undefined) ?? [machine.cores, ...(hosts > 0 ? [machine.coresPerHost] : [])],
   };
   const layers = layerParameterCounts(spec).length;
   const optimizerName = (f.optimizer as string | undefined) ?? defaultOptimizer(modelName);
@@ -647,7 +664,7 @@ export async function planMain(argv: string[], out: (s: string) => void = consol
     const threads = neededKernelThreads(configs);
     const profile = await profileModel({
       spec, data: data.train, microBatchSizes: neededSizes(configs, batchSize), optimizer: { type: optimizerName, lr: defaultLr(optimizerName) },
-      ...(threads.length > 0 ? { kernelThreads: { counts: threads, microBatchSizes: [batchSize] } } : {}),
+      ...(threads.length > 0 ? { kernelThreads: { counts: threads, microBatchSizes: neededSizes(configs, batchSize, true) } } : {}),
       repeats: f.repeats as number | undefined, seed: f.seed as number | undefined, measureLinks: f['default-links'] !== true, log,
     });
     const predictions = planFromProfile(profile, spec, opts, configs);

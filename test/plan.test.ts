@@ -229,6 +229,11 @@ describe('the profile', () => {
     // One per thread count that fits the cores, at M=1 only.
     expect(configs.filter((c) => (c.kernelThreads ?? 1) > 1)).toEqual([{ placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: 'gpipe', kernelThreads: 2 }]);
     expect(candidateConfigs(3, { ...o, placements: ['threads'] }).some((c) => c.kernelThreads)).toBe(false);
+    // Remote hosts: one node per T cores, so 4 hosts of 2 cores have 4 nodes of 2 threads.
+    const hosts = candidateConfigs(3, { ...o, machine: { ...machine, hosts: 4 }, placements: ['hosts'], microBatches: [1] }).filter((c) => c.kernelThreads === 2);
+    expect(Math.max(...hosts.map((c) => c.replicas * c.stages))).toBe(4);
+    expect(placementLayout(hosts.find((c) => c.replicas === 4)!, { ...machine, hosts: 4 }).actorThread).toEqual(['node0', 'node1', 'node2', 'node3']);
+    expect(placementLayout(hosts.find((c) => c.replicas === 4)!, { ...machine, hosts: 4 }).threads.filter((t) => t.host === 1)).toHaveLength(1);
     expect(neededKernelThreads(configs)).toEqual([2]);
     // On the native backend where it is built (the one with kernel threads).
     const was = backend();
