@@ -414,6 +414,62 @@ static napi_value js_col2im(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * A convolution's products over the batch (cr_conv_*), o output channels:
+ * convForward(x, w, out, col, geometry, o); convInputGrad(gy, w, dx, geometry, o); convWeightGrad(gy, col, dw, geometry, o).
+ */
+static int conv_sizes(call_t *c, size_t at, cr_geometry *g, size_t *xs, size_t *ws, size_t *ys, size_t *cols, long *o) {
+  if (!geometry(c, at, g)) return 0;
+  *o = count(c, at + 1);
+  if (c->failed) return 0;
+  if (*o < 1) return fail(c, "the output channels must be positive");
+  const size_t P = (size_t)(g->oh * g->ow), K = (size_t)(g->c * g->kh * g->kw);
+  *xs = (size_t)(g->n * g->c * g->h * g->w);
+  *ws = (size_t)*o * K;
+  *ys = (size_t)g->n * (size_t)*o * P;
+  *cols = (size_t)g->n * P * K;
+  return 1;
+}
+
+static napi_value js_conv_forward(napi_env env, napi_callback_info info) {
+  call_t c;
+  cr_geometry g;
+  size_t xs, ws, ys, cols;
+  long o;
+  if (!start(&c, env, info, "convForward", 6) || !conv_sizes(&c, 4, &g, &xs, &ws, &ys, &cols, &o)) return NULL;
+  const float *x = f32(&c, 0, xs, 0), *w = f32(&c, 1, ws, 0);
+  float *out = f32(&c, 2, ys, 0), *col = f32(&c, 3, cols, 0);
+  if (c.failed) return NULL;
+  cr_conv_forward(x, w, out, col, &g, o);
+  return NULL;
+}
+
+static napi_value js_conv_input_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  cr_geometry g;
+  size_t xs, ws, ys, cols;
+  long o;
+  if (!start(&c, env, info, "convInputGrad", 5) || !conv_sizes(&c, 3, &g, &xs, &ws, &ys, &cols, &o)) return NULL;
+  const float *gy = f32(&c, 0, ys, 0), *w = f32(&c, 1, ws, 0);
+  float *dx = f32(&c, 2, xs, 0);
+  if (c.failed) return NULL;
+  if (!cr_conv_input_grad(gy, w, dx, &g, o)) fail(&c, "out of memory for the input gradient's scratch");
+  return NULL;
+}
+
+static napi_value js_conv_weight_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  cr_geometry g;
+  size_t xs, ws, ys, cols;
+  long o;
+  if (!start(&c, env, info, "convWeightGrad", 5) || !conv_sizes(&c, 3, &g, &xs, &ws, &ys, &cols, &o)) return NULL;
+  const float *gy = f32(&c, 0, ys, 0), *col = f32(&c, 1, cols, 0);
+  float *dw = f32(&c, 2, ws, 0);
+  if (c.failed) return NULL;
+  if (!cr_conv_weight_grad(gy, col, dw, &g, o)) fail(&c, "out of memory for the weight gradient's scratch");
+  return NULL;
+}
+
 /* maxPool(x, geometry, out, argmax) */
 static napi_value js_max_pool(napi_env env, napi_callback_info info) {
   call_t c;
@@ -487,6 +543,9 @@ NAPI_MODULE_INIT() {
     { "adam", NULL, js_adam, NULL, NULL, NULL, napi_enumerable, NULL },
     { "im2colT", NULL, js_im2col, NULL, NULL, NULL, napi_enumerable, NULL },
     { "col2imT", NULL, js_col2im, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "convForward", NULL, js_conv_forward, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "convInputGrad", NULL, js_conv_input_grad, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "convWeightGrad", NULL, js_conv_weight_grad, NULL, NULL, NULL, napi_enumerable, NULL },
     { "maxPool", NULL, js_max_pool, NULL, NULL, NULL, napi_enumerable, NULL },
     { "maxPoolGrad", NULL, js_max_pool_grad, NULL, NULL, NULL, napi_enumerable, NULL },
     { "channelBias", NULL, js_channel_bias, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -4,6 +4,7 @@
  * in the reference's order; the others only copy and compare).
  */
 #include "kernels.h"
+#include <stdlib.h>
 
 /* Written one output row (pixel) at a time, so the stores are contiguous; a pure copy, so the
  * order does not change the bits. */
@@ -96,4 +97,106 @@ void cr_channel_bias_grad(const float *g, long n, long c, long plane, float *db)
 
 void cr_max_pool_grad(const float *g, const int *argmax, long n, float *gx) {
   for (long k = 0; k < n; k++) gx[argmax[k]] += g[k];
+}
+
+/*
+ * The whole batch of a convolution's products, the same kernels in the same order as
+ * conv.ts's per-sample loops (so the same bits), in one call; with kernel threads
+ * (threads.c), split among them: the forward and the input gradient by samples (each
+ * sample's are its own), the weight gradient by rows of dW on the microkernel's tiles (each
+ * thread sums its rows over every sample in order, as one thread would).
+ */
+typedef struct {
+  const cr_geometry *g;
+  long o;
+  const float *x, *w, *gy, *col;
+  float *out, *col_out, *dx, *dw;
+} conv_batch;
+
+#define P_OF(g) ((g)->oh * (g)->ow)
+#define K_OF(g) ((g)->c * (g)->kh * (g)->kw)
+
+/* Parts worth splitting n items (samples, row tiles) into, for a batch of `macs` multiply-adds. */
+static int batch_parts(long items, double macs) {
+  int t = cr_threads();
+  if (t <= 1 || macs < (double)(2L << 20)) return 1;
+  return items < t ? (int)items : t;
+}
+
+static void forward_part(void *arg, int part, int parts) {
+  const conv_batch *j = arg;
+  const cr_geometry *g = j->g;
+  const long P = P_OF(g), K = K_OF(g);
+  for (long b = g->n * part / parts; b < g->n * (part + 1) / parts; b++) {
+    float *cb = j->col_out + b * P * K;
+    cr_im2col_t(j->x, b, g, cb);
+    cr_sgemm(j->o, P, K, j->w, cb, j->out + b * j->o * P, 0, 1, 0);
+  }
+}
+
+void cr_conv_forward(const float *x, const float *w, float *out, float *col, const cr_geometry *g, long o) {
+  conv_batch j = { g, o, x, w, NULL, NULL, out, col, NULL, NULL };
+  cr_run_parts(forward_part, &j, batch_parts(g->n, (double)g->n * o * P_OF(g) * K_OF(g)));
+}
+
+static void input_grad_part(void *arg, int part, int parts) {
+  const conv_batch *j = arg;
+  const cr_geometry *g = j->g;
+  const long P = P_OF(g), K = K_OF(g);
+  /* Each part's own dcolT (col_out holds one per part), as conv.ts uses one for its loop. */
+  float *dcol_t = j->col_out + part * P * K;
+  for (long b = g->n * part / parts; b < g->n * (part + 1) / parts; b++) {
+    cr_sgemm(P, K, j->o, j->gy + b * j->o * P, j->w, dcol_t, 1, 0, 0);
+    cr_col2im_t(dcol_t, b, g, j->dx);
+  }
+}
+
+int cr_conv_input_grad(const float *gy, const float *w, float *dx, const cr_geometry *g, long o) {
+  const int parts = batch_parts(g->n, (double)g->n * o * P_OF(g) * K_OF(g));
+  /* The scratch of every part, taken before any starts: nothing fails half way. */
+  float *scratch = malloc((size_t)parts * (size_t)(P_OF(g) * K_OF(g) > 0 ? P_OF(g) * K_OF(g) : 1) * sizeof(float));
+  if (!scratch) return 0;
+  conv_batch j = { g, o, NULL, w, gy, NULL, NULL, scratch, dx, NULL };
+  /* (The pool may be busy: then part 0 of 1 runs everything, with the first scratch.) */
+  cr_run_parts(input_grad_part, &j, parts);
+  free(scratch);
+  return 1;
+}
+
+/*
+ * dW [o, K] = Σ_b dY_b [o, P] · colT_b [P, K], or its transpose dWᵀ [K, o] = Σ_b colT_bᵀ · dY_bᵀ
+ * when K has more row tiles to share than o (into col_out, transposed back after): each
+ * element is the same chain of multiply-adds over p either way (a·b = b·a exactly), so the
+ * bits are the same. `dw` here is where the parts write (dW, or dWᵀ).
+ */
+static void weight_grad_part(void *arg, int part, int parts) {
+  const conv_batch *j = arg;
+  const cr_geometry *g = j->g;
+  const long P = P_OF(g), K = K_OF(g), MR = cr_sgemm_row_tile();
+  const int transposed = j->col_out != NULL;
+  const long rows = transposed ? K : j->o;
+  const long share = ((rows + MR - 1) / MR + parts - 1) / parts * MR;
+  const long r0 = part * share, r1 = r0 + share < rows ? r0 + share : rows;
+  for (long b = 0; b < g->n; b++) {
+    const float *gyb = j->gy + b * j->o * P, *colb = j->col + b * P * K;
+    if (transposed) cr_sgemm_block(K, j->o, P, colb, gyb, j->col_out, 1, 1, b > 0, r0, r1);
+    else cr_sgemm_block(j->o, K, P, gyb, colb, j->dw, 0, 0, b > 0, r0, r1);
+  }
+}
+
+int cr_conv_weight_grad(const float *gy, const float *col, float *dw, const cr_geometry *g, long o) {
+  const long MR = cr_sgemm_row_tile(), K = K_OF(g);
+  const int parts = batch_parts(o > K ? (o + MR - 1) / MR : (K + MR - 1) / MR, (double)g->n * o * P_OF(g) * K);
+  const int transposed = parts > 1 && (K + MR - 1) / MR > (o + MR - 1) / MR;
+  float *dw_t = transposed ? malloc((size_t)K * (size_t)o * sizeof(float)) : NULL;
+  if (transposed && !dw_t) return 0;
+  conv_batch j = { g, o, NULL, NULL, gy, col, NULL, dw_t, NULL, dw };
+  /* (With the pool busy, part 0 of 1 computes all of it: the same rows in one part.) */
+  cr_run_parts(weight_grad_part, &j, parts);
+  if (transposed) {
+    for (long i = 0; i < o; i++)
+      for (long k = 0; k < K; k++) dw[i * K + k] = dw_t[k * o + i];
+    free(dw_t);
+  }
+  return 1;
 }

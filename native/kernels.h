@@ -84,6 +84,17 @@ void cr_channel_bias(float *out, const float *bias, long n, long c, long plane);
 void cr_channel_bias_grad(const float *g, long n, long c, long plane, float *db);
 /* gx[argmax[k]] += g[k] for k in order (max pooling's backward). */
 void cr_max_pool_grad(const float *g, const int *argmax, long n, float *gx);
+/* A convolution's products over the whole batch (o output channels; conv.ts's loops, split
+ * among kernel threads): out [n, o, P] = W·colT_bᵀ per sample, with col [n, P, K] filled;
+ * dx (zeroed) += the input gradient; dw [o, K] = Σ_b dY_b·colT_b (both: 0 when out of memory). */
+void cr_conv_forward(const float *x, const float *w, float *out, float *col, const cr_geometry *g, long o);
+int cr_conv_input_grad(const float *gy, const float *w, float *dx, const cr_geometry *g, long o);
+int cr_conv_weight_grad(const float *gy, const float *col, float *dw, const cr_geometry *g, long o);
+/* Rows of the microkernel's tile (a split of c's rows on multiples of it keeps sgemm's bits). */
+long cr_sgemm_row_tile(void);
+/* Rows r0 .. r1 of cr_sgemm's c only (r0 a multiple of cr_sgemm_row_tile()), on the calling thread. */
+void cr_sgemm_block(long m, long n, long k, const float *a, const float *b, float *c,
+                    int trans_a, int trans_b, int accumulate, long r0, long r1);
 /* Max pooling (padding 0): out [n, c, oh, ow] and the flat index of each maximum (the first at ties). */
 void cr_max_pool(const float *x, const cr_geometry *g, float *out, int *argmax);
 #endif

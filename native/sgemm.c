@@ -397,6 +397,7 @@ static const kernel_t *kernel_now(void) {
 }
 
 const char *cr_sgemm_kernel(void) { return kernel_now()->name; }
+long cr_sgemm_row_tile(void) { return kernel_now()->mr; }
 
 int cr_sgemm_kernel_names(const char **names, int max) {
   int n = 0;
@@ -519,6 +520,14 @@ static void run_product(product_t *g, int columns_only) {
   int parts = parts_of(g, columns_only);
   if (parts <= 1) product_part(g, 0, g->n, 0, g->m);
   else cr_run_parts(run_part, g, parts);
+}
+
+void cr_sgemm_block(long m, long n, long k, const float *a, const float *b, float *c,
+                    int trans_a, int trans_b, int accumulate, long r0, long r1) {
+  if (m <= 0 || n <= 0 || r0 >= r1) return;
+  if (k <= 0) { if (!accumulate) for (long i = r0 * n; i < r1 * n; i++) c[i] = 0.0f; return; }
+  product_t g = { kernel_now(), m, n, k, a, b, c, trans_a, trans_b, accumulate, 1, 0, NULL };
+  product_part(&g, 0, n, r0, r1);
 }
 
 void cr_sgemm(long m, long n, long k, const float *a, const float *b, float *c,

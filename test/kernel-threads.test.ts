@@ -54,6 +54,43 @@ describe.skipIf(!native)(`kernel threads give one thread's bits${why ? ` (skippe
     expect(b.kernelThreads!.get()).toBe(1); // put back after each call
   });
 
+  it("a convolution's batch in one call, on 1 to 3 threads, gives conv.ts's per-sample loops' bits", () => {
+    const b = native!;
+    const conv = b.conv!;
+    const rng = new Rng(8);
+    // [n, c, h, w, k, o, stride, padding, dilation]: the CNN's two layers, strided, dilated, odd sizes.
+    const cases = [[64, 1, 28, 28, 3, 16, 1, 1, 1], [64, 16, 14, 14, 3, 32, 1, 1, 1], [5, 3, 11, 9, 3, 7, 2, 1, 1], [9, 4, 13, 13, 5, 30, 1, 2, 2], [3, 20, 8, 8, 1, 3, 1, 0, 1]];
+    for (const [n, c, h, w, k, o, s, p, d] of cases as number[][]) {
+      const oh = Math.floor((h! + 2 * p! - d! * (k! - 1) - 1) / s!) + 1;
+      const ow = Math.floor((w! + 2 * p! - d! * (k! - 1) - 1) / s!) + 1;
+      const g = { n: n!, c: c!, h: h!, w: w!, kh: k!, kw: k!, oh, ow, sh: s!, sw: s!, ph: p!, pw: p!, dh: d!, dw: d! };
+      const P = oh * ow, K = c! * k! * k!;
+      const x = random(rng, n! * c! * h! * w!), wt = random(rng, o! * K), gy = random(rng, n! * o! * P);
+      // The loops, as conv.ts runs them without the batch kernels.
+      const col = new Float32Array(n! * P * K), out = new Float32Array(n! * o! * P), dx = new Float32Array(x.length), dw = new Float32Array(o! * K), dcolT = new Float32Array(P * K);
+      for (let i = 0; i < n!; i++) {
+        conv.im2colT(x, i, g, col.subarray(i * P * K, (i + 1) * P * K));
+        b.matmul(wt, col.subarray(i * P * K, (i + 1) * P * K), out.subarray(i * o! * P, (i + 1) * o! * P), o!, P, K, false, true, false);
+        b.matmul(gy.subarray(i * o! * P, (i + 1) * o! * P), wt, dcolT, P, K, o!, true, false, false);
+        conv.col2imT(dcolT, i, g, dx);
+        b.matmul(gy.subarray(i * o! * P, (i + 1) * o! * P), col.subarray(i * P * K, (i + 1) * P * K), dw, o!, K, P, false, false, i > 0);
+      }
+      for (const t of [1, 2, 3]) {
+        const col2 = new Float32Array(col.length), out2 = new Float32Array(out.length), dx2 = new Float32Array(dx.length), dw2 = new Float32Array(dw.length);
+        withKernelThreads(t, () => {
+          conv.forward!(x, wt, out2, col2, g, o!);
+          conv.inputGrad!(gy, wt, dx2, g, o!);
+          conv.weightGrad!(gy, col2, dw2, g, o!);
+        });
+        const what = `${JSON.stringify(g)} o=${o}, ${t} thread(s)`;
+        expect(bytesOf(col2).equals(bytesOf(col)), `${what}: col`).toBe(true);
+        expect(bytesOf(out2).equals(bytesOf(out)), `${what}: out`).toBe(true);
+        expect(bytesOf(dx2).equals(bytesOf(dx)), `${what}: dx`).toBe(true);
+        expect(bytesOf(dw2).equals(bytesOf(dw)), `${what}: dw`).toBe(true);
+      }
+    }
+  });
+
   it('a weight packed on 2 threads and reused on 3 gives the unsplit product', () => {
     const b = native!;
     const rng = new Rng(6);
@@ -142,6 +179,16 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
       await c.close();
     }
   }
+
+  it('a CNN (the batch of each convolution split by samples, and its weight gradient by rows of dW or dWᵀ) on local and on 2 thread replicas', async () => {
+    const splits = native!.kernelThreads!.splits();
+    for (const layout of [{ placement: 'local' }, { placement: 'threads', replicas: 2 }] as CoordinatorOptions[]) {
+      const one = await sha({ ...layout, model: 'cnn', placement: 'local', optimizer: 'adam', lr: 1e-3 });
+      const two = await sha({ ...layout, model: 'cnn', optimizer: 'adam', lr: 1e-3, kernelThreads: 2 });
+      expect(two.sha, JSON.stringify(layout)).toBe(one.sha);
+    }
+    expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits);
+  }, 120_000);
 
   const layouts: CoordinatorOptions[] = [
     { replicas: 1 },

@@ -91,6 +91,15 @@ export interface ConvKernels {
   channelBias(out: Float32Array, bias: Float32Array, n: number, c: number, plane: number): void;
   /** db[c] += Σ over samples and the plane of g [n, c, plane] (double per (sample, channel), as conv.ts). */
   channelBiasGrad(g: Float32Array, n: number, c: number, plane: number, db: Float32Array): void;
+  /**
+   * conv.ts's per-sample loops of products in one call each (and split among kernel threads),
+   * when the backend has them; the same kernels in the same order, so the same bits. `o`:
+   * output channels; col [n, P, K]. forward: col filled, out [n, o, P] = W·colT_bᵀ per sample;
+   * inputGrad: dx (zeroed) += the input gradient; weightGrad: dw [o, K] = Σ_b dY_b·colT_b.
+   */
+  forward?(x: Float32Array, w: Float32Array, out: Float32Array, col: Float32Array, g: ConvGeometry, o: number): void;
+  inputGrad?(gy: Float32Array, w: Float32Array, dx: Float32Array, g: ConvGeometry, o: number): void;
+  weightGrad?(gy: Float32Array, col: Float32Array, dw: Float32Array, g: ConvGeometry, o: number): void;
 }
 
 /**

@@ -138,6 +138,12 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     const col = allocate(x!.dtype, g.n * P * K);
     // Written in full by the products below (K ≥ 1).
     const out = allocateOutput(x!.dtype, g.n * o * P);
+    if (fast?.forward) {
+      // The loop below in one call (split among kernel threads by samples).
+      fast.forward(x!.data as Float32Array, w!.data as Float32Array, out as Float32Array, col as Float32Array, g, o);
+      if (bias) fast.channelBias(out as Float32Array, bias.data as Float32Array, g.n, o, P);
+      return { out: new Tensor(out, [g.n, o, g.oh, g.ow]), saved: { col, g } };
+    }
     if (fast) {
       // Backends with conv kernels: Y_b [o, P] = W · colT_bᵀ straight into the output (no transpose).
       for (let b = 0; b < g.n; b++) {
@@ -177,9 +183,9 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     let gx: Tensor | null = null;
     if (needsGrad[0]) {
       // dcol_bᵀ [P, K] = dY_bᵀ · W, folded back into dX_b (after max pooling most of dY is zero).
-      const dcolT = allocate(gy.dtype, P * K);
       const dx = allocate(gy.dtype, x!.size);
-      for (let b = 0; b < g.n; b++) {
+      if (fast?.inputGrad) fast.inputGrad(gyd as Float32Array, w!.data as Float32Array, dx as Float32Array, g, o);
+      else for (let b = 0, dcolT = allocate(gy.dtype, P * K); b < g.n; b++) {
         k.matmul(gyd.subarray(b * o * P, (b + 1) * o * P), w!.data, dcolT, P, K, o, true, false, false);
         if (fast) fast.col2imT(dcolT as Float32Array, b, g, dx as Float32Array);
         else col2imT(dcolT, b, g, dx);
@@ -190,7 +196,8 @@ const conv2dOp = defineOp<Conv2dAttrs, ConvSaved>({
     if (needsGrad[1]) {
       // dW = Σ_b dY_b · colT_b, accumulated in sample order.
       const dw = allocate(gy.dtype, o * K);
-      for (let b = 0; b < g.n; b++) {
+      if (fast?.weightGrad) fast.weightGrad(gyd as Float32Array, col as Float32Array, dw as Float32Array, g, o);
+      else for (let b = 0; b < g.n; b++) {
         k.matmul(gyd.subarray(b * o * P, (b + 1) * o * P), col.subarray(b * P * K, (b + 1) * P * K), dw, o, K, P, false, false, b > 0);
       }
       gw = new Tensor(dw, w!.shape);

@@ -47,6 +47,10 @@ interface Addon {
   maxPoolGrad(g: Float32Array, argmax: Int32Array, gx: Float32Array): void;
   channelBias(out: Float32Array, bias: Float32Array, n: number, c: number, plane: number): void;
   channelBiasGrad(g: Float32Array, n: number, c: number, plane: number, db: Float32Array): void;
+  /** Absent from addons built before them. */
+  convForward?(x: Float32Array, w: Float32Array, out: Float32Array, col: Float32Array, geometry: Int32Array, o: number): void;
+  convInputGrad?(gy: Float32Array, w: Float32Array, dx: Float32Array, geometry: Int32Array, o: number): void;
+  convWeightGrad?(gy: Float32Array, col: Float32Array, dw: Float32Array, geometry: Int32Array, o: number): void;
 }
 
 /** Where the build puts the addon, relative to the package root. */
@@ -206,6 +210,11 @@ export function createNativeBackend(kernel?: string): Backend {
     maxPoolGrad: (g, argmax, gx) => nat.maxPoolGrad(g, argmax, gx),
     channelBias: (out, bias, n, c, plane) => nat.channelBias(out, bias, n, c, plane),
     channelBiasGrad: (g, n, c, plane, db) => nat.channelBiasGrad(g, n, c, plane, db),
+    ...(typeof nat.convForward === 'function' ? {
+      forward: (x: Float32Array, w: Float32Array, out: Float32Array, col: Float32Array, g: ConvGeometry, o: number) => nat.convForward!(x, w, out, col, pack(g), o),
+      inputGrad: (gy: Float32Array, w: Float32Array, dx: Float32Array, g: ConvGeometry, o: number) => nat.convInputGrad!(gy, w, dx, pack(g), o),
+      weightGrad: (gy: Float32Array, col: Float32Array, dw: Float32Array, g: ConvGeometry, o: number) => nat.convWeightGrad!(gy, col, dw, pack(g), o),
+    } : {}),
   };
 
   return {
