@@ -117,14 +117,14 @@ void cr_sum_cols(const float *x, long rows, long cols, float *out) {
 
 static inline double scaled(const float *g, long i, double scale) { return (float)((double)g[i] * scale); }
 
-CR_CLONES void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd) {
+CR_CLONES static void sgd_loop(float *p, const float *g, long n, double scale, double lr, double wd) {
   for (long i = 0; i < n; i++) {
     double pi = p[i];
     p[i] = (float)(pi - lr * (scaled(g, i, scale) + wd * pi));
   }
 }
 
-CR_CLONES void cr_momentum(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
+CR_CLONES static void momentum_loop(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
                  double dampening, double wd, int nesterov, int fresh) {
   const double keep = 1 - dampening;
   for (long i = 0; i < n; i++) {
@@ -136,7 +136,7 @@ CR_CLONES void cr_momentum(float *p, const float *g, float *b, long n, double sc
   }
 }
 
-CR_CLONES void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
+CR_CLONES static void adam_loop(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
              double step_size, double sqrt_bc2, double shrink, double l2, double b1, double b2, double eps) {
   const double k1 = 1 - b1, k2 = 1 - b2;
   for (long i = 0; i < n; i++) {
@@ -154,4 +154,59 @@ CR_CLONES void cr_adam(float *p, const float *g, float *m, float *v, float *vmax
     }
     p[i] = (float)(pi - step_size * mi / (sqrt(vi) / sqrt_bc2 + eps));
   }
+}
+
+/*
+ * The optimizer updates, split among kernel threads for large parameters: each element's
+ * update depends on that element alone, so any split gives the same bits. (Memory-bound: two
+ * cores stream more than one.)
+ */
+typedef struct {
+  int kind;
+  float *p, *b, *m, *v, *vmax;
+  const float *g;
+  long n;
+  double x[9];
+  int i[2];
+} update_job;
+
+enum { UPDATE_SGD, UPDATE_MOMENTUM, UPDATE_ADAM };
+
+/* Below this many parameters an update is not worth a helper's wake-up. */
+#define SPLIT_UPDATE (1L << 18)
+
+static void update_part(void *arg, int part, int parts) {
+  const update_job *j = arg;
+  /* Parts start on 64-byte lines, so no two threads write one. */
+  long lo = j->n * part / parts / 16 * 16, hi = part + 1 == parts ? j->n : j->n * (part + 1) / parts / 16 * 16;
+  long len = hi - lo;
+  if (len <= 0) return;
+  const double *x = j->x;
+  switch (j->kind) {
+    case UPDATE_SGD: sgd_loop(j->p + lo, j->g + lo, len, x[0], x[1], x[2]); break;
+    case UPDATE_MOMENTUM: momentum_loop(j->p + lo, j->g + lo, j->b + lo, len, x[0], x[1], x[2], x[3], x[4], j->i[0], j->i[1]); break;
+    default: adam_loop(j->p + lo, j->g + lo, j->m + lo, j->v + lo, j->vmax ? j->vmax + lo : NULL, len, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]); break;
+  }
+}
+
+static void run_update(update_job *j) {
+  int t = cr_threads();
+  cr_run_parts(update_part, j, t > 1 && j->n >= SPLIT_UPDATE ? t : 1);
+}
+
+void cr_sgd(float *p, const float *g, long n, double scale, double lr, double wd) {
+  update_job j = { UPDATE_SGD, p, NULL, NULL, NULL, NULL, g, n, { scale, lr, wd }, { 0, 0 } };
+  run_update(&j);
+}
+
+void cr_momentum(float *p, const float *g, float *b, long n, double scale, double lr, double mu,
+                 double dampening, double wd, int nesterov, int fresh) {
+  update_job j = { UPDATE_MOMENTUM, p, b, NULL, NULL, NULL, g, n, { scale, lr, mu, dampening, wd }, { nesterov, fresh } };
+  run_update(&j);
+}
+
+void cr_adam(float *p, const float *g, float *m, float *v, float *vmax, long n, double scale,
+             double step_size, double sqrt_bc2, double shrink, double l2, double b1, double b2, double eps) {
+  update_job j = { UPDATE_ADAM, p, NULL, m, v, vmax, g, n, { scale, step_size, sqrt_bc2, shrink, l2, b1, b2, eps }, { 0, 0 } };
+  run_update(&j);
 }

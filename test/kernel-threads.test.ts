@@ -91,6 +91,30 @@ describe.skipIf(!native)(`kernel threads give one thread's bits${why ? ` (skippe
     }
   });
 
+  it('optimizer updates of a large parameter, split among 2 or 3 threads, give one thread\'s bits', () => {
+    const opt = native!.optimizer!;
+    const rng = new Rng(9);
+    const n = 1_000_003; // above the split size, and not a multiple of the parts
+    const g = random(rng, n);
+    const start = () => ({ p: random(new Rng(1), n), b: random(new Rng(2), n), m: random(new Rng(3), n), v: random(new Rng(4), n).map(Math.abs), vmax: random(new Rng(5), n).map(Math.abs) });
+    const run = (t: number) => {
+      const s = start();
+      withKernelThreads(t, () => {
+        opt.sgd(s.p, g, 0.25, 0.1, 0.01);
+        opt.momentum(s.p, g, s.b, 0.25, 0.1, 0.9, 0.1, 0.01, true, false);
+        opt.momentum(s.p, g, s.b, 0.25, 0.1, 0.9, 0, 0, false, true);
+        opt.adam(s.p, g, s.m, s.v, s.vmax, 0.25, 1e-3, 0.9, 0.999, 0.01, 0.9, 0.999, 1e-8);
+        opt.adam(s.p, g, s.m, s.v, null, 0.25, 1e-3, 0.9, 1, 0, 0.9, 0.999, 1e-8);
+      });
+      return s;
+    };
+    const one = run(1);
+    for (const t of [2, 3]) {
+      const s = run(t);
+      for (const k of ['p', 'b', 'm', 'v', 'vmax'] as const) expect(bytesOf(s[k]).equals(bytesOf(one[k])), `${k}, ${t} threads`).toBe(true);
+    }
+  });
+
   it('a weight packed on 2 threads and reused on 3 gives the unsplit product', () => {
     const b = native!;
     const rng = new Rng(6);
