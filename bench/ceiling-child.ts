@@ -9,7 +9,7 @@ import { Batcher, loadMnist } from '../src/data/index.js';
 
 const { seconds, ...o } = JSON.parse(process.argv[2] ?? '{}') as { seconds: number } & CoordinatorOptions;
 const data = loadMnist();
-const c = new Coordinator({ dataset: data, epochs: 1, ...o });
+const c = new Coordinator({ dataset: data, epochs: 1, kernelThreads: 1, ...o });
 try {
   await c.open();
   const batches = [...new Batcher(data.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];

@@ -38,7 +38,7 @@ export async function benchMicroBatches(o: { microBatches?: number; seconds?: nu
   const data = o.data ?? loadMnist();
   const model = mlpSpec([1024, 1024, 1024, 1024, 1024], 784, 10);
   const open = async (microBatches: number): Promise<Coordinator> => {
-    const c = new Coordinator({ model, dataset: data, epochs: 1, batchSize: 256, microBatches, optimizer: 'sgd', lr: 0.01, backend: backend().name });
+    const c = new Coordinator({ model, dataset: data, epochs: 1, batchSize: 256, microBatches, optimizer: 'sgd', lr: 0.01, backend: backend().name, kernelThreads: 1 });
     await c.open();
     return c;
   };

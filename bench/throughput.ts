@@ -12,7 +12,8 @@ export interface Throughput { samplesPerSecond: number; bubble: number; steps: n
 
 /** `cpu()`, when given, reads a CPU-time counter (ms) before and after the windows. */
 export async function measureThroughput(o: CoordinatorOptions, data: { train: Dataset; test: Dataset }, seconds: number, cpu: () => number = () => 0): Promise<Throughput> {
-  const c = new Coordinator({ dataset: data, epochs: 1, ...o });
+  // One kernel thread unless asked: the bench's ratios are to one thread.
+  const c = new Coordinator({ dataset: data, epochs: 1, kernelThreads: 1, ...o });
   try {
     await c.open();
     const batches = [...new Batcher(data.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];

@@ -13,7 +13,19 @@
 import { randomBytes } from 'node:crypto';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { claimBackend } from '../src/tensor/select.js';
-import { checkKernelThreads } from '../src/tensor/backend.js';
+import { checkKernelThreads, type Backend } from '../src/tensor/backend.js';
+import { availableParallelism } from 'node:os';
+
+/**
+ * options.kernelThreads as a count: 'auto' shares this host's cores among the threads that
+ * compute here (`here`; null: the actors are elsewhere, 1), and is 1 where the backend has no
+ * kernel threads.
+ */
+export function resolveKernelThreads(asked: number | 'auto', here: number | null, backend: Backend, cores = availableParallelism()): number {
+  if (asked !== 'auto') return asked;
+  if (here === null || !backend.kernelThreads) return 1;
+  return Math.max(1, Math.min(64, Math.floor(cores / here)));
+}
 import type { MicroBatch, Dataset, Targets, TransformSpec } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { OptimizerSpec } from '../src/optim/index.js';
@@ -72,9 +84,10 @@ export class Coordinator {
     // Last: nothing above may fail while the claim is held.
     this.backendClaim = claimBackend(plan.options.backend, 'new Coordinator');
     try {
+      this.kernelThreads = resolveKernelThreads(plan.options.kernelThreads, plan.computingThreadsHere, this.backendClaim.backend);
       // Refused here, before any actor starts, when this machine's actors could not run them
       // (gRPC nodes have backends of their own and check at configure).
-      checkKernelThreads(plan.options.placement === 'grpc' ? null : this.backendClaim.backend, plan.options.kernelThreads, 'options.kernelThreads');
+      checkKernelThreads(plan.options.placement === 'grpc' ? null : this.backendClaim.backend, this.kernelThreads, 'options.kernelThreads');
     } catch (e) {
       this.backendClaim.release();
       throw e;
@@ -98,6 +111,8 @@ export class Coordinator {
   get stepsPerEpoch(): number { return this.plan.stepsPerEpoch; }
   get placementName(): string { return this.plan.placementName; }
   get backendName(): string { return this.backendClaim.backend.name; }
+  /** Threads each actor splits its large products among (options.kernelThreads, with 'auto' resolved). */
+  readonly kernelThreads: number;
   /** Unguessable (a node tells runs apart by it); a new one after a recovery. */
   get run(): string { return this.group.run; }
   /** Steps dropped by every actor because a NaN or infinity appeared in them (with skipNonFinite). */
@@ -114,7 +129,7 @@ export class Coordinator {
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
-      ...(o.kernelThreads > 1 ? { kernelThreads: o.kernelThreads } : {}),
+      ...(this.kernelThreads > 1 ? { kernelThreads: this.kernelThreads } : {}),
     }), this.plan.stageParameters);
     if (o.init) await this.group.setState(initialState(o.init, this.spec));
   }
@@ -254,7 +269,7 @@ export class Coordinator {
     const started = performance.now();
     const log = this.options.logDir ? new RunLog(this.options.logDir, { append: this.history.length > 0 }) : null;
     const { plan, meter, keeper, backendName, history } = this;
-    const host: TrainHost = { plan, meter, keeper, backendName, history, recoveries: this.recovery?.reports ?? [], skippedSteps: () => this.skipped.size, group: () => this.group,
+    const host: TrainHost = { plan, meter, keeper, backendName, kernelThreads: this.kernelThreads, history, recoveries: this.recovery?.reports ?? [], skippedSteps: () => this.skipped.size, group: () => this.group,
       step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: (ds) => this.evaluate(ds), confusionMatrix: () => this.confusionMatrix(),
       restoreState: (state) => this.restoreState(state), save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
     this.training = true;

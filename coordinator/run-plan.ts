@@ -55,6 +55,8 @@ export interface RunPlan {
   /** The most steps a recovery's commit can lag behind (0: no recovery). */
   readonly commitLag: number;
   readonly placementName: string;
+  /** Threads of this host that compute at once (local: 1; threads: one per device of every replica; elsewhere null: not this host's). */
+  readonly computingThreadsHere: number | null;
 }
 
 /** Resolves and checks the options and derives the run from them; throws the first bad option's error. */
@@ -111,5 +113,6 @@ export function planRun(opts: CoordinatorOptions = {}): RunPlan {
   return {
     options: o, data, validation, spec, transformSpec, optimizerSpec, fullBatch, lrSchedule, lrAt,
     bounds, timedPartition: timed, stages, virtualStages: V, stageParameters, stepsPerEpoch, schedulePlan, augment: augmentation, commitEvery, commitLag: commitEvery === 'auto' ? AUTO_COMMIT_MAX_STEPS : commitEvery, placementName,
+    computingThreadsHere: o.placement === 'local' ? 1 : o.placement === 'threads' ? o.replicas * devices : null,
   };
 }

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
+import { resolveKernelThreads } from '../coordinator/coordinator.js';
 import { parseCliOptions } from '../coordinator/options.js';
 import { startNode, type RunningNode } from '../node/server.js';
 import { loadMnist, subset, type Dataset } from '../src/data/index.js';
@@ -136,9 +137,9 @@ describe.skipIf(!native)(`kernel threads give one thread's bits${why ? ` (skippe
 
 describe('kernel threads refused where they cannot run', () => {
   it('an out-of-range count names the option or the flag', () => {
-    expect(() => new Coordinator({ kernelThreads: 0 })).toThrow(/options\.kernelThreads must be a positive integer, got 0/);
+    expect(() => new Coordinator({ kernelThreads: 0 })).toThrow(/options\.kernelThreads must be a positive integer or auto, got 0/);
     expect(() => new Coordinator({ kernelThreads: 65 })).toThrow(/options\.kernelThreads must be an integer from 1 to 64, got 65/);
-    expect(() => parseCliOptions(['--kernel-threads', 'two'])).toThrow(/--kernel-threads must be an integer, got 'two'/);
+    expect(() => parseCliOptions(['--kernel-threads', 'two'])).toThrow(/--kernel-threads must be .*, got 'two'/);
     expect(parseCliOptions(['--kernel-threads', '2']).options.kernelThreads).toBe(2);
   });
 
@@ -154,6 +155,20 @@ describe('kernel threads refused where they cannot run', () => {
     expect((err as Error).message).toMatch(/options\.kernelThreads: 2 kernel threads were asked for, but backend 'wasm'/);
     // The claim was given back: another backend can be taken now.
     const c = new Coordinator({ backend: 'js' });
+    void c.close();
+  });
+
+  it("'auto' (the default) shares this host's cores among the threads that compute here, and is 1 where it cannot", () => {
+    const withThreads = { ...jsBackend, kernelThreads: { set() {}, get: () => 1, splits: () => 0 } };
+    expect(resolveKernelThreads('auto', 1, withThreads, 2)).toBe(2); // one process on 2 cores
+    expect(resolveKernelThreads('auto', 4, withThreads, 2)).toBe(1); // 4 thread actors on 2 cores
+    expect(resolveKernelThreads('auto', 2, withThreads, 8)).toBe(4);
+    expect(resolveKernelThreads('auto', null, withThreads, 8)).toBe(1); // actors on gRPC nodes
+    expect(resolveKernelThreads('auto', 1, jsBackend, 8)).toBe(1); // no kernel threads to use
+    expect(resolveKernelThreads(3, 1, withThreads, 2)).toBe(3); // asked for: as asked
+    expect(parseCliOptions(['--kernel-threads', 'auto']).options.kernelThreads).toBe('auto');
+    const c = new Coordinator({ backend: 'wasm' }); // the default on a backend without them: no error
+    expect(c.kernelThreads).toBe(1);
     void c.close();
   });
 
@@ -207,7 +222,7 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
   it('a CNN (the batch of each convolution split by samples, and its weight gradient by rows of dW or dWᵀ) on local and on 2 thread replicas', async () => {
     const splits = native!.kernelThreads!.splits();
     for (const layout of [{ placement: 'local' }, { placement: 'threads', replicas: 2 }] as CoordinatorOptions[]) {
-      const one = await sha({ ...layout, model: 'cnn', placement: 'local', optimizer: 'adam', lr: 1e-3 });
+      const one = await sha({ ...layout, model: 'cnn', placement: 'local', optimizer: 'adam', lr: 1e-3, kernelThreads: 1 });
       const two = await sha({ ...layout, model: 'cnn', optimizer: 'adam', lr: 1e-3, kernelThreads: 2 });
       expect(two.sha, JSON.stringify(layout)).toBe(one.sha);
     }
@@ -225,7 +240,7 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
       if (placement === 'grpc' && layout.schedule === 'zb-h1') continue; // the layout list on gRPC is covered by the others
       it(`${JSON.stringify(layout)} on ${placement}`, async () => {
         const splits = native!.kernelThreads!.splits();
-        const one = await sha({ ...layout, placement: 'local' });
+        const one = await sha({ ...layout, placement: 'local', kernelThreads: 1 });
         const two = await sha({ ...layout, placement, kernelThreads: 2 });
         expect(two.sha).toBe(one.sha);
         expect(two.kernelThreads).toBe(2);
