@@ -524,6 +524,7 @@ static napi_value js_max_pool_grad(napi_env env, napi_callback_info info) {
 static void release(void *arg) {
   (void)arg;
   cr_sgemm_release();
+  cr_threads_release();
 }
 
 NAPI_MODULE_INIT() {

@@ -35,13 +35,15 @@ int cr_sgemm_use_kernel(const char *name);
 
 /* Kernel threads (threads.c): products of the calling thread above a size are split among n
  * threads (1: not split); cr_run_parts runs fn(arg, part, parts) for every part, part 0 on the
- * caller, and returns the parts it used (1 when the pool is busy). */
+ * caller, and returns the parts it used (1 inside another's parts). */
 void cr_set_threads(int n);
 int cr_threads(void);
 typedef void (*cr_part_fn)(void *arg, int part, int parts);
 int cr_run_parts(cr_part_fn fn, void *arg, int parts);
 /* How many calls of cr_run_parts (in the whole process) ran on more than one thread. */
 unsigned long cr_split_products(void);
+/* Ends and frees the calling thread's helpers (when its JS environment ends). */
+void cr_threads_release(void);
 
 /* Frees this thread's packing buffers. */
 void cr_sgemm_release(void);

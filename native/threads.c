@@ -1,7 +1,7 @@
 /*
  * Kernel threads: the helpers that split one product between cores (`--kernel-threads`).
- * One pool serves the whole process; a JS thread asks for it per product, and a product that
- * finds it busy (another JS thread's) runs on its caller alone. Which part a thread computes
+ * Each JS thread that asks for them has a pool of its own; a product inside another (a
+ * convolution's sgemm on a part of its batch) runs on its caller alone. Which part a thread computes
  * never changes an element's arithmetic (see sgemm.c), so any thread count gives the same bits.
  * Idle helpers spin briefly, then sleep on a condition variable (OpenMP's passive policy
  * after a short active one), so cores that other actors need are not held for long.
@@ -20,15 +20,23 @@ static _Thread_local int wanted = 1;
 void cr_set_threads(int n) { wanted = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n; }
 int cr_threads(void) { return wanted; }
 
-static pthread_mutex_t in_use = PTHREAD_MUTEX_INITIALIZER; /* held by the product using the pool */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
-static int helpers;          /* started so far; they never exit */
-static _Atomic unsigned long generation;
-static cr_part_fn job_fn;
-static void *job_arg;
-static int job_parts;
-static _Atomic int pending;
+/* One pool per JS thread that asks for helpers (each worker thread has its own, so thread
+ * actors do not queue for one another's), freed with its thread (cr_threads_release). */
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake, done;
+  int helpers; /* started so far */
+  pthread_t threads[MAX_THREADS];
+  _Atomic unsigned long generation;
+  cr_part_fn job_fn;
+  void *job_arg;
+  int job_parts;
+  _Atomic int pending;
+  _Atomic int closing;
+  int busy; /* a product of this thread is using it: one inside it (a conv's sgemm) runs alone */
+} pool_t;
+
+static _Thread_local pool_t *mine;
 static _Atomic unsigned long splits; /* products run on more than one thread, for tests and reports */
 
 unsigned long cr_split_products(void) { return atomic_load(&splits); }
@@ -62,77 +70,104 @@ static int spin_until_changed(_Atomic unsigned long *p, unsigned long from) {
   }
 }
 
+typedef struct { pool_t *pool; int id; } helper_arg;
+
 static void *helper(void *p) {
-  int id = (int)(intptr_t)p;
+  helper_arg a = *(helper_arg *)p;
+  free(p);
+  pool_t *pool = a.pool;
   unsigned long seen = 0;
   for (;;) {
-    if (!spin_until_changed(&generation, seen)) {
-      pthread_mutex_lock(&lock);
-      while (atomic_load(&generation) == seen) pthread_cond_wait(&wake, &lock);
-      pthread_mutex_unlock(&lock);
+    if (!spin_until_changed(&pool->generation, seen)) {
+      pthread_mutex_lock(&pool->lock);
+      while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
+      pthread_mutex_unlock(&pool->lock);
     }
-    seen = atomic_load_explicit(&generation, memory_order_acquire);
-    cr_part_fn fn = job_fn;
-    void *arg = job_arg;
-    int parts = job_parts;
-    if (id < parts) {
-      fn(arg, id, parts);
-      if (atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel) == 1) {
-        pthread_mutex_lock(&lock);
-        pthread_cond_signal(&done);
-        pthread_mutex_unlock(&lock);
+    seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+    if (atomic_load(&pool->closing)) return NULL;
+    cr_part_fn fn = pool->job_fn;
+    void *arg = pool->job_arg;
+    int parts = pool->job_parts;
+    if (a.id < parts) {
+      fn(arg, a.id, parts);
+      if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_signal(&pool->done);
+        pthread_mutex_unlock(&pool->lock);
       }
     }
   }
-  return NULL;
+}
+
+static pool_t *pool_of_this_thread(void) {
+  if (mine) return mine;
+  pool_t *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->wake, NULL);
+  pthread_cond_init(&p->done, NULL);
+  const char *env = getenv("CHAINRULE_KERNEL_SPIN_US");
+  if (env && *env) spin_ns = atol(env) * 1000L;
+  return mine = p;
 }
 
 int cr_run_parts(cr_part_fn fn, void *arg, int parts) {
   if (parts > MAX_THREADS) parts = MAX_THREADS;
-  if (parts <= 1 || pthread_mutex_trylock(&in_use) != 0) {
+  pool_t *pool = parts > 1 ? pool_of_this_thread() : NULL;
+  if (!pool || pool->busy) {
     fn(arg, 0, 1);
     return 1;
   }
-  pthread_mutex_lock(&lock);
-  if (helpers == 0) {
-    const char *env = getenv("CHAINRULE_KERNEL_SPIN_US");
-    if (env && *env) spin_ns = atol(env) * 1000L;
+  pool->busy = 1;
+  pthread_mutex_lock(&pool->lock);
+  while (pool->helpers < parts - 1) {
+    helper_arg *a = malloc(sizeof *a);
+    if (!a) break;
+    *a = (helper_arg){ pool, pool->helpers + 1 };
+    if (pthread_create(&pool->threads[pool->helpers], NULL, helper, a)) { free(a); break; }
+    pool->helpers++;
   }
-  while (helpers < parts - 1) {
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int failed = pthread_create(&t, &attr, helper, (void *)(intptr_t)(helpers + 1));
-    pthread_attr_destroy(&attr);
-    if (failed) break;
-    helpers++;
-  }
-  if (parts > helpers + 1) parts = helpers + 1;
+  if (parts > pool->helpers + 1) parts = pool->helpers + 1;
   if (parts > 1) {
     atomic_fetch_add(&splits, 1);
-    job_fn = fn;
-    job_arg = arg;
-    job_parts = parts;
-    atomic_store(&pending, parts - 1);
+    pool->job_fn = fn;
+    pool->job_arg = arg;
+    pool->job_parts = parts;
+    atomic_store(&pool->pending, parts - 1);
     /* Under the lock, so a helper about to sleep sees it; spinning helpers see it at once. */
-    atomic_fetch_add_explicit(&generation, 1, memory_order_release);
-    pthread_cond_broadcast(&wake);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->wake);
   }
-  pthread_mutex_unlock(&lock);
+  pthread_mutex_unlock(&pool->lock);
   fn(arg, 0, parts);
   if (parts > 1) {
     long end = now_ns() + spin_ns;
-    for (int i = 0; atomic_load_explicit(&pending, memory_order_acquire) > 0; i++) {
+    for (int i = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; i++) {
       if ((i & 63) == 63 && now_ns() > end) {
-        pthread_mutex_lock(&lock);
-        while (atomic_load(&pending) > 0) pthread_cond_wait(&done, &lock);
-        pthread_mutex_unlock(&lock);
+        pthread_mutex_lock(&pool->lock);
+        while (atomic_load(&pool->pending) > 0) pthread_cond_wait(&pool->done, &pool->lock);
+        pthread_mutex_unlock(&pool->lock);
         break;
       }
       relax();
     }
   }
-  pthread_mutex_unlock(&in_use);
+  pool->busy = 0;
   return parts;
+}
+
+void cr_threads_release(void) {
+  pool_t *pool = mine;
+  if (!pool) return;
+  mine = NULL;
+  pthread_mutex_lock(&pool->lock);
+  atomic_store(&pool->closing, 1);
+  atomic_fetch_add(&pool->generation, 1);
+  pthread_cond_broadcast(&pool->wake);
+  pthread_mutex_unlock(&pool->lock);
+  for (int i = 0; i < pool->helpers; i++) pthread_join(pool->threads[i], NULL);
+  pthread_cond_destroy(&pool->wake);
+  pthread_cond_destroy(&pool->done);
+  pthread_mutex_destroy(&pool->lock);
+  free(pool);
 }

@@ -5,6 +5,7 @@
  * packing; and whole runs on every placement, with replicas whose threads contend for the pool.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { resolveKernelThreads } from '../coordinator/coordinator.js';
 import { parseCliOptions } from '../coordinator/options.js';
@@ -227,6 +228,20 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
       expect(two.sha, JSON.stringify(layout)).toBe(one.sha);
     }
     expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits);
+  }, 120_000);
+
+  it.skipIf(!existsSync('/proc/self/status'))("a worker thread's helpers end with it: runs on thread actors leave no threads behind", async () => {
+    const threads = () => Number(/Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    const settled = async () => { await new Promise((r) => setTimeout(r, 300)); return threads(); };
+    const counts: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const splits = native!.kernelThreads!.splits();
+      await sha({ placement: 'threads', replicas: 2, kernelThreads: 2 });
+      expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits); // each run's workers had helpers
+      counts.push(await settled());
+    }
+    // Two workers with a helper each per run: without the release, 2 more threads a run.
+    expect(counts[2]).toBeLessThanOrEqual(counts[0]!);
   }, 120_000);
 
   const layouts: CoordinatorOptions[] = [
