@@ -20,6 +20,11 @@ export const DEFAULT_MAX_PARAMS = 2 ** 28;
 export interface NodeCaps {
   /** Parameters this node allocates for one configure, and holds for all its actors together. */
   maxParams: number;
+  /**
+   * The most kernel threads an actor here splits its products among, whatever a configure
+   * asks (this host's cores): more only oversubscribe them, and any count gives the same bits.
+   */
+  maxKernelThreads?: number;
 }
 
 const fmt = (v: number) => (Number.isSafeInteger(v) ? v.toLocaleString('en-US') : v.toExponential(3));

@@ -23,6 +23,7 @@ import { codeOf, isOurError } from './internal.js';
 import { InFlight, drain, drainingError, type DrainOutcome } from './drain.js';
 import { startHealthPort } from './health-port.js';
 import { DEFAULT_MAX_PARAMS } from './caps.js';
+import { availableParallelism } from 'node:os';
 import { SecurityError, TLS_FILES, TokenSet, clientCredentials, isLoopback, loadTls, readableByOthers, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
 
 export interface NodeOptions {
@@ -51,6 +52,8 @@ export interface NodeOptions {
    * (default DEFAULT_MAX_PARAMS, 2^28); a larger model is refused naming its largest layer.
    */
   maxParams?: number;
+  /** The most kernel threads one of this node's actors uses, whatever its coordinator asks (default: this host's cores). */
+  maxKernelThreads?: number;
   /** Where the node's log lines go (default stderr; false: nowhere). */
   log?: LogSink | false;
   /**
@@ -62,6 +65,9 @@ export interface NodeOptions {
 
 function checkOptions(opts: NodeOptions): void {
   const { port, deliverDeadlineMs, maxMessageBytes, maxRuns, runTimeoutMs, maxParams, healthPort } = opts;
+  if (opts.maxKernelThreads !== undefined && !(Number.isSafeInteger(opts.maxKernelThreads) && opts.maxKernelThreads >= 1)) {
+    throw new RangeError(`options.maxKernelThreads must be a positive integer, got ${JSON.stringify(opts.maxKernelThreads)}`);
+  }
   if (maxParams !== undefined && !(Number.isSafeInteger(maxParams) && maxParams >= 1)) {
     throw new RangeError(`options.maxParams must be a positive integer, got ${JSON.stringify(maxParams)}`);
   }
@@ -196,6 +202,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         const self = actor;
         actor.caps = {
           maxParams: opts.maxParams ?? DEFAULT_MAX_PARAMS,
+          maxKernelThreads: opts.maxKernelThreads ?? availableParallelism(),
           held: () => { let n = 0; for (const a of runs.actors()) if (a !== self) n += a.parameterCount; return n; },
         };
         run.actors.set(k, actor);

@@ -141,9 +141,14 @@ export class StageActor {
     }
   }
 
+  /** The run's kernel threads, at most the node's cap (the bits are the same for any count). */
+  private kernelThreads(): number {
+    return Math.min(this.config?.kernelThreads ?? 1, this.caps?.maxKernelThreads ?? Infinity);
+  }
+
   /** A step's work: from the step arena, its large products split among the run's kernel threads. */
   private compute<T>(fn: () => T): T {
-    return withKernelThreads(this.config?.kernelThreads ?? 1, () => this.arena.run(fn), this.name);
+    return withKernelThreads(this.kernelThreads(), () => this.arena.run(fn), this.name);
   }
 
   private ready(): { model: Sequential; config: StageConfig } {
@@ -176,10 +181,10 @@ export class StageActor {
       }
       case 'forward': {
         this.beginStep(req.step);
-        const r = withKernelThreads(this.config?.kernelThreads ?? 1, () => this.forward(req.step, req.microBatch, req.x, req.targets), this.name);
+        const r = withKernelThreads(this.kernelThreads(), () => this.forward(req.step, req.microBatch, req.x, req.targets), this.name);
         return { type: 'activations', y: r.out, loss: r.loss ?? undefined };
       }
-      case 'backward': return { type: 'inputGradient', dx: withKernelThreads(this.config?.kernelThreads ?? 1, () => this.backward(req.step, req.microBatch, req.dy), this.name) };
+      case 'backward': return { type: 'inputGradient', dx: withKernelThreads(this.kernelThreads(), () => this.backward(req.step, req.microBatch, req.dy), this.name) };
       case 'gradients': return { type: 'tensors', tensors: this.gradients() };
       case 'gradSquares': {
         // This stage's share of the global gradient norm (for clipping).
@@ -196,7 +201,7 @@ export class StageActor {
       case 'setState': this.setState(req.state); return { type: 'ok' };
       case 'evaluate': {
         const aux: Tensor[] = [];
-        const y = withKernelThreads(this.config?.kernelThreads ?? 1, () => this.evaluate(req.x, aux), this.name);
+        const y = withKernelThreads(this.kernelThreads(), () => this.evaluate(req.x, aux), this.name);
         return { type: 'activations', y, loss: aux.reduce((s, a) => s + a.item(), 0) };
       }
       case 'shutdown': this.release(); return { type: 'ok' };

@@ -244,6 +244,24 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
     expect(counts[2]).toBeLessThanOrEqual(counts[0]!);
   }, 120_000);
 
+  it("a node runs at most its cap of kernel threads (its host's cores), whatever the coordinator asks: the same weights", async () => {
+    const capped = await startNode({ host: '127.0.0.1', port: 0, maxKernelThreads: 1 });
+    try {
+      const one = await sha({ replicas: 1, placement: 'local', kernelThreads: 1 });
+      const splits = native!.kernelThreads!.splits();
+      const c = new Coordinator({ model: spec, dataset: data, epochs: 1, batchSize: 64, optimizer: 'momentum', lr: 0.05, seed: 3, backend: 'native', placement: 'grpc', nodes: [capped.address], kernelThreads: 4 });
+      try {
+        expect((await c.train()).weightsSha256).toBe(one.sha);
+      } finally {
+        await c.close();
+      }
+      expect(native!.kernelThreads!.splits()).toBe(splits); // nothing split on the capped node
+    } finally {
+      await capped.close();
+    }
+    await expect(startNode({ host: '127.0.0.1', port: 0, maxKernelThreads: 0 })).rejects.toThrow(/options\.maxKernelThreads must be a positive integer, got 0/);
+  }, 60_000);
+
   const layouts: CoordinatorOptions[] = [
     { replicas: 1 },
     { replicas: 2, microBatches: 2 },
