@@ -83,11 +83,17 @@ static void *helper(void *p) {
       while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
       pthread_mutex_unlock(&pool->lock);
     }
-    seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
-    if (atomic_load(&pool->closing)) return NULL;
+    /* The job and its generation together, under the lock the caller publishes them under: a
+     * helper that sat out a job (its id beyond that job's parts) may wake only when the next
+     * is being written, and must not read half of each. (A job that needs this helper cannot
+     * be followed by another before the helper has done its part.) */
+    pthread_mutex_lock(&pool->lock);
+    seen = atomic_load(&pool->generation);
     cr_part_fn fn = pool->job_fn;
     void *arg = pool->job_arg;
     int parts = pool->job_parts;
+    pthread_mutex_unlock(&pool->lock);
+    if (atomic_load(&pool->closing)) return NULL;
     if (a.id < parts) {
       fn(arg, a.id, parts);
       if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {

@@ -117,6 +117,24 @@ describe.skipIf(!native)(`kernel threads give one thread's bits${why ? ` (skippe
     }
   });
 
+  it('products split into 2 and 3 parts in turn on 3 threads: a helper that sat one out never reads half of the next', () => {
+    const b = native!;
+    const rng = new Rng(10);
+    // 24×64×1400: 2 row and 2 column tiles, so 2 parts; 256×512×512: 3 parts.
+    const small = { m: 24, n: 64, k: 1400 }, large = { m: 256, n: 512, k: 512 };
+    const operands = [small, large].map(({ m, n, k }) => ({ m, n, k, A: random(rng, m * k), B: random(rng, k * n) }));
+    const refs = operands.map(({ m, n, k, A, B }) => { const c = new Float32Array(m * n); b.matmul(A, B, c, m, n, k, false, false, false); return c; });
+    withKernelThreads(3, () => {
+      for (let i = 0; i < 300; i++) {
+        const j = i % 2;
+        const { m, n, k, A, B } = operands[j]!;
+        const c = new Float32Array(m * n);
+        b.matmul(A, B, c, m, n, k, false, false, false);
+        if (!bytesOf(c).equals(bytesOf(refs[j]!))) throw new Error(`product ${i} (${j ? 'large' : 'small'}) differs`);
+      }
+    });
+  });
+
   it('a weight packed on 2 threads and reused on 3 gives the unsplit product', () => {
     const b = native!;
     const rng = new Rng(6);
