@@ -13,19 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { claimBackend } from '../src/tensor/select.js';
-import { checkKernelThreads, type Backend } from '../src/tensor/backend.js';
+import { MAX_KERNEL_THREADS, checkKernelThreads, type Backend } from '../src/tensor/backend.js';
 import { availableParallelism } from 'node:os';
-
-/**
- * options.kernelThreads as a count: 'auto' shares this host's cores among the threads that
- * compute here (`here`; null: the actors are elsewhere, 1), and is 1 where the backend has no
- * kernel threads.
- */
-export function resolveKernelThreads(asked: number | 'auto', here: number | null, backend: Backend, cores = availableParallelism()): number {
-  if (asked !== 'auto') return asked;
-  if (here === null || !backend.kernelThreads) return 1;
-  return Math.max(1, Math.min(64, Math.floor(cores / here)));
-}
 import type { MicroBatch, Dataset, Targets, TransformSpec } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { OptimizerSpec } from '../src/optim/index.js';
@@ -47,6 +36,17 @@ import { trainEpochs, trainRun, type StepResult, type TrainHost } from './train-
 import { CheckpointKeeper } from './checkpoint-keeper.js';
 import { NodePool } from './node-pool.js';
 import { describeNonFiniteStep } from './nonfinite.js';
+
+/**
+ * options.kernelThreads as a count: 'auto' shares this host's cores among the threads that
+ * compute here (`here`; null: the actors are elsewhere, 1), and is 1 where the backend has no
+ * kernel threads.
+ */
+export function resolveKernelThreads(asked: number | 'auto', here: number | null, backend: Backend, cores = availableParallelism()): number {
+  if (asked !== 'auto') return asked;
+  if (here === null || !backend.kernelThreads) return 1;
+  return Math.max(1, Math.min(MAX_KERNEL_THREADS, Math.floor(cores / here)));
+}
 
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 

@@ -433,14 +433,16 @@ export function candidateConfigs(layers: number, o: PlanOptions): PlanConfig[] {
   // (An interleaving schedule with one chunk per stage is 1F1B; the plan does not model virtual stages.)
   const names = o.schedules ?? Object.keys(scheduleRegistry).filter((n) => !interleaves(n));
   const out: PlanConfig[] = [];
-  for (const placement of placements) {
+  // Every (R, K, M, schedule) of a placement with `slotCount` actors at most. One actor needs
+  // no threads or nodes, so only local runs one, unless `alone` (a remote node of kernel threads:
+  // what one host does by itself); local runs no more.
+  const enumerate = (placement: PlanPlacement, slotCount: number, microBatches: readonly number[], extra: Partial<PlanConfig> = {}, alone = placement === 'local') => {
     for (let R = 1; R <= maxR; R++) {
       for (let K = 1; K <= maxK; K++) {
         const A = R * K;
-        // One actor needs no threads; a placement of many actors is for more than one.
-        if ((placement === 'local') !== (A === 1)) continue;
-        if (A > slots(placement)) continue;
-        for (const M of Ms) {
+        if (A === 1 ? !alone : placement === 'local') continue;
+        if (A > slotCount) continue;
+        for (const M of microBatches) {
           if (o.batchSize % (R * M) !== 0) continue;
           // One stage runs every schedule alike: keep one.
           for (const schedule of K === 1 ? names.slice(0, 1) : names) {
@@ -449,30 +451,18 @@ export function candidateConfigs(layers: number, o: PlanOptions): PlanConfig[] {
             } catch {
               continue;
             }
-            out.push({ placement, replicas: R, stages: K, microBatches: M, schedule });
+            out.push({ placement, replicas: R, stages: K, microBatches: M, schedule, ...extra });
           }
         }
       }
     }
-  }
+  };
+  for (const placement of placements) enumerate(placement, slots(placement), Ms);
   for (const T of new Set(o.kernelThreads ?? [])) {
     if (T <= 1) continue;
-    if (placements.includes('local') && T <= machine.cores) out.push({ placement: 'local', replicas: 1, stages: 1, microBatches: 1, schedule: names[0] ?? 'gpipe', kernelThreads: T });
-    // Remote hosts with one node per T cores.
-    const nodes = machine.hosts * Math.floor(machine.coresPerHost / T);
-    if (!placements.includes('hosts') || nodes < 1) continue;
-    for (let R = 1; R <= Math.min(maxR, nodes); R++) {
-      for (let K = 1; K <= Math.min(maxK, nodes); K++) {
-        if (R * K > nodes) continue;
-        for (const M of Ms) {
-          if (o.batchSize % (R * M) !== 0) continue;
-          for (const schedule of K === 1 ? names.slice(0, 1) : names) {
-            try { getSchedule(schedule)(K, M); } catch { continue; }
-            out.push({ placement: 'hosts', replicas: R, stages: K, microBatches: M, schedule, kernelThreads: T });
-          }
-        }
-      }
-    }
+    // One process here on T cores (M=1: the best of one process), and remote hosts with one node per T cores.
+    if (placements.includes('local') && T <= machine.cores) enumerate('local', 1, [1], { kernelThreads: T });
+    if (placements.includes('hosts')) enumerate('hosts', machine.hosts * Math.floor(machine.coresPerHost / T), Ms, { kernelThreads: T }, true);
   }
   return out;
 }

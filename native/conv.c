@@ -110,7 +110,10 @@ typedef struct {
   const cr_geometry *g;
   long o;
   const float *x, *w, *gy, *col;
-  float *out, *col_out, *dx, *dw;
+  float *out, *dx, *dw;
+  /* What a pass writes besides its result: the forward's col, the input gradient's dcolT per
+   * part, the weight gradient's dWᵀ (NULL: dW is written directly). */
+  float *work;
 } conv_batch;
 
 #define P_OF(g) ((g)->oh * (g)->ow)
@@ -128,14 +131,14 @@ static void forward_part(void *arg, int part, int parts) {
   const cr_geometry *g = j->g;
   const long P = P_OF(g), K = K_OF(g);
   for (long b = g->n * part / parts; b < g->n * (part + 1) / parts; b++) {
-    float *cb = j->col_out + b * P * K;
+    float *cb = j->work + b * P * K;
     cr_im2col_t(j->x, b, g, cb);
     cr_sgemm(j->o, P, K, j->w, cb, j->out + b * j->o * P, 0, 1, 0);
   }
 }
 
 void cr_conv_forward(const float *x, const float *w, float *out, float *col, const cr_geometry *g, long o) {
-  conv_batch j = { g, o, x, w, NULL, NULL, out, col, NULL, NULL };
+  conv_batch j = { .g = g, .o = o, .x = x, .w = w, .out = out, .work = col };
   cr_run_parts(forward_part, &j, batch_parts(g->n, (double)g->n * o * P_OF(g) * K_OF(g)));
 }
 
@@ -143,8 +146,8 @@ static void input_grad_part(void *arg, int part, int parts) {
   const conv_batch *j = arg;
   const cr_geometry *g = j->g;
   const long P = P_OF(g), K = K_OF(g);
-  /* Each part's own dcolT (col_out holds one per part), as conv.ts uses one for its loop. */
-  float *dcol_t = j->col_out + part * P * K;
+  /* Each part's own dcolT (one per part in work), as conv.ts uses one for its loop. */
+  float *dcol_t = j->work + part * P * K;
   for (long b = g->n * part / parts; b < g->n * (part + 1) / parts; b++) {
     cr_sgemm(P, K, j->o, j->gy + b * j->o * P, j->w, dcol_t, 1, 0, 0);
     cr_col2im_t(dcol_t, b, g, j->dx);
@@ -156,7 +159,7 @@ int cr_conv_input_grad(const float *gy, const float *w, float *dx, const cr_geom
   /* The scratch of every part, taken before any starts: nothing fails half way. */
   float *scratch = malloc((size_t)parts * (size_t)(P_OF(g) * K_OF(g) > 0 ? P_OF(g) * K_OF(g) : 1) * sizeof(float));
   if (!scratch) return 0;
-  conv_batch j = { g, o, NULL, w, gy, NULL, NULL, scratch, dx, NULL };
+  conv_batch j = { .g = g, .o = o, .w = w, .gy = gy, .dx = dx, .work = scratch };
   /* (The pool may be busy: then part 0 of 1 runs everything, with the first scratch.) */
   cr_run_parts(input_grad_part, &j, parts);
   free(scratch);
@@ -165,7 +168,7 @@ int cr_conv_input_grad(const float *gy, const float *w, float *dx, const cr_geom
 
 /*
  * dW [o, K] = Σ_b dY_b [o, P] · colT_b [P, K], or its transpose dWᵀ [K, o] = Σ_b colT_bᵀ · dY_bᵀ
- * when K has more row tiles to share than o (into col_out, transposed back after): each
+ * when K has more row tiles to share than o (into work, transposed back after): each
  * element is the same chain of multiply-adds over p either way (a·b = b·a exactly), so the
  * bits are the same. `dw` here is where the parts write (dW, or dWᵀ).
  */
@@ -173,13 +176,13 @@ static void weight_grad_part(void *arg, int part, int parts) {
   const conv_batch *j = arg;
   const cr_geometry *g = j->g;
   const long P = P_OF(g), K = K_OF(g), MR = cr_sgemm_row_tile();
-  const int transposed = j->col_out != NULL;
+  const int transposed = j->work != NULL;
   const long rows = transposed ? K : j->o;
   const long share = ((rows + MR - 1) / MR + parts - 1) / parts * MR;
   const long r0 = part * share, r1 = r0 + share < rows ? r0 + share : rows;
   for (long b = 0; b < g->n; b++) {
     const float *gyb = j->gy + b * j->o * P, *colb = j->col + b * P * K;
-    if (transposed) cr_sgemm_block(K, j->o, P, colb, gyb, j->col_out, 1, 1, b > 0, r0, r1);
+    if (transposed) cr_sgemm_block(K, j->o, P, colb, gyb, j->work, 1, 1, b > 0, r0, r1);
     else cr_sgemm_block(j->o, K, P, gyb, colb, j->dw, 0, 0, b > 0, r0, r1);
   }
 }
@@ -190,7 +193,7 @@ int cr_conv_weight_grad(const float *gy, const float *col, float *dw, const cr_g
   const int transposed = parts > 1 && (K + MR - 1) / MR > (o + MR - 1) / MR;
   float *dw_t = transposed ? malloc((size_t)K * (size_t)o * sizeof(float)) : NULL;
   if (transposed && !dw_t) return 0;
-  conv_batch j = { g, o, NULL, NULL, gy, col, NULL, dw_t, NULL, dw };
+  conv_batch j = { .g = g, .o = o, .gy = gy, .col = col, .dw = dw, .work = dw_t };
   /* (With the pool busy, part 0 of 1 computes all of it: the same rows in one part.) */
   cr_run_parts(weight_grad_part, &j, parts);
   if (transposed) {

@@ -416,57 +416,39 @@ export function validateSchedule(schedule: Schedule, stages: number, microBatche
     const list = schedule[s]!;
     for (const v of chunksOf(s)) {
       const mine = (a: Action) => a.stage === v;
-      const forwardStep = new Map<number, number>();
-      const backwardStep = new Map<number, number>();
-      list.forEach((a, i) => {
-        if (!mine(a)) return;
-        if (a.kind === 'F') forwardStep.set(a.microBatch, i);
-        if (a.kind === 'B') backwardStep.set(a.microBatch, i);
-      });
-      let lastBackward: { m: number; step: number } | null = null;
-      list.forEach((a, i) => {
-        if (a.kind !== 'B' || !mine(a)) return;
-        const f = forwardStep.get(a.microBatch)!;
-        if (f > i) {
-          fail(
-            'SCHEDULE_BACKWARD_BEFORE_FORWARD',
-            `stage ${v} runs ${formatAction(a)} at step ${i}, before its forward ${key(v, 'F', a.microBatch)} at step ${f}; a backward needs the tape its forward leaves.`,
-            `move ${formatAction(a)} after ${key(v, 'F', a.microBatch)} in ${what} ${s}'s list`,
-            [{ stage: s, step: i }, { stage: s, step: f }],
-          );
-        }
-        if (lastBackward !== null && a.microBatch < lastBackward.m) {
-          fail(
-            'SCHEDULE_BACKWARD_ORDER',
-            `stage ${v} runs ${formatAction(a)} at step ${i} after ${key(v, 'B', lastBackward.m)} at step ${lastBackward.step}; backwards must run in ascending micro-batch order so gradients accumulate in one fixed order.`,
-            `order stage ${v}'s backwards by micro-batch: ${key(v, 'B', a.microBatch)} before ${key(v, 'B', lastBackward.m)}`,
-            [{ stage: s, step: i }],
-          );
-        }
-        lastBackward = { m: a.microBatch, step: i };
-      });
-      let lastWeight: { m: number; step: number } | null = null;
-      list.forEach((a, i) => {
-        if (a.kind !== 'W' || !mine(a)) return;
-        const b = backwardStep.get(a.microBatch)!;
-        if (b > i) {
-          fail(
-            'SCHEDULE_WEIGHT_BEFORE_BACKWARD',
-            `stage ${v} runs ${formatAction(a)} at step ${i}, before its backward ${key(v, 'B', a.microBatch)} at step ${b}; a weight gradient needs the input and output gradient its backward records.`,
-            `move ${formatAction(a)} after ${key(v, 'B', a.microBatch)} in ${what} ${s}'s list`,
-            [{ stage: s, step: i }, { stage: s, step: b }],
-          );
-        }
-        if (lastWeight !== null && a.microBatch < lastWeight.m) {
-          fail(
-            'SCHEDULE_WEIGHT_ORDER',
-            `stage ${v} runs ${formatAction(a)} at step ${i} after ${key(v, 'W', lastWeight.m)} at step ${lastWeight.step}; weight gradients must run in ascending micro-batch order (W m adds every product deferred through micro-batch m, so gradients accumulate in one fixed order).`,
-            `order stage ${v}'s weight gradients by micro-batch: ${key(v, 'W', a.microBatch)} before ${key(v, 'W', lastWeight.m)}`,
-            [{ stage: s, step: i }],
-          );
-        }
-        lastWeight = { m: a.microBatch, step: i };
-      });
+      // Each action of `kind` after its own `prior` action, and in ascending micro-batch order.
+      const inOrder = (kind: 'B' | 'W', prior: 'F' | 'B', after: { code: ScheduleErrorCode; why: string }, ascending: { code: ScheduleErrorCode; why: string; plural: string }) => {
+        const priorStep = new Map<number, number>();
+        list.forEach((a, i) => {
+          if (mine(a) && a.kind === prior) priorStep.set(a.microBatch, i);
+        });
+        let last: { m: number; step: number } | null = null;
+        list.forEach((a, i) => {
+          if (a.kind !== kind || !mine(a)) return;
+          const p = priorStep.get(a.microBatch)!;
+          if (p > i) {
+            fail(
+              after.code,
+              `stage ${v} runs ${formatAction(a)} at step ${i}, before its ${prior === 'F' ? 'forward' : 'backward'} ${key(v, prior, a.microBatch)} at step ${p}; ${after.why}`,
+              `move ${formatAction(a)} after ${key(v, prior, a.microBatch)} in ${what} ${s}'s list`,
+              [{ stage: s, step: i }, { stage: s, step: p }],
+            );
+          }
+          if (last !== null && a.microBatch < last.m) {
+            fail(
+              ascending.code,
+              `stage ${v} runs ${formatAction(a)} at step ${i} after ${key(v, kind, last.m)} at step ${last.step}; ${ascending.why}`,
+              `order stage ${v}'s ${ascending.plural} by micro-batch: ${key(v, kind, a.microBatch)} before ${key(v, kind, last.m)}`,
+              [{ stage: s, step: i }],
+            );
+          }
+          last = { m: a.microBatch, step: i };
+        });
+      };
+      inOrder('B', 'F', { code: 'SCHEDULE_BACKWARD_BEFORE_FORWARD', why: 'a backward needs the tape its forward leaves.' },
+        { code: 'SCHEDULE_BACKWARD_ORDER', why: 'backwards must run in ascending micro-batch order so gradients accumulate in one fixed order.', plural: 'backwards' });
+      inOrder('W', 'B', { code: 'SCHEDULE_WEIGHT_BEFORE_BACKWARD', why: 'a weight gradient needs the input and output gradient its backward records.' },
+        { code: 'SCHEDULE_WEIGHT_ORDER', why: 'weight gradients must run in ascending micro-batch order (W m adds every product deferred through micro-batch m, so gradients accumulate in one fixed order).', plural: 'weight gradients' });
     }
   }
 
