@@ -558,8 +558,7 @@ export class StageActor {
     await sends.all();
     off = 0;
     for (const [, p] of params) {
-      p.grad ??= p.zeroedGradBuffer();
-      p.grad.data.set(g.subarray(off, off + p.size));
+      (p.grad ?? p.gradToOverwrite()).data.set(g.subarray(off, off + p.size));
       off += p.size;
     }
   }

@@ -152,6 +152,35 @@ describe('SharedWeight', () => {
     expect(shared.pendingRows).toBe(0);
   });
 
+  it('after accumulations of one micro-batch, adds the next at once (nothing copied) into the released buffer, overwriting it', () => {
+    const { w, shared, rng } = setup();
+    const plainW = new Tensor(w.data, w.shape, true);
+    for (let step = 0; step < 3; step++) {
+      w.zeroGrad();
+      plainW.zeroGrad();
+      const x = randomTensor(rng, [4, 20]);
+      microBatch(w, shared, x, 0);
+      microBatch(plainW, null, x, 0);
+      // The first step cannot know it will have one micro-batch; the later ones can.
+      expect(shared.pendingRows, `step ${step}`).toBe(step === 0 ? 4 : 0);
+      expect(bits(w.grad!), `step ${step}`).toEqual(bits(plainW.grad!)); // no stale sum of the last step
+    }
+    // A step with more micro-batches than the last: the first goes in at once, the rest wait.
+    w.zeroGrad();
+    plainW.zeroGrad();
+    for (let mb = 0; mb < 3; mb++) {
+      const x = randomTensor(rng, [4, 20]);
+      microBatch(w, shared, x, mb);
+      microBatch(plainW, null, x, mb);
+    }
+    expect(shared.pendingRows).toBe(8);
+    expect(relative(plainW.grad!.data, w.grad!.data)).toBeLessThan(1e-6);
+    // ... and the next step defers from its first micro-batch again.
+    w.zeroGrad();
+    microBatch(w, shared, randomTensor(rng, [4, 20]), 0);
+    expect(shared.pendingRows).toBe(4);
+  });
+
   it('zeroGrad drops what is pending', () => {
     const { w, shared, rng } = setup();
     w.zeroGrad();

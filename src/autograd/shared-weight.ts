@@ -44,6 +44,9 @@ export class SharedWeight implements PendingGrad {
   private rows = 0;
   private recordRows: number[] = [];
   private recordTags: number[] = [];
+  /** Records deferred since zeroGrad, and in the last accumulation that had any. */
+  private records = 0;
+  private lastRecords = 0;
 
   /** The weight, once a product has used this (one SharedWeight serves one weight). */
   get weight(): Tensor | null { return this.w; }
@@ -120,10 +123,13 @@ export class SharedWeight implements PendingGrad {
       throw new ChainruleError('BAD_SHAPE', `SharedWeight: cannot defer ${fmtShape(x.shape)}ᵀ · ${fmtShape(g.shape)} into a gradient of shape ${fmtShape(w.shape)}`, { user: false });
     }
     if (rows === 0) return;
+    const first = this.records++ === 0;
     const limit = k * n;
     if ((this.rows + rows) * (k + n) > limit) this.compute(Infinity);
-    if (rows * (k + n) > limit) {
-      matmulAccumulate(x, g, true, false, w.ownGrad());
+    // A record that alone outweighs the gradient, or the first when accumulations have been of
+    // one record (one micro-batch a step): its product now costs what it would later, uncopied.
+    if (rows * (k + n) > limit || (first && this.lastRecords === 1)) {
+      this.addProduct(x, g);
       return;
     }
     const need = this.rows + rows;
@@ -162,9 +168,7 @@ export class SharedWeight implements PendingGrad {
     if (rows === 0) return;
     const w = this.w!;
     const [k, n] = [w.shape[0]!, w.shape[1]!];
-    const x = new Tensor(this.xs!.subarray(0, rows * k), [rows, k]);
-    const g = new Tensor(this.gs!.subarray(0, rows * n), [rows, n]);
-    matmulAccumulate(x, g, true, false, w.ownGrad());
+    this.addProduct(new Tensor(this.xs!.subarray(0, rows * k), [rows, k]), new Tensor(this.gs!.subarray(0, rows * n), [rows, n]));
     const left = this.rows - rows;
     if (left > 0) {
       this.xs!.copyWithin(0, rows * k, this.rows * k);
@@ -175,8 +179,17 @@ export class SharedWeight implements PendingGrad {
     this.recordTags.splice(0, records);
   }
 
+  /** dW += xᵀ·g; the first product after zeroGrad writes the gradient instead of adding to zeros. */
+  private addProduct(x: Tensor, g: Tensor): void {
+    const w = this.w!;
+    const fresh = !w.hasOwnGrad && x.shape[0]! > 0;
+    matmulAccumulate(x, g, true, false, fresh ? w.gradToOverwrite() : w.ownGrad(), !fresh);
+  }
+
   /** zeroGrad: the pending products go, and a new accumulation may reuse packs again. */
   reset(): void {
+    if (this.records > 0) this.lastRecords = this.records;
+    this.records = 0;
     this.rows = 0;
     this.recordRows = [];
     this.recordTags = [];

@@ -127,8 +127,7 @@ function leafGradOf(inputs: Tensor[]): (i: number) => Tensor | null {
 function accumulateLeaf(x: Tensor, g: Tensor): void {
   if (x.grad === null) {
     // Own the buffer (g may alias another gradient): a copy into the one zeroGrad released.
-    x.grad = x.zeroedGradBuffer();
-    x.grad.data.set(g.data);
+    x.gradToOverwrite().data.set(g.data);
     return;
   }
   const acc = x.grad.data;

@@ -166,9 +166,10 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false):
 
 /**
  * into += op(a)·op(b) for matrices, straight from the kernel (no temporary product):
- * how a weight gradient lands in its parameter's `.grad`.
+ * how a weight gradient lands in its parameter's `.grad`; into = op(a)·op(b) when
+ * `accumulate` is false.
  */
-export function matmulAccumulate(a: Tensor, b: Tensor, transA: boolean, transB: boolean, into: Tensor): void {
+export function matmulAccumulate(a: Tensor, b: Tensor, transA: boolean, transB: boolean, into: Tensor, accumulate = true): void {
   sameDtype('matmul', a, b);
   sameDtype('matmul', a, into);
   const [m, k] = transA ? [a.shape[1]!, a.shape[0]!] : [a.shape[0]!, a.shape[1]!];
@@ -176,7 +177,7 @@ export function matmulAccumulate(a: Tensor, b: Tensor, transA: boolean, transB: 
   if (a.rank !== 2 || b.rank !== 2 || k !== k2 || !sameShape(into.shape, [m, n])) {
     throw new ShapeError(`matmul: cannot accumulate ${fmtShape(a.shape)}${transA ? 'ᵀ' : ''} · ${fmtShape(b.shape)}${transB ? 'ᵀ' : ''} into ${fmtShape(into.shape)}`);
   }
-  (a.dtype === 'float64' ? jsBackend : backend()).matmul(a.data, b.data, into.data, m, n, k, transA, transB, true);
+  (a.dtype === 'float64' ? jsBackend : backend()).matmul(a.data, b.data, into.data, m, n, k, transA, transB, accumulate);
 }
 
 /** Swaps the last two axes (copying). */

@@ -180,6 +180,23 @@ export class Tensor {
     return this.storedGrad;
   }
 
+  /** Whether a gradient is stored (pending work aside): false from zeroGrad until something lands. */
+  get hasOwnGrad(): boolean { return this.storedGrad !== null; }
+
+  /**
+   * Becomes the gradient and is returned, not zeroed, for a caller that writes every element
+   * (a product with k > 0): saves zero-filling a buffer only to add to it. Only while there is
+   * no gradient.
+   */
+  gradToOverwrite(): Tensor {
+    if (this.storedGrad !== null) throw new Error('gradToOverwrite: the tensor already has a gradient to add to');
+    const spare = this.spareGrad;
+    this.spareGrad = null;
+    this.storedGrad = spare !== null && spare.size === this.size && spare.dtype === this.dtype ? spare
+      : new Tensor(this.isParameter ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape);
+    return this.storedGrad;
+  }
+
   /**
    * Clears the accumulated gradient (`grad` becomes null) and drops pending work. Its buffer
    * is kept for the next backward, so training allocates no gradient buffers per step: a
