@@ -111,7 +111,11 @@ export class Coordinator {
   get stepsPerEpoch(): number { return this.plan.stepsPerEpoch; }
   get placementName(): string { return this.plan.placementName; }
   get backendName(): string { return this.backendClaim.backend.name; }
-  /** Threads each actor splits its large products among (options.kernelThreads, with 'auto' resolved). */
+  /**
+   * Threads each actor splits its large products among (options.kernelThreads, with 'auto'
+   * resolved): with 'auto' the most, which each actor keeps only if its first steps run faster
+   * on them than on one (the summary's kernelThreads says what the run ended on).
+   */
   readonly kernelThreads: number;
   /** Unguessable (a node tells runs apart by it); a new one after a recovery. */
   get run(): string { return this.group.run; }
@@ -129,7 +133,8 @@ export class Coordinator {
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
-      ...(this.kernelThreads > 1 ? { kernelThreads: this.kernelThreads } : {}),
+      // 'auto': the most; each actor's first steps measure whether they pay (node/kernel-tuner.ts).
+      ...(this.kernelThreads > 1 ? { kernelThreads: this.kernelThreads, ...(o.kernelThreads === 'auto' ? { tuneKernelThreads: true } : {}) } : {}),
     }), this.plan.stageParameters);
     if (o.init) await this.group.setState(initialState(o.init, this.spec));
   }

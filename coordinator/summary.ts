@@ -206,17 +206,22 @@ export class BubbleMeter {
   actorWallMs = 0;
   private stepWallMs = 0;
   private perActor: number[] = [];
+  /** The most kernel threads an actor ran the last step on (null before a step). */
+  kernelThreads: number | null = null;
 
   /**
    * One step's reports: each actor's busy time against the slowest actor's wall time, over
    * `devices` devices (fewer than the actors when each hosts several virtual stages).
    */
-  add(reports: readonly { busyMs: number; wallMs: number }[], devices = reports.length): void {
+  add(reports: readonly { busyMs: number; wallMs: number; kernelThreads?: number }[], devices = reports.length): void {
     const wall = Math.max(...reports.map((r) => r.wallMs));
+    let threads = 1;
     for (const [a, r] of reports.entries()) {
       this.busyMs += r.busyMs;
       this.perActor[a] = (this.perActor[a] ?? 0) + r.busyMs;
+      threads = Math.max(threads, r.kernelThreads ?? 1);
     }
+    this.kernelThreads = threads;
     this.actorWallMs += wall * devices;
     this.stepWallMs += wall;
   }

@@ -262,7 +262,7 @@ async function summarizeRun(
   const { options: o, bounds, spec } = host.plan;
   const weightsSha256 = await host.group().weightsSha256();
   return summarize({
-    epochs: run.epochs, weightsSha256, placement: host.plan.placementName, replicas: o.replicas, stages: host.plan.stages, virtualStages: host.plan.virtualStages, kernelThreads: host.kernelThreads,
+    epochs: run.epochs, weightsSha256, placement: host.plan.placementName, replicas: o.replicas, stages: host.plan.stages, virtualStages: host.plan.virtualStages, kernelThreads: host.meter.kernelThreads ?? host.kernelThreads,
     partition: bounds.slice(1).map((b, i) => b - bounds[i]!), microBatches: o.microBatches, schedule: o.schedule, bubbleFraction: host.meter.fraction,
     backend: host.backendName, optimizer: host.plan.optimizerSpec.type, seed: o.seed, batchSize: o.batchSize, lr: host.plan.optimizerSpec.lr,
     parameters: layerParameterCounts(spec).reduce((a, b) => a + b, 0), transform: host.plan.transformSpec, recoveries: host.recoveries,

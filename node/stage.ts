@@ -21,6 +21,7 @@ import { CommitStore } from './commit-store.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
 import { FiniteWatch } from './finite-watch.js';
+import { KernelThreadTuner } from './kernel-tuner.js';
 import type { DeviceTurns } from './device-turns.js';
 import { checkShapeCaps, checkSpecCaps, type NodeCaps } from './caps.js';
 import { backend, checkKernelThreads, withKernelThreads } from '../src/tensor/backend.js';
@@ -142,8 +143,17 @@ export class StageActor {
   }
 
   /** The run's kernel threads, at most the node's cap (the bits are the same for any count). */
-  private kernelThreads(): number {
+  private mostKernelThreads(): number {
     return Math.min(this.config?.kernelThreads ?? 1, this.caps?.maxKernelThreads ?? Infinity);
+  }
+
+  /** With config.tuneKernelThreads: the first steps measure whether `mostKernelThreads` pays. */
+  private tuner: KernelThreadTuner | null = null;
+  /** The count the current step runs on while the tuner tries. */
+  private stepKernelThreads: number | null = null;
+
+  private kernelThreads(): number {
+    return this.tuner?.decided ?? this.stepKernelThreads ?? this.mostKernelThreads();
   }
 
   /** A step's work: from the step arena, its large products split among the run's kernel threads. */
@@ -168,14 +178,22 @@ export class StageActor {
           this.keepCommit(req.step, req.commit === 'share');
           commitMs = performance.now() - tc;
         }
+        const threads = this.tuner ? (this.stepKernelThreads = this.tuner.threadsFor(req.step)) : this.kernelThreads();
+        const splits0 = this.tuner ? backend().kernelThreads?.splits() ?? 0 : 0;
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing, req.order);
         if (commitMs !== undefined) report.commitMs = commitMs;
         // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
+        let updateMs = 0;
         if (req.optimize && !report.nonFinite) {
           const t0 = epochNow();
           const applied = this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
+          updateMs = epochNow() - t0;
           if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
         }
+        this.tuner?.finish(req.step, report.busyMs + updateMs, (backend().kernelThreads?.splits() ?? 0) - splits0);
+        // What the actor runs on: while it still tries counts, nothing (one, for the summary).
+        const runsOn = this.tuner ? this.tuner.decided : threads;
+        if (runsOn !== null && runsOn > 1) report.kernelThreads = runsOn;
         if (report.clock) report.clock[1] = epochNow();
         return { type: 'stepDone', report };
       }
@@ -241,6 +259,8 @@ export class StageActor {
     model.microBatching = true; // weights stay fixed within a step: layers share work across its micro-batches
     this.model = model;
     this.config = config;
+    this.stepKernelThreads = null;
+    this.tuner = config.tuneKernelThreads === true && this.mostKernelThreads() > 1 ? new KernelThreadTuner(this.mostKernelThreads()) : null;
     this.run = run;
     this.loss = config.end === config.model.layers.length ? getLoss(config.model.loss ?? 'softmaxCrossEntropy') : null;
     this.tapes.clear();

@@ -10,6 +10,7 @@ import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { resolveKernelThreads } from '../coordinator/coordinator.js';
 import { parseCliOptions } from '../coordinator/options.js';
 import { startNode, type RunningNode } from '../node/server.js';
+import { KernelThreadTuner } from '../node/kernel-tuner.js';
 import { loadMnist, subset, type Dataset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import { ChainruleError } from '../src/errors.js';
@@ -191,6 +192,37 @@ describe('kernel threads refused where they cannot run', () => {
     void c.close();
   });
 
+  it("'auto' measures: after a warm-up on the most, the trial steps alternate the most and one, and the faster stays", () => {
+    /** Runs steps 0.. with busy times by count, and what each step ran on. */
+    const drive = (t: KernelThreadTuner, ms: (n: number, step: number) => number, splits = 1): number[] => {
+      const ran: number[] = [];
+      for (let step = 0; step < 12; step++) {
+        const n = t.threadsFor(step);
+        expect(t.threadsFor(step), 'a step asked again runs on the same count').toBe(n);
+        ran.push(n);
+        t.finish(step, ms(n, step), n > 1 ? splits : 0);
+      }
+      return ran;
+    };
+    const faster = new KernelThreadTuner(2);
+    expect(drive(faster, (n) => (n > 1 ? 6 : 10))).toEqual([2, 2, 2, 1, 2, 1, 2, 1, 2, 2, 2, 2]);
+    expect(faster.decided).toBe(2);
+    // Within the margin, or split products never happened (nothing is large enough): one.
+    const close = new KernelThreadTuner(2);
+    expect(drive(close, (n) => (n > 1 ? 9.8 : 10)).slice(-4)).toEqual([1, 1, 1, 1]);
+    const nothingSplit = new KernelThreadTuner(4);
+    drive(nothingSplit, (n) => (n > 1 ? 5 : 10), 0);
+    expect(nothingSplit.decided).toBe(1);
+    // By each count's quickest step: one burst on the one-thread steps does not decide it.
+    const burst = new KernelThreadTuner(2);
+    drive(burst, (n, step) => (n > 1 ? 8 : step === 3 ? 100 : 10));
+    expect(burst.decided).toBe(2);
+    const slower = new KernelThreadTuner(2);
+    drive(slower, (n) => (n > 1 ? 12 : 10));
+    expect(slower.decided).toBe(1);
+    expect(new KernelThreadTuner(1).decided).toBe(1); // nothing to try
+  });
+
   it('withKernelThreads on a backend without them runs 1 and refuses more', () => {
     const was = backend();
     setBackend(jsBackend);
@@ -278,6 +310,24 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
       await capped.close();
     }
     await expect(startNode({ host: '127.0.0.1', port: 0, maxKernelThreads: 0 })).rejects.toThrow(/options\.maxKernelThreads must be a positive integer, got 0/);
+  }, 60_000);
+
+  it("'auto' (the default) tries the host's cores on a local run and keeps what is faster: one thread's weights either way", async () => {
+    const one = await sha({ placement: 'local', kernelThreads: 1, epochs: 2 });
+    const splits = native!.kernelThreads!.splits();
+    const auto = await sha({ placement: 'local', epochs: 2 }); // 12 steps: 2 warm-up, 6 trials, then the choice
+    expect(auto.sha).toBe(one.sha);
+    expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits); // the trials on 2 threads split products
+    expect([undefined, 2]).toContain(auto.kernelThreads); // timing decides, never the bits
+    // Products too small to split: one thread, whatever the timing.
+    const small: ModelSpec = { inputShape: [784], layers: [{ type: 'dense', inputs: 784, units: 16, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 16, units: 10, init: 'xavier' }], loss: 'softmaxCrossEntropy' };
+    const smallOne = await sha({ placement: 'local', model: small, kernelThreads: 1, epochs: 2 });
+    const smallAuto = await sha({ placement: 'local', model: small, epochs: 2 });
+    expect(smallAuto).toEqual(smallOne);
+    const c = new Coordinator({ model: spec, dataset: data, backend: 'native' });
+    expect(c.options.kernelThreads).toBe('auto');
+    expect(c.kernelThreads).toBe(Math.min(64, (await import('node:os')).availableParallelism()));
+    void c.close();
   }, 60_000);
 
   const layouts: CoordinatorOptions[] = [

@@ -30,6 +30,8 @@ export interface StageConfig {
   backend?: string;
   /** Threads each large product of this stage is split among (native backend; the bits do not change). */
   kernelThreads?: number;
+  /** kernelThreads is the most: the first steps measure whether they pay, else one (node/kernel-tuner.ts). */
+  tuneKernelThreads?: boolean;
 }
 
 export interface OptimizerStepArgs {
@@ -101,6 +103,8 @@ export interface StepReport {
   busyMs: number;
   /** Wall time of the step as this stage saw it. */
   wallMs: number;
+  /** The kernel threads this actor runs on, when more than one (and, with tuneKernelThreads, once it has chosen). */
+  kernelThreads?: number;
   /** Milliseconds the recovery commit took, when the runStep asked this actor to keep one. */
   commitMs?: number;
   /** Only when the runStep asked for a trace: [kind, microBatch, t0, t1] per span (src/wire/trace.ts). */
