@@ -39,8 +39,9 @@ import { describeNonFiniteStep } from './nonfinite.js';
 
 /**
  * options.kernelThreads as a count: 'auto' shares this host's cores among the threads that
- * compute here (`here`; null: the actors are elsewhere, 1), and is 1 where the backend has no
- * kernel threads.
+ * compute here (`here`; null: the actors are elsewhere, 1 here: gRPC nodes take their own
+ * cores), and is 1 where the backend has no kernel threads. Under 'auto' the actors then
+ * measure whether the count pays (node/kernel-tuner.ts).
  */
 export function resolveKernelThreads(asked: number | 'auto', here: number | null, backend: Backend, cores = availableParallelism()): number {
   if (asked !== 'auto') return asked;
@@ -135,6 +136,8 @@ export class Coordinator {
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
       // 'auto': the most; each actor's first steps measure whether they pay (node/kernel-tuner.ts).
       ...(this.kernelThreads > 1 ? { kernelThreads: this.kernelThreads, ...(o.kernelThreads === 'auto' ? { tuneKernelThreads: true } : {}) } : {}),
+      // On gRPC nodes, whose cores this host does not know: up to each node's own.
+      ...(o.kernelThreads === 'auto' && o.placement === 'grpc' ? { tuneKernelThreads: true } : {}),
     }), this.plan.stageParameters);
     if (o.init) await this.group.setState(initialState(o.init, this.spec));
   }

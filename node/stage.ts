@@ -144,7 +144,12 @@ export class StageActor {
 
   /** The run's kernel threads, at most the node's cap (the bits are the same for any count). */
   private mostKernelThreads(): number {
-    return Math.min(this.config?.kernelThreads ?? 1, this.caps?.maxKernelThreads ?? Infinity);
+    const c = this.config;
+    // Tuning without a count (gRPC nodes under 'auto'): up to this node's cap, where the backend has them.
+    if (c?.kernelThreads === undefined && c?.tuneKernelThreads === true) {
+      return this.backendClaim?.backend.kernelThreads ? this.caps?.maxKernelThreads ?? 1 : 1;
+    }
+    return Math.min(c?.kernelThreads ?? 1, this.caps?.maxKernelThreads ?? Infinity);
   }
 
   /** With config.tuneKernelThreads: the first steps measure whether `mostKernelThreads` pays. */

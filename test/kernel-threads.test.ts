@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { resolveKernelThreads } from '../coordinator/coordinator.js';
 import { parseCliOptions } from '../coordinator/options.js';
@@ -312,13 +313,19 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
     await expect(startNode({ host: '127.0.0.1', port: 0, maxKernelThreads: 0 })).rejects.toThrow(/options\.maxKernelThreads must be a positive integer, got 0/);
   }, 60_000);
 
-  it("'auto' (the default) tries the host's cores on a local run and keeps what is faster: one thread's weights either way", async () => {
+  it("'auto' (the default) tries the host's cores on a local run and on a gRPC node, and keeps what is faster: one thread's weights either way", async () => {
     const one = await sha({ placement: 'local', kernelThreads: 1, epochs: 2 });
     const splits = native!.kernelThreads!.splits();
     const auto = await sha({ placement: 'local', epochs: 2 }); // 12 steps: 2 warm-up, 6 trials, then the choice
     expect(auto.sha).toBe(one.sha);
     expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits); // the trials on 2 threads split products
     expect([undefined, 2]).toContain(auto.kernelThreads); // timing decides, never the bits
+    // On a gRPC node, whose cores the coordinator does not know: up to the node's own, tried there.
+    const grpcSplits = native!.kernelThreads!.splits();
+    const remote = await sha({ placement: 'grpc', epochs: 2 });
+    expect(remote.sha).toBe(one.sha);
+    if (availableParallelism() > 1) expect(native!.kernelThreads!.splits()).toBeGreaterThan(grpcSplits);
+    expect([undefined, Math.min(64, availableParallelism())]).toContain(remote.kernelThreads);
     // Products too small to split: one thread, whatever the timing.
     const small: ModelSpec = { inputShape: [784], layers: [{ type: 'dense', inputs: 784, units: 16, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 16, units: 10, init: 'xavier' }], loss: 'softmaxCrossEntropy' };
     const smallOne = await sha({ placement: 'local', model: small, kernelThreads: 1, epochs: 2 });
@@ -326,7 +333,7 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
     expect(smallAuto).toEqual(smallOne);
     const c = new Coordinator({ model: spec, dataset: data, backend: 'native' });
     expect(c.options.kernelThreads).toBe('auto');
-    expect(c.kernelThreads).toBe(Math.min(64, (await import('node:os')).availableParallelism()));
+    expect(c.kernelThreads).toBe(Math.min(64, availableParallelism()));
     void c.close();
   }, 60_000);
 

@@ -30,7 +30,10 @@ export interface StageConfig {
   backend?: string;
   /** Threads each large product of this stage is split among (native backend; the bits do not change). */
   kernelThreads?: number;
-  /** kernelThreads is the most: the first steps measure whether they pay, else one (node/kernel-tuner.ts). */
+  /**
+   * kernelThreads is the most (absent: the node's cap, its host's cores): the first steps
+   * measure whether they pay, else one (node/kernel-tuner.ts).
+   */
   tuneKernelThreads?: boolean;
 }
 
