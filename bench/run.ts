@@ -9,7 +9,7 @@
  *    next to TensorFlow.js (pure-JS `cpu` and `wasm` backends) and, where Debian's
  *    python3-torch is installed, PyTorch on one thread, on the same model and data.
  * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8, and
- *    M=1 with 2 kernel threads and with the default `auto`, measured by the run itself),
+ *    M=1 with 2 kernel threads and with `auto`, measured by the run itself),
  *    R=2 thread replicas beside their ceiling (two processes on half the batch each, in the same
  *    window, never communicating: bench/ceiling.ts), K=2 thread stages (every registered schedule), R=2 and K=2 over 2
  *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
@@ -222,9 +222,9 @@ try {
     const kt = availableBackends().native === true ? (await chainruleThroughput({ ...base, kernelThreads: 2, backend: 'native' })).samplesPerSecond : 0;
     if (kt > 0) add('one process, M=1, 2 kernel threads', kt);
     else skipped[name('kernel threads')] = 'the native backend is not built';
-    // What a run gets by default: kernelThreads 'auto', the count its first steps measured faster.
+    // kernelThreads 'auto': the count its first steps measured faster.
     const auto = (await chainruleThroughput({ ...base, kernelThreads: 'auto' })).samplesPerSecond;
-    add('one process, M=1, default (kernel threads auto)', auto);
+    add('one process, M=1, kernel threads auto', auto);
     const r2 = (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2 })).samplesPerSecond;
     add('threads, R=2 replicas', r2);
     // What two single-threaded replicas could reach here at most: two processes on half the

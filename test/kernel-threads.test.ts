@@ -179,7 +179,7 @@ describe('kernel threads refused where they cannot run', () => {
     void c.close();
   });
 
-  it("'auto' (the default) shares this host's cores among the threads that compute here, and is 1 where it cannot", () => {
+  it("'auto' shares this host's cores among the threads that compute here, and is 1 where it cannot", () => {
     const withThreads = { ...jsBackend, kernelThreads: { set() {}, get: () => 1, splits: () => 0 } };
     expect(resolveKernelThreads('auto', 1, withThreads, 2)).toBe(2); // one process on 2 cores
     expect(resolveKernelThreads('auto', 4, withThreads, 2)).toBe(1); // 4 thread actors on 2 cores
@@ -313,28 +313,32 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
     await expect(startNode({ host: '127.0.0.1', port: 0, maxKernelThreads: 0 })).rejects.toThrow(/options\.maxKernelThreads must be a positive integer, got 0/);
   }, 60_000);
 
-  it("'auto' (the default) tries the host's cores on a local run and on a gRPC node, and keeps what is faster: one thread's weights either way", async () => {
+  it("'auto' tries the host's cores on a local run and on a gRPC node, and keeps what is faster: one thread's weights either way", async () => {
     const one = await sha({ placement: 'local', kernelThreads: 1, epochs: 2 });
     const splits = native!.kernelThreads!.splits();
-    const auto = await sha({ placement: 'local', epochs: 2 }); // 12 steps: 2 warm-up, 6 trials, then the choice
+    const auto = await sha({ placement: 'local', epochs: 2, kernelThreads: 'auto' }); // 12 steps: 2 warm-up, 6 trials, then the choice
     expect(auto.sha).toBe(one.sha);
     expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits); // the trials on 2 threads split products
     expect([undefined, 2]).toContain(auto.kernelThreads); // timing decides, never the bits
     // On a gRPC node, whose cores the coordinator does not know: up to the node's own, tried there.
     const grpcSplits = native!.kernelThreads!.splits();
-    const remote = await sha({ placement: 'grpc', epochs: 2 });
+    const remote = await sha({ placement: 'grpc', epochs: 2, kernelThreads: 'auto' });
     expect(remote.sha).toBe(one.sha);
     if (availableParallelism() > 1) expect(native!.kernelThreads!.splits()).toBeGreaterThan(grpcSplits);
     expect([undefined, Math.min(64, availableParallelism())]).toContain(remote.kernelThreads);
     // Products too small to split: one thread, whatever the timing.
     const small: ModelSpec = { inputShape: [784], layers: [{ type: 'dense', inputs: 784, units: 16, init: 'he' }, { type: 'relu' }, { type: 'dense', inputs: 16, units: 10, init: 'xavier' }], loss: 'softmaxCrossEntropy' };
     const smallOne = await sha({ placement: 'local', model: small, kernelThreads: 1, epochs: 2 });
-    const smallAuto = await sha({ placement: 'local', model: small, epochs: 2 });
+    const smallAuto = await sha({ placement: 'local', model: small, epochs: 2, kernelThreads: 'auto' });
     expect(smallAuto).toEqual(smallOne);
-    const c = new Coordinator({ model: spec, dataset: data, backend: 'native' });
-    expect(c.options.kernelThreads).toBe('auto');
+    const c = new Coordinator({ model: spec, dataset: data, backend: 'native', kernelThreads: 'auto' });
     expect(c.kernelThreads).toBe(Math.min(64, availableParallelism()));
     void c.close();
+    // Not the default (see options.ts): one thread unless asked.
+    const plain = new Coordinator({ model: spec, dataset: data, backend: 'native' });
+    expect(plain.options.kernelThreads).toBe(1);
+    expect(plain.kernelThreads).toBe(1);
+    void plain.close();
   }, 60_000);
 
   const layouts: CoordinatorOptions[] = [
