@@ -134,10 +134,10 @@ export class Coordinator {
     const capacity = this.fullBatch ? fullBatchPlan(this.data.train, o.batchSize, o.replicas, o.fullBatchSize).microBatches : o.microBatches;
     await this.group.open(this.transport, (k) => ({
       model: this.spec, start: this.bounds[k]!, end: this.bounds[k + 1]!, seed: o.seed, capacity, replicas: o.replicas, backend: this.backendName,
-      // 'auto': the most; each actor's first steps measure whether they pay (node/kernel-tuner.ts).
-      ...(this.kernelThreads > 1 ? { kernelThreads: this.kernelThreads, ...(o.kernelThreads === 'auto' ? { tuneKernelThreads: true } : {}) } : {}),
-      // On gRPC nodes, whose cores this host does not know: up to each node's own.
-      ...(o.kernelThreads === 'auto' && o.placement === 'grpc' ? { tuneKernelThreads: true } : {}),
+      ...(this.kernelThreads > 1 ? { kernelThreads: this.kernelThreads } : {}),
+      // 'auto': each actor's first steps measure whether that many pay (node/kernel-tuner.ts);
+      // on gRPC nodes, whose cores this host does not know, up to each node's own.
+      ...(o.kernelThreads === 'auto' && (this.kernelThreads > 1 || o.placement === 'grpc') ? { tuneKernelThreads: true } : {}),
     }), this.plan.stageParameters);
     if (o.init) await this.group.setState(initialState(o.init, this.spec));
   }

@@ -14,7 +14,8 @@ export class KernelThreadTuner {
   /** The count kept, once chosen (1 at once when there is nothing to choose). */
   private chosen: number | null;
   private readonly quickest = new Map<number, number>();
-  private readonly splitSteps = new Map<number, number>();
+  /** Whether a product was split on a trial step with `most` (none: nothing here is large enough to split). */
+  private splitOnMost = false;
   private trialStep = -1;
   private lastStep: number | null = null;
   private current: number;
@@ -53,10 +54,10 @@ export class KernelThreadTuner {
     if (this.chosen !== null || step !== this.lastStep || this.trialStep < this.warmup) return;
     const n = this.current;
     this.quickest.set(n, Math.min(this.quickest.get(n) ?? Infinity, busyMs));
-    this.splitSteps.set(n, (this.splitSteps.get(n) ?? 0) + (splits > 0 ? 1 : 0));
+    if (n === this.most && splits > 0) this.splitOnMost = true;
     if (this.trialStep - this.warmup + 1 < 2 * this.trials) return;
     const many = this.quickest.get(this.most) ?? Infinity;
     const one = this.quickest.get(1) ?? Infinity;
-    this.chosen = (this.splitSteps.get(this.most) ?? 0) > 0 && many < one * (1 - this.margin) ? this.most : 1;
+    this.chosen = this.splitOnMost && many < one * (1 - this.margin) ? this.most : 1;
   }
 }

@@ -183,7 +183,8 @@ export class StageActor {
           this.keepCommit(req.step, req.commit === 'share');
           commitMs = performance.now() - tc;
         }
-        const threads = this.tuner ? (this.stepKernelThreads = this.tuner.threadsFor(req.step)) : this.kernelThreads();
+        if (this.tuner) this.stepKernelThreads = this.tuner.threadsFor(req.step);
+        const threads = this.kernelThreads();
         const splits0 = this.tuner ? backend().kernelThreads?.splits() ?? 0 : 0;
         const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing, req.order);
         if (commitMs !== undefined) report.commitMs = commitMs;

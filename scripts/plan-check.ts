@@ -89,8 +89,8 @@ try {
   for (const m of models) {
     const cases = benchConfigs(m.M);
     const extra = m.key === 'wide' ? candidateConfigs(layerParameterCounts(m.spec).length, eightHostsOptions(m.batchSize)) : [];
-    const sizes = neededSizes([...cases.map((c) => c.config), ...extra], m.batchSize);
     const all = [...cases.map((c) => c.config), ...extra];
+    const sizes = neededSizes(all, m.batchSize);
     const threads = neededKernelThreads(all);
     const profile = await profileModel({ spec: m.spec, data: mnist.train, microBatchSizes: sizes, optimizer: { type: 'sgd', lr: m.lr }, log: (s) => console.error(s),
       ...(threads.length > 0 ? { kernelThreads: { counts: threads, microBatchSizes: neededSizes(all, m.batchSize, true) } } : {}) });

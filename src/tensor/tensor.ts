@@ -190,10 +190,7 @@ export class Tensor {
    */
   gradToOverwrite(): Tensor {
     if (this.storedGrad !== null) throw new Error('gradToOverwrite: the tensor already has a gradient to add to');
-    const spare = this.spareGrad;
-    this.spareGrad = null;
-    this.storedGrad = spare !== null && spare.size === this.size && spare.dtype === this.dtype ? spare
-      : new Tensor(this.isParameter ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape);
+    this.storedGrad = this.takeGradBuffer().buffer;
     return this.storedGrad;
   }
 
@@ -219,15 +216,19 @@ export class Tensor {
 
   /** A zero-filled gradient of this tensor's shape, in the buffer zeroGrad released when there is one. */
   zeroedGradBuffer(): Tensor {
+    const { buffer, reused } = this.takeGradBuffer();
+    if (reused) buffer.data.fill(0);
+    return buffer;
+  }
+
+  /** The buffer zeroGrad released (as it is: `reused`) when it fits, else a new zeroed one. */
+  private takeGradBuffer(): { buffer: Tensor; reused: boolean } {
     const spare = this.spareGrad;
     this.spareGrad = null;
-    if (spare !== null && spare.size === this.size && spare.dtype === this.dtype) {
-      spare.data.fill(0);
-      return spare;
-    }
+    if (spare !== null && spare.size === this.size && spare.dtype === this.dtype) return { buffer: spare, reused: true };
     // A parameter's is kept across steps for the next backward: never from a step arena. Any
     // other tensor's (an op's output, a stage's input) dies with the step's tape.
-    return new Tensor(this.isParameter ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape);
+    return { buffer: new Tensor(this.isParameter ? allocatePersistent(this.dtype, this.size) : allocate(this.dtype, this.size), this.shape), reused: false };
   }
 
   private spareGrad: Tensor | null = null;
