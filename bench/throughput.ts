@@ -8,6 +8,9 @@
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, type Dataset } from '../src/data/index.js';
 
+/** Steps handed to Coordinator.steps at a time (it sends them in requests of stepsPerRequest). */
+const GROUP = 32;
+
 export interface Throughput { samplesPerSecond: number; bubble: number; steps: number; cpuMs: number }
 
 /** `cpu()`, when given, reads a CPU-time counter (ms) before and after the windows. */
@@ -27,9 +30,10 @@ export async function measureThroughput(o: CoordinatorOptions, data: { train: Da
       let samples = 0;
       const t0 = performance.now();
       while (performance.now() - t0 < (seconds * 1000) / 3) {
-        const b = batches[n++ % batches.length]!;
-        await c.step(b.x, b.y);
-        samples += b.x.shape[0]!;
+        // As train() steps: as many to a request as options.stepsPerRequest allows.
+        const group = Array.from({ length: GROUP }, () => batches[n++ % batches.length]!);
+        await c.steps(group);
+        for (const b of group) samples += b.x.shape[0]!;
       }
       best = Math.max(best, samples / ((performance.now() - t0) / 1000));
     }

@@ -6,7 +6,8 @@
  */
 import { Coordinator } from './coordinator.js';
 import { parseCliOptions, trainUsage, OptionError } from './options.js';
-import { metricsText, valText, type EpochReport } from './summary.js';
+import { metricsText, valText, type EpochReport, type StepInfo } from './summary.js';
+import { displayOnly } from './train-loop.js';
 import { EpochProgress } from './progress.js';
 import { isUserError } from '../src/errors.js';
 import { chainruleVersion } from './saved-model.js';
@@ -54,7 +55,7 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
   let bar: EpochProgress | null = null;
   const c: Coordinator = new Coordinator({
     ...options,
-    onStep: tty ? (s) => bar?.step(s) : undefined,
+    onStep: tty ? displayOnly((s: StepInfo) => bar?.step(s)) : undefined,
     onEpoch: (r: EpochReport) => { bar?.stop(); note(progressLine(r, c.options.epochs)); },
   });
   if (tty) bar = new EpochProgress(tty, c.options.epochs);

@@ -24,7 +24,7 @@ import { createTransport, type Transport } from './transports/index.js';
 import type { CoordinatorOptions, ResolvedOptions } from './options.js';
 import { StageGroup } from './stage-group.js';
 import { evaluate, isClassifier, type Evaluation } from './evaluate.js';
-import { shardMinibatch, trainStep, type TraceAsk } from './pipeline.js';
+import { shardMinibatch, trainStep, trainSteps, type QueuedStep, type TraceAsk } from './pipeline.js';
 import { fullBatchPlan } from './fullbatch.js';
 import { BubbleMeter, type EpochReport, type ResumedFrom, type TrainSummary } from './summary.js';
 import { initialState, saveModel } from './saved-model.js';
@@ -48,6 +48,11 @@ export function resolveKernelThreads(asked: number | 'auto', here: number | null
   if (here === null || !backend.kernelThreads) return 1;
   return Math.max(1, Math.min(MAX_KERNEL_THREADS, Math.floor(cores / here)));
 }
+
+/** stepsPerRequest 'auto': a request carries about this many milliseconds of steps... */
+export const REQUEST_MS = 10;
+/** ...and at most this many steps. */
+export const AUTO_MAX_STEPS_PER_REQUEST = 32;
 
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
@@ -161,13 +166,89 @@ export class Coordinator {
     return (await this.stepWith(x, y)).loss;
   }
 
+  /**
+   * Optimizer steps on several minibatches in order, as many to a request as
+   * {@link stepsPerRequest} allows (the same bits as step() on each); returns each one's summed loss.
+   * @example const losses = await c.steps(batches.map(({ x, y }) => ({ x, y })));
+   */
+  async steps(batches: readonly { x: Tensor; y: Targets }[]): Promise<number[]> {
+    const losses: number[] = [];
+    for (let i = 0; i < batches.length;) {
+      const n = Math.min(this.stepsPerRequest(), batches.length - i);
+      for (const r of await this.stepsWith(batches.slice(i, i + n))) losses.push(r.loss);
+      i += n;
+    }
+    return losses;
+  }
+
   private async stepWith(x: Tensor, y: Targets, trace?: TraceAsk): Promise<StepResult> {
     await this.open();
     const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
+    const t0 = performance.now();
     const loss = this.recovery
-      ? await this.recovery.run(this.group.step, parts, () => this.transport!, (commit) => this.runParts(parts, trace, commit), () => this.commitKeeping())
+      ? await this.recovery.run(this.group.step, [parts], () => this.transport!, (commit) => this.runParts(parts, trace, commit), () => this.commitKeeping())
       : await this.runParts(parts, trace);
+    if (!trace?.tracer.wants(this.group.step - 1)) this.noteStepMs(performance.now() - t0);
     return { loss, ...this.lastStep };
+  }
+
+  /**
+   * Steps on several minibatches, sent to the actors in one request each (the same bits as
+   * one step at a time); `batches.length` is at most {@link stepsPerRequest}.
+   */
+  private async stepsWith(batches: readonly { x: Tensor; y: Targets }[]): Promise<StepResult[]> {
+    if (batches.length === 1) return [await this.stepWith(batches[0]!.x, batches[0]!.y)];
+    await this.open();
+    const all = batches.map((b) => shardMinibatch(b.x, b.y, this.options.replicas, this.options.microBatches));
+    const t0 = performance.now();
+    const results = this.recovery
+      ? await this.recovery.run(this.group.step, all, () => this.transport!, (commit) => this.runQueued(all, commit), () => this.commitKeeping())
+      : await this.runQueued(all);
+    this.noteStepMs((performance.now() - t0) / batches.length);
+    return results;
+  }
+
+  /** Recent wall milliseconds per step (an exponential average), for stepsPerRequest 'auto'. */
+  private stepMs: number | null = null;
+  private noteStepMs(ms: number): void {
+    this.stepMs = this.stepMs === null ? ms : 0.8 * this.stepMs + 0.2 * ms;
+  }
+
+  /**
+   * How many steps from here may go to the actors in one request: options.stepsPerRequest, or
+   * under 'auto' as many as take about REQUEST_MS by the recent steps' time (1 until steps were
+   * timed); 1 where the coordinator must see each step (clipping, skipping, virtual stages, a
+   * full-batch method), and never past the next recovery commit.
+   */
+  stepsPerRequest(): number {
+    const o = this.options;
+    if (o.clipNorm !== undefined || o.skipNonFinite || this.plan.virtualStages > 1 || this.fullBatch) return 1;
+    const wanted = o.stepsPerRequest === 'auto'
+      ? (this.stepMs === null ? 1 : Math.max(1, Math.min(AUTO_MAX_STEPS_PER_REQUEST, Math.floor(REQUEST_MS / Math.max(this.stepMs, 1e-3)))))
+      : o.stepsPerRequest;
+    return this.recovery ? Math.min(wanted, this.recovery.maxSteps(this.group.step, this.commitKeeping().where)) : wanted;
+  }
+
+  /** Steps of `all` (each a minibatch's shards) in one request per actor; each one's loss and learning rate. */
+  private async runQueued(all: MicroBatch[][][], commit?: 'whole' | 'share'): Promise<StepResult[]> {
+    const { plan } = this;
+    const first = this.group.step;
+    const steps: QueuedStep[] = all.map((parts, i) => ({
+      parts,
+      lr: plan.lrAt ? plan.lrAt(first + i, this.stepsPerEpoch) : this.optimizerSpec.lr,
+      gradScale: 1 / parts.reduce((n, r) => r.reduce((m, p) => m + p.x.shape[0]!, n), 0),
+      ...(i === 0 && commit ? { commit } : {}),
+    }));
+    const epoch = this.training ? this.keeper.cursor.epoch + 1 : undefined;
+    try {
+      const r = await trainSteps(this.group, this.spec, steps, this.schedulePlan, this.meter, this.optimizerSpec, epoch);
+      if (commit) this.lastCommitMs = r.commitMs;
+      this.lastStep = { lr: steps.at(-1)!.lr };
+      return r.losses.map((loss, i) => ({ loss, lr: steps[i]!.lr }));
+    } finally {
+      // The actors ran every step of the request (a NaN or infinity does not stop them).
+      this.group.step = first + steps.length;
+    }
   }
 
   /** Where this run's recovery commits are kept: by the actors when their transport can keep them safe. */
@@ -278,7 +359,7 @@ export class Coordinator {
     const log = this.options.logDir ? new RunLog(this.options.logDir, { append: this.history.length > 0 }) : null;
     const { plan, meter, keeper, backendName, history } = this;
     const host: TrainHost = { plan, meter, keeper, backendName, kernelThreads: this.kernelThreads, history, recoveries: this.recovery?.reports ?? [], skippedSteps: () => this.skipped.size, group: () => this.group,
-      step: (x, y, trace) => this.stepWith(x, y, trace), evaluate: (ds) => this.evaluate(ds), confusionMatrix: () => this.confusionMatrix(),
+      step: (x, y, trace) => this.stepWith(x, y, trace), steps: (batches) => this.stepsWith(batches), stepsPerRequest: () => this.stepsPerRequest(), evaluate: (ds) => this.evaluate(ds), confusionMatrix: () => this.confusionMatrix(),
       restoreState: (state) => this.restoreState(state), save: (dir, metadata) => this.save(dir, metadata), stopRequested: () => this.stopping };
     this.training = true;
     try {

@@ -17,6 +17,7 @@ import { fullBatchMethods, optimizers, lrSchedules, type LrScheduleSpec, type Op
 import { TRANSFORM_KINDS, type TransformKind } from '../src/data/index.js';
 import { backendNames } from '../src/tensor/select.js';
 import { MAX_KERNEL_THREADS } from '../src/tensor/backend.js';
+import { MAX_STEPS_PER_REQUEST } from '../src/wire/index.js';
 import { transports, type Transport } from './transports/index.js';
 import { interleaves, schedules } from './schedules/index.js';
 import type { DataSplit } from './inputs.js';
@@ -134,6 +135,7 @@ export const optionTable = {
   schedule: withDefault<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', default: 'gpipe', choices: () => Object.keys(schedules), help: 'pipeline schedule' }),
   virtualStages: withDefault<number>({ kind: 'int', group: 'Pipeline', arg: 'V', default: 1, min: 1, help: "with --schedule interleaved-1f1b: model chunks per stage (Megatron's interleaved 1F1B): the model is cut into K·V chunks, stage (device) d holding chunks d, d+K, ... on one thread or node, so the bubble shrinks from (K−1)/(M+K−1) to (K−1)/(V·M+K−1) for V times more messages; needs M a multiple of K" }),
   commitEvery: def<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', min: 0, accepts: (v) => v === 'auto', defaultText: 'auto (0 for the local placement)', help: 'commit every stage\'s state every N steps, so a lost node or thread is rebuilt from it and the steps since replayed; 0: no recovery; auto: as often as a commit costs 5% of the time, and at least every 8 steps where the actors keep the commits in memory (threads, replicas over several nodes), every 64 where the coordinator fetches them' }),
+  stepsPerRequest: withDefault<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', default: 'auto', min: 1, max: MAX_STEPS_PER_REQUEST, accepts: (v) => v === 'auto', help: "training steps sent to the actors in one request, run back to back (the same bits as one a request): short steps then pay one round trip between the coordinator and the actors per request, not per step. auto: as many as take about 10 ms (1 for steps of 5 ms or more, and where an onStep callback or a trace must see each step). Not with clipNorm or skipNonFinite (the coordinator decides between steps) or virtualStages; onStep still runs once per step, after its request" }),
   spares: def<string[]>({ kind: 'list', group: 'Pipeline', arg: 'H:P,...', help: 'spare gRPC nodes that replace lost ones (without: this process takes over, with a warning)' }),
   backend: def<string>({ kind: 'string', group: 'Pipeline', arg: 'NAME', choices: () => backendNames, defaultText: 'native when built, else wasm; or CHAINRULE_BACKEND', help: 'kernel backend' }),
   kernelThreads: withDefault<number | 'auto'>({ kind: 'int', group: 'Pipeline', arg: 'N|auto', default: 1, min: 1, max: MAX_KERNEL_THREADS, accepts: (v) => v === 'auto', help: "threads each actor splits its large matrix products among (as PyTorch's set_num_threads; native backend): the bits do not change. auto: this host's cores shared among the threads that compute here (local: all of them; threads: cores / actors, at least 1; on gRPC nodes each node's own; 1 where the backend has none), kept only if each actor's first steps run faster on them than on one: in full runs on 2 cores a 784-1024×5 MLP at batch 256 kept 2 (1.5-1.6×), the CNN 2 (1.3×). Not the default: for a model of short steps (the default MLP at batch 64) the first steps sometimes favour 2, and the run then went at half speed. On C cores keep replicas × stages × N ≤ C" }),
@@ -264,6 +266,13 @@ export function resolveOptions(opts: CoordinatorOptions = {}, naming: Naming = a
       : `${naming('partition')} lists ${o.partition.length} stages but ${naming('stages')} is ${o.stages}`);
   }
   checkVirtualStages(o, naming);
+  if (typeof o.stepsPerRequest === 'number' && o.stepsPerRequest > 1) {
+    const between = [o.clipNorm !== undefined && 'clipNorm', o.skipNonFinite === true && 'skipNonFinite', o.virtualStages > 1 && 'virtualStages']
+      .filter((k): k is 'clipNorm' | 'skipNonFinite' | 'virtualStages' => k !== false);
+    if (between.length > 0) {
+      throw new OptionError(`${naming('stepsPerRequest')} ${o.stepsPerRequest} cannot be used with ${between.map(naming).join(' or ')}: the coordinator must see every step before the next one starts`, `use ${naming('stepsPerRequest')} 1 or auto`);
+    }
+  }
   const shards = o.replicas * o.microBatches;
   if (o.batchSize % shards !== 0) {
     const what = o.replicas > 1 ? `${o.replicas} replicas × ${o.microBatches} micro-batches` : `${o.microBatches} micro-batches`;

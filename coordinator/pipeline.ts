@@ -9,7 +9,7 @@ import { splitMicroBatches, type MicroBatch, type Targets } from '../src/data/in
 import type { ModelSpec } from '../src/nn/index.js';
 import { clipScale } from '../src/optim/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { epochNow, formatAction, type OptimizerStepArgs, type Request, type Schedule } from '../src/wire/index.js';
+import { epochNow, formatAction, type OptimizerStepArgs, type Request, type Schedule, type StepWork } from '../src/wire/index.js';
 import { targetsOf } from './evaluate.js';
 import type { StageGroup } from './stage-group.js';
 import type { BubbleMeter } from './summary.js';
@@ -20,6 +20,17 @@ import { NonFiniteError, earliestNonFinite, type NonFiniteAt } from './nonfinite
 export function shardMinibatch(x: Tensor, y: Targets, replicas: number, microBatches: number): MicroBatch[][] {
   const flat = splitMicroBatches(x, y, replicas * microBatches);
   return Array.from({ length: replicas }, (_, r) => flat.slice(r * microBatches, (r + 1) * microBatches));
+}
+
+/** What stage k of a replica is asked for one step: its actions, the replica's inputs (first stage) and targets (last), the update and the commit. */
+function stepWork(spec: ModelSpec, K: number, actions: string[], parts: MicroBatch[], k: number, optimize?: OptimizerStepArgs, commit?: 'whole' | 'share'): StepWork {
+  return {
+    actions,
+    inputs: k === 0 ? parts.map((p) => p.x) : undefined,
+    targets: k === K - 1 ? parts.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
+    ...(optimize ? { optimize } : {}),
+    ...(commit ? { commit } : {}),
+  };
 }
 
 /** Which steps to trace, and the epoch to label them with. */
@@ -48,13 +59,9 @@ async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch
   const orders = V === 1 ? null : schedule.map((list) => list.map(formatAction));
   const body = (r: number, k: number) => ({
     type: 'runStep' as const,
-    actions: own[k]!,
+    ...stepWork(spec, K, own[k]!, parts[r]!, k, optimize, commit),
     ...(orders ? { order: orders[k % group.devices]! } : {}),
-    inputs: k === 0 ? parts[r]!.map((p) => p.x) : undefined,
-    targets: k === K - 1 ? parts[r]!.map((p) => targetsOf(spec, p.x, p.y)) : undefined,
-    optimize,
     ...(tracing ? { trace: true } : {}),
-    ...(commit ? { commit } : {}),
   }) satisfies Partial<Extract<Request, { type: 'runStep' }>>;
   let replies;
   if (tracing) {
@@ -125,4 +132,41 @@ export async function trainStep(group: StageGroup, spec: ModelSpec, parts: Micro
   const gradScale = plan.gradScale * clipScale(squares * plan.gradScale * plan.gradScale, clipNorm);
   await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale }), 'ok');
   return { loss, gradNorm: Math.sqrt(squares) * plan.gradScale, commitMs };
+}
+
+/** One step of a multi-step request: its shards, its learning rate and 1/batch size, and (first step only) the recovery commit. */
+export interface QueuedStep { parts: MicroBatch[][]; lr: number; gradScale: number; commit?: 'whole' | 'share' }
+
+/**
+ * Several fused steps (no clipping, no skip decision, no trace, no virtual stages) in one
+ * runSteps request per actor: the same actions, inputs and updates as that many trainSteps,
+ * so the same bits. Returns each step's summed loss; the commit time of the first step's commit.
+ * @throws NonFiniteError naming the earliest step of the request in which a NaN or infinity
+ * appeared (the actors ran the request to its end, as a fused step runs to its end)
+ */
+export async function trainSteps(group: StageGroup, spec: ModelSpec, steps: QueuedStep[], schedule: Schedule, meter: BubbleMeter, optimizer: OptimizerStepArgs['optimizer'], epoch?: number): Promise<{ losses: number[]; commitMs: number }> {
+  const K = group.stages;
+  if (group.virtualStages !== 1) throw new Error('trainSteps: virtual stages need the device order of runStep');
+  const own = schedule.map((list) => list.map(formatAction));
+  const replies = await group.all((r, k) => ({
+    type: 'runSteps',
+    steps: steps.map((s) => stepWork(spec, K, own[k]!, s.parts[r]!, k, { optimizer, lr: s.lr, gradScale: s.gradScale }, s.commit)),
+  }), 'stepsDone');
+  const first = group.step;
+  const losses: number[] = [];
+  let commitMs = 0;
+  for (const [i, s] of steps.entries()) {
+    const reports = replies.map((r) => r.reports[i]!);
+    if (reports.some((r) => r === undefined)) throw new Error(`trainSteps: an actor answered ${steps.length} steps with fewer reports`);
+    meter.add(reports, group.replicas * group.devices);
+    let loss = 0;
+    for (let r = 0; r < group.replicas; r++) {
+      for (let m = 0; m < s.parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
+    }
+    losses.push(loss);
+    if (i === 0) commitMs = reports.reduce((m, r) => Math.max(m, r.commitMs ?? 0), 0);
+    const nonFinite = earliestNonFinite(reports, K, s.parts[0]!.length, group.names);
+    if (nonFinite) throw new NonFiniteError(first + i, epoch, nonFinite);
+  }
+  return { losses, commitMs };
 }

@@ -74,12 +74,14 @@ export class Recovery {
   constructor(private readonly commitEvery: number | 'auto', private readonly rebuild: Rebuild) {}
 
   /**
-   * Runs one step (`fn(commit)`: with `commit`, its runStep asks the actors to keep a commit
-   * first, whole or each replica its share); on the loss of an actor, recovers and runs it again. A loss while the commit after
-   * the step is taken (the step applied, the node gone before it was read back) is recovered
-   * the same way: the replay runs this step too, then the commit is taken.
+   * Runs the steps from `step` on (`steps`: each one's shards; `fn(commit)` runs them all, in one
+   * request or one step at a time: with `commit`, the first step's request asks the actors to
+   * keep a commit first, whole or each replica its share); on the loss of an actor, recovers and
+   * runs them again. A loss while the commit after the steps is taken (the steps applied, the node gone before it was read back) is recovered
+   * the same way: the replay runs these steps too, then the commit is taken. No commit falls
+   * inside the steps: {@link maxSteps} says how many may go together.
    */
-  async run(step: number, parts: MicroBatch[][], transport: () => Transport, fn: (commit?: 'whole' | 'share') => Promise<number>, keeping: () => CommitKeeping): Promise<number> {
+  async run<T>(step: number, steps: MicroBatch[][][], transport: () => Transport, fn: (commit?: 'whole' | 'share') => Promise<T>, keeping: () => CommitKeeping): Promise<T> {
     const keep = keeping();
     // The first commit comes from the coordinator in any case: no step has run to carry it.
     if (!this.commit) await this.take(step, keep.state);
@@ -87,25 +89,39 @@ export class Recovery {
     // after the step before (below), so that nothing happening between steps can lose it.
     const byActors = keep.where === 'actors' && this.dueAt(step, 'actors') ? keep.how : undefined;
     const t0 = performance.now();
-    let loss: number;
+    let out: T;
     try {
-      loss = await watch(fn(byActors), transport());
+      out = await watch(fn(byActors), transport());
     } catch (e) {
       await this.recover(e, step, t0, transport, keep);
-      return this.run(step, parts, transport, fn, keeping);
+      return this.run(step, steps, transport, fn, keeping);
     }
     if (byActors !== undefined && keep.where === 'actors') { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; this.lastTakeMs = keep.cost(); }
-    this.log.push(parts);
+    this.log.push(...steps);
     this.stepMsSince += performance.now() - t0;
-    if (keep.where === 'coordinator' && this.dueAt(step + 1, 'coordinator')) {
+    const next = step + steps.length;
+    if (keep.where === 'coordinator' && this.dueAt(next, 'coordinator')) {
       try {
-        await this.take(step + 1, keep.state);
+        await this.take(next, keep.state);
       } catch (e) {
         await this.recover(e, step, t0, transport, keep);
-        await this.take(step + 1, keep.state);
+        await this.take(next, keep.state);
       }
     }
-    return loss;
+    return out;
+  }
+
+  /**
+   * How many steps from `step` on may go to the actors together: up to the next commit, which
+   * must start a request (the actors keep it as their first step begins) or follow one (the
+   * coordinator fetches it between requests). At least 1.
+   */
+  maxSteps(step: number, where: CommitKeeping['where']): number {
+    if (this.commitEvery !== 'auto') return this.commitEvery - (step % this.commitEvery);
+    const since = this.commit ? step - this.commit.step : 0;
+    // A commit due now starts this request; otherwise the next one falls due at the latest after the cap.
+    const cap = where === 'actors' ? AUTO_ACTOR_COMMIT_MAX_STEPS : AUTO_COMMIT_MAX_STEPS;
+    return this.commit && this.dueAt(step, where) ? cap : Math.max(1, cap - since);
   }
 
   /** Whether the commit before step `step` is due. */

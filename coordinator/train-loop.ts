@@ -47,6 +47,10 @@ export interface TrainHost {
   /** Every epoch's report, over every train() of the Coordinator: the loop appends to it. */
   readonly history: EpochReport[];
   step(x: Tensor, y: Targets, trace?: TraceAsk): Promise<StepResult>;
+  /** Steps on several minibatches, in one request per actor (at most stepsPerRequest()). */
+  steps(batches: readonly { x: Tensor; y: Targets }[]): Promise<StepResult[]>;
+  /** How many steps from here may go to the actors together. */
+  stepsPerRequest(): number;
   /** Loss and metrics on the test split, or on `ds`. */
   evaluate(ds?: Dataset): Promise<Evaluation>;
   /** Puts a state back into every actor between steps (early stopping), and into the commit a recovery rebuilds from. */
@@ -55,6 +59,16 @@ export interface TrainHost {
   save(dir: string, metadata: Record<string, unknown>): Promise<void>;
   /** True once `Coordinator.stop()` was called (Ctrl-C): the loop ends after the step it is in. */
   stopRequested(): boolean;
+}
+
+const DISPLAY_ONLY = Symbol('chainrule.displayOnly');
+
+/**
+ * Marks an onStep callback that only shows progress (the CLI's bar): it does not need to see
+ * each step's weights, so stepsPerRequest 'auto' may still send several steps together.
+ */
+export function displayOnly<F extends (...args: never[]) => unknown>(fn: F): F {
+  return Object.assign(fn, { [DISPLAY_ONLY]: true });
 }
 
 /** The `epochs` of `train({ epochs })`, checked: a positive integer, or undefined. */
@@ -184,32 +198,53 @@ export async function trainRun(host: TrainHost, log: RunLog | null, started: num
       return summarizeRun(host, last ?? current(), samplesPerSecond, batcher.droppedPerEpoch, run, { epochs: last?.epoch ?? e });
     };
     const trace = tracer ? { tracer, epoch: e + 1 } : undefined;
-    for (const { x, y } of batcher.epoch(e, b)) {
-      const augment = plan.augment;
-      const input = augment ? new Tensor(augmentBatch(x.data as Float32Array, plan.data.train.inputShape, augment, augmentStream(o.seed, e, b)), x.shape) : x;
-      b++;
+    // A callback that may read the weights after each step gets them one step at a time.
+    const perStep = o.stepsPerRequest === 'auto' && o.onStep !== undefined && !(DISPLAY_ONLY in o.onStep);
+    const batches = batcher.epoch(e, b)[Symbol.iterator]();
+    for (;;) {
+      const first = host.group().step;
+      // Requests end where the loop must act between steps: a checkpoint, a traced step.
+      let want = perStep ? 1 : host.stepsPerRequest();
+      if (o.checkpoint && o.checkpointEvery) want = Math.min(want, o.checkpointEvery - (first % o.checkpointEvery));
+      if (tracer) want = tracer.wants(first) ? 1 : first < tracer.first ? Math.min(want, tracer.first - first) : want;
+      const chunk: { x: Tensor; y: Targets; input: Tensor }[] = [];
+      while (chunk.length < want) {
+        const next = batches.next();
+        if (next.done) break;
+        const { x, y } = next.value;
+        const augment = plan.augment;
+        const at = b + chunk.length;
+        chunk.push({ x, y, input: augment ? new Tensor(augmentBatch(x.data as Float32Array, plan.data.train.inputShape, augment, augmentStream(o.seed, e, at)), x.shape) : x });
+      }
+      if (chunk.length === 0) break;
       const ts = performance.now();
-      const r = await host.step(input, y, trace);
-      const n = x.shape[0]!;
-      // A skipped step's loss (NaN, say) is no part of the epoch's.
-      if (!r.skipped) { lossSum += r.loss; samples += n; }
-      trained += n;
-      keeper.moveTo(position(e, b, lossSum, samples));
-      const step = host.group().step;
-      // Before the callbacks: when onStep(N) runs, step N's checkpoint is committed.
-      if (o.checkpoint && o.checkpointEvery && step % o.checkpointEvery === 0) await keeper.save(o.checkpoint);
-      const now = performance.now();
-      const info: StepInfo = {
-        step, epoch: e + 1, loss: r.loss / n, samplesPerSecond: trained / ((now - t0) / 1000),
-        batch: b, batches: plan.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
-      };
-      log?.step({ ...info, stepMs: now - ts });
-      await call(o.onStep, info, tracer);
+      const results = chunk.length === 1 ? [await host.step(chunk[0]!.input, chunk[0]!.y, trace)] : await host.steps(chunk.map((c) => ({ x: c.input, y: c.y })));
+      const stepMs = (performance.now() - ts) / chunk.length;
+      let step = first;
+      for (const [i, r] of results.entries()) {
+        b++;
+        step++;
+        const n = chunk[i]!.x.shape[0]!;
+        // A skipped step's loss (NaN, say) is no part of the epoch's.
+        if (!r.skipped) { lossSum += r.loss; samples += n; }
+        trained += n;
+        keeper.moveTo(position(e, b, lossSum, samples));
+        // Before the callbacks: when onStep(N) runs, step N's checkpoint is committed (a request ends at one).
+        if (o.checkpoint && o.checkpointEvery && step % o.checkpointEvery === 0) await keeper.save(o.checkpoint);
+        const now = performance.now();
+        const info: StepInfo = {
+          step, epoch: e + 1, loss: r.loss / n, samplesPerSecond: trained / ((now - t0) / 1000),
+          batch: b, batches: plan.stepsPerEpoch, lr: r.lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }),
+        };
+        log?.step({ ...info, stepMs });
+        await call(o.onStep, info, tracer);
+      }
       // In-process steps never wait for I/O: give the event loop a turn now and then, so that
       // signals (Ctrl-C), timers and the progress bar are served during a long epoch.
+      const now = performance.now();
       if (now - lastTurn > 50) { await new Promise<void>((r) => setImmediate(r)); lastTurn = performance.now(); }
       if (host.stopRequested()) {
-        // Stopped between steps: the weights are a whole step's, checkpointed when asked for.
+        // Stopped between requests: the weights are a whole step's, checkpointed when asked for.
         const justSaved = o.checkpoint && o.checkpointEvery && step % o.checkpointEvery === 0;
         const checkpoint = o.checkpoint ? (justSaved ? `${o.checkpoint}/step-${step}` : await keeper.save(o.checkpoint)) : null;
         trainedSamples += trained;

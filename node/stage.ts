@@ -13,7 +13,7 @@ import { Sequential, getLoss, type Loss } from '../src/nn/index.js';
 import { createOptimizer, type ElementwiseOptimizer, type OptimizerSpec, type OptimizerState } from '../src/optim/index.js';
 import {
   parseAction, type NamedTensors, type PeerMessage, type Reply, type Request, type StageConfig,
-  type StageState, type StepReport, type Targets, SPAN, epochNow,
+  type StageState, type StepReport, type StepWork, type Targets, SPAN, epochNow, MAX_STEPS_PER_REQUEST,
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
 import { SharedReduce } from './shared-reduce.js';
@@ -175,33 +175,19 @@ export class StageActor {
     if (req.stage !== this.index) throw new StageError('WRONG_STAGE', `${this.name}: received a request addressed to stage ${req.stage}`);
     switch (req.type) {
       case 'configure': return this.configure(req.run, req.config, req.params);
-      case 'runStep': {
-        const tracing = req.trace === true;
-        let commitMs: number | undefined;
-        if (req.commit !== undefined && !this.reports.has(req.step) && !this.running.has(req.step)) {
-          const tc = performance.now();
-          this.keepCommit(req.step, req.commit === 'share');
-          commitMs = performance.now() - tc;
+      case 'runStep': return { type: 'stepDone', report: await this.stepAndUpdate(req.step, req, req.trace === true, req.order) };
+      case 'runSteps': {
+        if (!Array.isArray(req.steps) || req.steps.length === 0 || req.steps.length > MAX_STEPS_PER_REQUEST) {
+          throw new StageError('BAD_MESSAGE', `${this.name}: runSteps field 'steps' must be a list of 1 to ${MAX_STEPS_PER_REQUEST} steps`);
         }
-        if (this.tuner) this.stepKernelThreads = this.tuner.threadsFor(req.step);
-        const threads = this.kernelThreads();
-        const splits0 = this.tuner ? backend().kernelThreads?.splits() ?? 0 : 0;
-        const report = await this.runStep(req.step, req.actions, req.inputs, req.targets, tracing, req.order);
-        if (commitMs !== undefined) report.commitMs = commitMs;
-        // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
-        let updateMs = 0;
-        if (req.optimize && !report.nonFinite) {
-          const t0 = epochNow();
-          const applied = this.optimizerStep(req.step, req.optimize.optimizer, req.optimize.lr, req.optimize.gradScale);
-          updateMs = epochNow() - t0;
-          if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
-        }
-        this.tuner?.finish(req.step, report.busyMs + updateMs, (backend().kernelThreads?.splits() ?? 0) - splits0);
-        // What the actor runs on: while it still tries counts, nothing (one, for the summary).
-        const runsOn = this.tuner ? this.tuner.decided : threads;
-        if (runsOn !== null && runsOn > 1) report.kernelThreads = runsOn;
-        if (report.clock) report.clock[1] = epochNow();
-        return { type: 'stepDone', report };
+        // Back to back: each step's neighbours and replica peers run the same list, so every
+        // step meets its messages whatever this actor's pace.
+        // All checked before any runs: a malformed request applies nothing.
+        const bad = req.steps.findIndex((w) => w === null || typeof w !== 'object' || !Array.isArray(w.actions));
+        if (bad >= 0) throw new StageError('BAD_MESSAGE', `${this.name}: runSteps step ${req.step + bad} (entry ${bad}) must be a map with a list of actions`);
+        const reports: StepReport[] = [];
+        for (const [i, work] of req.steps.entries()) reports.push(await this.stepAndUpdate(req.step + i, work, false));
+        return { type: 'stepsDone', reports };
       }
       case 'forward': {
         this.beginStep(req.step);
@@ -389,6 +375,35 @@ export class StageActor {
     this.lastBackward = mb;
     if (this.isFirst) return null;
     return f.x.grad ?? Tensor.zeros(f.x.shape, f.x.dtype);
+  }
+
+  /** One step's actions, with its recovery commit first and its optimizer update after, when asked. */
+  private async stepAndUpdate(step: number, work: StepWork, tracing: boolean, order?: string[]): Promise<StepReport> {
+    let commitMs: number | undefined;
+    if (work.commit !== undefined && !this.reports.has(step) && !this.running.has(step)) {
+      const tc = performance.now();
+      this.keepCommit(step, work.commit === 'share');
+      commitMs = performance.now() - tc;
+    }
+    if (this.tuner) this.stepKernelThreads = this.tuner.threadsFor(step);
+    const threads = this.kernelThreads();
+    const splits0 = this.tuner ? backend().kernelThreads?.splits() ?? 0 : 0;
+    const report = await this.runStep(step, work.actions, work.inputs, work.targets, tracing, order);
+    if (commitMs !== undefined) report.commitMs = commitMs;
+    // A step with a NaN or infinity is never applied here; the coordinator decides for the others.
+    let updateMs = 0;
+    if (work.optimize && !report.nonFinite) {
+      const t0 = epochNow();
+      const applied = this.optimizerStep(step, work.optimize.optimizer, work.optimize.lr, work.optimize.gradScale);
+      updateMs = epochNow() - t0;
+      if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
+    }
+    this.tuner?.finish(step, report.busyMs + updateMs, (backend().kernelThreads?.splits() ?? 0) - splits0);
+    // What the actor runs on: while it still tries counts, nothing (one, for the summary).
+    const runsOn = this.tuner ? this.tuner.decided : threads;
+    if (runsOn !== null && runsOn > 1) report.kernelThreads = runsOn;
+    if (report.clock) report.clock[1] = epochNow();
+    return report;
   }
 
   /**

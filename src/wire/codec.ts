@@ -195,7 +195,7 @@ function unpackOne(bytes: Uint8Array, what: string, ctx: DecodeContext): unknown
   return value;
 }
 
-const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'activations', 'inputGradient', 'tensors', 'value', 'state', 'error']);
+const knownTypes = new Set<string>([...requestTypes, ...peerTypes, 'ok', 'configured', 'stepDone', 'stepsDone', 'activations', 'inputGradient', 'tensors', 'value', 'state', 'error']);
 
 /**
  * Decodes and validates a message. Throws a WireError naming the actor and the field;
@@ -213,7 +213,7 @@ function checkMessage(raw: unknown, ctx: DecodeContext): Message {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new WireError(`${ctx.actor}: a message must be a map, got ${typeof raw}`);
   const type = (raw as { type?: unknown }).type;
   if (typeof type !== 'string' || !knownTypes.has(type)) throw new WireError(`${ctx.actor}: unknown message type ${describeValue(type)}`);
-  const finite = type === 'activation' || type === 'gradient' || type === 'reduce' || type === 'forward' || type === 'backward' || type === 'runStep';
+  const finite = type === 'activation' || type === 'gradient' || type === 'reduce' || type === 'forward' || type === 'backward' || type === 'runStep' || type === 'runSteps';
   const msg = fromWire(raw, '', { ...ctx, requireFinite: ctx.requireFinite ?? finite }, 0, new Set()) as Message;
   validateHeader(msg, ctx.actor);
   return msg;

@@ -44,6 +44,12 @@ export interface OptimizerStepArgs {
   gradScale: number;
 }
 
+/** The most steps one runSteps may carry. */
+export const MAX_STEPS_PER_REQUEST = 256;
+
+/** What one step asks of an actor (a runStep, or one of a runSteps' steps). */
+export interface StepWork { actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; commit?: 'whole' | 'share' }
+
 /** A neighbour's address, for transports where stages talk to each other by address. */
 export interface PeerAddress { address: string; stage: number; replica?: number }
 
@@ -62,7 +68,13 @@ export type Request =
    * `order`: with an interleaved schedule, the whole action list of the device this actor
    * shares with the other stages it hosts; each of `actions` (this stage's) waits its turn in it.
    */
-  | (Header & { type: 'runStep'; actions: string[]; inputs?: Tensor[]; targets?: Targets[]; optimize?: OptimizerStepArgs; trace?: boolean; commit?: 'whole' | 'share'; order?: string[] })
+  | (Header & { type: 'runStep' } & StepWork & { trace?: boolean; order?: string[] })
+  /**
+   * Several whole steps in one request (`steps[i]` is step `step + i`), run back to back, each
+   * with its optimizer update: what the coordinator sends when nothing needs it between steps
+   * (no clipping norm, no skip decision, no trace), so that short steps do not each pay a round trip.
+   */
+  | (Header & { type: 'runSteps'; steps: StepWork[] })
   | (Header & { type: 'forward'; x: Tensor; targets?: Targets })
   | (Header & { type: 'backward'; dy?: Tensor })
   | (Header & { type: 'gradients' })
@@ -125,6 +137,8 @@ export type Reply =
   | { type: 'ok' }
   | { type: 'configured'; parameterCount: number; inputShape: number[]; outputShape: number[] }
   | { type: 'stepDone'; report: StepReport }
+  /** A runSteps' reports, one per step in order. */
+  | { type: 'stepsDone'; reports: StepReport[] }
   | { type: 'activations'; y: Tensor; loss?: number }
   | { type: 'inputGradient'; dx: Tensor | null }
   | { type: 'tensors'; tensors: NamedTensors }
@@ -135,7 +149,7 @@ export type Reply =
 export type Message = Request | PeerMessage | Reply;
 
 export const requestTypes = [
-  'configure', 'connect', 'runStep', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
+  'configure', 'connect', 'runStep', 'runSteps', 'forward', 'backward', 'gradients', 'gradSquares', 'getParams', 'setParams',
   'optimizerStep', 'skipStep', 'getState', 'getCommit', 'setState', 'evaluate', 'shutdown',
 ] as const;
 export const peerTypes = ['activation', 'gradient', 'reduce'] as const;
