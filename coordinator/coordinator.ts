@@ -36,6 +36,7 @@ import { trainEpochs, trainRun, type StepResult, type TrainHost } from './train-
 import { CheckpointKeeper } from './checkpoint-keeper.js';
 import { NodePool } from './node-pool.js';
 import { describeNonFiniteStep } from './nonfinite.js';
+import { autoStepsPerRequest } from './steps-per-request.js';
 
 /**
  * options.kernelThreads as a count: 'auto' shares this host's cores among the threads that
@@ -48,11 +49,6 @@ export function resolveKernelThreads(asked: number | 'auto', here: number | null
   if (here === null || !backend.kernelThreads) return 1;
   return Math.max(1, Math.min(MAX_KERNEL_THREADS, Math.floor(cores / here)));
 }
-
-/** stepsPerRequest 'auto': a request carries about this many milliseconds of steps... */
-export const REQUEST_MS = 10;
-/** ...and at most this many steps. */
-export const AUTO_MAX_STEPS_PER_REQUEST = 32;
 
 const newRunId = () => `run-${randomBytes(16).toString('hex')}`;
 
@@ -216,16 +212,13 @@ export class Coordinator {
 
   /**
    * How many steps from here may go to the actors in one request: options.stepsPerRequest, or
-   * under 'auto' as many as take about REQUEST_MS by the recent steps' time (1 until steps were
-   * timed); 1 where the coordinator must see each step (clipping, skipping, virtual stages, a
+   * under 'auto' as many as take about 10 ms by the recent steps' time (coordinator/steps-per-request.ts); 1 where the coordinator must see each step (clipping, skipping, virtual stages, a
    * full-batch method), and never past the next recovery commit.
    */
   stepsPerRequest(): number {
     const o = this.options;
     if (o.clipNorm !== undefined || o.skipNonFinite || this.plan.virtualStages > 1 || this.fullBatch) return 1;
-    const wanted = o.stepsPerRequest === 'auto'
-      ? (this.stepMs === null ? 1 : Math.max(1, Math.min(AUTO_MAX_STEPS_PER_REQUEST, Math.floor(REQUEST_MS / Math.max(this.stepMs, 1e-3)))))
-      : o.stepsPerRequest;
+    const wanted = o.stepsPerRequest === 'auto' ? autoStepsPerRequest(this.stepMs) : o.stepsPerRequest;
     return this.recovery ? Math.min(wanted, this.recovery.maxSteps(this.group.step, this.commitKeeping().where)) : wanted;
   }
 

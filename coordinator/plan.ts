@@ -27,6 +27,8 @@ import { resolveDataset, resolveModel } from './inputs.js';
 import { OptionError, defaultOptimizer, defaultLr } from './options.js';
 import { simulate, type Command, type MessageCost, type ProgramSpec, type ThreadSpec } from './plan-sim.js';
 import { profileModel, type LinearCost, type ModelProfile } from './plan-profile.js';
+import { autoStepsPerRequest } from './steps-per-request.js';
+import { AUTO_ACTOR_COMMIT_MAX_STEPS } from './recovery.js';
 
 export { profileModel, calibrateRuntime, defaultLinks, defaultRuntime, type RuntimeProfile, type ModelProfile, type LinkProfile, type LayerProfile, type ProfileOptions } from './plan-profile.js';
 export { simulate, SimulationError, type Command, type MessageCost, type SimulationInput, type DesResult } from './plan-sim.js';
@@ -122,6 +124,8 @@ export interface Prediction {
   microBatchSize: number;
   stepMs: number;
   samplesPerSecond: number;
+  /** Steps to a request under stepsPerRequest 'auto', when more than 1. */
+  stepsPerRequest?: number;
   /** As the runtime's BubbleMeter measures it: 1 − Σ busy / (actors × the slowest actor's wall time). */
   bubble: number;
   /** The schedule's bubble in theory, with equal F, B and W times (1f1b: (K−1)/(M+K−1)), for comparison. */
@@ -490,7 +494,16 @@ export function planFromProfile(profile: ModelProfile, spec: ModelSpec, o: PlanO
   const params = layerParameterCounts(spec);
   const out = configs.map((c) => {
     const model = stepModel(withThreads(profile, c.kernelThreads ?? 1), c, o.machine, o.batchSize, params);
-    const p = simulateStep(model);
+    let p = simulateStep(model);
+    // Short steps go to the actors several to a request (stepsPerRequest 'auto'): each pays a
+    // share of the request's costs. (Under 'auto' a recovery commit, every 8 steps at most
+    // where the actors keep them, starts a request.)
+    const n = Math.min(autoStepsPerRequest(p.stepMs), c.placement === 'local' ? Infinity : AUTO_ACTOR_COMMIT_MAX_STEPS);
+    if (n > 1) {
+      const link = model.link;
+      const share = (x: MessageCost): MessageCost => ({ ...x, senderMs: x.senderMs / n, receiverMs: x.receiverMs / n, delayMs: x.delayMs / n });
+      p = { ...simulateStep({ ...model, link: (from, to, bytes, kind) => (kind === 'peer' ? link(from, to, bytes, kind) : share(link(from, to, bytes, kind))) }), stepsPerRequest: n };
+    }
     p.partition = model.bounds.slice(1).map((b, i) => b - model.bounds[i]!);
     return p;
   });
