@@ -212,7 +212,7 @@ export class Coordinator {
 
   /**
    * How many steps from here may go to the actors in one request: options.stepsPerRequest, or
-   * under 'auto' as many as take about 10 ms by the recent steps' time (coordinator/steps-per-request.ts); 1 where the coordinator must see each step (clipping, skipping, virtual stages, a
+   * under 'auto' as many as take about 50 ms by the recent steps' time (coordinator/steps-per-request.ts); 1 where the coordinator must see each step (clipping, skipping, virtual stages, a
    * full-batch method), and never past the next recovery commit.
    */
   stepsPerRequest(): number {

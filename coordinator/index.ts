@@ -4,6 +4,7 @@
  * under namespaces so that one import reaches everything.
  */
 export { Coordinator } from './coordinator.js';
+export { displayOnly } from './train-loop.js';
 export { OptionError, optionTable, resolveOptions, type CoordinatorOptions, type ResolvedOptions } from './options.js';
 export type { EpochReport, ResumedFrom, StepInfo, TrainSummary } from './summary.js';
 export { CheckpointError, listCheckpoints, readCheckpoint, verifyCheckpoint, type CheckpointContent, type LoadedCheckpoint } from './checkpoint.js';

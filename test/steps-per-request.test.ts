@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Coordinator, LocalTransport, ThreadsTransport, type CoordinatorOptions, type StepInfo, type Transport } from '../coordinator/index.js';
+import { Coordinator, LocalTransport, ThreadsTransport, displayOnly, type CoordinatorOptions, type StepInfo, type Transport } from '../coordinator/index.js';
 import { startNode, type RunningNode } from '../node/server.js';
 import { StageActor } from '../node/stage.js';
 import { loadMnist, subset } from '../src/data/index.js';
@@ -91,7 +91,6 @@ describe('steps per request', () => {
     expect(watched.counts.get('runSteps') ?? 0).toBe(0);
     expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     expect(w.weightsSha256).toBe(s.weightsSha256);
-    const { displayOnly } = await import('../coordinator/train-loop.js');
     const shown = counted(new LocalTransport());
     const steps: number[] = [];
     await run({ placement: shown, epochs: 3, onStep: displayOnly((i: StepInfo) => { steps.push(i.step); }) });
