@@ -28,7 +28,6 @@ import { OptionError, defaultOptimizer, defaultLr } from './options.js';
 import { simulate, type Command, type MessageCost, type ProgramSpec, type ThreadSpec } from './plan-sim.js';
 import { profileModel, type LinearCost, type ModelProfile } from './plan-profile.js';
 import { autoStepsPerRequest } from './steps-per-request.js';
-import { AUTO_ACTOR_COMMIT_MAX_STEPS } from './recovery.js';
 
 export { profileModel, calibrateRuntime, defaultLinks, defaultRuntime, type RuntimeProfile, type ModelProfile, type LinkProfile, type LayerProfile, type ProfileOptions } from './plan-profile.js';
 export { simulate, SimulationError, type Command, type MessageCost, type SimulationInput, type DesResult } from './plan-sim.js';
@@ -496,9 +495,8 @@ export function planFromProfile(profile: ModelProfile, spec: ModelSpec, o: PlanO
     const model = stepModel(withThreads(profile, c.kernelThreads ?? 1), c, o.machine, o.batchSize, params);
     let p = simulateStep(model);
     // Short steps go to the actors several to a request (stepsPerRequest 'auto'): each pays a
-    // share of the request's costs. (Under 'auto' a recovery commit, every 8 steps at most
-    // where the actors keep them, starts a request.)
-    const n = Math.min(autoStepsPerRequest(p.stepMs), c.placement === 'local' ? Infinity : AUTO_ACTOR_COMMIT_MAX_STEPS);
+    // share of the request's costs.
+    const n = autoStepsPerRequest(p.stepMs);
     if (n > 1) {
       const link = model.link;
       const share = (x: MessageCost): MessageCost => ({ ...x, senderMs: x.senderMs / n, receiverMs: x.receiverMs / n, delayMs: x.delayMs / n });

@@ -57,7 +57,7 @@ export type CommitKeeping =
 export const AUTO_COMMIT_SHARE = 0.05;
 /** ...and is taken at least this often (the most steps a recovery replays). */
 export const AUTO_COMMIT_MAX_STEPS = 64;
-/** ...and where the actors keep them (a copy in memory, no transfer), at least this often. */
+/** ...and where the actors keep them (a copy in memory, no transfer), at least this often, or at the start of every request of several steps. */
 export const AUTO_ACTOR_COMMIT_MAX_STEPS = 8;
 
 export class Recovery {
@@ -119,9 +119,10 @@ export class Recovery {
   maxSteps(step: number, where: CommitKeeping['where']): number {
     if (this.commitEvery !== 'auto') return this.commitEvery - (step % this.commitEvery);
     const since = this.commit ? step - this.commit.step : 0;
-    // A commit due now starts this request; otherwise the next one falls due at the latest after the cap.
-    const cap = where === 'actors' ? AUTO_ACTOR_COMMIT_MAX_STEPS : AUTO_COMMIT_MAX_STEPS;
-    return this.commit && this.dueAt(step, where) ? cap : Math.max(1, cap - since);
+    if (where === 'coordinator') return Math.max(1, AUTO_COMMIT_MAX_STEPS - since);
+    // Where the actors keep them, a commit due now starts this request, however long (the
+    // replay after a loss is then at most one request); otherwise the next falls due after the cap.
+    return this.commit && this.dueAt(step, where) ? Infinity : Math.max(1, AUTO_ACTOR_COMMIT_MAX_STEPS - since);
   }
 
   /** Whether the commit before step `step` is due. */

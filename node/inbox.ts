@@ -59,6 +59,11 @@ export class Inbox {
     this.counts.set(kind, (this.counts.get(kind) ?? 0) + 1);
   }
 
+  /** Whether the message is here (take would not wait). */
+  has(kind: InboxKind, step: number, i: number): boolean {
+    return this.items.has(key(kind, step, i));
+  }
+
   take(kind: InboxKind, step: number, i: number, what = `the ${kind} of micro-batch ${i}`): Promise<Tensor> {
     const k = key(kind, step, i);
     const t = this.items.get(k);

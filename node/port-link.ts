@@ -4,7 +4,7 @@
  * would be, and each is acknowledged once the neighbour's inbox has accepted it, which is
  * what bounds the sender (back-pressure).
  */
-import type { MessagePort } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { decodeFromPort, encodeForPort, type PeerMessage } from '../src/wire/index.js';
 import type { PeerLink, StageActor } from './stage.js';
 
@@ -15,27 +15,40 @@ export class PortLink implements PeerLink {
   private pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   /** Listens on the port: deliveries go to `actor`, acknowledgements settle our sends. */
-  constructor(private readonly port: MessagePort, actor: StageActor) {
-    port.on('message', (m: PortMessage) => {
-      if ('ack' in m) {
-        const p = this.pending.get(m.ack);
-        this.pending.delete(m.ack);
-        if (m.error) p?.reject(new Error(m.error));
-        else p?.resolve();
-        return;
-      }
-      let msg: PeerMessage;
-      try {
-        msg = decodeFromPort(m.value, { actor: actor.name }) as PeerMessage;
-      } catch (e) {
-        port.postMessage({ ack: m.id, error: (e as Error).message } satisfies PortMessage);
-        return;
-      }
-      actor.deliver(msg).then(
-        () => port.postMessage({ ack: m.id } satisfies PortMessage),
-        (e: Error) => port.postMessage({ ack: m.id, error: e.message } satisfies PortMessage),
-      );
-    });
+  constructor(private readonly port: MessagePort, private readonly actor: StageActor) {
+    port.on('message', (m: PortMessage) => this.receive(m));
+  }
+
+  /**
+   * Takes what has arrived without waiting for the event loop (receiveMessageOnPort): a stage
+   * that waits for a neighbour spins on this briefly before it sleeps. True if it took one.
+   */
+  poll(): boolean {
+    const got = receiveMessageOnPort(this.port);
+    if (got === undefined) return false;
+    this.receive(got.message as PortMessage);
+    return true;
+  }
+
+  private receive(m: PortMessage): void {
+    if ('ack' in m) {
+      const p = this.pending.get(m.ack);
+      this.pending.delete(m.ack);
+      if (m.error) p?.reject(new Error(m.error));
+      else p?.resolve();
+      return;
+    }
+    let msg: PeerMessage;
+    try {
+      msg = decodeFromPort(m.value, { actor: this.actor.name }) as PeerMessage;
+    } catch (e) {
+      this.port.postMessage({ ack: m.id, error: (e as Error).message } satisfies PortMessage);
+      return;
+    }
+    this.actor.deliver(msg).then(
+      () => this.port.postMessage({ ack: m.id } satisfies PortMessage),
+      (e: Error) => this.port.postMessage({ ack: m.id, error: e.message } satisfies PortMessage),
+    );
   }
 
   send(msg: PeerMessage): Promise<void> {

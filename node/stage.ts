@@ -30,6 +30,8 @@ import { claimBackend } from '../src/tensor/select.js';
 /** A one-way line to a neighbouring stage; resolves when the neighbour has accepted the message. */
 export interface PeerLink {
   send(msg: PeerMessage): Promise<void>;
+  /** Takes an arrived message at once, if the link can (threads); true if it took one. */
+  poll?(): boolean;
   close?(): void | Promise<void>;
 }
 
@@ -40,6 +42,9 @@ interface InFlight {
   loss: Tensor | null;
   aux: Tensor[];
 }
+
+/** How long a stage polls a thread link for the message it waits for before it sleeps. */
+const SPIN_MS = 0.1;
 
 export class StageError extends ChainruleError {
   constructor(code: string, message: string) {
@@ -377,6 +382,19 @@ export class StageActor {
     return f.x.grad ?? Tensor.zeros(f.x.shape, f.x.dtype);
   }
 
+  /**
+   * A neighbour's activation or gradient: taken from the link for up to SPIN_MS first where the
+   * link can be polled (threads), since a sleeping thread wakes later than a neighbour a
+   * micro-batch ahead sends.
+   */
+  private arrival(kind: 'activation' | 'gradient', step: number, mb: number, link: PeerLink | null): Promise<Tensor> {
+    if (link?.poll && !this.inbox.has(kind, step, mb)) {
+      const end = performance.now() + SPIN_MS;
+      while (!this.inbox.has(kind, step, mb) && performance.now() < end) link.poll();
+    }
+    return this.inbox.take(kind, step, mb);
+  }
+
   /** One step's actions, with its recovery commit first and its optimizer update after, when asked. */
   private async stepAndUpdate(step: number, work: StepWork, tracing: boolean, order?: string[]): Promise<StepReport> {
     let commitMs: number | undefined;
@@ -485,7 +503,7 @@ export class StageActor {
           x = given;
         } else {
           const tw = performance.now();
-          x = await pending.race(this.inbox.take('activation', step, mb));
+          x = await pending.race(this.arrival('activation', step, mb, this.prev));
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
@@ -502,7 +520,7 @@ export class StageActor {
         let dy: Tensor | undefined;
         if (!this.isLast) {
           const tw = performance.now();
-          dy = await pending.race(this.inbox.take('gradient', step, mb));
+          dy = await pending.race(this.arrival('gradient', step, mb, this.next));
           spans?.push(SPAN.wait, mb, tw, performance.now());
         }
         const tb = performance.now();
