@@ -64,8 +64,6 @@ export class Coordinator {
   readonly meter = new BubbleMeter();
   private transport: Transport | null = null;
   /** The learning rate, (with clipping) the gradient norm, and whether it was skipped, of the last step runParts ran. */
-  /** How long the slowest actor took to keep the last recovery commit (ms). */
-  private lastCommitMs = 0;
   private lastStep: { lr: number; gradNorm?: number; skipped?: boolean } = { lr: 0 };
   /** Steps every actor dropped for a NaN or infinity (skipNonFinite), by step: a replayed one counts once. */
   private readonly skipped = new Map<number, string>();
@@ -234,10 +232,9 @@ export class Coordinator {
     }));
     const epoch = this.training ? this.keeper.cursor.epoch + 1 : undefined;
     try {
-      const r = await trainSteps(this.group, this.spec, steps, this.schedulePlan, this.meter, this.optimizerSpec, epoch);
-      if (commit) this.lastCommitMs = r.commitMs;
+      const losses = await trainSteps(this.group, this.spec, steps, this.schedulePlan, this.meter, this.optimizerSpec, epoch);
       this.lastStep = { lr: steps.at(-1)!.lr };
-      return r.losses.map((loss, i) => ({ loss, lr: steps[i]!.lr }));
+      return losses.map((loss, i) => ({ loss, lr: steps[i]!.lr }));
     } finally {
       // The actors ran every step of the request (a NaN or infinity does not stop them).
       this.group.step = first + steps.length;
@@ -250,7 +247,7 @@ export class Coordinator {
     const t = this.transport;
     const keepers = t?.keepsCommits?.(this.group);
     if (!keepers || !t?.keptCommit) return { where: 'coordinator', state };
-    return { where: 'actors', how: keepers === 'shares' ? 'share' : 'whole', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)), cost: () => this.lastCommitMs };
+    return { where: 'actors', how: keepers === 'shares' ? 'share' : 'whole', state, read: async (step, lost) => mergeStates(await t.keptCommit!(step, lost)) };
   }
 
   /** `commit`: the actors first keep their state (whole, or each replica its share) as the recovery commit of this step. */
@@ -267,7 +264,6 @@ export class Coordinator {
       this.skipped.set(this.group.step, what);
       console.warn(`chainrule: warning: skipped ${what} (--skip-nonfinite; ${this.skipped.size} skipped so far)`);
     }
-    if (commit) this.lastCommitMs = r.commitMs;
     this.group.step++;
     this.lastStep = { lr, ...(r.gradNorm === undefined ? {} : { gradNorm: r.gradNorm }), ...(r.skipped ? { skipped: true } : {}) };
     return r.loss;

@@ -49,7 +49,7 @@ export async function pipelineStep(group: StageGroup, spec: ModelSpec, parts: Mi
 }
 
 /** pipelineStep, with the earliest NaN or infinity of the step returned rather than thrown. */
-async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<{ loss: number; nonFinite: NonFiniteAt | null; commitMs: number }> {
+async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, optimize?: OptimizerStepArgs, trace?: TraceAsk, commit?: 'whole' | 'share'): Promise<{ loss: number; nonFinite: NonFiniteAt | null }> {
   const K = group.stages;
   const tracing = trace?.tracer.wants(group.step) === true;
   // The schedule's lists are per device: a stage's own actions, and with virtual stages its
@@ -82,8 +82,7 @@ async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch
   for (let r = 0; r < group.replicas; r++) {
     for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
   }
-  const commitMs = reports.reduce((m, r) => Math.max(m, r.commitMs ?? 0), 0);
-  return { loss, nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names), commitMs };
+  return { loss, nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names) };
 }
 
 export interface StepPlan {
@@ -111,27 +110,27 @@ export interface StepPlan {
  * returned as `skipped` (where it appeared first).
  * @throws NonFiniteError without `skipNonFinite`
  */
-export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number; skipped?: NonFiniteAt; commitMs: number }> {
+export async function trainStep(group: StageGroup, spec: ModelSpec, parts: MicroBatch[][], schedule: Schedule, meter: BubbleMeter, plan: StepPlan): Promise<{ loss: number; gradNorm?: number; skipped?: NonFiniteAt }> {
   const { optimizer, lr, clipNorm } = plan;
   const fused = clipNorm === undefined && !plan.skipNonFinite;
-  const { loss, nonFinite, commitMs } = await runSchedule(group, spec, parts, schedule, meter, fused ? { optimizer, lr, gradScale: plan.gradScale } : undefined, plan.trace, plan.commit);
+  const { loss, nonFinite } = await runSchedule(group, spec, parts, schedule, meter, fused ? { optimizer, lr, gradScale: plan.gradScale } : undefined, plan.trace, plan.commit);
   if (nonFinite) {
     if (!plan.skipNonFinite) throw new NonFiniteError(group.step, plan.epoch, nonFinite);
     // Decided here, where every actor's report meets: all of them drop the step, or none.
     await group.all(() => ({ type: 'skipStep' }), 'ok');
-    return { loss, skipped: nonFinite, commitMs };
+    return { loss, skipped: nonFinite };
   }
-  if (fused) return { loss, commitMs };
+  if (fused) return { loss };
   if (clipNorm === undefined) {
     await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale: plan.gradScale }), 'ok');
-    return { loss, commitMs };
+    return { loss };
   }
   // The global norm needs every stage's share (of the reduced gradients: replica 0's suffice).
   let squares = 0;
   for (let k = 0; k < group.stages; k++) squares += (await group.ask(k, { type: 'gradSquares' }, 'value')).value;
   const gradScale = plan.gradScale * clipScale(squares * plan.gradScale * plan.gradScale, clipNorm);
   await group.all(() => ({ type: 'optimizerStep', optimizer, lr, gradScale }), 'ok');
-  return { loss, gradNorm: Math.sqrt(squares) * plan.gradScale, commitMs };
+  return { loss, gradNorm: Math.sqrt(squares) * plan.gradScale };
 }
 
 /** One step of a multi-step request: its shards, its learning rate and 1/batch size, and (first step only) the recovery commit. */
@@ -140,11 +139,11 @@ export interface QueuedStep { parts: MicroBatch[][]; lr: number; gradScale: numb
 /**
  * Several fused steps (no clipping, no skip decision, no trace, no virtual stages) in one
  * runSteps request per actor: the same actions, inputs and updates as that many trainSteps,
- * so the same bits. Returns each step's summed loss; the commit time of the first step's commit.
+ * so the same bits. Returns each step's summed loss.
  * @throws NonFiniteError naming the earliest step of the request in which a NaN or infinity
  * appeared (the actors ran the request to its end, as a fused step runs to its end)
  */
-export async function trainSteps(group: StageGroup, spec: ModelSpec, steps: QueuedStep[], schedule: Schedule, meter: BubbleMeter, optimizer: OptimizerStepArgs['optimizer'], epoch?: number): Promise<{ losses: number[]; commitMs: number }> {
+export async function trainSteps(group: StageGroup, spec: ModelSpec, steps: QueuedStep[], schedule: Schedule, meter: BubbleMeter, optimizer: OptimizerStepArgs['optimizer'], epoch?: number): Promise<number[]> {
   const K = group.stages;
   if (group.virtualStages !== 1) throw new Error('trainSteps: virtual stages need the device order of runStep');
   const own = schedule.map((list) => list.map(formatAction));
@@ -154,7 +153,6 @@ export async function trainSteps(group: StageGroup, spec: ModelSpec, steps: Queu
   }), 'stepsDone');
   const first = group.step;
   const losses: number[] = [];
-  let commitMs = 0;
   for (const [i, s] of steps.entries()) {
     const reports = replies.map((r) => r.reports[i]!);
     if (reports.some((r) => r === undefined)) throw new Error(`trainSteps: an actor answered ${steps.length} steps with fewer reports`);
@@ -164,9 +162,8 @@ export async function trainSteps(group: StageGroup, spec: ModelSpec, steps: Queu
       for (let m = 0; m < s.parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
     }
     losses.push(loss);
-    if (i === 0) commitMs = reports.reduce((m, r) => Math.max(m, r.commitMs ?? 0), 0);
     const nonFinite = earliestNonFinite(reports, K, s.parts[0]!.length, group.names);
     if (nonFinite) throw new NonFiniteError(first + i, epoch, nonFinite);
   }
-  return { losses, commitMs };
+  return losses;
 }

@@ -50,8 +50,8 @@ export interface Rebuild {
  */
 export type CommitKeeping =
   | { where: 'coordinator'; state: () => Promise<StageState> }
-  /** `how`: each actor keeps it whole, or its replica's share; `cost`: how long the slowest actor took to keep the last one (ms). */
-  | { where: 'actors'; how: 'whole' | 'share'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState>; cost: () => number };
+  /** `how`: each actor keeps it whole, or its replica's share. */
+  | { where: 'actors'; how: 'whole' | 'share'; state: () => Promise<StageState>; read: (step: number, lost: string[]) => Promise<StageState> };
 
 /** With `commitEvery: 'auto'`, a fetched commit costs at most this share of the training time... */
 export const AUTO_COMMIT_SHARE = 0.05;
@@ -96,7 +96,7 @@ export class Recovery {
       await this.recover(e, step, t0, transport, keep);
       return this.run(step, steps, transport, fn, keeping);
     }
-    if (byActors !== undefined && keep.where === 'actors') { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; this.lastTakeMs = keep.cost(); }
+    if (byActors !== undefined) { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; }
     this.log.push(...steps);
     this.stepMsSince += performance.now() - t0;
     const next = step + steps.length;
