@@ -210,12 +210,16 @@ export class Coordinator {
 
   /**
    * How many steps from here may go to the actors in one request: options.stepsPerRequest, or
-   * under 'auto' as many as take about 50 ms by the recent steps' time (coordinator/steps-per-request.ts); 1 where the coordinator must see each step (clipping, skipping, virtual stages, a
-   * full-batch method), and never past the next recovery commit.
+   * under 'auto' as many as take about 50 ms by the recent steps' time (coordinator/steps-per-request.ts);
+   * 1 where the coordinator must see each step (clipping, skipping, virtual stages, a full-batch
+   * method) and on the local placement; never past the next recovery commit.
    */
   stepsPerRequest(): number {
     const o = this.options;
     if (o.clipNorm !== undefined || o.skipNonFinite || this.plan.virtualStages > 1 || this.fullBatch) return 1;
+    // In-process actors: a request is a call, nothing to save; and their messages are the
+    // sender's own tensors, which only the coordinator's wait between steps keeps from reuse.
+    if (this.transport?.kind === 'local') return 1;
     const wanted = o.stepsPerRequest === 'auto' ? autoStepsPerRequest(this.stepMs) : o.stepsPerRequest;
     return this.recovery ? Math.min(wanted, this.recovery.maxSteps(this.group.step, this.commitKeeping().where)) : wanted;
   }
