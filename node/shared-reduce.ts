@@ -32,13 +32,17 @@ function spinFor(flags: Int32Array, i: number, mark: number): boolean {
   return false;
 }
 
-/** Flags first (ready and done per replica, padded to 64 bytes), then R gradients and the sum. */
-const HEADER_BYTES = 64 * 4;
+/** Flags first (ready, summed and updated per replica), then R gradients, the sum, the parameters and SLOTS optimizer slots. */
+const HEADER_BYTES = 128 * 4;
+/** The most slots an element-wise optimizer keeps per parameter (Adam with amsgrad: m, v, vmax). */
+const SLOTS = 3;
+/** Regions besides the R gradients: the sum, the parameters, the slots. */
+const EXTRA_REGIONS = 2 + SLOTS;
 
 /** The buffer the transport allocates for stage k: `parameters` floats per region. */
 export function sharedReduceBuffer(replicas: number, parameters: number): SharedArrayBuffer {
-  if (2 * replicas > 64) throw new ChainruleError('BAD_OPTION', `shared-memory reduction supports at most 32 replicas, got ${replicas}`);
-  return new SharedArrayBuffer(HEADER_BYTES + (replicas + 1) * parameters * 4);
+  if (replicas > 32) throw new ChainruleError('BAD_OPTION', `shared-memory reduction supports at most 32 replicas, got ${replicas}`);
+  return new SharedArrayBuffer(HEADER_BYTES + (replicas + EXTRA_REGIONS) * parameters * 4);
 }
 
 export class SharedReduce {
@@ -46,8 +50,36 @@ export class SharedReduce {
   readonly parameters: number;
 
   constructor(private readonly sab: SharedArrayBuffer, private readonly replicas: number, private readonly replica: number, private readonly actor: string, private readonly timeoutMs: number) {
-    this.flags = new Int32Array(sab, 0, 2 * replicas);
-    this.parameters = (sab.byteLength - HEADER_BYTES) / 4 / (replicas + 1);
+    this.flags = new Int32Array(sab, 0, 3 * replicas);
+    this.parameters = (sab.byteLength - HEADER_BYTES) / 4 / (replicas + EXTRA_REGIONS);
+  }
+
+  /**
+   * The parameters every replica of the stage holds, once: each replica's optimizer updates
+   * its own chunk of them (and of the slots), so the update's work and memory traffic are
+   * shared instead of repeated.
+   */
+  get params(): Float32Array { return this.region(this.replicas + 1); }
+
+  /** Optimizer slot j (0 ≤ j < 3) of every parameter, laid out as the parameters. */
+  slot(j: number): Float32Array {
+    if (j >= SLOTS) throw new ChainruleError('INTERNAL', `${this.actor}: shared memory holds ${SLOTS} optimizer slots a parameter, asked for slot ${j}`);
+    return this.region(this.replicas + 2 + j);
+  }
+
+  /** The elements replica q sums (and updates): [lo, hi) of the flat parameter vector. */
+  chunk(q: number): [number, number] {
+    const N = this.parameters;
+    return [Math.floor((q * N) / this.replicas), Math.floor(((q + 1) * N) / this.replicas)];
+  }
+
+  /** After this replica updated its chunk of `step`: waits until every replica has, so that the next forward reads whole parameters. */
+  async updated(step: number): Promise<void> {
+    const R = this.replicas;
+    const mark = step + 1;
+    Atomics.store(this.flags, 2 * R + this.replica, mark);
+    Atomics.notify(this.flags, 2 * R + this.replica);
+    for (let q = 0; q < R; q++) await this.waitFor(2 * R + q, mark, `replica ${q}'s update`);
   }
 
   /** Replica q's gradient region (q = R: the reduced sum). */
@@ -85,9 +117,7 @@ export class SharedReduce {
     Atomics.store(this.flags, r, mark);
     Atomics.notify(this.flags, r);
     for (let q = 0; q < R; q++) await this.waitFor(q, mark, `replica ${q}'s gradient`);
-    const N = this.parameters;
-    const lo = Math.floor((r * N) / R);
-    const hi = Math.floor(((r + 1) * N) / R);
+    const [lo, hi] = this.chunk(r);
     const acc = this.sum.subarray(lo, hi);
     acc.set(this.region(0).subarray(lo, hi));
     for (let q = 1; q < R; q++) backend().binary('add', acc, [acc.length], this.region(q).subarray(lo, hi), [acc.length], acc, [acc.length]);

@@ -43,6 +43,8 @@ interface InFlight {
   aux: Tensor[];
 }
 
+const rangeOf = ([lo, hi]: [number, number]) => ({ lo, hi });
+
 /** How long a stage polls a thread link for the message it waits for before it sleeps. */
 const SPIN_MS = 0.1;
 
@@ -92,6 +94,8 @@ export class StageActor {
   /** Replicas on threads of one process reduce through this shared buffer instead of messages. */
   sharedReduceBuffer: SharedArrayBuffer | null = null;
   private shared: SharedReduce | null = null;
+  /** Where each parameter is in the flat parameter vector (the shared memory's layout): its offset and size. */
+  private paramAt = new Map<string, { off: number; n: number }>();
   /** What a training step's forward and backward allocate, reused by the next step (src/tensor/arena.ts). */
   private readonly arena = new Arena();
   /**
@@ -209,7 +213,7 @@ export class StageActor {
       }
       case 'getParams': return { type: 'tensors', tensors: this.namedParams() };
       case 'setParams': this.setParams(req.params); return { type: 'ok' };
-      case 'optimizerStep': this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
+      case 'optimizerStep': await this.optimizerStep(req.step, req.optimizer, req.lr, req.gradScale); return { type: 'ok' };
       case 'skipStep': this.skipStep(req.step); return { type: 'ok' };
       case 'getState': return { type: 'state', state: this.getState() };
       case 'getCommit': return { type: 'state', state: CommitStore.read([this.commits.buffers], req.step, this.name) };
@@ -274,6 +278,14 @@ export class StageActor {
       // A buffer sized for another layout is not used: the message path needs no sizes.
       const n = model.parameters().reduce((a, [, p]) => a + p.size, 0);
       if (this.shared.parameters !== n || model.parameters().some(([, p]) => p.dtype !== 'float32')) this.shared = null;
+    }
+    this.paramAt = new Map();
+    let off = 0;
+    for (const [name, p] of model.parameters()) {
+      // The replicas keep one copy of the parameters (every one writes the same initial values).
+      if (this.shared) p.moveDataTo(this.shared.params.subarray(off, off + p.size));
+      this.paramAt.set(name, { off, n: p.size });
+      off += p.size;
     }
     this.inbox = new Inbox((kind) => (kind === 'scatter' || kind === 'gather' ? replicas : config.capacity), this.timeoutMs, this.name);
     if (params) this.setParams(params);
@@ -412,7 +424,7 @@ export class StageActor {
     let updateMs = 0;
     if (work.optimize && !report.nonFinite) {
       const t0 = epochNow();
-      const applied = this.optimizerStep(step, work.optimize.optimizer, work.optimize.lr, work.optimize.gradScale);
+      const applied = await this.optimizerStep(step, work.optimize.optimizer, work.optimize.lr, work.optimize.gradScale);
       updateMs = epochNow() - t0;
       if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
     }
@@ -700,20 +712,36 @@ export class StageActor {
     }
   }
 
-  /** Applies one optimizer step; false for a duplicate (already applied) one. */
-  optimizerStep(step: number, spec: OptimizerSpec, lr: number, gradScale: number): boolean {
+  /**
+   * Applies one optimizer step; false for a duplicate (already applied) one. Replicas on
+   * threads share the parameters and slots: each updates its chunk, then waits for the others.
+   */
+  async optimizerStep(step: number, spec: OptimizerSpec, lr: number, gradScale: number): Promise<boolean> {
     if (step <= this.lastOptimizerStep) return false; // a duplicate step is applied once
+    const shared = this.shared;
     if (!this.optimizer || JSON.stringify(this.optimizer.spec) !== JSON.stringify(spec)) {
       const carried = this.optimizer?.getState() ?? this.restoredOptimizer;
       this.optimizer = createOptimizer(spec);
-      if (carried && carried.type === spec.type) this.optimizer.setState(carried);
+      if (shared) this.optimizer.storage = (name, j, n) => { const { off } = this.paramAt.get(name)!; return shared.slot(j).subarray(off, off + n); };
+      if (carried && carried.type === spec.type) this.optimizer.setState(carried, shared ? (name) => this.ownPart(name) : undefined);
       this.restoredOptimizer = null;
     }
-    const params = this.ready().model.parameters().map(([name, p]) => ({ name, value: p.data, grad: p.grad ? p.grad.data : null }));
+    const params = this.ready().model.parameters().map(([name, p]) => ({ name, value: p.data, grad: p.grad ? p.grad.data : null, ...(shared ? rangeOf(this.ownPart(name)) : {}) }));
     this.optimizer.step(params, { lr, gradScale });
     this.zeroGrads();
     this.lastOptimizerStep = step;
+    if (shared) await shared.updated(step);
     return true;
+  }
+
+  /** The part [lo, hi) of a parameter in this replica's chunk of the shared update. */
+  private ownPart(name: string): [number, number] {
+    const at = this.paramAt.get(name);
+    if (!at) throw new StageError('UNKNOWN_PARAMETER', `${this.name}: no parameter named '${name}'`);
+    const { off, n } = at;
+    const [lo, hi] = this.shared!.chunk(this.replica);
+    const a = Math.min(n, Math.max(0, lo - off));
+    return [a, Math.max(a, Math.min(n, hi - off))];
   }
 
   /** Forward without a tape; auxiliary loss terms (e.g. a KL) are collected into `aux`. */

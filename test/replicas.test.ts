@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Coordinator, transports, type CoordinatorOptions } from '../coordinator/index.js';
+import { Coordinator, listCheckpoints, transports, type CoordinatorOptions } from '../coordinator/index.js';
 import { loadMnist, subset, type Dataset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 import type { NamedTensors } from '../src/wire/index.js';
@@ -108,6 +108,20 @@ describe('data-parallel replicas', () => {
     expect(resumed.sha).toBe((await local({ replicas: 2, microBatches: 1 })).sha);
     const other = await train({ replicas: 1, microBatches: 2, epochs: 2, resume: path });
     expect(relativeError(other.params, resumed.params)).toBeLessThan(1e-5);
+  });
+
+  it('thread replicas keep one copy of the parameters and optimizer slots, each updating its chunk: Adam with AMSGrad (three slots), R=3; checkpoints hold every chunk, both ways', async () => {
+    const o: CoordinatorOptions = { replicas: 3, microBatches: 1, batchSize: 33, optimizer: 'adam', lr: 0.01, amsgrad: true };
+    const whole = await local(o);
+    const onThreads = join(mkdtempSync(join(tmpdir(), 'chainrule-shared-')), 'threads');
+    const threads = await train({ ...o, placement: 'threads', checkpoint: onThreads });
+    expect(threads.sha).toBe(whole.sha);
+    // The first epoch's checkpoint (replica 0's state, slots updated by all three) resumed here, and a local one on threads.
+    const first = (dir: string) => listCheckpoints(dir)[0]!.path;
+    expect((await train({ ...o, placement: 'local', resume: first(onThreads) })).sha).toBe(whole.sha);
+    const here = join(mkdtempSync(join(tmpdir(), 'chainrule-shared-')), 'local');
+    await train({ ...o, placement: 'local', checkpoint: here });
+    expect((await train({ ...o, placement: 'threads', resume: first(here) })).sha).toBe(whole.sha);
   });
 
   it('a batch size that R×M does not divide is refused, naming both', () => {

@@ -34,13 +34,19 @@ export class OptimizerError extends ChainruleError {
 }
 
 /** A parameter as an optimizer sees it: its values (updated in place) and its gradient. */
-export interface ParamRef { name: string; value: Data; grad: Data | null }
+/** A parameter to update: with `lo`/`hi`, only elements [lo, hi) of it (a replica's share of a shared update). */
+export interface ParamRef { name: string; value: Data; grad: Data | null; lo?: number; hi?: number }
+
+/** Where a parameter's slot j (of length n) lives, when not in arrays of the optimizer's own: shared memory, say. */
+export type SlotStorage = (name: string, j: number, n: number) => Data;
 
 export abstract class ElementwiseOptimizer {
   /** Names of the per-parameter state buffers (e.g. ['m', 'v'] for Adam). */
   abstract readonly slotNames: readonly string[];
   private slots = new Map<string, Record<string, Data>>();
   t = 0;
+  /** Set before the first step: the slots go there (each parameter's its own view). */
+  storage: SlotStorage | null = null;
 
   constructor(readonly spec: OptimizerSpec) {
     if (!(Number.isFinite(spec.lr) && spec.lr > 0)) throw new OptimizerError(`optimizer.lr must be a positive number, got ${spec.lr}`);
@@ -63,12 +69,16 @@ export abstract class ElementwiseOptimizer {
     const lr = opts.lr ?? this.spec.lr;
     const scale = opts.gradScale ?? 1;
     this.t++;
-    for (const { name, value, grad } of params) {
+    for (const { name, value, grad, lo = 0, hi = value.length } of params) {
       if (grad === null) continue;
       if (grad.length !== value.length) throw new OptimizerError(`optimizer: gradient of ${name} has ${grad.length} elements, the parameter ${value.length}`);
       const fresh = !this.slots.has(name);
-      // The scale is applied inside the update (one pass over memory, not two).
-      this.update(value, grad, this.slotsFor(name, value), lr, this.t, fresh, scale);
+      const slots = this.slotsFor(name, value);
+      if (hi <= lo) continue;
+      // The scale is applied inside the update (one pass over memory, not two). Element-wise,
+      // so a part gets the bits the whole would.
+      const part = lo === 0 && hi === value.length ? slots : Object.fromEntries(Object.entries(slots).map(([k, v]) => [k, v.subarray(lo, hi)]));
+      this.update(lo === 0 && hi === value.length ? value : value.subarray(lo, hi), lo === 0 && hi === grad.length ? grad : grad.subarray(lo, hi), part, lr, this.t, fresh, scale);
     }
   }
 
@@ -76,7 +86,7 @@ export abstract class ElementwiseOptimizer {
     let s = this.slots.get(name);
     if (!s) {
       s = {};
-      for (const k of this.slotNames) s[k] = new (value.constructor as { new(n: number): Data })(value.length);
+      for (const [j, k] of this.slotNames.entries()) s[k] = this.storage ? this.storage(name, j, value.length) : new (value.constructor as { new(n: number): Data })(value.length);
       this.slots.set(name, s);
     }
     return s;
@@ -98,13 +108,24 @@ export abstract class ElementwiseOptimizer {
     return { type: this.spec.type, t: this.t, slots };
   }
 
-  setState(state: OptimizerState): void {
+  /**
+   * `own(name)`: with storage shared among replicas, the part [lo, hi) of each parameter's slots
+   * this one writes (the others write theirs, maybe while this one updates its own).
+   */
+  setState(state: OptimizerState, own?: (name: string) => [number, number]): void {
     if (state.type !== this.spec.type) throw new OptimizerError(`optimizer state is for '${state.type}', not '${this.spec.type}'`);
     this.t = state.t;
     this.slots.clear();
     for (const [name, s] of Object.entries(state.slots)) {
       const copy: Record<string, Data> = {};
-      for (const [k, v] of Object.entries(s)) copy[k] = Float32Array.from(v);
+      for (const [k, v] of Object.entries(s)) {
+        const j = this.slotNames.indexOf(k);
+        if (!this.storage || j < 0) { copy[k] = Float32Array.from(v); continue; }
+        const at = this.storage(name, j, v.length);
+        const [lo, hi] = own?.(name) ?? [0, v.length];
+        at.set((v instanceof Float32Array ? v : Float32Array.from(v)).subarray(lo, hi), lo);
+        copy[k] = at;
+      }
       this.slots.set(name, copy);
     }
   }

@@ -100,6 +100,17 @@ export class Tensor {
     this.requiresGrad = requiresGrad;
   }
 
+  /**
+   * Moves the values into `storage` (same length and type) and makes it this tensor's data:
+   * for a parameter that replicas on threads keep once, in shared memory. Only before anything
+   * holds on to the old data (a stage does it as it is configured).
+   */
+  moveDataTo(storage: Data): void {
+    if (storage.length !== this.data.length || dtypeOf(storage) !== this.dtype) throw new RangeError(`moveDataTo: a ${dtypeOf(storage)} array of ${storage.length} elements for a ${this.dtype} tensor of ${this.size}`);
+    storage.set(this.data as never);
+    (this as { data: Data }).data = storage;
+  }
+
   get size(): number { return this.data.length; }
   get rank(): number { return this.shape.length; }
   get dtype(): DType { return dtypeOf(this.data); }
