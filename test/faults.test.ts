@@ -5,11 +5,11 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { startNodeProcess } from './helpers.js';
+import { startNodeProcess, trainClosed } from './helpers.js';
 import { join } from 'node:path';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { Coordinator, ThreadsTransport, type CoordinatorOptions } from '../coordinator/index.js';
+import { ThreadsTransport, type CoordinatorOptions } from '../coordinator/index.js';
 import { loadMnist, subset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
 
@@ -35,14 +35,7 @@ async function nodeProcess(): Promise<{ address: string; child: ChildProcess }> 
   return n;
 }
 
-async function run(o: CoordinatorOptions) {
-  const c = new Coordinator({ ...base, ...o });
-  try {
-    return await c.train();
-  } finally {
-    await c.close();
-  }
-}
+const run = (o: CoordinatorOptions) => trainClosed({ ...base, ...o });
 
 let uninterrupted: Promise<string> | null = null;
 /** The uninterrupted run's weights (local), computed once whichever test asks first. */

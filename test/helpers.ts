@@ -3,9 +3,20 @@ import { DataError, loadMnist, subset, type Dataset } from '../src/data/index.js
 import type { ModelSpec } from '../src/nn/index.js';
 import { formatAction, type NamedTensors, type Schedule } from '../src/wire/index.js';
 import { ScheduleError } from '../coordinator/schedules/index.js';
+import { Coordinator, type CoordinatorOptions, type TrainSummary } from '../coordinator/index.js';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+
+/** A Coordinator with these options, trained and closed: its summary. */
+export async function trainClosed(o: CoordinatorOptions): Promise<TrainSummary> {
+  const c = new Coordinator(o);
+  try {
+    return await c.train();
+  } finally {
+    await c.close();
+  }
+}
 
 /** Runs fn, expects it to throw an instance of `cls`, returns that error. */
 function thrown<E extends Error>(fn: () => unknown, cls: new (...args: never[]) => E): E {

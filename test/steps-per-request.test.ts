@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Coordinator, LocalTransport, ThreadsTransport, displayOnly, type CoordinatorOptions, type StepInfo, type Transport } from '../coordinator/index.js';
 import { startNode, type RunningNode } from '../node/server.js';
+import { trainClosed } from './helpers.js';
 import { StageActor } from '../node/stage.js';
 import { loadMnist, subset } from '../src/data/index.js';
 import type { ModelSpec } from '../src/nn/index.js';
@@ -41,14 +42,7 @@ function counted<T extends Transport>(t: T): T & { counts: Map<string, number> }
   return Object.assign(t, { counts });
 }
 
-async function run(o: CoordinatorOptions) {
-  const c = new Coordinator({ ...base, ...o });
-  try {
-    return await c.train();
-  } finally {
-    await c.close();
-  }
-}
+const run = (o: CoordinatorOptions) => trainClosed({ ...base, ...o });
 
 const nodes: RunningNode[] = [];
 beforeAll(async () => {
