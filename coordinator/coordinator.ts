@@ -210,7 +210,7 @@ export class Coordinator {
 
   /**
    * How many steps from here may go to the actors in one request: options.stepsPerRequest, or
-   * under 'auto' as many as take about 50 ms by the recent steps' time (coordinator/steps-per-request.ts);
+   * under 'auto' as many as take about 200 ms by the recent steps' time (coordinator/steps-per-request.ts);
    * 1 where the coordinator must see each step (clipping, skipping, virtual stages, a full-batch
    * method) and on the local placement; never past the next recovery commit.
    */

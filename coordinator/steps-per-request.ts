@@ -4,15 +4,17 @@
  * actors' wake-up, the replies) is paid once for several short steps; 1 for long steps. The
  * Coordinator applies it to the steps it timed, `chainrule plan` to the step it predicts.
  *
- * @example autoStepsPerRequest(2.5)   // 20
+ * @example autoStepsPerRequest(40)   // 5
  */
 
 /**
  * A request carries about this many milliseconds of steps... (on 2 cores, 6 steps of 8-13 ms a
- * request over gRPC ran 1.4-1.5x one; 4 CNN steps of 9 ms on thread replicas 1.07-1.28x.
- * Ctrl-C and the progress bar wait at most this long.)
+ * request over gRPC ran 1.4-1.5x one; 4 CNN steps of 9 ms on thread replicas 1.07-1.28x; 3 of
+ * the wide MLP's 50 ms steps on two gRPC stages 1.08-1.15x, where a stage may start the next
+ * step's forward while its neighbour finishes the last one's backward. Ctrl-C and the progress
+ * bar wait at most about this long.)
  */
-export const REQUEST_MS = 50;
+export const REQUEST_MS = 200;
 /** ...and at most this many steps. */
 export const AUTO_MAX_STEPS_PER_REQUEST = 32;
 
