@@ -178,11 +178,17 @@ export class Coordinator {
   private async stepWith(x: Tensor, y: Targets, trace?: TraceAsk): Promise<StepResult> {
     await this.open();
     const parts = shardMinibatch(x, y, this.options.replicas, this.options.microBatches);
-    const t0 = performance.now();
+    // Timed without the recovery commits the coordinator fetches between requests.
+    const timed = async (commit?: 'whole' | 'share') => {
+      const traced = trace?.tracer.wants(this.group.step) === true;
+      const t0 = performance.now();
+      const loss = await this.runParts(parts, trace, commit);
+      if (!traced) this.noteStepMs(performance.now() - t0);
+      return loss;
+    };
     const loss = this.recovery
-      ? await this.recovery.run(this.group.step, [parts], () => this.transport!, (commit) => this.runParts(parts, trace, commit), () => this.commitKeeping())
-      : await this.runParts(parts, trace);
-    if (!trace?.tracer.wants(this.group.step - 1)) this.noteStepMs(performance.now() - t0);
+      ? await this.recovery.run(this.group.step, [parts], () => this.transport!, timed, () => this.commitKeeping())
+      : await timed();
     return { loss, ...this.lastStep };
   }
 
@@ -194,12 +200,15 @@ export class Coordinator {
     if (batches.length === 1) return [await this.stepWith(batches[0]!.x, batches[0]!.y)];
     await this.open();
     const all = batches.map((b) => shardMinibatch(b.x, b.y, this.options.replicas, this.options.microBatches));
-    const t0 = performance.now();
-    const results = this.recovery
-      ? await this.recovery.run(this.group.step, all, () => this.transport!, (commit) => this.runQueued(all, commit), () => this.commitKeeping())
-      : await this.runQueued(all);
-    this.noteStepMs((performance.now() - t0) / batches.length);
-    return results;
+    const timed = async (commit?: 'whole' | 'share') => {
+      const t0 = performance.now();
+      const results = await this.runQueued(all, commit);
+      this.noteStepMs((performance.now() - t0) / all.length);
+      return results;
+    };
+    return this.recovery
+      ? this.recovery.run(this.group.step, all, () => this.transport!, timed, () => this.commitKeeping())
+      : timed();
   }
 
   /** Recent wall milliseconds per step (an exponential average), for stepsPerRequest 'auto'. */

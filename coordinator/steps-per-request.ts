@@ -10,8 +10,9 @@
 /**
  * A request carries about this many milliseconds of steps... (on 2 cores, 6 steps of 8-13 ms a
  * request over gRPC ran 1.4-1.5x one; 4 CNN steps of 9 ms on thread replicas 1.07-1.28x; 3 of
- * the wide MLP's 50 ms steps on two gRPC stages 1.08-1.15x, where a stage may start the next
- * step's forward while its neighbour finishes the last one's backward. Ctrl-C and the progress
+ * the wide MLP's 50 ms steps on two gRPC stages 1.08-1.15x in two pairs of rounds, and no
+ * gain in two later pairs (4 steps, auto); 5-6 of the wide MLP's 30 ms steps on two thread
+ * replicas 1.06-1.08x. Ctrl-C and the progress
  * bar wait at most about this long.)
  */
 export const REQUEST_MS = 200;
