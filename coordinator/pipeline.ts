@@ -9,7 +9,7 @@ import { splitMicroBatches, type MicroBatch, type Targets } from '../src/data/in
 import type { ModelSpec } from '../src/nn/index.js';
 import { clipScale } from '../src/optim/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { epochNow, formatAction, type OptimizerStepArgs, type Request, type Schedule, type StepWork } from '../src/wire/index.js';
+import { epochNow, formatAction, type OptimizerStepArgs, type Request, type Schedule, type StepReport, type StepWork } from '../src/wire/index.js';
 import { targetsOf } from './evaluate.js';
 import type { StageGroup } from './stage-group.js';
 import type { BubbleMeter } from './summary.js';
@@ -31,6 +31,15 @@ function stepWork(spec: ModelSpec, K: number, actions: string[], parts: MicroBat
     ...(optimize ? { optimize } : {}),
     ...(commit ? { commit } : {}),
   };
+}
+
+/** A step's summed loss from its reports (actor r·K + k), in (replica, micro-batch, stage) order: the order of one replica with R·M micro-batches. */
+function stepLoss(reports: readonly StepReport[], K: number, parts: MicroBatch[][]): number {
+  let loss = 0;
+  for (let r = 0; r < parts.length; r++) {
+    for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
+  }
+  return loss;
 }
 
 /** Which steps to trace, and the epoch to label them with. */
@@ -78,11 +87,7 @@ async function runSchedule(group: StageGroup, spec: ModelSpec, parts: MicroBatch
   }
   const reports = replies.map((r) => r.report);
   meter.add(reports, group.replicas * group.devices);
-  let loss = 0;
-  for (let r = 0; r < group.replicas; r++) {
-    for (let m = 0; m < parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
-  }
-  return { loss, nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names) };
+  return { loss: stepLoss(reports, K, parts), nonFinite: earliestNonFinite(reports, K, parts[0]!.length, group.names) };
 }
 
 export interface StepPlan {
@@ -154,14 +159,10 @@ export async function trainSteps(group: StageGroup, spec: ModelSpec, steps: Queu
   const first = group.step;
   const losses: number[] = [];
   for (const [i, s] of steps.entries()) {
-    const reports = replies.map((r) => r.reports[i]!);
-    if (reports.some((r) => r === undefined)) throw new Error(`trainSteps: an actor answered ${steps.length} steps with fewer reports`);
+    const reports = replies.map((r) => r.reports[i]);
+    if (!reports.every((r): r is StepReport => r !== undefined)) throw new Error(`trainSteps: an actor answered ${steps.length} steps with fewer reports`);
     meter.add(reports, group.replicas * group.devices);
-    let loss = 0;
-    for (let r = 0; r < group.replicas; r++) {
-      for (let m = 0; m < s.parts[r]!.length; m++) for (let k = 0; k < K; k++) loss += reports[r * K + k]!.losses[m] ?? 0;
-    }
-    losses.push(loss);
+    losses.push(stepLoss(reports, K, s.parts));
     const nonFinite = earliestNonFinite(reports, K, s.parts[0]!.length, group.names);
     if (nonFinite) throw new NonFiniteError(first + i, epoch, nonFinite);
   }

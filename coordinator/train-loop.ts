@@ -212,9 +212,8 @@ export async function trainRun(host: TrainHost, log: RunLog | null, started: num
         const next = batches.next();
         if (next.done) break;
         const { x, y } = next.value;
-        const augment = plan.augment;
-        const at = b + chunk.length;
-        chunk.push({ x, y, input: augment ? new Tensor(augmentBatch(x.data as Float32Array, plan.data.train.inputShape, augment, augmentStream(o.seed, e, at)), x.shape) : x });
+        const { augment } = plan;
+        chunk.push({ x, y, input: augment ? new Tensor(augmentBatch(x.data as Float32Array, plan.data.train.inputShape, augment, augmentStream(o.seed, e, b + chunk.length)), x.shape) : x });
       }
       if (chunk.length === 0) break;
       const ts = performance.now();

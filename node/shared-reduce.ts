@@ -39,6 +39,11 @@ const SLOTS = 3;
 /** Regions besides the R gradients: the sum, the parameters, the slots. */
 const EXTRA_REGIONS = 2 + SLOTS;
 
+/** The elements of N that replica q of R sums (and, sharing the update, updates): [lo, hi), in shared memory or by messages. */
+export function replicaChunk(q: number, N: number, R: number): [number, number] {
+  return [Math.floor((q * N) / R), Math.floor(((q + 1) * N) / R)];
+}
+
 /** The buffer the transport allocates for stage k: `parameters` floats per region. */
 export function sharedReduceBuffer(replicas: number, parameters: number): SharedArrayBuffer {
   if (replicas > 32) throw new ChainruleError('BAD_OPTION', `shared-memory reduction supports at most 32 replicas, got ${replicas}`);
@@ -65,12 +70,6 @@ export class SharedReduce {
   slot(j: number): Float32Array {
     if (j >= SLOTS) throw new ChainruleError('INTERNAL', `${this.actor}: shared memory holds ${SLOTS} optimizer slots a parameter, asked for slot ${j}`);
     return this.region(this.replicas + 2 + j);
-  }
-
-  /** The elements replica q sums (and updates): [lo, hi) of the flat parameter vector. */
-  chunk(q: number): [number, number] {
-    const N = this.parameters;
-    return [Math.floor((q * N) / this.replicas), Math.floor(((q + 1) * N) / this.replicas)];
   }
 
   /** After this replica updated its chunk of `step`: waits until every replica has, so that the next forward reads whole parameters. */
@@ -117,7 +116,7 @@ export class SharedReduce {
     Atomics.store(this.flags, r, mark);
     Atomics.notify(this.flags, r);
     for (let q = 0; q < R; q++) await this.waitFor(q, mark, `replica ${q}'s gradient`);
-    const [lo, hi] = this.chunk(r);
+    const [lo, hi] = replicaChunk(r, this.parameters, R);
     const acc = this.sum.subarray(lo, hi);
     acc.set(this.region(0).subarray(lo, hi));
     for (let q = 1; q < R; q++) backend().binary('add', acc, [acc.length], this.region(q).subarray(lo, hi), [acc.length], acc, [acc.length]);

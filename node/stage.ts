@@ -16,7 +16,7 @@ import {
   type StageState, type StepReport, type StepWork, type Targets, SPAN, epochNow, MAX_STEPS_PER_REQUEST,
 } from '../src/wire/index.js';
 import { Inbox } from './inbox.js';
-import { SharedReduce } from './shared-reduce.js';
+import { SharedReduce, replicaChunk } from './shared-reduce.js';
 import { CommitStore } from './commit-store.js';
 import { SendGroup } from './sends.js';
 import { codeOf } from './internal.js';
@@ -42,8 +42,6 @@ interface InFlight {
   loss: Tensor | null;
   aux: Tensor[];
 }
-
-const rangeOf = ([lo, hi]: [number, number]) => ({ lo, hi });
 
 /** How long a stage polls a thread link for the message it waits for before it sleeps. */
 const SPIN_MS = 0.1;
@@ -600,7 +598,7 @@ export class StageActor {
       else g.fill(0, off, off + p.size);
       off += p.size;
     }
-    const cut = (j: number) => Math.floor((j * N) / R);
+    const cut = (j: number) => replicaChunk(j, N, R)[0];
     const chunk = (j: number) => g.subarray(cut(j), cut(j + 1));
     const header = (j: number) => ({ run: this.run, stage: this.index, replica: j, step, microBatch: -1 });
     const sends = new SendGroup();
@@ -726,7 +724,7 @@ export class StageActor {
       if (carried && carried.type === spec.type) this.optimizer.setState(carried, shared ? (name) => this.ownPart(name) : undefined);
       this.restoredOptimizer = null;
     }
-    const params = this.ready().model.parameters().map(([name, p]) => ({ name, value: p.data, grad: p.grad ? p.grad.data : null, ...(shared ? rangeOf(this.ownPart(name)) : {}) }));
+    const params = this.ready().model.parameters().map(([name, p]) => ({ name, value: p.data, grad: p.grad ? p.grad.data : null, ...(shared ? this.ownPart(name) : {}) }));
     this.optimizer.step(params, { lr, gradScale });
     this.zeroGrads();
     this.lastOptimizerStep = step;
@@ -735,13 +733,13 @@ export class StageActor {
   }
 
   /** The part [lo, hi) of a parameter in this replica's chunk of the shared update. */
-  private ownPart(name: string): [number, number] {
+  private ownPart(name: string): { lo: number; hi: number } {
     const at = this.paramAt.get(name);
     if (!at) throw new StageError('UNKNOWN_PARAMETER', `${this.name}: no parameter named '${name}'`);
     const { off, n } = at;
-    const [lo, hi] = this.shared!.chunk(this.replica);
+    const [lo, hi] = replicaChunk(this.replica, this.shared!.parameters, this.replicas);
     const a = Math.min(n, Math.max(0, lo - off));
-    return [a, Math.max(a, Math.min(n, hi - off))];
+    return { lo: a, hi: Math.max(a, Math.min(n, hi - off)) };
   }
 
   /** Forward without a tape; auxiliary loss terms (e.g. a KL) are collected into `aux`. */

@@ -112,7 +112,7 @@ export abstract class ElementwiseOptimizer {
    * `own(name)`: with storage shared among replicas, the part [lo, hi) of each parameter's slots
    * this one writes (the others write theirs, maybe while this one updates its own).
    */
-  setState(state: OptimizerState, own?: (name: string) => [number, number]): void {
+  setState(state: OptimizerState, own?: (name: string) => { lo: number; hi: number }): void {
     if (state.type !== this.spec.type) throw new OptimizerError(`optimizer state is for '${state.type}', not '${this.spec.type}'`);
     this.t = state.t;
     this.slots.clear();
@@ -122,7 +122,7 @@ export abstract class ElementwiseOptimizer {
         const j = this.slotNames.indexOf(k);
         if (!this.storage || j < 0) { copy[k] = Float32Array.from(v); continue; }
         const at = this.storage(name, j, v.length);
-        const [lo, hi] = own?.(name) ?? [0, v.length];
+        const { lo, hi } = own?.(name) ?? { lo: 0, hi: v.length };
         at.set((v instanceof Float32Array ? v : Float32Array.from(v)).subarray(lo, hi), lo);
         copy[k] = at;
       }
