@@ -9,7 +9,8 @@
  * weights are those of an uninterrupted run.
  */
 import type { StageState } from '../src/wire/index.js';
-import type { MicroBatch } from '../src/data/index.js';
+import type { MicroBatch, Targets } from '../src/data/index.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { ChainruleError } from '../src/errors.js';
 import type { Transport } from './transports/index.js';
 
@@ -64,7 +65,7 @@ export class Recovery {
   /** `state` null: kept by the actors, read after a loss. */
   private commit: { step: number; state: StageState | null } | null = null;
   /** The inputs of the steps since the commit. */
-  private log: MicroBatch[][][] = [];
+  private readonly log = new InputLog();
   /** How long the last fetched commit took, and the steps since it. */
   private lastTakeMs = 0;
   private stepMsSince = 0;
@@ -96,7 +97,7 @@ export class Recovery {
       await this.recover(e, step, t0, transport, keep);
       return this.run(step, steps, transport, fn, keeping);
     }
-    if (byActors !== undefined) { this.commit = { step, state: null }; this.log = []; this.stepMsSince = 0; }
+    if (byActors !== undefined) { this.commit = { step, state: null }; this.log.clear(); this.stepMsSince = 0; }
     this.log.push(...steps);
     this.stepMsSince += performance.now() - t0;
     const next = step + steps.length;
@@ -147,7 +148,7 @@ export class Recovery {
   async take(step: number, state: () => Promise<StageState>): Promise<void> {
     const t0 = performance.now();
     this.commit = { step, state: await state() };
-    this.log = [];
+    this.log.clear();
     this.lastTakeMs = performance.now() - t0;
     this.stepMsSince = 0;
   }
@@ -169,6 +170,58 @@ export class Recovery {
     this.reports.push({ failed, step, detectedMs: detected - t0, recoveryMs: performance.now() - detected, stepsReplayed: this.log.length, replacement });
   }
 }
+
+/**
+ * The inputs of the steps since the last commit, as copies: the shards are views of the
+ * caller's minibatch (pipeline.ts shardMinibatch), whose memory the caller may refill as soon
+ * as step() returns, and a replay must see what the step saw. A commit clears the log and its
+ * buffers hold the next steps' copies, so the log costs a copy per step, not memory for the
+ * garbage collector to free.
+ */
+class InputLog {
+  private steps: MicroBatch[][][] = [];
+  /** Buffers of cleared copies, by type and length. */
+  private readonly free = new Map<string, (Float32Array | Float64Array | Int32Array)[]>();
+
+  get length(): number { return this.steps.length; }
+
+  [Symbol.iterator](): Iterator<MicroBatch[][]> { return this.steps[Symbol.iterator](); }
+
+  push(...steps: MicroBatch[][][]): void {
+    for (const shards of steps) this.steps.push(shards.map((parts) => parts.map((p) => ({ x: this.copyTensor(p.x), y: this.copyTargets(p.y) }))));
+  }
+
+  clear(): void {
+    for (const shards of this.steps) {
+      for (const parts of shards) {
+        for (const p of parts) {
+          this.give(p.x.data);
+          this.give(p.y instanceof Tensor ? p.y.data : p.y);
+        }
+      }
+    }
+    this.steps = [];
+  }
+
+  private copyTensor(t: Tensor): Tensor { return new Tensor(this.copy(t.data), [...t.shape]); }
+
+  private copyTargets(y: Targets): Targets { return y instanceof Tensor ? this.copyTensor(y) : this.copy(y); }
+
+  private copy<A extends Float32Array | Float64Array | Int32Array>(a: A): A {
+    const out = (this.free.get(keyOf(a))?.pop() as A | undefined) ?? (new (a.constructor as new (n: number) => A)(a.length));
+    out.set(a);
+    return out;
+  }
+
+  private give(a: Float32Array | Float64Array | Int32Array): void {
+    const k = keyOf(a);
+    let list = this.free.get(k);
+    if (!list) this.free.set(k, list = []);
+    list.push(a);
+  }
+}
+
+const keyOf = (a: Float32Array | Float64Array | Int32Array) => `${a.constructor.name}:${a.length}`;
 
 /** The step, or a rejection as soon as a probe finds a host that does not answer. */
 async function watch<T>(step: Promise<T>, transport: Transport): Promise<T> {

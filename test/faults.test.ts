@@ -9,8 +9,9 @@ import { startNodeProcess, trainClosed } from './helpers.js';
 import { join } from 'node:path';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { ThreadsTransport, type CoordinatorOptions } from '../coordinator/index.js';
-import { loadMnist, subset } from '../src/data/index.js';
+import { Coordinator, ThreadsTransport, type CoordinatorOptions } from '../coordinator/index.js';
+import { Batcher, loadMnist, subset } from '../src/data/index.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import type { ModelSpec } from '../src/nn/index.js';
 
 const spec: ModelSpec = {
@@ -128,6 +129,36 @@ describe('surviving the loss of an actor', () => {
     expect(s.weightsSha256).toBe(local.weightsSha256);
     expect(s.recoveries).toHaveLength(1);
     expect(s.recoveries[0]!.stepsReplayed).toBeLessThanOrEqual(8);
+  });
+
+  it('a caller that refills one minibatch buffer for every step: the replay after a lost thread sees what each step saw', async () => {
+    // The shards sent to the actors are views of the caller's minibatch; the inputs a
+    // recovery replays must be the coordinator's own copies.
+    const batches = [...new Batcher(data.train, { batchSize: 32, seed: 4 }).epoch(0)];
+    const train = async (placement: CoordinatorOptions['placement'], kill?: ThreadsTransport) => {
+      const c = new Coordinator({ ...base, placement, commitEvery: 4 });
+      await c.open();
+      const run = c.run;
+      try {
+        const x = new Tensor(new Float32Array(batches[0]!.x.size), batches[0]!.x.shape);
+        const y = new Int32Array(32);
+        for (const [i, b] of batches.entries()) {
+          x.data.set(b.x.data);
+          y.set(b.y);
+          if (kill && i === 6) void kill.threads[1]!.terminate();
+          await c.step(x, y);
+        }
+        return { sha: await c.weightsSha256(), recovered: c.run !== run };
+      } finally {
+        await c.close();
+      }
+    };
+    const transport = new ThreadsTransport();
+    const threads = await train(transport, transport);
+    const local = await train('local');
+    expect(threads.recovered).toBe(true); // a new run id: rebuilt, restored, replayed
+    expect(local.recovered).toBe(false);
+    expect(threads.sha).toBe(local.sha);
   });
 
   it('a worker thread terminated mid-epoch: rebuilt, same weights', async () => {

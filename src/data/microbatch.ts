@@ -2,8 +2,8 @@
  * Splitting a minibatch into M equal micro-batches along the first axis, and back; `y` (the
  * labels, or the float targets tensor) is split and merged with `x`, row for row.
  * Parts are views of the minibatch's rows, not copies: every transport copies a tensor once
- * anyway (into a worker's transfer buffer, into a gRPC envelope) and the in-process one reads
- * it where it is. A copy per part per step only fed the coordinator's garbage collector: in a
+ * anyway (into a worker's transfer buffer, into a gRPC envelope), the in-process one reads it
+ * where it is, and what outlives the step (a recovery's log of inputs) keeps its own copy. A copy per part per step only fed the coordinator's garbage collector: in a
  * default-MLP run on two thread replicas it ran a mark-compact every 150 ms, 43 in 6 s, against
  * 6 in 12 s with views.
  */
