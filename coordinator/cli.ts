@@ -62,7 +62,7 @@ export async function trainMain(argv: string[], io: CliOutput = processOutput())
   try {
     const o = c.options;
     const layout = `${o.replicas > 1 ? `${o.replicas} replicas × ` : ''}${o.virtualStages > 1 ? `${o.stages} stage(s) × ${o.virtualStages} virtual` : `${c.stages} stage(s)`}`;
-    note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train${c.validation ? ` / ${c.validation.size} validation` : ''} / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}${c.kernelThreads > 1 ? `, ${o.kernelThreads === 'auto' ? `1 or ${c.kernelThreads} kernel threads (the faster over the first steps)` : `${c.kernelThreads} kernel threads`}` : ''}`);
+    note(`chainrule: training ${typeof o.model === 'string' ? o.model : 'a model spec'} on ${typeof o.dataset === 'string' ? o.dataset : 'datasets'} (${c.data.train.size} train${c.validation ? ` / ${c.validation.size} validation` : ''} / ${c.data.test.size} test), ${c.placementName}, ${layout}, ${o.microBatches} micro-batch(es), ${o.schedule}${c.kernelThreads > 1 ? `, ${o.kernelThreads === 'auto' ? `1 or ${c.kernelThreads} kernel threads (the faster, measured after a second of steps)` : `${c.kernelThreads} kernel threads`}` : ''}`);
     if (o.resume) {
       const r = await c.loadCheckpoint(o.resume);
       note(`chainrule: resumed from ${r.path} (step ${r.step}, epoch ${r.epoch + 1}, minibatch ${r.batch} of ${c.stepsPerEpoch})${r.ignored.length ? `; passed over ${r.ignored.join(', ')} (interrupted writes)` : ''}`);

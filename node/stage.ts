@@ -427,8 +427,8 @@ export class StageActor {
       if (applied && report.trace) report.trace.push(SPAN.optimizer, -1, t0, epochNow());
     }
     this.tuner?.finish(step, report.busyMs + updateMs, (backend().kernelThreads?.splits() ?? 0) - splits0);
-    // What the actor runs on: while it still tries counts, nothing (one, for the summary).
-    const runsOn = this.tuner ? this.tuner.decided : threads;
+    // What the actor runs on: while the trials alternate counts, nothing (one, for the summary).
+    const runsOn = this.tuner ? this.tuner.runsOn : threads;
     if (runsOn !== null && runsOn > 1) report.kernelThreads = runsOn;
     if (report.clock) report.clock[1] = epochNow();
     return report;

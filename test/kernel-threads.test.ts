@@ -205,23 +205,32 @@ describe('kernel threads refused where they cannot run', () => {
       }
       return ran;
     };
-    const faster = new KernelThreadTuner(2);
+    const faster = new KernelThreadTuner(2, 2, 3, 0.03, 0);
     expect(drive(faster, (n) => (n > 1 ? 6 : 10))).toEqual([2, 2, 2, 1, 2, 1, 2, 1, 2, 2, 2, 2]);
     expect(faster.decided).toBe(2);
     // Within the margin, or split products never happened (nothing is large enough): one.
-    const close = new KernelThreadTuner(2);
+    const close = new KernelThreadTuner(2, 2, 3, 0.03, 0);
     expect(drive(close, (n) => (n > 1 ? 9.8 : 10)).slice(-4)).toEqual([1, 1, 1, 1]);
-    const nothingSplit = new KernelThreadTuner(4);
+    const nothingSplit = new KernelThreadTuner(4, 2, 3, 0.03, 0);
     drive(nothingSplit, (n) => (n > 1 ? 5 : 10), 0);
     expect(nothingSplit.decided).toBe(1);
     // By each count's quickest step: one burst on the one-thread steps does not decide it.
-    const burst = new KernelThreadTuner(2);
+    const burst = new KernelThreadTuner(2, 2, 3, 0.03, 0);
     drive(burst, (n, step) => (n > 1 ? 8 : step === 3 ? 100 : 10));
     expect(burst.decided).toBe(2);
-    const slower = new KernelThreadTuner(2);
+    const slower = new KernelThreadTuner(2, 2, 3, 0.03, 0);
     drive(slower, (n) => (n > 1 ? 12 : 10));
     expect(slower.decided).toBe(1);
     expect(new KernelThreadTuner(1).decided).toBe(1); // nothing to try
+    // The warm-up also lasts a second of work (the JIT's helper threads share the cores meanwhile): 250 ms steps, 4 of them first.
+    const warm = new KernelThreadTuner(2);
+    expect(warm.runsOn).toBe(1); // nothing split yet
+    warm.threadsFor(0);
+    warm.finish(0, 250, 1);
+    expect(warm.runsOn).toBe(2); // what a run that ends in its warm-up ran on
+    const timed = new KernelThreadTuner(2);
+    expect(drive(timed, (n) => (n > 1 ? 250 : 400))).toEqual([2, 2, 2, 2, 2, 1, 2, 1, 2, 1, 2, 2]);
+    expect(timed.decided).toBe(2);
   });
 
   it('withKernelThreads on a backend without them runs 1 and refuses more', () => {
@@ -316,7 +325,7 @@ describe.skipIf(!native)(`whole runs with kernel threads end with one thread's w
   it("'auto' tries the host's cores on a local run and on a gRPC node, and keeps what is faster: one thread's weights either way", async () => {
     const one = await sha({ placement: 'local', kernelThreads: 1, epochs: 2 });
     const splits = native!.kernelThreads!.splits();
-    const auto = await sha({ placement: 'local', epochs: 2, kernelThreads: 'auto' }); // 12 steps: 2 warm-up, 6 trials, then the choice
+    const auto = await sha({ placement: 'local', epochs: 2, kernelThreads: 'auto' }); // 12 steps, less than the warm-up's second: all on 2 threads
     expect(auto.sha).toBe(one.sha);
     expect(native!.kernelThreads!.splits()).toBeGreaterThan(splits); // the trials on 2 threads split products
     expect([undefined, 2]).toContain(auto.kernelThreads); // timing decides, never the bits
