@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/index.js';
 import { Batcher, loadMnist } from '../src/data/index.js';
-import { WARM_UP_MS } from './throughput.js';
+import { warmUpMs } from './throughput.js';
 
 const { seconds, ...o } = JSON.parse(process.argv[2] ?? '{}') as { seconds: number } & CoordinatorOptions;
 const data = loadMnist();
@@ -16,7 +16,7 @@ try {
   const batches = [...new Batcher(data.train, { batchSize: c.options.batchSize, seed: 1 }).epoch(0)];
   // The same warm-up as measureThroughput's, so that the ceiling compares compiled code with compiled code.
   let n = 0;
-  for (const t0 = performance.now(); n < 3 || performance.now() - t0 < Math.min(WARM_UP_MS, 750 * seconds); n++) await c.step(batches[n % batches.length]!.x, batches[n % batches.length]!.y);
+  for (const t0 = performance.now(); n < 3 || performance.now() - t0 < warmUpMs(seconds); n++) await c.step(batches[n % batches.length]!.x, batches[n % batches.length]!.y);
   console.log('ready');
   await once(process.stdin, 'data');
   let samples = 0;

@@ -3,7 +3,7 @@
  * Coordinator steps after a warm-up, the best of three windows (a neighbour's burst on a
  * shared machine only slows), with the measured bubble over the same steps.
  *
- * The warm-up runs WARM_UP_MS of steps: every isolate (the coordinator, each worker thread,
+ * The warm-up runs 3 s of steps: every isolate (the coordinator, each worker thread,
  * each node process) compiles its hot code with V8's optimizing compiler on helper threads,
  * and where the actors keep both cores busy that compilation waits for them: two thread
  * replicas of the default MLP ran at 26-35k samples/s in their first 125 steps and reached
@@ -18,8 +18,8 @@ import { Batcher, type Dataset } from '../src/data/index.js';
 
 /** Steps handed to Coordinator.steps at a time (it sends them in requests of stepsPerRequest). */
 const GROUP = 32;
-/** Steps run before the windows (see above), at least 3; at most 3/4 of the windows' time (the bench's --quick). */
-export const WARM_UP_MS = 3000;
+/** Milliseconds of steps run before windows of `seconds` in all (see above): 3 s, at most 3/4 of the windows' time (the bench's --quick). */
+export const warmUpMs = (seconds: number): number => Math.min(3000, 750 * seconds);
 
 export interface Throughput { samplesPerSecond: number; bubble: number; steps: number; cpuMs: number }
 
@@ -33,8 +33,7 @@ export async function measureThroughput(o: CoordinatorOptions, data: { train: Da
     for (let i = 0; i < 3; i++) await c.step(batches[i]!.x, batches[i]!.y);
     let n = 3;
     const group = () => Array.from({ length: GROUP }, () => batches[n++ % batches.length]!);
-    const warmUpMs = Math.min(WARM_UP_MS, 750 * seconds);
-    for (const t0 = performance.now(); performance.now() - t0 < warmUpMs;) await c.steps(group());
+    for (const t0 = performance.now(); performance.now() - t0 < warmUpMs(seconds);) await c.steps(group());
     const n0 = n;
     const busy0 = c.meter.busyMs;
     const wall0 = c.meter.actorWallMs;

@@ -192,13 +192,9 @@ class InputLog {
   }
 
   clear(): void {
-    for (const shards of this.steps) {
-      for (const parts of shards) {
-        for (const p of parts) {
-          this.give(p.x.data);
-          this.give(p.y instanceof Tensor ? p.y.data : p.y);
-        }
-      }
+    for (const p of this.steps.flat(2)) {
+      this.give(p.x.data);
+      this.give(p.y instanceof Tensor ? p.y.data : p.y);
     }
     this.steps = [];
   }

@@ -22,7 +22,6 @@ export class KernelThreadTuner {
   private warmMs = 0;
   /** Trial steps begun (after the warm-up). */
   private trialSteps = 0;
-  private trying = false;
   private lastStep: number | null = null;
   private current: number;
 
@@ -46,7 +45,6 @@ export class KernelThreadTuner {
     if (this.chosen !== null) return this.chosen;
     if (step !== this.lastStep) {
       this.lastStep = step;
-      this.trying = this.warmSteps >= this.warmup && this.warmMs >= this.warmupMs;
       this.current = !this.trying || this.trialSteps++ % 2 === 0 ? this.most : 1;
     }
     return this.current;
@@ -55,8 +53,11 @@ export class KernelThreadTuner {
   /** The count kept, or null while trying. */
   get decided(): number | null { return this.chosen; }
 
+  /** Whether the warm-up is over (a step's finish sees what its threadsFor saw: only finish moves it). */
+  private get trying(): boolean { return this.warmSteps >= this.warmup && this.warmMs >= this.warmupMs; }
+
   /** What the steps run on now: the count kept; through the warm-up `most` (1 if no product was large enough to split); null while the trials alternate. */
-  get runsOn(): number | null { return this.chosen ?? (this.trying ? null : this.splitWarm ? this.most : 1); }
+  get runsOn(): number | null { return this.chosen ?? (this.trialSteps > 0 ? null : this.splitWarm ? this.most : 1); }
 
   /**
    * A step's measured work: `busyMs` computing, `splits` products split among helpers meanwhile
