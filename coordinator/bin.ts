@@ -1,5 +1,14 @@
 #!/usr/bin/env node
 // The `chainrule` executable.
 import { main } from './cli.js';
+import { tuneHeap } from './heap.js';
 
-process.exitCode = await main(process.argv.slice(2));
+let heapSet = true;
+try {
+  // Before the first message: see coordinator/heap.ts.
+  tuneHeap();
+} catch (e) {
+  console.error(`chainrule: ${(e as Error).message}`);
+  heapSet = false;
+}
+process.exitCode = heapSet ? await main(process.argv.slice(2)) : 2;

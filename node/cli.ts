@@ -11,7 +11,6 @@
 import { parseArgs } from 'node:util';
 import { isUserError } from '../src/errors.js';
 import { startNode } from './server.js';
-import { tuneNodeHeap } from './heap.js';
 import { isLoopback } from './tls.js';
 
 const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-file FILE] [--max-runs N] [--run-timeout T] [--drain-timeout T] [--max-params N] [--health-port P] [--insecure]
@@ -72,9 +71,6 @@ export async function nodeMain(argv: string[]): Promise<number> {
   if (maxParams !== undefined && !(/^\d+$/.test(values['max-params']!) && Number.isSafeInteger(maxParams) && maxParams >= 1)) return bad(`--max-params must be a positive integer, got '${values['max-params']}'`);
   if (values.tls !== undefined && values.insecure) return bad('--tls and --insecure contradict each other; give one');
   if (values.insecure && isLoopback(host)) return bad(`--insecure only matters off loopback, and --host ${host} is loopback`);
-  // Before the first message: a node's small live heap would otherwise be collected every few
-  // dozen milliseconds under gRPC's per-message allocations (node/heap.ts).
-  try { tuneNodeHeap(); } catch (e) { return bad((e as Error).message.replace(/^chainrule node: /, '')); }
   let node;
   try {
     node = await startNode({ host, port, tls: values.tls, tokenFile: values['token-file'], insecure: values.insecure, maxRuns, runTimeoutMs, maxParams, healthPort });

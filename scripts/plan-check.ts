@@ -19,6 +19,10 @@ import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec, layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { selectBackend } from '../src/tensor/select.js';
 import { backend } from '../src/tensor/backend.js';
+import { tuneHeap } from '../coordinator/heap.js';
+
+// As the chainrule executable (and so `chainrule plan`) does.
+tuneHeap();
 
 const args = process.argv.slice(2);
 const flag = (name: string) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };

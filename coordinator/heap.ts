@@ -1,5 +1,5 @@
 /**
- * The V8 heap setting of a `chainrule node` process.
+ * The V8 heap setting of the `chainrule` executable (coordinator/bin.ts), for every command.
  *
  * Why: a node's live JS heap is small (~17 MB: parameters and messages live in ArrayBuffers,
  * outside it), and V8 sizes the next collection's limit from the live heap, so the limit sits a
@@ -10,24 +10,28 @@
  * taking 0.3-0.4 of a core per node, on a 2-core machine that has none to spare. Letting the
  * heap grow 5x its live size between collections cuts that to ~15 (the heap stays in the tens of
  * MB) and took the default MLP over two gRPC nodes from ~8,000 to ~16,000 samples/s.
+ * The coordinator of a gRPC run is a grpc-js client with the same pattern (its V8 helper threads
+ * went from ~12 to ~3.5 ms of CPU per step on the wide MLP's two gRPC stages); local and thread
+ * runs allocate little per step and measured no difference.
  * `--heap-growing-percent` is one of the few heap flags V8 reads at every collection, so setting
- * it at run time works; `--initial-old-space-size` does not (it only counts at launch).
+ * it at run time works; `--initial-old-space-size` does not (it only counts at launch). The flag is
+ * process-wide: a library user who wants it calls tuneHeap() once at start.
  */
 import { setFlagsFromString } from 'node:v8';
 import { ChainruleError } from '../src/errors.js';
 
 /** How much the heap may grow past its live size before V8 collects again (V8's default is 10-300, chosen from GC speed). */
-export const NODE_HEAP_GROWING_PERCENT = 400;
+export const HEAP_GROWING_PERCENT = 400;
 
 const FLAG = '--heap-growing-percent';
 
 /**
- * Sets `--heap-growing-percent` for this process: NODE_HEAP_GROWING_PERCENT, or the percent in
+ * Sets `--heap-growing-percent` for this process: HEAP_GROWING_PERCENT, or the percent in
  * `CHAINRULE_V8_HEAP`; nothing with `CHAINRULE_V8_HEAP=default` or when the process was
  * started with a heap growth of its own (`node --heap-growing-percent=N ...`).
  * Returns what it did, for the tests; throws on a CHAINRULE_V8_HEAP it cannot read.
  */
-export function tuneNodeHeap(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): string {
+export function tuneHeap(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): string {
   const given = execArgv.find((a) => a.replace(/_/g, '-').startsWith(FLAG));
   if (given !== undefined) return `V8 heap growth: ${given} (given to node)`;
   const setting = env.CHAINRULE_V8_HEAP?.trim();
@@ -35,7 +39,7 @@ export function tuneNodeHeap(env: NodeJS.ProcessEnv = process.env, execArgv: rea
   if (setting !== undefined && setting !== '' && !(/^\d+$/.test(setting) && Number(setting) >= 1 && Number(setting) <= 10_000)) {
     throw new ChainruleError('BAD_V8_HEAP', `CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent (1..10000), got '${setting}'`, { hint: 'unset it for chainrule\'s setting (400)' });
   }
-  const percent = setting ? Number(setting) : NODE_HEAP_GROWING_PERCENT;
+  const percent = setting ? Number(setting) : HEAP_GROWING_PERCENT;
   setFlagsFromString(`${FLAG}=${percent}`);
   return `V8 heap growth: ${FLAG}=${percent}`;
 }

@@ -1,37 +1,37 @@
 /**
- * The V8 heap growth of a `chainrule node` process (node/heap.ts): what it sets and when it
+ * The V8 heap growth the `chainrule` executable sets (coordinator/heap.ts): what it sets and when it
  * leaves the user's choice alone, and, on real node processes under `--trace-gc` serving a real
  * gRPC run, that it cuts the mark-compacts it exists to cut without changing the weights.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/index.js';
-import { NODE_HEAP_GROWING_PERCENT, tuneNodeHeap } from '../node/heap.js';
+import { HEAP_GROWING_PERCENT, tuneHeap } from '../coordinator/heap.js';
 import { mlpSpec } from '../src/nn/index.js';
 import { chainruleBin, firstDigits, runTsx } from './helpers.js';
 
 const children: ChildProcessWithoutNullStreams[] = [];
 afterAll(() => { for (const c of children) if (c.exitCode === null) c.kill('SIGKILL'); });
 
-describe('tuneNodeHeap', () => {
+describe('tuneHeap', () => {
   it('leaves a heap growth given to node alone, and CHAINRULE_V8_HEAP=default means V8\'s own', () => {
-    expect(tuneNodeHeap({}, ['--heap-growing-percent=50'])).toBe('V8 heap growth: --heap-growing-percent=50 (given to node)');
-    expect(tuneNodeHeap({}, ['--heap_growing_percent=50'])).toMatch(/given to node/);
-    expect(tuneNodeHeap({ CHAINRULE_V8_HEAP: 'default' }, [])).toBe('V8 heap growth: V8 default (CHAINRULE_V8_HEAP=default)');
+    expect(tuneHeap({}, ['--heap-growing-percent=50'])).toBe('V8 heap growth: --heap-growing-percent=50 (given to node)');
+    expect(tuneHeap({}, ['--heap_growing_percent=50'])).toMatch(/given to node/);
+    expect(tuneHeap({ CHAINRULE_V8_HEAP: 'default' }, [])).toBe('V8 heap growth: V8 default (CHAINRULE_V8_HEAP=default)');
   });
 
   it('sets its own percent, or the one in CHAINRULE_V8_HEAP, and names a bad one', () => {
-    expect(tuneNodeHeap({}, [])).toBe(`V8 heap growth: --heap-growing-percent=${NODE_HEAP_GROWING_PERCENT}`);
-    expect(tuneNodeHeap({ CHAINRULE_V8_HEAP: '250' }, [])).toBe('V8 heap growth: --heap-growing-percent=250');
-    expect(() => tuneNodeHeap({ CHAINRULE_V8_HEAP: 'lots' }, [])).toThrow(/CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent \(1\.\.10000\), got 'lots'/);
+    expect(tuneHeap({}, [])).toBe(`V8 heap growth: --heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+    expect(tuneHeap({ CHAINRULE_V8_HEAP: '250' }, [])).toBe('V8 heap growth: --heap-growing-percent=250');
+    expect(() => tuneHeap({ CHAINRULE_V8_HEAP: 'lots' }, [])).toThrow(/CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent \(1\.\.10000\), got 'lots'/);
   });
 
-  it('chainrule node refuses a bad CHAINRULE_V8_HEAP with exit 2, naming it', async () => {
+  it('the chainrule executable refuses a bad CHAINRULE_V8_HEAP with exit 2, naming it, before any command runs', async () => {
     process.env.CHAINRULE_V8_HEAP = '0';
     try {
       const r = await runTsx(chainruleBin, ['node', '--port', '0']);
       expect(r.status).toBe(2);
-      expect(r.stderr).toMatch(/chainrule node: CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent \(1\.\.10000\), got '0'/);
+      expect(r.stderr).toMatch(/chainrule: CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent \(1\.\.10000\), got '0'/);
     } finally {
       delete process.env.CHAINRULE_V8_HEAP;
     }
