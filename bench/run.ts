@@ -35,7 +35,7 @@ import { replicaCeiling } from './ceiling.js';
 import { benchSgemm } from './sgemm.js';
 import { measureThroughput } from './throughput.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
-import { tuneHeap } from '../coordinator/heap.js';
+import { tuneHeap } from '../node/heap.js';
 
 // As the chainrule executable does, so the gRPC rows' coordinator is the CLI's (its nodes are CLI processes).
 tuneHeap();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `chainrule` executable.
 import { main } from './cli.js';
-import { tuneHeap } from './heap.js';
+import { tuneHeap } from '../node/heap.js';
 
 let heapSet = true;
 try {

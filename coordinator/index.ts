@@ -13,7 +13,7 @@ export { RunLogError, runLogFiles, type RunRecord } from './run-log.js';
 export type { ChromeTrace, ClockOffset } from './trace.js';
 export { ChainruleError, InternalError, isUserError } from '../src/errors.js';
 export { main as cli } from './cli.js';
-export { tuneHeap } from './heap.js';
+export { tuneHeap } from '../node/heap.js';
 export { loadModel, saveModel, readPredictInput, SavedModel, SavedModelError, type ModelToSave } from './saved-model.js';
 export * from './transports/index.js';
 export * from './schedules/index.js';

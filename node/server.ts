@@ -23,6 +23,7 @@ import { codeOf, isOurError } from './internal.js';
 import { InFlight, drain, drainingError, type DrainOutcome } from './drain.js';
 import { startHealthPort } from './health-port.js';
 import { DEFAULT_MAX_PARAMS } from './caps.js';
+import { heapSetting } from './heap.js';
 import { availableParallelism } from 'node:os';
 import { SecurityError, TLS_FILES, TokenSet, clientCredentials, isLoopback, loadTls, readableByOthers, serverCredentials, tokenMetadata, type TlsMaterial } from './tls.js';
 
@@ -320,6 +321,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     `runs closed after ${runs.limits.timeoutMs / 1000} s without a call`,
     `at most ${(opts.maxParams ?? DEFAULT_MAX_PARAMS).toLocaleString('en-US')} parameters`,
     ...(healthPort ? [`health checks in plaintext on ${healthPort.address}`] : []),
+    heapSetting() ?? 'V8 heap growth: V8 default (tuneHeap not called)',
   ];
   log.line('listening', `on ${address}: ${security.join(', ')}`);
   if (!tls && !isLoopback(host)) log.line('warning', `listening on ${address} without TLS (--insecure): anyone who can reach this port can drive this node`);

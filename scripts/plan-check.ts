@@ -19,7 +19,7 @@ import { loadMnist } from '../src/data/index.js';
 import { mlpSpec, cnnSpec, layerParameterCounts, type ModelSpec } from '../src/nn/index.js';
 import { selectBackend } from '../src/tensor/select.js';
 import { backend } from '../src/tensor/backend.js';
-import { tuneHeap } from '../coordinator/heap.js';
+import { tuneHeap } from '../node/heap.js';
 
 // As the chainrule executable (and so `chainrule plan`) does.
 tuneHeap();

@@ -1,5 +1,6 @@
 /**
- * The V8 heap setting of the `chainrule` executable (coordinator/bin.ts), for every command.
+ * The V8 heap setting of the `chainrule` executable (coordinator/bin.ts), for every command;
+ * a node's first log line says which it is.
  *
  * Why: a node's live JS heap is small (~17 MB: parameters and messages live in ArrayBuffers,
  * outside it), and V8 sizes the next collection's limit from the live heap, so the limit sits a
@@ -24,6 +25,8 @@ import { ChainruleError } from '../src/errors.js';
 export const HEAP_GROWING_PERCENT = 400;
 
 const FLAG = '--heap-growing-percent';
+/** What tuneHeap did, for heapSetting(). */
+let setting: string | null = null;
 
 /**
  * Sets `--heap-growing-percent` for this process: HEAP_GROWING_PERCENT, or the percent in
@@ -33,13 +36,16 @@ const FLAG = '--heap-growing-percent';
  */
 export function tuneHeap(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): string {
   const given = execArgv.find((a) => a.replace(/_/g, '-').startsWith(FLAG));
-  if (given !== undefined) return `V8 heap growth: ${given} (given to node)`;
-  const setting = env.CHAINRULE_V8_HEAP?.trim();
-  if (setting === 'default') return 'V8 heap growth: V8 default (CHAINRULE_V8_HEAP=default)';
-  if (setting !== undefined && setting !== '' && !(/^\d+$/.test(setting) && Number(setting) >= 1 && Number(setting) <= 10_000)) {
-    throw new ChainruleError('BAD_V8_HEAP', `CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent (1..10000), got '${setting}'`, { hint: 'unset it for chainrule\'s setting (400)' });
+  if (given !== undefined) return (setting = `V8 heap growth: ${given} (given to node)`);
+  const wanted = env.CHAINRULE_V8_HEAP?.trim();
+  if (wanted === 'default') return (setting = 'V8 heap growth: V8 default (CHAINRULE_V8_HEAP=default)');
+  if (wanted !== undefined && wanted !== '' && !(/^\d+$/.test(wanted) && Number(wanted) >= 1 && Number(wanted) <= 10_000)) {
+    throw new ChainruleError('BAD_V8_HEAP', `CHAINRULE_V8_HEAP must be 'default' or a heap growth in percent (1..10000), got '${wanted}'`, { hint: 'unset it for chainrule\'s setting (400)' });
   }
-  const percent = setting ? Number(setting) : HEAP_GROWING_PERCENT;
+  const percent = wanted ? Number(wanted) : HEAP_GROWING_PERCENT;
   setFlagsFromString(`${FLAG}=${percent}`);
-  return `V8 heap growth: ${FLAG}=${percent}`;
+  return (setting = `V8 heap growth: ${FLAG}=${percent}`);
 }
+
+/** What the last tuneHeap did in this process; null if it never ran (a node started through the API). */
+export function heapSetting(): string | null { return setting; }
