@@ -5,7 +5,7 @@ import { tuneHeap } from '../node/heap.js';
 
 let heapSet = true;
 try {
-  // Before the first message: see coordinator/heap.ts.
+  // Before the first message: see node/heap.ts.
   tuneHeap();
 } catch (e) {
   console.error(`chainrule: ${(e as Error).message}`);
