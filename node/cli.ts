@@ -23,7 +23,8 @@ const usage = `Usage: chainrule node --port P [--host H] [--tls DIR] [--token-fi
   --drain-timeout T    on SIGTERM or SIGINT, wait up to T for the calls in flight before closing (500ms, 10s; default 10s)
   --max-params N       refuse a model of more parameters, or more for all this node's stages together (default 268435456)
   --health-port P      also serve only the gRPC health service, in plaintext, on port P (for probes without a certificate, e.g. Kubernetes')
-  --insecure           listen on a non-loopback host without TLS (anyone who reaches the port can drive the node)`;
+  --insecure           listen on a non-loopback host without TLS (anyone who reaches the port can drive the node)
+Environment: CHAINRULE_V8_HEAP=default keeps V8's heap growth instead of chainrule's 400% (N: N percent)`;
 
 /** `600`, `90s`, `10m`, `1h` in milliseconds, or null. */
 export function parseDuration(text: string): number | null {
