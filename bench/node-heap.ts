@@ -6,13 +6,12 @@
  * bench's windows, after its warm-up), the two nodes' mark-compacts per 1,000 steps in those
  * windows and their peak RSS. Collections depend on timing: run it on a quiet machine, and compare within a run.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { CoordinatorOptions } from '../coordinator/index.js';
 import { tuneHeap } from '../node/heap.js';
 import { loadMnist } from '../src/data/index.js';
 import { cnnSpec, mlpSpec } from '../src/nn/index.js';
+import { spawnNode } from './node-process.js';
 import { measureThroughput } from './throughput.js';
 import { printTable, type Row } from './report.js';
 
@@ -20,37 +19,17 @@ tuneHeap();
 const rounds = Number(process.argv[2] ?? 2);
 const seconds = 4;
 const mnist = loadMnist();
-const fromSource = import.meta.url.endsWith('.ts');
-const bin = fileURLToPath(new URL(`../coordinator/bin.${fromSource ? 'ts' : 'js'}`, import.meta.url));
-
-interface TracedNode { address: string; markCompacts: () => number; peakRssMb: () => number; stop: () => Promise<void> }
 
 /** A `chainrule node` under `--trace-gc` (one stdout line per collection), with this heap setting. */
-async function tracedNode(heap: 'default' | 'chainrule'): Promise<TracedNode> {
+async function tracedNode(heap: 'default' | 'chainrule') {
   const env = { ...process.env };
   if (heap === 'default') env.CHAINRULE_V8_HEAP = 'default'; else delete env.CHAINRULE_V8_HEAP;
-  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, ['--trace-gc', ...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: 'pipe', env });
-  child.stderr.resume();
-  let partial = '';
   let markCompacts = 0;
-  const address = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      const lines = (partial + d.toString()).split('\n');
-      partial = lines.pop()!;
-      for (const l of lines) {
-        if (l.includes('Mark-Compact')) markCompacts++;
-        const hit = /listening on ([^\s,]+)/.exec(l);
-        if (hit) resolve(hit[1]!);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`chainrule node exited with ${code} before listening`)));
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const node = await spawnNode({ nodeFlags: ['--trace-gc'], env, onStdoutLine: (line) => { if (line.includes('Mark-Compact')) markCompacts++; } });
   return {
-    address,
+    ...node,
     markCompacts: () => markCompacts,
-    peakRssMb: () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024,
-    stop: async () => { child.kill('SIGTERM'); await exited; },
+    peakRssMb: () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${node.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024,
   };
 }
 

@@ -14,21 +14,34 @@ export interface NodeProcess {
   stop(): Promise<void>;
 }
 
-export async function spawnNode(): Promise<NodeProcess> {
+export interface SpawnOptions {
+  /** Flags for `node` itself, before the script (e.g. `--trace-gc`). */
+  nodeFlags?: string[];
+  /** The child's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Called with each whole line of its stdout (where `--trace-gc` writes). */
+  onStdoutLine?: (line: string) => void;
+}
+
+export async function spawnNode(o: SpawnOptions = {}): Promise<NodeProcess> {
   const fromSource = import.meta.url.endsWith('.ts');
   const bin = fileURLToPath(new URL(`../coordinator/bin.${fromSource ? 'ts' : 'js'}`, import.meta.url));
-  const child: ChildProcess = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, [...(o.nodeFlags ?? []), ...(fromSource ? ['--import', 'tsx'] : []), bin, 'node', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: o.env ?? process.env });
   // The node logs one line per run and connection: kept (the last few) for an error, never let fill the pipe.
   let tail = '';
   child.stderr!.on('data', (d: Buffer) => { tail = (tail + d.toString()).slice(-4000); });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
+    // Whole lines only: the listening line, then whatever the caller reads.
+    let partial = '';
     child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-      if (out.length > 4000) out = out.slice(-200);
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!.slice(-4000);
+      for (const line of lines) {
+        const m = /listening on (\S+)/.exec(line);
+        if (m) resolve(m[1]!);
+        o.onStdoutLine?.(line);
+      }
     });
     child.once('exit', (code, signal) => reject(new Error(`chainrule node exited with ${code ?? signal} before listening: ${tail.trim()}`)));
   });

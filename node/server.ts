@@ -321,7 +321,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     `runs closed after ${runs.limits.timeoutMs / 1000} s without a call`,
     `at most ${(opts.maxParams ?? DEFAULT_MAX_PARAMS).toLocaleString('en-US')} parameters`,
     ...(healthPort ? [`health checks in plaintext on ${healthPort.address}`] : []),
-    heapSetting() ?? 'V8 heap growth: V8 default (tuneHeap not called)',
+    heapSetting() ?? 'V8 heap growth: not set by chainrule (tuneHeap not called)',
   ];
   log.line('listening', `on ${address}: ${security.join(', ')}`);
   if (!tls && !isLoopback(host)) log.line('warning', `listening on ${address} without TLS (--insecure): anyone who can reach this port can drive this node`);
