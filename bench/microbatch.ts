@@ -10,8 +10,9 @@
  * console.log(r.ratio); // steps/s at M=8 over steps/s at M=1
  */
 import { pathToFileURL } from 'node:url';
-import { Coordinator } from '../coordinator/index.js';
-import { Batcher, loadMnist, type Dataset } from '../src/data/index.js';
+import type { CoordinatorOptions } from '../coordinator/index.js';
+import { loadMnist, type Dataset } from '../src/data/index.js';
+import { alternateThroughput } from './alternate.js';
 import { mlpSpec } from '../src/nn/index.js';
 import { backend } from '../src/tensor/backend.js';
 import { selectBackend } from '../src/tensor/select.js';
@@ -28,8 +29,8 @@ export interface MicroBatchBench {
 }
 
 /**
- * Opens two one-stage coordinators on the same model and seed (M = 1 and M = `microBatches`),
- * warms both, then alternates timed windows between them for about `seconds` in all.
+ * Two one-stage coordinators on the same model and seed (M = 1 and M = `microBatches`),
+ * their timed windows alternated for about `seconds` in all (bench/alternate.ts).
  */
 export async function benchMicroBatches(o: { microBatches?: number; seconds?: number; windows?: number; data?: { train: Dataset; test: Dataset } } = {}): Promise<MicroBatchBench> {
   const M = o.microBatches ?? 8;
@@ -37,38 +38,9 @@ export async function benchMicroBatches(o: { microBatches?: number; seconds?: nu
   const windows = o.windows ?? 6;
   const data = o.data ?? loadMnist();
   const model = mlpSpec([1024, 1024, 1024, 1024, 1024], 784, 10);
-  const open = async (microBatches: number): Promise<Coordinator> => {
-    const c = new Coordinator({ model, dataset: data, epochs: 1, batchSize: 256, microBatches, optimizer: 'sgd', lr: 0.01, backend: backend().name, kernelThreads: 1 });
-    await c.open();
-    return c;
-  };
-  const one = await open(1);
-  const many = await open(M);
-  try {
-    const batches = [...new Batcher(data.train, { batchSize: 256, seed: 1 }).epoch(0)].slice(0, 16);
-    let n = 0;
-    const stepOf = async (c: Coordinator): Promise<void> => {
-      const b = batches[n++ % batches.length]!;
-      await c.step(b.x, b.y);
-    };
-    for (let i = 0; i < 3; i++) { await stepOf(one); await stepOf(many); }
-    const best = { one: 0, many: 0 };
-    const windowMs = (seconds * 1000) / (2 * windows);
-    for (let w = 0; w < windows; w++) {
-      // Alternate which side goes first, so neither always follows the other.
-      const order: ['one' | 'many', Coordinator][] = w % 2 === 0 ? [['one', one], ['many', many]] : [['many', many], ['one', one]];
-      for (const [side, c] of order) {
-        let steps = 0;
-        const t0 = performance.now();
-        do { await stepOf(c); steps++; } while (performance.now() - t0 < windowMs);
-        best[side] = Math.max(best[side], steps / ((performance.now() - t0) / 1000));
-      }
-    }
-    return { microBatches: M, one: best.one, many: best.many, ratio: best.many / best.one, backend: backend().name };
-  } finally {
-    await many.close();
-    await one.close();
-  }
+  const at = (microBatches: number): CoordinatorOptions => ({ model, batchSize: 256, microBatches, optimizer: 'sgd', lr: 0.01, backend: backend().name });
+  const [one, many] = await alternateThroughput([at(1), at(M)], data, seconds, { windows });
+  return { microBatches: M, one: one!.samplesPerSecond / 256, many: many!.samplesPerSecond / 256, ratio: many!.samplesPerSecond / one!.samplesPerSecond, backend: backend().name };
 }
 
 /** The bench's rows: both step rates and the figure "wide MLP one process M=8 / M=1". */

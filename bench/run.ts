@@ -11,7 +11,8 @@
  * 3. Scaling, for the wide MLP, the default MLP and the CNN: one process (M=1 and M=8, and
  *    M=1 with 2 kernel threads and with `auto`, measured by the run itself),
  *    R=2 thread replicas beside their ceiling (two processes on half the batch each, in the same
- *    window, never communicating: bench/ceiling.ts), K=2 thread stages (every registered schedule), R=2 and K=2 over 2
+ *    window, never communicating: bench/ceiling.ts) and against one process with their windows
+ *    alternated in one run (bench/alternate.ts), K=2 thread stages (every registered schedule), R=2 and K=2 over 2
  *    gRPC node processes on loopback, each against one process with M=1; PyTorch on 1 and 2
  *    threads (OMP_WAIT_POLICY=passive); measured bubble against the schedule's theoretical one
  *    ((K−1)/(M+K−1) for gpipe and 1f1b, (K−1)/(3M+K−1) for zb-h1).
@@ -34,6 +35,7 @@ import { benchMicroBatches, microBatchRows } from './microbatch.js';
 import { replicaCeiling } from './ceiling.js';
 import { benchSgemm } from './sgemm.js';
 import { measureThroughput } from './throughput.js';
+import { alternateThroughput } from './alternate.js';
 import { emitJson, printTable, ratioTo, type Row } from './report.js';
 import { tuneHeap } from '../node/heap.js';
 
@@ -231,6 +233,10 @@ try {
     add('one process, M=1, kernel threads auto', auto);
     const r2 = (await chainruleThroughput({ ...base, placement: 'threads', replicas: 2 })).samplesPerSecond;
     add('threads, R=2 replicas', r2);
+    // The same comparison with their windows alternated in one run (bench/alternate.ts): the
+    // figure the R=2 target is read from, since one after the other the host's drift moves it.
+    const [oneAlt, r2Alt] = await alternateThroughput([base, { ...base, placement: 'threads', replicas: 2 }], mnist, 2 * seconds);
+    scaling.push({ name: name('threads R=2 / one process M=1, windows alternated'), value: r2Alt!.samplesPerSecond / oneAlt!.samplesPerSecond, unit: '×' });
     // What two single-threaded replicas could reach here at most: two processes on half the
     // batch each, same window, no reduction or coordinator (bench/ceiling.ts).
     add('ceiling of R=2: 2 processes at half the batch, no communication', (await replicaCeiling(base, seconds)).samplesPerSecond);
